@@ -1,0 +1,58 @@
+"""The KV agent's configuration file: written by ``render``, read by ``xpdctl kv-agent --config``.
+
+This schema is the contract between the plan and the agent; add fields with defaults only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from xpdctl.errors import InputError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Pair(_Strict):
+    """One prefill->decode instance pair this agent's host takes part in."""
+
+    prefill: str  # service name, e.g. "xpd-lab-prefill-0"
+    decode: str
+    prefill_host: str
+    decode_host: str
+    prefill_url: str  # engine HTTP base URL, as the router knows it
+    decode_url: str
+    # The prefill instance's NIXL side channel (host:port) that the decode must reach.
+    side_channel: str
+    # The KV agent on the other host of the pair (base URL); equal to our own for same-host pairs.
+    peer_agent: str
+
+
+class KvAgentConfig(_Strict):
+    host: str
+    address: str  # this host's address as peers reach it
+    listen_host: str = "0.0.0.0"
+    port: int = Field(8788, ge=1, le=65535)
+    # Port of this agent's NIXL probe listener (metadata exchange happens over the HTTP API).
+    nics: list[str] = []
+    # True when the inventory declares RDMA NICs: a probe carried by TCP is then reported as a fault.
+    expect_rdma: bool = False
+    probe_size_mib: int = 64
+    probe_interval_s: float = 60.0
+    ucx_env: dict[str, str] = {}
+    pairs: list[Pair] = []
+
+
+def load_kv_agent_config(path: Path) -> KvAgentConfig:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read kv-agent config: {exc.strerror}") from exc
+    try:
+        return KvAgentConfig.model_validate(data or {})
+    except Exception as exc:
+        raise InputError(f"{path}: invalid kv-agent config: {exc}") from exc

@@ -1,0 +1,1 @@
+"""The PD-aware, OpenAI-compatible router."""

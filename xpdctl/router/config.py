@@ -1,0 +1,100 @@
+"""The router's configuration file: written by ``render``, read by ``xpdctl router --config``.
+
+This schema is the contract between the plan and the router; add fields with defaults only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from xpdctl.errors import InputError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Listen(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class Backend(_Strict):
+    url: str
+    pool: Literal["prefill", "decode"]
+    # Only a prefill and a decode of the same generation are ever paired: the plan gives one label to
+    # every instance whose KV-compatibility factors are equal (see xpdctl.kvcompat).
+    generation: str = "default"
+    name: str = ""
+
+
+class Health(_Strict):
+    interval_s: float = 5.0
+    timeout_s: float = 2.0
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 2
+
+
+class Timeouts(_Strict):
+    connect_s: float = 5.0
+    first_byte_s: float = 600.0
+    idle_s: float = 120.0
+
+
+class Queue(_Strict):
+    # Requests admitted at once; beyond that they wait, and beyond max_waiting they get 429.
+    max_in_flight: int = 1024
+    max_waiting: int = 256
+    wait_timeout_s: float = 60.0
+
+
+class ConditionalDisagg(_Strict):
+    enabled: bool = False
+    # Prompts shorter than this (estimated tokens) go to the decode pool whole.
+    min_prompt_tokens: int = 256
+    # A prefill pool whose every backend has at least this many waiting requests counts as saturated.
+    prefill_saturation_waiting: int = 8
+
+
+class Admin(_Strict):
+    # The admin API is off unless a token is configured. token_file keeps the secret out of the config.
+    token: str | None = None
+    token_file: Path | None = None
+
+    def resolved_token(self) -> str | None:
+        if self.token:
+            return self.token
+        if self.token_file:
+            return self.token_file.read_text().strip() or None
+        return None
+
+
+class RouterConfig(_Strict):
+    listen: Listen = Listen()
+    # The model name clients send; /v1/models lists it.
+    model: str
+    backends: list[Backend] = []
+    health: Health = Health()
+    timeouts: Timeouts = Timeouts()
+    queue: Queue = Queue()
+    prefill_retries: int = 1
+    conditional_disagg: ConditionalDisagg = ConditionalDisagg()
+    admin: Admin = Admin()
+    # KV agents whose /pairs report is consulted: a pair reported broken is not used.
+    kv_agents: list[str] = []
+    load_scrape_interval_s: float = 1.0
+
+
+def load_router_config(path: Path) -> RouterConfig:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read router config: {exc.strerror}") from exc
+    try:
+        return RouterConfig.model_validate(data or {})
+    except Exception as exc:  # pydantic.ValidationError: shown as one line per problem
+        raise InputError(f"{path}: invalid router config: {exc}") from exc
