@@ -1,0 +1,165 @@
+"""The observed state of a cluster: what ``xpdctl status -o json`` prints.
+
+These models are the contract between the observers (:mod:`xpdctl.observe`), the parsers
+(:mod:`xpdctl.probes`) and everyone who reads status JSON (scripts, the upgrade controller). Add
+fields with defaults only; ``docs/status-schema.json`` is generated from :class:`ClusterStatus` and
+a test keeps it in step. Units are part of the field names (``_mib``, ``_pct``, ``_c``, ``_w``);
+a value a tool did not report is ``null``, never a made-up zero.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Gpu(_Model):
+    index: int
+    vendor: str = Field(description="'nvidia' or 'amd'")
+    name: str
+    uuid: str | None = None
+    bus_id: str | None = Field(None, description="PCI address as the tool prints it, e.g. 00000000:00:06.0")
+    memory_total_mib: float | None = None
+    memory_used_mib: float | None = None
+    utilization_pct: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    ecc_errors_corrected: int | None = Field(None, description="since the driver loaded (volatile)")
+    ecc_errors_uncorrected: int | None = Field(None, description="since the driver loaded (volatile)")
+
+
+class Accelerators(_Model):
+    """What the vendor tools report; empty when no tool answered."""
+
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    rocm_version: str | None = None
+    gpus: list[Gpu] = []
+
+
+class OsInfo(_Model):
+    pretty_name: str | None = None
+    id: str | None = None
+    version_id: str | None = None
+    kernel: str | None = Field(None, description="kernel release (uname -r)")
+    arch: str | None = None
+
+
+class PciDevice(_Model):
+    address: str
+    vendor_id: str = Field(description="e.g. 0x10de")
+    device_id: str
+    class_code: str = Field(description="e.g. 0x030200")
+    vendor: str | None = Field(None, description="known vendor name, e.g. nvidia, amd, mellanox")
+    kind: Literal["gpu", "nic", "other"] = "other"
+
+
+class RdmaPort(_Model):
+    device: str = Field(description="e.g. mlx5_0")
+    port: int
+    state: str = Field(description="e.g. PORT_ACTIVE")
+    link_layer: str | None = None
+    active_mtu: int | None = None
+    firmware: str | None = None
+
+
+class UnitState(_Model):
+    service: str
+    role: str
+    unit: str
+    active: str = Field(description="systemctl is-active: active, inactive, failed, activating, unknown")
+
+
+class EngineStatus(_Model):
+    service: str
+    role: str
+    url: str
+    healthy: bool
+    error: str | None = None
+    vllm_version: str | None = None
+    models: list[str] = []
+    requests_running: float | None = None
+    requests_waiting: float | None = None
+    kv_cache_usage_pct: float | None = None
+
+
+class KvPairHealth(_Model):
+    prefill_url: str
+    decode_url: str
+    ok: bool
+    reason: str | None = None
+
+
+class KvAgentStatus(_Model):
+    service: str
+    url: str
+    reachable: bool
+    error: str | None = None
+    pairs: list[KvPairHealth] = []
+
+
+class RouterBackend(_Model):
+    url: str
+    pool: str | None = None
+    generation: str | None = None
+    state: str = Field(description="as the router reports it, e.g. healthy, unhealthy, draining")
+    healthy: bool
+    in_flight: int | None = None
+
+
+class RouterStatus(_Model):
+    service: str
+    url: str
+    reachable: bool
+    error: str | None = None
+    backends: list[RouterBackend] = []
+
+
+class DriftEntry(_Model):
+    path: str = Field(description="absolute path on the host")
+    state: Literal["changed", "missing", "extra"]
+    expected_sha256: str | None = None
+    actual_sha256: str | None = None
+
+
+class Problem(_Model):
+    severity: Literal["error", "warning"]
+    host: str | None = None
+    what: str
+    hint: str = Field(description="what a person can do about it")
+
+
+class HostStatus(_Model):
+    name: str
+    address: str
+    reachable: bool
+    error: str | None = None
+    os: OsInfo = OsInfo()
+    accelerators: Accelerators = Accelerators()
+    pci: list[PciDevice] = []
+    rdma: list[RdmaPort] = []
+    units: list[UnitState] = []
+    engines: list[EngineStatus] = []
+    kv_agents: list[KvAgentStatus] = []
+    routers: list[RouterStatus] = []
+    drift: list[DriftEntry] = []
+    drift_checked: bool = Field(False, description="false when no rendered files were available to compare")
+    problems: list[Problem] = []
+
+
+class ClusterStatus(_Model):
+    schema_version: int = SCHEMA_VERSION
+    cluster: str
+    observed_at: str = Field(description="UTC, ISO 8601")
+    duration_s: float
+    healthy: bool = Field(description="no problem of severity error anywhere")
+    hosts: list[HostStatus]
+    problems: list[Problem] = Field([], description="every host's problems, in host order")
