@@ -1,0 +1,50 @@
+"""Serve an aiohttp application from a command until SIGINT/SIGTERM (the router and the simulator).
+
+Handler cancellation is on: when a client closes its connection the handler is cancelled, which is
+how vLLM behaves (it aborts the request) and how the router passes an abort on to its upstream legs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+
+async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on host:port (0 = any free port); returns the runner and the bound port."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+    await site.start()
+    return runner, bound_port(site)
+
+
+def bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp exposes the listening sockets only here
+    return server.sockets[0].getsockname()[1]
+
+
+def run_until_signal(serve: Callable[[asyncio.Event], object]) -> None:
+    """Run ``serve(stop)`` on a fresh event loop (uvloop when installed); ``stop`` is set on SIGINT/SIGTERM."""
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(stop)
+
+    try:
+        import uvloop
+    except ImportError:  # uvloop is an accelerator, not a requirement
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
+def announce(what: str, host: str, port: int) -> None:
+    """One line on stdout that tests and scripts read to learn the bound port."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    print(f"{what} listening on http://{shown}:{port}", flush=True)
