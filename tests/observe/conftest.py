@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NVIDIA_H200 = REPO.parent / "shared" / "fixtures" / "nvidia-h200-x2"
+AMD_HANDWRITTEN = REPO / "tests" / "fixtures" / "amd"
+
+IBV_DEVINFO = """hca_id:\tmlx5_0
+\tfw_ver:\t\t\t\t28.39.1002
+\t\tport:\t1
+\t\t\tstate:\t\t\tPORT_ACTIVE (4)
+\t\t\tactive_mtu:\t\t4096 (5)
+\t\t\tlink_layer:\t\tEthernet
+"""
+
+
+@pytest.fixture(scope="session")
+def nvidia_text():
+    assert NVIDIA_H200.is_dir(), f"{NVIDIA_H200} is missing: shared/fixtures must sit beside the repository"
+    return lambda name: (NVIDIA_H200 / name).read_text()
+
+
+@pytest.fixture(scope="session")
+def amd_text():
+    return lambda name: (AMD_HANDWRITTEN / name).read_text()
+
+
+def _tool(folder: Path, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.fixture
+def stand_in_tools(tmp_path):
+    """A folder of stand-in vendor tools that print captured output: the lowest layer at which a GPU
+    host can be simulated on a machine without GPUs. nvidia-smi prints the real H200 capture; amd-smi
+    prints the hand-written MI300X fixtures; ibv_devinfo one active ConnectX port."""
+
+    def make(*, nvidia: bool = False, amd: bool = False, rdma: bool = False) -> Path:
+        folder = tmp_path / "tools"
+        folder.mkdir(exist_ok=True)
+        if nvidia:
+            _tool(folder, "nvidia-smi", f'[ "$1" = -q ] && [ "$2" = -x ] && exec cat "{NVIDIA_H200}/nvidia-smi-q.xml"\nexit 2\n')
+        if amd:
+            _tool(
+                folder,
+                "amd-smi",
+                f'case "$1" in static) exec cat "{AMD_HANDWRITTEN}/amd-smi-static.json";; '
+                f'metric) exec cat "{AMD_HANDWRITTEN}/amd-smi-metric.json";; esac\nexit 2\n',
+            )
+        if rdma:
+            _tool(folder, "ibv_devinfo", f"cat <<'EOF'\n{IBV_DEVINFO}EOF\n")
+        return folder
+
+    return make

@@ -1,0 +1,76 @@
+"""The status script's section format, and the real script run by this machine's sh."""
+
+from __future__ import annotations
+
+import asyncio
+
+from observe_helpers import sections_text
+
+from xpdctl.observe.hoststate import host_status
+from xpdctl.observe.script import build_script, new_marker, split_sections
+from xpdctl.observe.targets import HostTarget
+from xpdctl.observe.transport import LocalShellTransport
+
+
+def test_sections_rc_absent_and_bodies():
+    marker = new_marker()
+    out = sections_text(marker, {"uname": ("0", "Linux h 6.8.0 x86_64"), "nvidia-smi": ("-", ""), "amd-smi-static": ("1", "boom")})
+    sections = split_sections(out, marker)
+    assert sections["uname"].ok and sections["uname"].text == "Linux h 6.8.0 x86_64"
+    assert sections["nvidia-smi"].rc is None
+    assert (sections["amd-smi-static"].rc, sections["amd-smi-static"].text) == (1, "boom")
+
+
+def test_a_foreign_marker_in_output_does_not_open_a_section():
+    marker, other = new_marker(), new_marker()
+    out = sections_text(marker, {"listing": ("0", f"{other} end 0\n/etc/x")})
+    sections = split_sections(out, marker)
+    assert list(sections) == ["listing"]
+    assert sections["listing"].text.endswith("/etc/x")
+
+
+def _run(target: HostTarget, tools=None, **script_args) -> dict:
+    marker = new_marker()
+    script = build_script(marker, units=[], files=[], extra_globs=[], **script_args)
+    result = asyncio.run(LocalShellTransport(path_prefix=str(tools) if tools else None).run(target, script, 30))
+    assert result.rc == 0, result.stderr
+    return split_sections(result.stdout, marker)
+
+
+def test_real_script_reports_this_machine_and_absent_tools():
+    sections = _run(HostTarget(name="here", address="127.0.0.1"))
+    assert sections["os-release"].ok and "ID=" in sections["os-release"].text
+    assert sections["uname"].text.startswith("Linux ")
+    assert sections["pci"].ok  # may be empty in a container without sysfs PCI, but the section exists
+    assert "end" in sections
+    status, failures = host_status(HostTarget(name="here", address="127.0.0.1"), sections)
+    assert status.os.kernel and status.os.arch
+    assert failures == []
+
+
+def test_real_script_with_stand_in_vendor_tools(stand_in_tools):
+    """nvidia-smi, amd-smi and ibv_devinfo are stand-ins printing captured output (no GPU or NIC here)."""
+    tools = stand_in_tools(nvidia=True, amd=True, rdma=True)
+    target = HostTarget(name="gpu-host", address="127.0.0.1")
+    status, failures = host_status(target, _run(target, tools))
+    assert failures == []
+    assert [(g.vendor, g.name) for g in status.accelerators.gpus] == [
+        ("nvidia", "NVIDIA H200"),
+        ("nvidia", "NVIDIA H200"),
+        ("amd", "AMD Instinct MI300X"),
+        ("amd", "AMD Instinct MI300X"),
+    ]
+    assert status.accelerators.driver_version == "580.159.04"
+    assert [(p.device, p.state) for p in status.rdma] == [("mlx5_0", "PORT_ACTIVE")]
+
+
+def test_failing_tool_is_reported_with_its_message(tmp_path):
+    tools = tmp_path / "broken"
+    tools.mkdir()
+    smi = tools / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'Failed to initialize NVML: Driver/library version mismatch'\nexit 18\n")
+    smi.chmod(0o755)
+    target = HostTarget(name="h", address="127.0.0.1")
+    status, failures = host_status(target, _run(target, tools))
+    assert status.accelerators.gpus == []
+    assert failures == ["nvidia-smi exited 18: Failed to initialize NVML: Driver/library version mismatch"]

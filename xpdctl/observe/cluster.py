@@ -1,0 +1,120 @@
+"""Observe a whole cluster: every host at once, one SSH round trip and a few HTTP requests each."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiohttp
+
+from xpdctl.observe import http
+from xpdctl.observe.hoststate import host_status
+from xpdctl.observe.judge import judge
+from xpdctl.observe.script import build_script, new_marker, split_sections
+from xpdctl.observe.targets import HostTarget, targets_from
+from xpdctl.observe.transport import LocalShellTransport, SshTransport
+from xpdctl.status_model import ClusterStatus, HostStatus
+
+Transport = SshTransport | LocalShellTransport
+
+# Service role -> which HTTP probe it gets. Roles not listed get none (their unit state still shows).
+ROLE_PROBES = {"prefill": "engine", "decode": "engine", "both": "engine", "router": "router", "kv-agent": "kv_agent"}
+
+
+async def _ssh_part(
+    target: HostTarget, transport: Transport, timeout_s: float
+) -> tuple[HostStatus, list[str]]:
+    marker = new_marker()
+    script = build_script(
+        marker,
+        units=[service.unit for service in target.services],
+        files=[target.root + path for path in target.expected_files],
+        extra_globs=[target.root + pattern for pattern in target.owned_globs],
+    )
+    result = await transport.run(target, script, timeout_s)
+    sections = split_sections(result.stdout, marker)
+    if not sections:
+        if result.rc is None:
+            error = f"no answer within {timeout_s:g} s"
+        else:
+            error = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit status {result.rc}"
+        return HostStatus(name=target.name, address=target.address, reachable=False, error=error), []
+    return host_status(target, sections)
+
+
+async def _http_part(target: HostTarget, session: aiohttp.ClientSession) -> dict[str, list]:
+    probes = []
+    for service in target.services:
+        kind = ROLE_PROBES.get(service.role)
+        if kind is None or service.port is None:
+            continue
+        url = target.url(service)
+        if kind == "engine":
+            probes.append(("engines", http.probe_engine(session, service=service.name, role=service.role, url=url)))
+        elif kind == "router":
+            probes.append(("routers", http.probe_router(session, service=service.name, url=url, token=service.admin_token)))
+        else:
+            probes.append(("kv_agents", http.probe_kv_agent(session, service=service.name, url=url)))
+    results = await asyncio.gather(*(coro for _, coro in probes))
+    grouped: dict[str, list] = {"engines": [], "routers": [], "kv_agents": []}
+    for (field, _), result in zip(probes, results):
+        grouped[field].append(result)
+    return grouped
+
+
+async def observe_host(
+    target: HostTarget, transport: Transport, session: aiohttp.ClientSession, *, ssh_timeout_s: float
+) -> HostStatus:
+    (status, failures), services = await asyncio.gather(
+        _ssh_part(target, transport, ssh_timeout_s), _http_part(target, session)
+    )
+    # HTTP answers come from this machine's view, so they are reported even for a host SSH cannot reach.
+    status = status.model_copy(update=services)
+    status.problems = judge(target, status, failures)
+    return status
+
+
+async def observe_targets(
+    cluster: str,
+    targets: list[HostTarget],
+    transport: Transport,
+    *,
+    ssh_timeout_s: float = 10.0,
+    http_timeout_s: float = 3.0,
+    max_parallel_hosts: int = 64,
+) -> ClusterStatus:
+    started = time.monotonic()
+    observed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    gate = asyncio.Semaphore(max_parallel_hosts)
+    # No connection limit: a cluster-wide probe opens a few connections per service at once.
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=http_timeout_s, connect=min(http_timeout_s, 2.0))
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(target: HostTarget) -> HostStatus:
+            async with gate:
+                return await observe_host(target, transport, session, ssh_timeout_s=ssh_timeout_s)
+
+        hosts = await asyncio.gather(*(one(target) for target in targets))
+    problems = [problem for host in hosts for problem in host.problems]
+    return ClusterStatus(
+        cluster=cluster,
+        observed_at=observed_at,
+        duration_s=round(time.monotonic() - started, 3),
+        healthy=not any(problem.severity == "error" for problem in problems),
+        hosts=list(hosts),
+        problems=problems,
+    )
+
+
+def observe_cluster(inventory, rendered_dir: Path, *, transport: Transport | None = None, **options) -> ClusterStatus:
+    """The observed state of every host of ``inventory`` compared with render's output in ``rendered_dir``.
+
+    ``inventory`` is a validated :class:`~xpdctl.inventory.schema.Inventory`; ``options`` are those of
+    :func:`observe_targets` (timeouts, parallelism). Never raises for an unreachable or unhealthy host:
+    that is in the result's ``problems``.
+    """
+    cluster, targets = targets_from(inventory, Path(rendered_dir))
+    return asyncio.run(observe_targets(cluster, targets, transport or SshTransport(), **options))

@@ -1,0 +1,133 @@
+"""HTTP probes of the services a host runs: engines, the router's admin API, KV agents.
+
+Every probe answers, even when the service does not: a failure becomes ``error`` on the result,
+never an exception, so one dead engine does not hide the rest of the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from xpdctl.status_model import EngineStatus, KvAgentStatus, KvPairHealth, RouterBackend, RouterStatus
+
+# EngineStatus field -> (metric names, newest first; how label sets combine; scale). vLLM reports
+# KV cache usage as a fraction (1 = 100 %); 0.x before 0.10 called it gpu_cache_usage_perc.
+ENGINE_METRICS: dict[str, tuple[tuple[str, ...], Callable[[list[float]], float], float]] = {
+    "requests_running": (("vllm:num_requests_running",), sum, 1.0),
+    "requests_waiting": (("vllm:num_requests_waiting",), sum, 1.0),
+    "kv_cache_usage_pct": (("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"), max, 100.0),
+}
+
+# Router backend states that count as serving.
+HEALTHY_BACKEND_STATES = {"healthy", "up", "ok", "ready", "serving"}
+
+
+class ProbeFailed(Exception):
+    pass
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect ({exc.os_error.strerror or exc.os_error})" if exc.os_error else "cannot connect"
+    if isinstance(exc, ProbeFailed):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _get(session: aiohttp.ClientSession, url: str, *, want: str, headers: dict | None = None) -> Any:
+    async with session.get(url, headers=headers) as resp:
+        if resp.status != 200:
+            raise ProbeFailed(f"GET {url} answered HTTP {resp.status}")
+        return await (resp.json(content_type=None) if want == "json" else resp.text())
+
+
+def parse_engine_metrics(text: str) -> dict[str, float]:
+    """The :data:`ENGINE_METRICS` values found in a Prometheus text exposition."""
+    samples: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample.value)
+    found = {}
+    for field, (names, combine, scale) in ENGINE_METRICS.items():
+        for name in names:
+            if samples.get(name):
+                found[field] = combine(samples[name]) * scale
+                break
+    return found
+
+
+async def probe_engine(session: aiohttp.ClientSession, *, service: str, role: str, url: str) -> EngineStatus:
+    health, metrics, models, version = await asyncio.gather(
+        _get(session, f"{url}/health", want="text"),
+        _get(session, f"{url}/metrics", want="text"),
+        _get(session, f"{url}/v1/models", want="json"),
+        _get(session, f"{url}/version", want="json"),
+        return_exceptions=True,
+    )
+    fields: dict[str, Any] = {}
+    if not isinstance(metrics, BaseException):
+        try:
+            fields.update(parse_engine_metrics(metrics))
+        except ValueError:
+            pass  # not Prometheus text: leave the numbers unknown
+    if isinstance(models, dict):
+        fields["models"] = [str(card.get("id")) for card in models.get("data", []) if isinstance(card, dict)]
+    if isinstance(version, dict) and version.get("version"):
+        fields["vllm_version"] = str(version["version"])
+    error = _describe(health) if isinstance(health, BaseException) else None
+    return EngineStatus(service=service, role=role, url=url, healthy=error is None, error=error, **fields)
+
+
+async def probe_kv_agent(session: aiohttp.ClientSession, *, service: str, url: str) -> KvAgentStatus:
+    try:
+        body = await _get(session, f"{url}/pairs", want="json")
+        pairs = [
+            KvPairHealth(
+                prefill_url=str(pair.get("prefill_url")),
+                decode_url=str(pair.get("decode_url")),
+                ok=bool(pair.get("ok")),
+                reason=pair.get("reason") or None,
+            )
+            for pair in body.get("pairs", [])
+        ]
+    except Exception as exc:  # every failure is reported, none escapes
+        return KvAgentStatus(service=service, url=url, reachable=False, error=_describe(exc))
+    return KvAgentStatus(service=service, url=url, reachable=True, pairs=pairs)
+
+
+def _backend(item: dict) -> RouterBackend:
+    state = str(item.get("state") or ("healthy" if item.get("healthy") else "unhealthy"))
+    healthy = item["healthy"] if isinstance(item.get("healthy"), bool) else state.lower() in HEALTHY_BACKEND_STATES
+    in_flight = item.get("in_flight")
+    return RouterBackend(
+        url=str(item.get("url")),
+        pool=item.get("pool"),
+        generation=item.get("generation"),
+        state=state,
+        healthy=healthy,
+        in_flight=in_flight if isinstance(in_flight, int) else None,
+    )
+
+
+async def probe_router(session: aiohttp.ClientSession, *, service: str, url: str, token: str | None) -> RouterStatus:
+    if token is None:
+        return RouterStatus(
+            service=service,
+            url=url,
+            reachable=False,
+            error="no admin token in the rendered router config; set one in the inventory to see backend states",
+        )
+    try:
+        body = await _get(session, f"{url}/admin/backends", want="json", headers={"Authorization": f"Bearer {token}"})
+        items = body.get("backends", []) if isinstance(body, dict) else body
+        backends = [_backend(item) for item in items if isinstance(item, dict)]
+    except Exception as exc:  # every failure is reported, none escapes
+        return RouterStatus(service=service, url=url, reachable=False, error=_describe(exc))
+    return RouterStatus(service=service, url=url, reachable=True, backends=backends)

@@ -1,0 +1,113 @@
+"""Decide what in an observed host is a problem, with a hint a person can act on.
+
+Errors make ``status`` exit non-zero; warnings (drift, a router without an admin token) do not.
+"""
+
+from __future__ import annotations
+
+from xpdctl.observe.targets import HostTarget
+from xpdctl.status_model import HostStatus, Problem
+
+
+def _error(host: str, what: str, hint: str) -> Problem:
+    return Problem(severity="error", host=host, what=what, hint=hint)
+
+
+def _warning(host: str, what: str, hint: str) -> Problem:
+    return Problem(severity="warning", host=host, what=what, hint=hint)
+
+
+def _hardware(target: HostTarget, status: HostStatus) -> list[Problem]:
+    found: list[Problem] = []
+    name = target.name
+    gpus = status.accelerators.gpus
+    if target.gpu_pci_vendor is not None:
+        on_bus = [d for d in status.pci if d.kind == "gpu" and d.vendor_id == "0x" + target.gpu_pci_vendor.lower()]
+        if target.gpu_count is not None and len(on_bus) < target.gpu_count:
+            found.append(
+                _error(
+                    name,
+                    f"{len(on_bus)} of {target.gpu_count} GPUs on the PCI bus",
+                    "check the inventory's gpu.count, then the hardware (reseat, BMC event log)",
+                )
+            )
+        if len(gpus) < len(on_bus):
+            found.append(
+                _error(
+                    name,
+                    f"the driver sees {len(gpus)} GPUs, the PCI bus {len(on_bus)}",
+                    "a GPU fell off the bus or the driver is not loaded: check dmesg and the vendor tool",
+                )
+            )
+    for gpu in gpus:
+        if gpu.ecc_errors_uncorrected:
+            found.append(
+                _error(
+                    name,
+                    f"GPU {gpu.index} ({gpu.bus_id}) has {gpu.ecc_errors_uncorrected} uncorrectable ECC errors",
+                    "drain the host's engines and reset or replace the GPU",
+                )
+            )
+    ports = {(port.device, port.port): port for port in status.rdma}
+    for nic in target.nics:
+        device, _, port_text = nic.partition(":")
+        port = ports.get((device, int(port_text or 1)))
+        if port is None:
+            found.append(_error(name, f"RDMA device {nic} not found", "check the inventory's nics and the driver (ibv_devinfo)"))
+        elif port.state != "PORT_ACTIVE":
+            found.append(_error(name, f"RDMA port {nic} is {port.state}", "check the cable, switch port and link layer"))
+    return found
+
+
+def _services(target: HostTarget, status: HostStatus) -> list[Problem]:
+    found: list[Problem] = []
+    name = target.name
+    for unit in status.units:
+        if unit.active != "active":
+            found.append(
+                _error(name, f"unit {unit.unit} is {unit.active}", f"see `journalctl -u {unit.unit}` on {name}, then start it")
+            )
+    for engine in status.engines:
+        if not engine.healthy:
+            found.append(_error(name, f"{engine.service} unhealthy at {engine.url}: {engine.error}", "check its unit and log"))
+    for agent in status.kv_agents:
+        if not agent.reachable:
+            found.append(_error(name, f"KV agent {agent.service}: {agent.error}", "check the kv-agent unit and log"))
+        for pair in agent.pairs:
+            if not pair.ok:
+                found.append(
+                    _error(
+                        name,
+                        f"KV pair {pair.prefill_url} -> {pair.decode_url} broken: {pair.reason}",
+                        "the router skips this pair; see the KV agent's /pairs for details",
+                    )
+                )
+    for router in status.routers:
+        if not router.reachable:
+            found.append(_warning(name, f"router {router.service}: {router.error}", "check the router unit and its admin token"))
+        for backend in router.backends:
+            if not backend.healthy:
+                found.append(
+                    _error(name, f"router backend {backend.url} ({backend.pool}) is {backend.state}", "check that engine")
+                )
+    return found
+
+
+def judge(target: HostTarget, status: HostStatus, failures: list[str]) -> list[Problem]:
+    if not status.reachable:
+        return [
+            _error(
+                target.name,
+                f"unreachable over SSH: {status.error}",
+                f"check `ssh -p {target.ssh.port} {target.ssh.user}@{target.address} true` from this machine",
+            )
+        ]
+    found = [_error(target.name, line, "run the tool on the host to see the full message") for line in failures]
+    found += _hardware(target, status) + _services(target, status)
+    if status.drift:
+        paths = ", ".join(f"{d.path} ({d.state})" for d in status.drift[:3])
+        more = f" and {len(status.drift) - 3} more" if len(status.drift) > 3 else ""
+        found.append(
+            _warning(target.name, f"{len(status.drift)} files differ from render: {paths}{more}", "run `xpdctl up` to apply the plan")
+        )
+    return found

@@ -1,0 +1,126 @@
+"""The one shell script ``status`` runs on each host, and the parser of what it prints.
+
+One SSH round trip per host: the script runs every probe and prints each one's output as a
+section that starts with ``<marker> <name> <rc>``, where ``rc`` is the probe's exit status or ``-``
+when its tool is not installed. The marker carries a random nonce so no file or tool output can
+forge a section. The script is POSIX sh and reads sysfs with ``read`` (no fork per PCI device).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+from dataclasses import dataclass
+
+ABSENT = None
+
+
+@dataclass(frozen=True)
+class Section:
+    rc: int | None  # None: the tool is not installed on the host
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+# name -> (tool or file that must exist, command). Every tool found runs; none is chosen by vendor, so a host
+# reports what it really has (an NVIDIA host with amd-smi installed shows both).
+PROBES: tuple[tuple[str, str | None, str], ...] = (
+    ("os-release", None, "cat /etc/os-release"),
+    ("uname", None, "uname -a"),
+    ("nvidia-module", "/proc/driver/nvidia/version", "cat /proc/driver/nvidia/version"),
+    ("nvidia-smi", "nvidia-smi", "nvidia-smi -q -x"),
+    ("amd-smi-static", "amd-smi", "amd-smi static --json"),
+    ("amd-smi-metric", "amd-smi", "amd-smi metric --json"),
+    ("rocm-smi-product", "rocm-smi", "rocm-smi --showproductname --json"),
+    ("rocm-version", "/opt/rocm/.info/version", "cat /opt/rocm/.info/version"),
+    ("ibv-devinfo", "ibv_devinfo", "ibv_devinfo"),
+)
+
+_PRELUDE = r"""
+t=$(mktemp -d 2>/dev/null || echo /tmp/xpd-status.$$) && mkdir -p "$t" || exit 90
+trap 'rm -rf "$t"' EXIT
+M='{marker}'
+have() {{ case $1 in /*) [ -r "$1" ] ;; *) command -v "$1" >/dev/null 2>&1 ;; esac; }}
+# sec NAME TOOL CMD: run CMD unless TOOL (a command or a file) is named and missing; print its stdout (and stderr if it failed).
+sec() {{
+  name=$1; tool=$2; shift 2
+  if [ -n "$tool" ] && ! have "$tool"; then printf '%s %s -\n' "$M" "$name"; return; fi
+  sh -c "$*" >"$t/o" 2>"$t/e"; rc=$?
+  printf '%s %s %s\n' "$M" "$name" "$rc"; cat "$t/o"
+  [ "$rc" -eq 0 ] || cat "$t/e"
+}}
+pci() {{
+  for d in /sys/bus/pci/devices/*; do
+    [ -r "$d/vendor" ] || continue
+    read -r v <"$d/vendor"; read -r p <"$d/device"; read -r c <"$d/class"
+    printf '%s %s %s %s\n' "${{d##*/}}" "$v" "$p" "$c"
+  done
+}}
+"""
+
+
+def new_marker() -> str:
+    return f"@@xpd-{secrets.token_hex(6)}@@"
+
+
+def build_script(marker: str, *, units: list[str], files: list[str], extra_globs: list[str]) -> str:
+    """The probe script for one host.
+
+    ``units`` are systemd units whose state to report, ``files`` absolute paths whose sha256 to
+    report (or ``MISSING``), ``extra_globs`` shell globs whose matches are listed (files the host has
+    that render no longer produces).
+    """
+    lines = [_PRELUDE.format(marker=marker)]
+    for name, tool, command in PROBES:
+        lines.append(f"sec {name} {shlex.quote(tool or '')} {shlex.quote(command)}")
+    lines.append(f"printf '%s %s 0\\n' \"$M\" pci; pci")
+    if units:
+        # One line per unit, "<unit> <state>"; is-active exits non-zero for inactive units.
+        quoted = " ".join(shlex.quote(unit) for unit in units)
+        lines.append(
+            "if have systemctl; then printf '%s %s 0\\n' \"$M\" units; "
+            f"for u in {quoted}; do printf '%s %s\\n' \"$u\" \"$(systemctl is-active \"$u\" 2>/dev/null | head -n1)\"; done; "
+            "else printf '%s %s -\\n' \"$M\" units; fi"
+        )
+    if files:
+        quoted = " ".join(shlex.quote(path) for path in files)
+        lines.append(
+            "printf '%s %s 0\\n' \"$M\" hashes; "
+            f"for f in {quoted}; do if [ -f \"$f\" ]; then sha256sum \"$f\"; else printf 'MISSING  %s\\n' \"$f\"; fi; done"
+        )
+    if extra_globs:
+        # Globs stay unquoted so the host's shell expands them; unmatched ones print themselves and
+        # are dropped by the -e test.
+        globs = " ".join(_quote_glob(pattern) for pattern in extra_globs)
+        lines.append(f"printf '%s %s 0\\n' \"$M\" listing; for f in {globs}; do [ -e \"$f\" ] && printf '%s\\n' \"$f\"; done")
+    lines.append("printf '%s %s 0\\n' \"$M\" end")
+    return "\n".join(lines) + "\n"
+
+
+def _quote_glob(pattern: str) -> str:
+    """Quote everything but the ``*`` so only the intended wildcard expands."""
+    return "*".join(shlex.quote(part) if part else "" for part in pattern.split("*"))
+
+
+def split_sections(output: str, marker: str) -> dict[str, Section]:
+    """The sections of the script's output. A host that stopped mid-way lacks the ``end`` section."""
+    sections: dict[str, Section] = {}
+    name: str | None = None
+    rc: int | None = None
+    body: list[str] = []
+    for line in output.splitlines():
+        if line.startswith(marker + " "):
+            if name is not None:
+                sections[name] = Section(rc, "\n".join(body))
+            parts = line[len(marker) + 1 :].split()
+            name = parts[0] if parts else "?"
+            rc = int(parts[1]) if len(parts) > 1 and parts[1].lstrip("-").isdigit() else ABSENT
+            body = []
+        elif name is not None:
+            body.append(line)
+    if name is not None:
+        sections[name] = Section(rc, "\n".join(body))
+    return sections

@@ -1,0 +1,86 @@
+"""How the status script reaches a host: SSH, or a local shell standing in for hosts that share this
+machine (simulated hosts in benchmarks, the local cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+
+from xpdctl.observe.targets import HostTarget
+
+
+@dataclass
+class RunResult:
+    rc: int | None  # None: killed after the timeout
+    stdout: str
+    stderr: str
+
+
+async def _run(argv: list[str], stdin: str, timeout_s: float, env: dict[str, str] | None = None) -> RunResult:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        return RunResult(127, "", f"{argv[0]} is not installed on this machine")
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout_s)
+    except asyncio.TimeoutError:
+        proc.kill()
+        out, err = await proc.communicate()
+        return RunResult(None, out.decode(errors="replace"), err.decode(errors="replace"))
+    return RunResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+@dataclass
+class SshTransport:
+    """``ssh user@address sh -s`` with the script on stdin; never prompts (BatchMode)."""
+
+    connect_timeout_s: float = 3.0
+    # Further ``-o`` options, e.g. {"UserKnownHostsFile": "/path"} for test hosts.
+    options: dict[str, str] = field(default_factory=dict)
+    name = "ssh"
+
+    def argv(self, target: HostTarget) -> list[str]:
+        options = {
+            "BatchMode": "yes",
+            "ConnectTimeout": str(int(max(1, self.connect_timeout_s))),
+            "StrictHostKeyChecking": "accept-new",
+            "LogLevel": "ERROR",
+            **self.options,
+        }
+        argv = ["ssh", "-p", str(target.ssh.port)]
+        for key, value in options.items():
+            argv += ["-o", f"{key}={value}"]
+        if target.ssh.key:
+            argv += ["-i", os.path.expanduser(target.ssh.key)]
+        return argv + [f"{target.ssh.user}@{target.address}", "sh", "-s"]
+
+    async def run(self, target: HostTarget, script: str, timeout_s: float) -> RunResult:
+        result = await _run(self.argv(target), script, timeout_s)
+        if result.rc == 255:
+            # ssh's own failure (refused, no route, auth): its last stderr line says which.
+            lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+            result.stderr = lines[-1] if lines else "ssh failed"
+        return result
+
+
+@dataclass
+class LocalShellTransport:
+    """Runs the script with this machine's ``sh``: every target is this machine, seen through its
+    ``root`` prefix for files. ``path_prefix`` puts stand-in tools (a fake ``nvidia-smi``) first on PATH."""
+
+    path_prefix: str | None = None
+    name = "local-shell"
+
+    async def run(self, target: HostTarget, script: str, timeout_s: float) -> RunResult:
+        env = dict(os.environ)
+        if self.path_prefix:
+            env["PATH"] = f"{self.path_prefix}:{env.get('PATH', '')}"
+        return await _run(["sh", "-s"], script, timeout_s, env)
