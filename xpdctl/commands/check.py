@@ -1,0 +1,82 @@
+"""``xpdctl check``: validate an inventory and explain the KV path of every prefill->decode pair."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from xpdctl.output import emit_json, output_option, table
+
+
+def _pair_json(pair) -> dict:
+    return {
+        "prefill": {"host": pair.prefill.host, "vendor": pair.prefill.vendor.name,
+                    "tensor_parallel": pair.prefill.tensor_parallel, "block_size": pair.prefill.block_size},
+        "decode": {"host": pair.decode.host, "vendor": pair.decode.vendor.name,
+                   "tensor_parallel": pair.decode.tensor_parallel, "block_size": pair.decode.block_size},
+        "cross_vendor": pair.cross_vendor,
+        "kv_buffer_device": pair.kv_buffer_device,
+        "attention_backend": pair.attention_backend,
+        "attention_backend_forced": pair.backend_forced,
+        "kv_cache_dtype": pair.kv_cache_dtype,
+        "transfer_mode": pair.transfer_mode,
+        "ok": pair.ok,
+        "why": pair.reasons,
+    }  # fmt: skip
+
+
+@click.command()
+@click.option("-i", "--inventory", "inventory", type=click.Path(path_type=Path), required=True,
+              help="Inventory file (YAML).")
+@output_option
+def command(inventory: Path, output: str) -> None:
+    """Validate INVENTORY and explain, for every prefill->decode host pair, how KV moves and why.
+
+    Problems are printed one per line as `file.yaml:LINE: field: what is wrong; what to do`, all of
+    them at once; the exit status is then 2. A valid inventory exits 0.
+
+    \b
+    Examples:
+      xpdctl check -i inventory/lab.yaml            # H100 prefill -> MI300X decode
+      xpdctl check -i inventory/lab.yaml -o json    # decisions for scripts
+    """  # fmt: skip
+    from xpdctl.inventory import load_inventory
+
+    loaded = load_inventory(inventory)
+    decision = loaded.kv
+    if output == "json":
+        emit_json({
+            "inventory": str(inventory),
+            "cluster": loaded.inventory.cluster,
+            "valid": True,
+            "cluster_settings": {
+                "kv_buffer": decision.settings.buffer,
+                "attention_backend_forced": decision.settings.forced_backend,
+                "kv_cache_dtype": decision.settings.kv_cache_dtype,
+                "hybrid_kv_cache_manager": decision.settings.hybrid_kv_cache_manager,
+                "why": list(decision.settings.reasons),
+            },
+            "pairs": [_pair_json(p) for p in decision.pairs],
+        })  # fmt: skip
+        return
+    click.echo(f"{inventory}: valid; cluster {loaded.inventory.cluster}")
+    for reason in decision.settings.reasons:
+        click.echo(f"  cluster: {reason}")
+    click.echo()
+    rows = [
+        (
+            f"{p.prefill.host} ({p.prefill.vendor.name}, TP{p.prefill.tensor_parallel})",
+            f"{p.decode.host} ({p.decode.vendor.name}, TP{p.decode.tensor_parallel})",
+            "/".join(dict.fromkeys(p.kv_buffer_device.values())),
+            p.attention_backend + (" (forced)" if p.backend_forced else ""),
+            p.kv_cache_dtype,
+            p.transfer_mode,
+        )
+        for p in decision.pairs
+    ]
+    click.echo(table(["prefill", "decode", "kv buffer", "attention backend", "kv dtype", "transfer"], rows))
+    for p in decision.pairs:
+        click.echo(f"\n{p.prefill.host} -> {p.decode.host}: why")
+        for reason in p.reasons:
+            click.echo(f"  - {reason}")

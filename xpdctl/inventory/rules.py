@@ -1,0 +1,265 @@
+"""Rules that relate several inventory fields. Each returns every problem it finds, never the first only.
+
+KV-compatibility rules live in :mod:`xpdctl.kvcompat`; these are about the cluster's shape.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from xpdctl.inventory.problems import Problem
+from xpdctl.inventory.schema import Inventory
+from xpdctl.inventory.topology import (
+    ROLES,
+    hosts_by_name,
+    in_both_pools,
+    instances_on,
+    place,
+    pool,
+    runtime_of,
+)
+from xpdctl.vendors import vendor_profiles
+
+
+def _host_index(inv: Inventory) -> dict[str, int]:
+    result: dict[str, int] = {}
+    for i, host in enumerate(inv.hosts):
+        result.setdefault(host.name, i)
+    return result
+
+
+def unique_hosts(inv: Inventory) -> list[Problem]:
+    problems = []
+    for field in ("name", "address"):
+        seen: dict[str, int] = {}
+        for i, host in enumerate(inv.hosts):
+            value = getattr(host, field)
+            if value in seen:
+                problems.append(
+                    Problem(
+                        ("hosts", i, field),
+                        f"{field} {value!r} is already used by hosts[{seen[value]}]; "
+                        f"give each host its own {field}",
+                    )
+                )
+            else:
+                seen[value] = i
+    return problems
+
+
+def pools_name_known_hosts(inv: Inventory) -> list[Problem]:
+    known = hosts_by_name(inv)
+    problems = []
+    for role in ROLES:
+        counts = Counter(pool(inv, role).hosts)
+        for j, name in enumerate(pool(inv, role).hosts):
+            loc = ("pools", role, "hosts", j)
+            if name not in known:
+                problems.append(
+                    Problem(loc, f"no host named {name!r}; declare it under hosts or fix the name")
+                )
+            elif counts[name] > 1 and pool(inv, role).hosts.index(name) != j:
+                problems.append(
+                    Problem(loc, f"{name!r} is listed twice; use instances_per_host for more instances")
+                )
+    if inv.router.host not in known:
+        problems.append(
+            Problem(("router", "host"), f"no host named {inv.router.host!r}; declare it under hosts")
+        )
+    return problems
+
+
+def engine_hosts_have_gpus(inv: Inventory) -> list[Problem]:
+    index = _host_index(inv)
+    vendors = vendor_profiles()
+    problems = []
+    pooled = {name for role in ROLES for name in pool(inv, role).hosts}
+    for name in sorted(pooled & set(index), key=index.get):
+        i = index[name]
+        host = inv.hosts[i]
+        if host.vendor is None:
+            problems.append(
+                Problem(
+                    ("hosts", i),
+                    f"host {name!r} is in a pool but has no vendor; add vendor: "
+                    f"{' | '.join(sorted(vendors))}",
+                )
+            )
+        elif host.vendor not in vendors:
+            problems.append(
+                Problem(
+                    ("hosts", i, "vendor"),
+                    f"unknown vendor {host.vendor!r}; use one of {', '.join(sorted(vendors))}",
+                )
+            )
+        if host.gpu is None:
+            problems.append(
+                Problem(
+                    ("hosts", i),
+                    f"host {name!r} is in a pool but has no gpu; add gpu: {{model: ..., count: N}}",
+                )
+            )
+    return problems
+
+
+def gpus_suffice(inv: Inventory) -> list[Problem]:
+    index = _host_index(inv)
+    problems = []
+    pooled = dict.fromkeys(name for role in ROLES for name in pool(inv, role).hosts)
+    for name in pooled:
+        if name not in index or inv.hosts[index[name]].gpu is None:
+            continue
+        i = index[name]
+        host = inv.hosts[i]
+        count = host.gpu.count
+        used = 0
+        for role in ROLES:
+            p = pool(inv, role)
+            if name not in p.hosts:
+                continue
+            if count % p.tensor_parallel:
+                problems.append(
+                    Problem(
+                        ("pools", role, "tensor_parallel"),
+                        f"TP {p.tensor_parallel} does not divide {name!r}'s {count} GPUs; "
+                        f"use a divisor of {count} or fix gpu.count",
+                    )
+                )
+            n = instances_on(inv, role, host)
+            if n == 0:
+                shared = " (it is in both pools, so each gets half)" if in_both_pools(inv, name) else ""
+                problems.append(
+                    Problem(
+                        ("hosts", i, "gpu", "count"),
+                        f"{name!r} has {count} GPUs{shared}, too few for one {role} instance of "
+                        f"TP {p.tensor_parallel}; add GPUs, lower TP or set instances_per_host",
+                    )
+                )
+            used += n * p.tensor_parallel
+        if used > count:
+            problems.append(
+                Problem(
+                    ("hosts", i, "gpu", "count"),
+                    f"{name!r} has {count} GPUs but its instances need {used}; "
+                    "lower instances_per_host or TP, or take the host out of one pool",
+                )
+            )
+    return problems
+
+
+def runtimes_have_what_they_run(inv: Inventory) -> list[Problem]:
+    hosts = hosts_by_name(inv)
+    vendors = vendor_profiles()
+    problems = []
+    placements = place(inv)
+    engine_hosts = dict.fromkeys(p.host for p in placements)
+    missing_images: dict[str, str] = {}
+    needs_python: list[str] = []
+    needs_xpdctl_image: list[str] = []
+    for name in engine_hosts:
+        host = hosts[name]
+        runtime = runtime_of(inv, host)
+        if runtime == "native":
+            needs_python.append(name)
+            continue
+        if inv.engine.server == "sim":
+            needs_xpdctl_image.append(name)  # the simulator ships in the xpdctl image
+        elif host.vendor in vendors and host.vendor not in inv.engine.images:
+            missing_images.setdefault(host.vendor, name)
+        needs_xpdctl_image.append(name)  # the KV agent
+    router_host = hosts.get(inv.router.host)
+    if router_host is not None:
+        if runtime_of(inv, router_host) == "native":
+            needs_python.append(router_host.name)
+        else:
+            needs_xpdctl_image.append(router_host.name)
+    for vendor, name in missing_images.items():
+        problems.append(
+            Problem(
+                ("engine", "images"),
+                f"no image for vendor {vendor!r} (host {name!r} runs containers); "
+                f"add {vendor}: <registry/image@sha256:...>",
+            )
+        )
+    if needs_python and not inv.engine.python:
+        problems.append(
+            Problem(
+                ("engine", "python"),
+                f"hosts {', '.join(dict.fromkeys(needs_python))} run natively but engine.python is not set; "
+                "set it to an interpreter with vllm and xpdctl (e.g. ../.venv/bin/python)",
+            )
+        )
+    if needs_xpdctl_image and not inv.engine.xpdctl_image:
+        problems.append(
+            Problem(
+                ("engine",),
+                f"hosts {', '.join(dict.fromkeys(needs_xpdctl_image))} run the router, KV agent or "
+                "simulator in containers but engine.xpdctl_image is not set; add it (pinned by digest)",
+            )
+        )
+    for vendor, image in inv.engine.images.items():
+        if vendor not in vendors:
+            problems.append(
+                Problem(
+                    ("engine", "images", vendor),
+                    f"unknown vendor {vendor!r}; use one of {', '.join(sorted(vendors))}",
+                )
+            )
+        elif "@sha256:" not in image:
+            problems.append(
+                Problem(
+                    ("engine", "images", vendor),
+                    f"image {image!r} is not pinned by digest; use {image.split(':')[0]}@sha256:<digest> "
+                    "so every host runs the same bytes",
+                )
+            )
+    return problems
+
+
+def ports_unique_per_host(inv: Inventory) -> list[Problem]:
+    hosts = hosts_by_name(inv)
+    taken: dict[tuple[str, int], str] = {}
+    problems = []
+
+    def claim(host: str, port: int, what: str, loc: tuple) -> None:
+        key = (host, port)
+        if key in taken:
+            problems.append(
+                Problem(loc, f"port {port} on {host!r} is used by both {taken[key]} and {what}; change one")
+            )
+        else:
+            taken[key] = what
+
+    placements = place(inv)
+    for p in placements:
+        claim(p.host, p.port, f"{p.role} instance {p.index}", ("pools", p.role, "port"))
+    for p in placements:
+        claim(
+            p.host,
+            p.side_channel_port,
+            f"the NIXL side channel of {p.role} instance {p.index}",
+            ("kv", "side_channel_port"),
+        )
+    for name in dict.fromkeys(p.host for p in placements):
+        claim(name, inv.kv.agent_port, "the KV agent", ("kv", "agent_port"))
+    if inv.router.host in hosts:
+        claim(inv.router.host, inv.router.port, "the router", ("router", "port"))
+    return problems
+
+
+RULES = (
+    unique_hosts,
+    pools_name_known_hosts,
+    engine_hosts_have_gpus,
+    gpus_suffice,
+    runtimes_have_what_they_run,
+    ports_unique_per_host,
+)
+
+
+def check_rules(inv: Inventory) -> list[Problem]:
+    problems: list[Problem] = []
+    for rule in RULES:
+        problems.extend(rule(inv))
+    # A rule checked per host can find the same field wrong several times: say it once.
+    return list(dict.fromkeys(problems))

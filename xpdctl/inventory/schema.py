@@ -1,0 +1,123 @@
+"""The inventory file's schema: the single source of truth for a cluster.
+
+Only shape and per-field ranges live here; rules that relate several fields (pools naming hosts,
+GPU counts, ports, KV compatibility) live in :mod:`xpdctl.inventory.rules` and :mod:`xpdctl.kvcompat`
+so each can report every problem at once with the file line of the field to change.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+class _Strict(BaseModel):
+    # Unknown keys are typos until proven otherwise.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Model(_Strict):
+    name: str = Field(min_length=1)  # what clients send; also the served model name
+    revision: str | None = None  # hub commit the weights come from (recorded, part of the KV generation)
+    quantization: str | None = None  # e.g. mxfp4; omitted = vLLM reads it from the model config
+    dtype: str = "bfloat16"
+    kv_cache_dtype: str = "auto"
+    max_model_len: int | None = Field(None, ge=1)
+    # Where the weights live on every engine host. vLLM's KV handshake compares this string, so it is
+    # one path for the whole cluster. Default: /var/lib/xpdctl/models/<name>.
+    path: str | None = None
+    # Built locally on first use by `up` instead of downloaded (hosts without hub access).
+    builder: Literal["tiny-gpt-oss"] | None = None
+    # Alternating sliding-window/full attention (GPT-OSS): constrains block sizes across a pair.
+    hybrid: bool = False
+
+    @property
+    def weights_path(self) -> str:
+        return self.path or f"/var/lib/xpdctl/models/{self.name}"
+
+
+class Engine(_Strict):
+    vllm_version: str = Field(min_length=1)  # the same vLLM release in every vendor image
+    images: dict[str, str] = {}  # vendor -> engine image, pinned by digest
+    xpdctl_image: str | None = None  # image running the router and KV agent on container hosts
+    runtime: Literal["container", "native"] = "container"
+    server: Literal["vllm", "sim"] = "vllm"
+    # Interpreter with vllm and xpdctl for runtime native; relative to the inventory file's folder.
+    python: str | None = None
+    # Environment variables copied from the environment at render time into 0600 env files only.
+    secret_env: list[str] = ["HF_TOKEN"]
+    extra_args: list[str] = []  # appended to every engine's vLLM arguments
+    restart_sec: int = Field(10, ge=0)
+
+
+class Kv(_Strict):
+    connector: Literal["nixl"] = "nixl"
+    # auto: host memory when any pair crosses vendors, device memory (GPUDirect) within one vendor.
+    buffer: Literal["auto", "cpu", "device"] = "auto"
+    # Forced on every engine; auto: a backend every vendor in the cluster has, when vendors mix.
+    attention_backend: str | None = None
+    # auto leaves vLLM's default; on/off pass --[no-]disable-hybrid-kv-cache-manager.
+    hybrid_kv_cache_manager: Literal["auto", "on", "off"] = "auto"
+    # Across vendors with different TP no attention backend is known to work on both sides.
+    allow_cross_vendor_tp_mismatch: bool = False
+    side_channel_port: int = Field(5600, ge=1, le=65535)  # first NIXL side-channel port on each host
+    agent_port: int = Field(8788, ge=1, le=65535)
+
+
+class Ssh(_Strict):
+    user: str = "root"
+    key: str | None = None
+    port: int = Field(22, ge=1, le=65535)
+
+
+class Defaults(_Strict):
+    ssh: Ssh = Ssh()
+
+
+class Gpu(_Strict):
+    model: str = Field(min_length=1)
+    count: int = Field(ge=1)  # for vendor cpu: cores given to engines
+
+
+class Host(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    address: str = Field(min_length=1)
+    vendor: str | None = None  # a profile in xpdctl/vendors; needed on hosts that run engines
+    gpu: Gpu | None = None
+    nics: list[str] = []  # RDMA devices, e.g. mlx5_0 or mlx5_0:1
+    ssh: Ssh | None = None
+    runtime: Literal["container", "native"] | None = None  # overrides engine.runtime
+    vllm_version: str | None = None  # overrides engine.vllm_version (e.g. mid-upgrade)
+
+
+class Pool(_Strict):
+    hosts: list[str] = Field(min_length=1)
+    tensor_parallel: int = Field(1, ge=1)
+    # Default: all the host's GPUs / TP, or half of them when the host is in both pools.
+    instances_per_host: int | None = Field(None, ge=1)
+    port: int | None = Field(None, ge=1, le=65535)  # first HTTP port on each host; prefill 8100, decode 8200
+    block_size: int | None = Field(None, ge=1)  # default: the vendor profile's
+    extra_args: list[str] = []
+
+
+class Pools(_Strict):
+    prefill: Pool
+    decode: Pool
+
+
+class Router(_Strict):
+    host: str
+    port: int = Field(8000, ge=1, le=65535)
+    listen: str = "0.0.0.0"
+    conditional_disagg: bool = False
+
+
+class Inventory(_Strict):
+    cluster: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    model: Model
+    engine: Engine
+    kv: Kv = Kv()
+    defaults: Defaults = Defaults()
+    hosts: list[Host] = Field(min_length=1)
+    pools: Pools
+    router: Router

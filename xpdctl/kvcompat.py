@@ -1,0 +1,317 @@
+"""The KV-compatibility engine: decides and explains the KV path of every prefill->decode pair.
+
+vLLM's NIXL handshake refuses a pair unless a list of factors match (REFERENCE.md section 2), and
+some mismatches it does not catch at all (an fp8 KV cache across vendors passes the handshake and
+decodes garbage). This module turns those facts into decisions made before anything is deployed:
+
+- cluster-wide settings every engine gets (KV buffer, forced attention backend), because the router
+  may pair any prefill with any decode of the same generation;
+- per host pair, the decision and the reasons, for ``xpdctl check``;
+- refusals, as inventory problems pointing at the field to change;
+- the generation label: a short hash of the factors the handshake compares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from xpdctl.inventory.problems import Problem
+from xpdctl.inventory.schema import Host, Inventory
+from xpdctl.inventory.topology import hosts_by_name, pool, vllm_version_of
+from xpdctl.vendors import VendorProfile, vendor_profiles
+
+CONNECTOR = "NixlConnector"
+# vLLM's NIXL connector reads remote blocks from the decode side; push is not offered here.
+TRANSFER_MODE = "pull"
+
+
+@dataclass(frozen=True)
+class Side:
+    role: str
+    host: str
+    host_index: int
+    vendor: VendorProfile
+    tensor_parallel: int
+    block_size: int
+    vllm_version: str
+
+
+@dataclass(frozen=True)
+class KvSettings:
+    """What every engine of the cluster is configured with."""
+
+    buffer: str  # "cpu" (host memory) or "device"
+    forced_backend: str | None  # --attention-backend on every engine, or None for vendor defaults
+    kv_cache_dtype: str
+    hybrid_kv_cache_manager: str  # auto | on | off
+    reasons: tuple[str, ...] = ()
+
+    def buffer_device(self, vendor: VendorProfile) -> str:
+        return "cpu" if self.buffer == "cpu" else vendor.device_type
+
+    def attention_backend(self, vendor: VendorProfile) -> str:
+        return self.forced_backend or vendor.default_attention_backend
+
+
+@dataclass
+class PairDecision:
+    prefill: Side
+    decode: Side
+    cross_vendor: bool
+    kv_buffer_device: dict[str, str]  # role -> kv_buffer_device
+    attention_backend: str
+    backend_forced: bool
+    kv_cache_dtype: str
+    transfer_mode: str
+    reasons: list[str] = field(default_factory=list)
+    refusals: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.refusals
+
+
+@dataclass
+class KvDecision:
+    settings: KvSettings
+    pairs: list[PairDecision]
+    problems: list[Problem]
+
+
+def _sides(inv: Inventory, role: str) -> list[Side]:
+    """One side per valid host of the pool; hosts the rules reject are left out."""
+    vendors = vendor_profiles()
+    hosts = hosts_by_name(inv)
+    index = {h.name: i for i, h in reversed(list(enumerate(inv.hosts)))}
+    p = pool(inv, role)
+    sides = []
+    for name in dict.fromkeys(p.hosts):
+        host: Host | None = hosts.get(name)
+        if host is None or host.vendor not in vendors or host.gpu is None:
+            continue
+        vendor = vendors[host.vendor]
+        sides.append(
+            Side(
+                role=role,
+                host=name,
+                host_index=index[name],
+                vendor=vendor,
+                tensor_parallel=p.tensor_parallel,
+                block_size=p.block_size or vendor.default_block_size,
+                vllm_version=vllm_version_of(inv, host),
+            )
+        )
+    return sides
+
+
+def _settings(inv: Inventory, sides: list[Side], cross: list[tuple[Side, Side]]) -> tuple[KvSettings, list[Problem]]:
+    problems: list[Problem] = []
+    reasons: list[str] = []
+    vendors = sorted({s.vendor.name: s.vendor for s in sides}.values(), key=lambda v: v.name)
+    first_cross = f"{cross[0][0].host} -> {cross[0][1].host}" if cross else ""
+
+    buffer = inv.kv.buffer
+    if buffer == "auto":
+        buffer = "cpu" if cross else "device"
+        reasons.append(
+            f"kv buffer cpu (host memory): pairs cross vendors (e.g. {first_cross}), and GPUDirect between "
+            "vendors is not available"
+            if cross
+            else "kv buffer device: every pair stays within one vendor, so KV moves GPU to GPU"
+        )
+    elif buffer == "device" and cross:
+        modules = ", ".join(f"{v.name} imports {v.nixl_module}" for v in vendors)
+        problems.append(
+            Problem(
+                ("kv", "buffer"),
+                f"device memory cannot carry KV across vendors (pair {first_cross}; vLLM on {modules}); "
+                "use buffer: cpu or auto",
+            )
+        )
+    else:
+        reasons.append(f"kv buffer {buffer}: set in the inventory")
+
+    forced = inv.kv.attention_backend
+    if forced:
+        for vendor in vendors:
+            if forced not in vendor.attention_backends:
+                problems.append(
+                    Problem(
+                        ("kv", "attention_backend"),
+                        f"{forced} is not known to run on {vendor.name} "
+                        f"(known: {', '.join(vendor.attention_backends)}); pick one every vendor has",
+                    )
+                )
+        reasons.append(f"attention backend {forced}: forced by the inventory on every engine")
+    elif cross:
+        common = [b for b in vendors[0].attention_backends if all(b in v.attention_backends for v in vendors)]
+        defaults = ", ".join(f"{v.name} {v.default_attention_backend}" for v in vendors)
+        if common:
+            forced = common[0]
+            reasons.append(
+                f"attention backend {forced} forced on every engine: vendor defaults differ ({defaults}) "
+                "and the NIXL handshake compares backend names"
+            )
+        else:
+            problems.append(
+                Problem(
+                    ("kv", "attention_backend"),
+                    f"no attention backend runs on all of {', '.join(v.name for v in vendors)} ({defaults}); "
+                    "set kv.attention_backend to one you have verified, or split the pools by vendor",
+                )
+            )
+
+    dtype = inv.model.kv_cache_dtype
+    if dtype.startswith("fp8"):
+        for p, d in cross:
+            formats = (p.vendor.fp8_kv_format, d.vendor.fp8_kv_format)
+            if None in formats or formats[0] != formats[1]:
+                problems.append(
+                    Problem(
+                        ("model", "kv_cache_dtype"),
+                        f"{dtype} KV cache across vendors ({p.host} {p.vendor.name}: {formats[0] or 'unknown'}, "
+                        f"{d.host} {d.vendor.name}: {formats[1] or 'unknown'}): the handshake compares only "
+                        "the name 'fp8', so decode would read wrong values and answer with HTTP 200; "
+                        "use kv_cache_dtype: auto",
+                    )
+                )
+                break
+    reasons.append(
+        f"kv cache dtype {dtype}" + (f" (the model dtype, {inv.model.dtype})" if dtype == "auto" else "")
+    )
+    settings = KvSettings(
+        buffer=buffer,
+        forced_backend=forced,
+        kv_cache_dtype=dtype,
+        hybrid_kv_cache_manager=inv.kv.hybrid_kv_cache_manager,
+        reasons=tuple(reasons),
+    )
+    return settings, problems
+
+
+def _version_loc(inv: Inventory, side: Side) -> tuple:
+    if inv.hosts[side.host_index].vllm_version:
+        return ("hosts", side.host_index, "vllm_version")
+    return ("engine", "vllm_version")
+
+
+def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecision:
+    cross = p.vendor.name != d.vendor.name
+    buffers = {"prefill": settings.buffer_device(p.vendor), "decode": settings.buffer_device(d.vendor)}
+    backend_p, backend_d = settings.attention_backend(p.vendor), settings.attention_backend(d.vendor)
+    decision = PairDecision(
+        prefill=p,
+        decode=d,
+        cross_vendor=cross,
+        kv_buffer_device=buffers,
+        attention_backend=backend_p,
+        backend_forced=settings.forced_backend is not None,
+        kv_cache_dtype=settings.kv_cache_dtype,
+        transfer_mode=TRANSFER_MODE,
+    )
+    why, refuse = decision.reasons.append, decision.refusals.append
+    kind = f"cross-vendor ({p.vendor.name} -> {d.vendor.name})" if cross else f"same vendor ({p.vendor.name})"
+    if buffers["prefill"] == "cpu" and buffers["decode"] == "cpu":
+        how = "staged through host memory" if p.vendor.device_type != "cpu" else "in host memory (cpu devices)"
+        why(f"{kind}: KV {how}, kv_buffer_device cpu on both sides")
+    else:
+        why(f"{kind}: KV moves device to device (kv_buffer_device {buffers['prefill']}), GPUDirect RDMA")
+    if backend_p != backend_d:  # only reachable with a refused backend choice; say so per pair too
+        refuse(
+            Problem(
+                ("kv", "attention_backend"),
+                f"{p.host} would use {backend_p} and {d.host} {backend_d}: the handshake fails; "
+                "set kv.attention_backend",
+            )
+        )
+    elif settings.forced_backend:
+        why(f"attention backend {backend_p} forced on both")
+    else:
+        why(f"attention backend {backend_p} (vendor default) on both")
+    if p.vllm_version != d.vllm_version:
+        refuse(
+            Problem(
+                _version_loc(inv, d if inv.hosts[d.host_index].vllm_version else p),
+                f"{p.host} runs vLLM {p.vllm_version} and {d.host} {d.vllm_version}: the NIXL handshake "
+                "refuses different versions; run one release on both",
+            )
+        )
+    else:
+        why(f"vLLM {p.vllm_version} on both")
+    if d.tensor_parallel < p.tensor_parallel:
+        refuse(
+            Problem(
+                ("pools", "decode", "tensor_parallel"),
+                f"decode TP {d.tensor_parallel} on {d.host} is below prefill TP {p.tensor_parallel} on {p.host}; "
+                "vLLM requires decode TP >= prefill TP: raise decode TP or lower prefill TP",
+            )
+        )
+    elif cross and d.tensor_parallel != p.tensor_parallel and not inv.kv.allow_cross_vendor_tp_mismatch:
+        refuse(
+            Problem(
+                ("pools", "decode", "tensor_parallel"),
+                f"TP {p.tensor_parallel} ({p.host}) -> {d.tensor_parallel} ({d.host}) across vendors: no "
+                "attention backend is known to handle different TP on both; use equal TP, or set "
+                "kv.allow_cross_vendor_tp_mismatch: true after verifying a backend",
+            )
+        )
+    else:
+        why(f"TP {p.tensor_parallel} -> {d.tensor_parallel}")
+    if p.block_size == d.block_size:
+        why(f"block size {p.block_size} on both")
+    elif p.block_size < d.block_size and not inv.model.hybrid:
+        why(f"block size {p.block_size} -> {d.block_size}: prefill's is smaller and the model is not hybrid")
+    else:
+        reason = (
+            "the model is hybrid (sliding-window and full attention)"
+            if inv.model.hybrid
+            else "prefill's must be the smaller"
+        )
+        refuse(
+            Problem(
+                ("pools", "prefill", "block_size"),
+                f"block sizes differ ({p.host} {p.block_size}, {d.host} {d.block_size}) and {reason}; "
+                "set the same block_size on both pools",
+            )
+        )
+    why(f"transfer mode {TRANSFER_MODE}: decode reads prefill's KV blocks (NIXL READ)")
+    return decision
+
+
+def decide(inv: Inventory) -> KvDecision:
+    prefills, decodes = _sides(inv, "prefill"), _sides(inv, "decode")
+    cross = [(p, d) for p in prefills for d in decodes if p.vendor.name != d.vendor.name]
+    settings, problems = _settings(inv, prefills + decodes, cross)
+    pairs = [_pair(inv, settings, p, d) for p in prefills for d in decodes]
+    for pair in pairs:
+        problems.extend(pair.refusals)
+    return KvDecision(settings=settings, pairs=pairs, problems=list(dict.fromkeys(problems)))
+
+
+def generation_factors(inv: Inventory, settings: KvSettings, vendor: VendorProfile, vllm_version: str) -> dict:
+    """What vLLM's compute_nixl_compatibility_hash compares (REFERENCE.md section 2), as we know it up front.
+
+    KV heads, head size and layer count follow from the model, revision and quantization.
+    """
+    return {
+        "vllm_version": vllm_version,
+        "connector": CONNECTOR,
+        "model": inv.model.weights_path,
+        "model_name": inv.model.name,
+        "revision": inv.model.revision,
+        "quantization": inv.model.quantization,
+        "dtype": inv.model.dtype,
+        "attention_backend": settings.attention_backend(vendor),
+        "kv_cache_dtype": settings.kv_cache_dtype,
+        "hybrid_kv_cache_manager": settings.hybrid_kv_cache_manager,
+        "speculative_config": None,
+        "transfer_mode": TRANSFER_MODE,
+    }
+
+
+def generation(factors: dict) -> str:
+    digest = hashlib.sha256(json.dumps(factors, sort_keys=True).encode()).hexdigest()
+    return f"g{digest[:10]}"
+

