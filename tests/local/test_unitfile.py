@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+
+from xpdctl.errors import InputError
+from xpdctl.local.unitfile import HostPaths, load_unit, parse_env_file
+
+UNIT = """\
+[Unit]
+Description=xpd demo prefill 0
+After=network-online.target xpd-demo-kv-agent.service
+Wants=network-online.target
+Requires=xpd-demo-kv-agent.service
+
+[Service]
+Type=simple
+EnvironmentFile=/etc/xpdctl/prefill-0.env
+EnvironmentFile=-/etc/xpdctl/missing.env
+Environment="A=1" B=two VLLM_CONFIG=/etc/xpdctl/x.json
+ExecStartPre=-/bin/mkdir -p /var/lib/xpdctl
+ExecStart=/opt/venv/bin/python -m vllm.entrypoints.openai.api_server \\
+    --model /var/lib/xpdctl/models/tiny --kv-transfer-config '{"kv_connector": "NixlConnector"}' \\
+    --config=/etc/xpdctl/engine.yaml
+WorkingDirectory=/tmp
+Restart=on-failure
+RestartSec=5s
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def write_tree(tmp_path: Path, unit_text: str = UNIT) -> tuple[Path, HostPaths]:
+    root = tmp_path / "hosts" / "h1"
+    (root / "etc/xpdctl").mkdir(parents=True)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/xpdctl/prefill-0.env").write_text('# engine\nVLLM_CPU_KVCACHE_SPACE=1\nexport QUOTED="a b"\n')
+    unit = root / "etc/systemd/system/xpd-demo-prefill-0.service"
+    unit.write_text(unit_text)
+    return unit, HostPaths(root)
+
+
+def test_parses_every_directive_and_maps_rendered_paths(tmp_path):
+    path, host_paths = write_tree(tmp_path)
+    unit = load_unit(path, host_paths)
+    root = str(host_paths.host_root)
+    assert unit.name == "xpd-demo-prefill-0"
+    assert unit.exec_start.argv == [
+        "/opt/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server",
+        "--model", "/var/lib/xpdctl/models/tiny",
+        "--kv-transfer-config", '{"kv_connector": "NixlConnector"}',
+        f"--config={root}/etc/xpdctl/engine.yaml",
+    ]
+    assert [c.argv for c in unit.exec_start_pre] == [["/bin/mkdir", "-p", "/var/lib/xpdctl"]]
+    assert unit.exec_start_pre[0].ignore_failure
+    assert unit.environment == {
+        "VLLM_CPU_KVCACHE_SPACE": "1", "QUOTED": "a b", "A": "1", "B": "two",
+        "VLLM_CONFIG": f"{root}/etc/xpdctl/x.json",
+    }
+    assert unit.working_directory == "/tmp"
+    assert (unit.restart, unit.restart_sec) == ("on-failure", 5.0)
+    assert unit.after == ["network-online.target", "xpd-demo-kv-agent"]
+    assert unit.requires == ["xpd-demo-kv-agent"]
+    assert unit.wants == ["network-online.target"]
+
+
+def test_hash_follows_environment_files(tmp_path):
+    path, host_paths = write_tree(tmp_path)
+    before = load_unit(path, host_paths).content_hash
+    assert load_unit(path, host_paths).content_hash == before
+    (host_paths.host_root / "etc/xpdctl/prefill-0.env").write_text("VLLM_CPU_KVCACHE_SPACE=2\n")
+    assert load_unit(path, host_paths).content_hash != before
+
+
+def test_unknown_service_directive_is_refused(tmp_path):
+    path, host_paths = write_tree(tmp_path, UNIT.replace("Restart=on-failure", "Restart=on-failure\nPrivateTmp=yes"))
+    with pytest.raises(InputError, match="PrivateTmp"):
+        load_unit(path, host_paths)
+
+
+def test_missing_required_environment_file_is_an_error(tmp_path):
+    path, host_paths = write_tree(tmp_path)
+    (host_paths.host_root / "etc/xpdctl/prefill-0.env").unlink()
+    with pytest.raises(InputError, match="prefill-0.env does not exist"):
+        load_unit(path, host_paths)
+
+
+def test_env_file_parsing():
+    assert parse_env_file("A=1\n\n; comment\nB='x=y'\nnot a pair\n") == {"A": "1", "B": "x=y"}
