@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
 
+from xpdctl.inventory.load import LoadedInventory
 from xpdctl.observe import http
 from xpdctl.observe.hoststate import host_status
 from xpdctl.observe.judge import judge
@@ -48,9 +50,9 @@ async def _http_part(target: HostTarget, session: aiohttp.ClientSession) -> dict
     probes = []
     for service in target.services:
         kind = ROLE_PROBES.get(service.role)
-        if kind is None or service.port is None:
+        url = service.url or (f"http://{target.address}:{service.port}" if service.port else None)
+        if kind is None or url is None:
             continue
-        url = target.url(service)
         if kind == "engine":
             probes.append(("engines", http.probe_engine(session, service=service.name, role=service.role, url=url)))
         elif kind == "router":
@@ -109,12 +111,22 @@ async def observe_targets(
     )
 
 
-def observe_cluster(inventory, rendered_dir: Path, *, transport: Transport | None = None, **options) -> ClusterStatus:
-    """The observed state of every host of ``inventory`` compared with render's output in ``rendered_dir``.
+def observe_cluster(
+    inventory: LoadedInventory, rendered_dir: Path | None = None, *, transport: Transport | None = None, **options
+) -> ClusterStatus:
+    """The observed state of every host of ``inventory``, with drift against render's output.
 
-    ``inventory`` is a validated :class:`~xpdctl.inventory.schema.Inventory`; ``options`` are those of
-    :func:`observe_targets` (timeouts, parallelism). Never raises for an unreachable or unhealthy host:
-    that is in the result's ``problems``.
+    Drift compares with ``rendered_dir`` (an earlier ``xpdctl render -o DIR``) when given, else with
+    what render produces now from the inventory and this environment's secrets. ``options`` are those
+    of :func:`observe_targets` (timeouts, parallelism). An unreachable or unhealthy host never raises:
+    it is in the result's ``problems``.
     """
-    cluster, targets = targets_from(inventory, Path(rendered_dir))
+    from xpdctl.plan import build_plan
+    from xpdctl.render import read_tree, render_files
+
+    if rendered_dir is not None:
+        files = read_tree(Path(rendered_dir))
+    else:
+        files = render_files(build_plan(inventory, os.environ))
+    cluster, targets = targets_from(inventory.inventory, files)
     return asyncio.run(observe_targets(cluster, targets, transport or SshTransport(), **options))

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from pathlib import Path
 
+from xpdctl.render import HOSTS, RenderedFile
 from xpdctl.status_model import DriftEntry
 
 
-def rendered_files(host_dir: Path) -> dict[str, str]:
-    """Absolute host path -> sha256 of every file render produced for one host."""
-    if not host_dir.is_dir():
-        return {}
+def host_files(files: dict[str, RenderedFile], host: str) -> dict[str, str]:
+    """Absolute host path -> sha256 of every file render produced for ``host``.
+
+    ``files`` is render's output (:func:`xpdctl.render.render_files` or :func:`~xpdctl.render.read_tree`).
+    """
+    prefix = f"{HOSTS}/{host}/"
     return {
-        "/" + path.relative_to(host_dir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(host_dir.rglob("*"))
-        if path.is_file()
+        rel[len(prefix) - 1 :]: hashlib.sha256(rendered.content.encode()).hexdigest()
+        for rel, rendered in sorted(files.items())
+        if rel.startswith(prefix)
     }
 
 

@@ -1,19 +1,21 @@
 """What to observe on each host: where to reach it and what it should be running.
 
-Built from the inventory (SSH settings, expected GPUs and NICs) and render's output directory
-(``manifest.json`` for services and ports, ``hosts/<host>/`` for the files drift compares).
+Built from the inventory (SSH settings, expected GPUs and NICs) and render's output
+(``manifest.json`` for services and URLs, ``hosts/<host>/...`` for the files drift compares).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import posixpath
 
 import yaml
 from pydantic import BaseModel, ConfigDict
 
 from xpdctl.errors import InputError
-from xpdctl.observe.drift import owned_globs, rendered_files
+from xpdctl.inventory.schema import Inventory
+from xpdctl.observe.drift import host_files, owned_globs
+from xpdctl.render import HOSTS, MANIFEST, RenderedFile
 
 
 class _Model(BaseModel):
@@ -31,6 +33,7 @@ class ServiceTarget(_Model):
     role: str
     unit: str
     port: int | None = None
+    url: str | None = None  # base URL this machine reaches the service at
     # Router admin API token, when render put one in the router's config.
     admin_token: str | None = None
 
@@ -50,68 +53,66 @@ class HostTarget(_Model):
     # Prefix of every host path, for simulated hosts that share one filesystem (benchmarks).
     root: str = ""
 
-    def url(self, service: ServiceTarget) -> str:
-        return f"http://{self.address}:{service.port}"
 
-
-def _load_manifest(rendered_dir: Path) -> dict:
-    path = rendered_dir / "manifest.json"
+def _manifest(files: dict[str, RenderedFile]) -> dict:
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise InputError(f"{path} does not exist; run `xpdctl render -i INVENTORY -o {rendered_dir}` first") from exc
+        return json.loads(files[MANIFEST].content)
+    except KeyError as exc:
+        raise InputError(f"render output has no {MANIFEST}; run `xpdctl render -i INVENTORY -o DIR` again") from exc
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); render it again") from exc
+        raise InputError(f"{MANIFEST}: not valid JSON ({exc}); run `xpdctl render` again") from exc
 
 
-def _router_token(host_dir: Path) -> str | None:
-    """The admin token from the rendered router config (the token itself or its rendered token file)."""
-    for config_path in sorted(host_dir.rglob("router*.yaml")):
-        admin = (yaml.safe_load(config_path.read_text()) or {}).get("admin") or {}
-        if admin.get("token"):
-            return str(admin["token"])
-        token_file = admin.get("token_file")
-        if token_file and (host_dir / str(token_file).lstrip("/")).is_file():
-            return (host_dir / str(token_file).lstrip("/")).read_text().strip() or None
-    return None
+def _router_token(files: dict[str, RenderedFile], host: str, config_rel: str | None) -> str | None:
+    """The admin token from the rendered router config: the token itself, or its file if render wrote it."""
+    if not config_rel or config_rel not in files:
+        return None
+    admin = (yaml.safe_load(files[config_rel].content) or {}).get("admin") or {}
+    if admin.get("token"):
+        return str(admin["token"])
+    token_file = files.get(f"{HOSTS}/{host}{admin.get('token_file')}") if admin.get("token_file") else None
+    return token_file.content.strip() or None if token_file else None
 
 
-def targets_from(inventory, rendered_dir: Path) -> tuple[str, list[HostTarget]]:
-    """(cluster name, one target per inventory host) from an :class:`~xpdctl.inventory.schema.Inventory`."""
+def _service(files: dict[str, RenderedFile], host: str, address: str, entry: dict) -> ServiceTarget:
+    port = entry.get("port")
+    return ServiceTarget(
+        name=entry["name"],
+        role=entry["role"],
+        # The manifest names the unit by its rendered path; on the host it is the file's name.
+        unit=posixpath.basename(entry.get("unit") or f"{entry['name']}.service"),
+        port=port,
+        url=entry.get("url") or (f"http://{address}:{port}" if port else None),
+        admin_token=_router_token(files, host, entry.get("config")) if entry["role"] == "router" else None,
+    )
+
+
+def targets_from(inventory: Inventory, files: dict[str, RenderedFile]) -> tuple[str, list[HostTarget]]:
+    """(cluster name, one target per inventory host) from the inventory and render's output for it."""
     from xpdctl.vendors import vendor_profiles
 
-    manifest = _load_manifest(rendered_dir)
+    manifest = _manifest(files)
     profiles = vendor_profiles()
     targets = []
     for host in inventory.hosts:
-        host_dir = rendered_dir / "hosts" / host.name
         entry = manifest.get("hosts", {}).get(host.name, {})
-        token = _router_token(host_dir) if host_dir.is_dir() else None
-        services = [
-            ServiceTarget(
-                name=service["name"],
-                role=service["role"],
-                unit=service.get("unit") or f"{service['name']}.service",
-                port=service.get("port"),
-                admin_token=token if service["role"] == "router" else None,
-            )
-            for service in entry.get("services", [])
-        ]
-        expected = rendered_files(host_dir)
+        address = entry.get("address") or host.address
+        expected = host_files(files, host.name)
         profile = profiles.get(host.vendor) if host.vendor else None
+        checks_gpus = profile is not None and profile.pci_vendor_id is not None and host.gpu is not None
         ssh = host.ssh or inventory.defaults.ssh
         targets.append(
             HostTarget(
                 name=host.name,
-                address=entry.get("address") or host.address,
+                address=address,
                 ssh=SshTarget(user=ssh.user, port=ssh.port, key=ssh.key),
-                gpu_pci_vendor=profile.pci_vendor_id if profile and host.gpu else None,
-                gpu_count=host.gpu.count if profile and profile.pci_vendor_id and host.gpu else None,
+                gpu_pci_vendor=profile.pci_vendor_id if checks_gpus else None,
+                gpu_count=host.gpu.count if checks_gpus else None,
                 nics=list(host.nics),
-                services=services,
+                services=[_service(files, host.name, address, service) for service in entry.get("services", [])],
                 expected_files=expected,
                 owned_globs=owned_globs(list(expected), inventory.cluster),
-                drift_checked=host_dir.is_dir(),
+                drift_checked=True,
             )
         )
     return manifest.get("cluster") or inventory.cluster, targets

@@ -1,0 +1,72 @@
+"""Targets from the shipped inventories and render's real output."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from xpdctl.errors import InputError
+from xpdctl.inventory import load_inventory
+from xpdctl.observe.cluster import observe_cluster
+from xpdctl.observe.targets import targets_from
+from xpdctl.observe.transport import LocalShellTransport
+from xpdctl.paths import data_dir
+from xpdctl.plan import build_plan
+from xpdctl.render import MANIFEST, render_files
+
+
+@pytest.fixture(scope="module")
+def lab():
+    loaded = load_inventory(data_dir("inventory") / "lab.yaml")
+    return loaded, render_files(build_plan(loaded, {}))
+
+
+def test_lab_targets(lab):
+    loaded, files = lab
+    cluster, targets = targets_from(loaded.inventory, files)
+    assert cluster == "lab"
+    by_name = {t.name: t for t in targets}
+    h100 = by_name["h100-01"]
+    assert (h100.address, h100.ssh.user, h100.ssh.key) == ("10.0.0.11", "ubuntu", "~/.ssh/id_ed25519")
+    assert (h100.gpu_pci_vendor, h100.gpu_count, h100.nics) == ("10de", 8, ["mlx5_0"])
+    assert [(s.role, s.unit, s.url) for s in h100.services] == [
+        ("prefill", "xpd-lab-prefill-0.service", "http://10.0.0.11:8100"),
+        ("kv-agent", "xpd-lab-kv-agent.service", "http://10.0.0.11:8788"),
+    ]
+    assert "/etc/systemd/system/xpd-lab-prefill-0.service" in h100.expected_files
+    assert all(len(digest) == 64 for digest in h100.expected_files.values())
+    assert h100.owned_globs == ["/etc/systemd/system/xpd-lab-*", "/etc/xpdctl/xpd-lab-*"]
+    assert by_name["mi300x-01"].gpu_pci_vendor == "1002"
+    gateway = by_name["gw-01"]
+    assert gateway.gpu_pci_vendor is None
+    (router,) = gateway.services
+    assert router.role == "router" and router.admin_token is None
+
+
+def test_router_admin_token_comes_from_the_rendered_config(lab):
+    loaded, files = lab
+    config = "hosts/gw-01/etc/xpdctl/router.yaml"
+    with_token = {**files, config: replace(files[config], content=files[config].content + "admin:\n  token: s3cret\n")}
+    _, targets = targets_from(loaded.inventory, with_token)
+    (router,) = next(t for t in targets if t.name == "gw-01").services
+    assert router.admin_token == "s3cret"
+
+
+def test_render_output_without_manifest(lab):
+    loaded, files = lab
+    with pytest.raises(InputError, match="xpdctl render"):
+        targets_from(loaded.inventory, {k: v for k, v in files.items() if k != MANIFEST})
+
+
+def test_observe_cluster_renders_now_and_checks_every_file():
+    """The local inventory observed through the local-shell transport; whatever runs on this machine's
+    ports, every rendered file is compared and every unit and engine is reported."""
+    loaded = load_inventory(data_dir("inventory") / "local.yaml")
+    status = observe_cluster(loaded, transport=LocalShellTransport(), http_timeout_s=2)
+    (host,) = status.hosts
+    assert (status.cluster, host.name, host.reachable, host.drift_checked) == ("local", "local", True, True)
+    expected = {path for path in render_files(build_plan(loaded, {})) if path.startswith("hosts/local/")}
+    assert {"hosts/local" + entry.path for entry in host.drift if entry.state != "extra"} <= expected
+    assert {u.role for u in host.units} == {"prefill", "decode", "kv-agent", "router"}
+    assert {e.role for e in host.engines} == {"prefill", "decode"}
