@@ -121,7 +121,7 @@ def gpus_suffice(inv: Inventory) -> list[Problem]:
                 problems.append(
                     Problem(
                         ("pools", role, "tensor_parallel"),
-                        f"TP {p.tensor_parallel} does not divide {name!r}'s {count} GPUs; "
+                        f"TP {p.tensor_parallel} does not divide the {count} GPUs of {name}; "
                         f"use a divisor of {count} or fix gpu.count",
                     )
                 )
@@ -218,32 +218,32 @@ def runtimes_have_what_they_run(inv: Inventory) -> list[Problem]:
 
 def ports_unique_per_host(inv: Inventory) -> list[Problem]:
     hosts = hosts_by_name(inv)
-    taken: dict[tuple[str, int], str] = {}
+    taken: dict[tuple[str, int], tuple[str, tuple, bool]] = {}
     problems = []
 
-    def claim(host: str, port: int, what: str, loc: tuple) -> None:
+    def claim(host: str, port: int, what: str, loc: tuple, explicit: bool) -> None:
         key = (host, port)
-        if key in taken:
-            problems.append(
-                Problem(loc, f"port {port} on {host!r} is used by both {taken[key]} and {what}; change one")
-            )
-        else:
-            taken[key] = what
+        if key not in taken:
+            taken[key] = (what, loc, explicit)
+            return
+        other, other_loc, other_explicit = taken[key]
+        # Point at a port someone wrote down: a default is not what the person will want to edit.
+        where = loc if explicit or not other_explicit else other_loc
+        problems.append(Problem(where, f"port {port} on {host} is used by both {other} and {what}; change one"))
 
     placements = place(inv)
     for p in placements:
-        claim(p.host, p.port, f"{p.role} instance {p.index}", ("pools", p.role, "port"))
+        explicit = "port" in pool(inv, p.role).model_fields_set
+        claim(p.host, p.port, f"{p.role} instance {p.index}", ("pools", p.role, "port"), explicit)
     for p in placements:
-        claim(
-            p.host,
-            p.side_channel_port,
-            f"the NIXL side channel of {p.role} instance {p.index}",
-            ("kv", "side_channel_port"),
-        )
+        explicit = "side_channel_port" in inv.kv.model_fields_set
+        what = f"the NIXL side channel of {p.role} instance {p.index}"
+        claim(p.host, p.side_channel_port, what, ("kv", "side_channel_port"), explicit)
     for name in dict.fromkeys(p.host for p in placements):
-        claim(name, inv.kv.agent_port, "the KV agent", ("kv", "agent_port"))
+        explicit = "agent_port" in inv.kv.model_fields_set
+        claim(name, inv.kv.agent_port, "the KV agent", ("kv", "agent_port"), explicit)
     if inv.router.host in hosts:
-        claim(inv.router.host, inv.router.port, "the router", ("router", "port"))
+        claim(inv.router.host, inv.router.port, "the router", ("router", "port"), "port" in inv.router.model_fields_set)
     return problems
 
 
