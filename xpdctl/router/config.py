@@ -86,6 +86,7 @@ class RouterConfig(_Strict):
     admin: Admin = Admin()
     # KV agents whose /pairs report is consulted: a pair reported broken is not used.
     kv_agents: list[str] = []
+    kv_agent_poll_interval_s: float = 5.0
     load_scrape_interval_s: float = 1.0
 
 

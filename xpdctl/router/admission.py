@@ -1,0 +1,60 @@
+"""The bounded queue in front of the proxy: ``max_in_flight`` requests run, up to ``max_waiting``
+wait (first come, first served) for at most ``wait_timeout_s``, and the rest are turned away."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+
+class QueueFull(Exception):
+    pass
+
+
+class QueueTimeout(Exception):
+    pass
+
+
+class Admission:
+    def __init__(self, max_in_flight: int, max_waiting: int, wait_timeout_s: float):
+        self.max_in_flight = max_in_flight
+        self.max_waiting = max_waiting
+        self.wait_timeout_s = wait_timeout_s
+        self.active = 0
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self) -> None:
+        if self.active < self.max_in_flight and not self._waiters:
+            self.active += 1
+            return
+        if len(self._waiters) >= self.max_waiting:
+            raise QueueFull()
+        slot = asyncio.get_running_loop().create_future()
+        self._waiters.append(slot)
+        try:
+            await asyncio.wait_for(asyncio.shield(slot), self.wait_timeout_s)
+        except asyncio.TimeoutError:
+            if not slot.done():
+                slot.cancel()
+                raise QueueTimeout() from None
+        except asyncio.CancelledError:
+            if slot.done() and not slot.cancelled():
+                self.release()  # a slot was handed to us as we were cancelled: pass it on
+            else:
+                slot.cancel()
+            raise
+        finally:
+            if slot in self._waiters:
+                self._waiters.remove(slot)
+
+    def release(self) -> None:
+        while self._waiters:
+            slot = self._waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)  # the slot moves to the waiter: ``active`` stays the same
+                return
+        self.active -= 1

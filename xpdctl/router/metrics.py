@@ -1,0 +1,61 @@
+"""The router's Prometheus metrics, in a registry of its own (several routers may share a process).
+
+Per-backend gauges (in-flight, health, draining) are read from the live backend records at scrape
+time, so the request path never touches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from xpdctl.router.backends import Registry
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+STATES = ("unknown", "healthy", "unhealthy", "draining")
+
+
+class _BackendCollector:
+    def __init__(self, backends: Registry, queue: Callable[[], tuple[int, int]]):
+        self._backends = backends
+        self._queue = queue
+
+    def collect(self):
+        in_flight = GaugeMetricFamily("xpd_router_backend_in_flight", "Requests in flight per backend.", labels=["url", "pool"])
+        state = GaugeMetricFamily("xpd_router_backend_state", "1 for the backend's current state.", labels=["url", "pool", "state"])
+        up = GaugeMetricFamily("xpd_router_backend_up", "1 when the backend may take new requests.", labels=["url", "pool"])
+        for b in self._backends:
+            in_flight.add_metric([b.url, b.pool], b.in_flight)
+            up.add_metric([b.url, b.pool], 1.0 if b.usable else 0.0)
+            for s in STATES:
+                state.add_metric([b.url, b.pool, s], 1.0 if b.state == s else 0.0)
+        active, waiting = self._queue()
+        yield in_flight
+        yield state
+        yield up
+        yield GaugeMetricFamily("xpd_router_requests_in_flight", "Admitted requests being served.", value=active)
+        yield GaugeMetricFamily("xpd_router_queue_waiting", "Requests waiting for admission.", value=waiting)
+
+
+class RouterMetrics:
+    def __init__(self, backends: Registry, queue: Callable[[], tuple[int, int]]):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        r.register(_BackendCollector(backends, queue))
+        self._requests = Counter("xpd_router_requests", "Client requests by route and status.", ["route", "status"], registry=r)
+        self._request_children: dict[tuple[str, int], object] = {}
+        self.prefill_latency = Histogram("xpd_router_prefill_seconds", "Prefill leg latency.", buckets=_BUCKETS, registry=r)
+        self.ttft = Histogram("xpd_router_ttft_seconds", "Request arrival to first byte sent to the client.", buckets=_BUCKETS, registry=r)
+        self.e2e = Histogram("xpd_router_e2e_seconds", "Request arrival to the end of the answer.", buckets=_BUCKETS, registry=r)
+        self.retries = Counter("xpd_router_retries", "Legs retried on another backend.", ["leg"], registry=r)
+        self.upstream_errors = Counter("xpd_router_upstream_errors", "Failed legs by pool and kind.", ["pool", "kind"], registry=r)
+        self.disagg = Counter("xpd_router_disagg_decisions", "Conditional disaggregation decisions.", ["decision", "reason"], registry=r)
+        self.rejected = Counter("xpd_router_queue_rejected", "Requests turned away by the admission queue.", ["reason"], registry=r)
+
+    def request(self, route: str, status: int) -> None:
+        child = self._request_children.get((route, status))
+        if child is None:
+            child = self._request_children[(route, status)] = self._requests.labels(route, str(status))
+        child.inc()

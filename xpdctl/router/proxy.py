@@ -1,0 +1,255 @@
+"""The PD proxy: one client request -> a prefill leg -> a decode leg whose answer is passed through.
+
+Failure semantics: a prefill failure is retried on another prefill (``prefill_retries`` times); a
+decode failure before its first byte becomes an OpenAI-style JSON error (503 unreachable, 504 timed
+out, 502 anything else); a decode failure after bytes were sent ends the stream with an SSE error
+event, and a decode is never retried. A client that goes away cancels this handler (aiohttp's
+handler cancellation), which closes the upstream connections and so aborts the legs in vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from xpdctl.router import disagg, health, pdcontract, selection
+from xpdctl.router.admission import Admission, QueueFull, QueueTimeout
+from xpdctl.router.backends import Backend, Registry
+from xpdctl.router.config import RouterConfig
+from xpdctl.router.metrics import RouterMetrics
+from xpdctl.router.openai_errors import error_response, sse_error
+
+_JSON = "application/json"
+_PASSED_HEADERS = ("Authorization",)
+
+
+class LegFailed(Exception):
+    """A leg failed in a way that is the backend's fault; ``status`` is what the client would get."""
+
+    def __init__(self, status: int, kind: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+class LegAnswered(Exception):
+    """The backend refused the request itself (4xx): the client gets that answer unchanged."""
+
+    def __init__(self, response: web.Response):
+        self.response = response
+
+
+def _classify(exc: BaseException, backend: Backend, what: str) -> LegFailed:
+    if isinstance(exc, asyncio.TimeoutError):  # aiohttp's connect and read timeouts are TimeoutErrors too
+        return LegFailed(504, "timeout", f"{what} {backend.url} timed out ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return LegFailed(503, "connect", f"{what} {backend.url} is unreachable: {exc.os_error or exc}")
+    return LegFailed(502, "broken", f"{what} {backend.url} failed: {exc!r}")
+
+
+class Proxy:
+    def __init__(self, config: RouterConfig, registry: Registry, admission: Admission, metrics: RouterMetrics):
+        self.config = config
+        self.registry = registry
+        self.admission = admission
+        self.metrics = metrics
+        t = config.timeouts
+        # sock_read bounds every wait for upstream bytes; it is first_byte_s until the first byte of
+        # the answer, then idle_s (set on the connection) between chunks.
+        self._leg_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.first_byte_s)
+        self._retry_after = {"Retry-After": str(max(1, int(config.queue.wait_timeout_s // 10) or 1))}
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, chat=False)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, chat=True)
+
+    async def _serve(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        started = time.monotonic()
+        route = "chat" if chat else "completions"
+        status = 499  # stays so when the client went away before an answer
+        try:
+            response = await self._admit(request, chat, started)
+            status = response.status
+            return response
+        finally:
+            self.metrics.request(route, status)
+            self.metrics.e2e.observe(time.monotonic() - started)
+
+    async def _admit(self, request: web.Request, chat: bool, started: float) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return error_response(400, "the request body is not valid JSON")
+        why = pdcontract.problem(body, chat)
+        if why:
+            return error_response(400, why)
+        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        headers = {"X-Request-Id": request_id, "Content-Type": _JSON}
+        for name in _PASSED_HEADERS:
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        try:
+            await self.admission.acquire()
+        except QueueFull:
+            self.metrics.rejected.labels("full").inc()
+            return error_response(429, "the router's queue is full; retry later", self._retry_after)
+        except QueueTimeout:
+            self.metrics.rejected.labels("timeout").inc()
+            return error_response(503, "the request waited too long in the router's queue; retry later", self._retry_after)
+        try:
+            return await self._route(request, body, raw, chat, headers, started)
+        finally:
+            self.admission.release()
+
+    async def _route(self, request: web.Request, body: dict, raw: bytes, chat: bool, headers: dict, started: float) -> web.StreamResponse:
+        stream = bool(body.get("stream"))
+        reason = disagg.decide(self.config.conditional_disagg, body, chat, self.registry.prefills)
+        if self.config.conditional_disagg.enabled:
+            self.metrics.disagg.labels("decode_only" if reason else "disaggregated", reason or "long_prompt").inc()
+        if reason:
+            decode = selection.pick_decode(self.registry, None)
+            if decode is None:
+                return error_response(503, "no healthy decode backend; check `GET /admin/backends` and the engines' /health")
+            return await self._decode_leg(request, decode, raw, chat, stream, headers, started)
+
+        prefill_payload = json.dumps(pdcontract.prefill_request(body, chat)).encode()
+        tried: set[str] = set()
+        failure: LegFailed | None = None
+        for attempt in range(1 + self.config.prefill_retries):
+            prefill = selection.pick_prefill(self.registry, tried)
+            if prefill is None:
+                break
+            if attempt:
+                self.metrics.retries.labels("prefill").inc()
+            tried.add(prefill.url)
+            try:
+                kv = await self._prefill_leg(prefill, prefill_payload, chat, headers)
+            except LegAnswered as answered:
+                return answered.response
+            except LegFailed as exc:
+                failure = exc
+                continue
+            decode = selection.pick_decode(self.registry, prefill)
+            if decode is None:
+                return error_response(503, f"no healthy decode backend pairs with prefill {prefill.url} (generation {prefill.generation!r})")
+            payload = json.dumps(pdcontract.decode_request(body, kv)).encode()
+            return await self._decode_leg(request, decode, payload, chat, stream, headers, started)
+        if failure is not None:
+            return error_response(failure.status, failure.message)
+        return error_response(503, "no healthy prefill backend with a compatible decode; check `GET /admin/backends` and the engines' /health")
+
+    async def _prefill_leg(self, prefill: Backend, payload: bytes, chat: bool, headers: dict) -> dict:
+        url = prefill.chat_url if chat else prefill.completions_url
+        t0 = time.monotonic()
+        prefill.in_flight += 1
+        try:
+            async with prefill.session.post(url, data=payload, headers=headers, timeout=self._leg_timeout) as resp:
+                data = await resp.read()
+                status = resp.status
+                content_type = resp.headers.get("Content-Type", _JSON)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self._failed(prefill, _classify(exc, prefill, "prefill")) from exc
+        finally:
+            prefill.in_flight -= 1
+        self.metrics.prefill_latency.observe(time.monotonic() - t0)
+        if status >= 500:
+            raise self._failed(prefill, LegFailed(502, "status", f"prefill {prefill.url} answered HTTP {status}: {data[:300]!r}"))
+        health.record_request_success(prefill)
+        if status != 200:
+            raise LegAnswered(web.Response(status=status, body=data, headers={"Content-Type": content_type}))
+        try:
+            kv = pdcontract.kv_transfer_params(json.loads(data))
+        except ValueError:
+            kv = None
+        if kv is None:
+            raise self._failed(prefill, LegFailed(
+                502, "contract", f"prefill {prefill.url} returned no kv_transfer_params: is it a vLLM KV producer "
+                                 "(--kv-transfer-config with kv_role kv_producer and NixlConnector)?"))
+        return kv
+
+    def _failed(self, backend: Backend, failure: LegFailed) -> LegFailed:
+        self.metrics.upstream_errors.labels(backend.pool, failure.kind).inc()
+        health.record_failure(backend, self.config.health, failure.message)
+        return failure
+
+    async def _decode_leg(self, request: web.Request, decode: Backend, payload: bytes, chat: bool, stream: bool,
+                          headers: dict, started: float) -> web.StreamResponse:
+        url: URL = decode.chat_url if chat else decode.completions_url
+        decode.in_flight += 1
+        upstream: aiohttp.ClientResponse | None = None
+        try:
+            try:
+                upstream = await decode.session.post(url, data=payload, headers=headers, timeout=self._leg_timeout)
+                if not stream or upstream.status != 200:
+                    return await self._whole_answer(decode, upstream, headers, started)
+                first = await upstream.content.readany()
+                if not first:
+                    raise aiohttp.ServerDisconnectedError("the decode ended its answer before any byte")
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                failure = self._failed(decode, _classify(exc, decode, "decode"))
+                return error_response(failure.status, failure.message)
+            return await self._pass_stream(request, decode, upstream, first, headers, started)
+        except BaseException:
+            if upstream is not None:
+                upstream.close()  # closing the connection is how vLLM learns the request is gone
+            raise
+        finally:
+            decode.in_flight -= 1
+            if upstream is not None:
+                upstream.release()
+
+    async def _whole_answer(self, decode: Backend, upstream: aiohttp.ClientResponse, headers: dict, started: float) -> web.Response:
+        _idle(upstream, self.config.timeouts.idle_s)
+        data = await upstream.read()
+        if upstream.status >= 500:
+            failure = self._failed(decode, LegFailed(502, "status", f"decode {decode.url} answered HTTP {upstream.status}: {data[:300]!r}"))
+            return error_response(failure.status, failure.message)
+        health.record_request_success(decode)
+        self.metrics.ttft.observe(time.monotonic() - started)
+        content_type = upstream.headers.get("Content-Type", _JSON)
+        return web.Response(status=upstream.status, body=data,
+                            headers={"Content-Type": content_type, "X-Request-Id": headers["X-Request-Id"]})
+
+    async def _pass_stream(self, request: web.Request, decode: Backend, upstream: aiohttp.ClientResponse, first: bytes,
+                           headers: dict, started: float) -> web.StreamResponse:
+        _idle(upstream, self.config.timeouts.idle_s)
+        out = web.StreamResponse(headers={
+            "Content-Type": upstream.headers.get("Content-Type", "text/event-stream"),
+            "Cache-Control": "no-cache",
+            "X-Request-Id": headers["X-Request-Id"],
+        })
+        await out.prepare(request)
+        await out.write(first)
+        self.metrics.ttft.observe(time.monotonic() - started)
+        last = first
+        read = upstream.content.readany
+        try:
+            while chunk := await read():
+                await out.write(chunk)
+                last = chunk
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            failure = self._failed(decode, _classify(exc, decode, "decode"))
+            # The status line is long gone: the error travels as one more SSE event, after closing
+            # off any event the decode left half-written.
+            await out.write((b"" if last.endswith(b"\n\n") else b"\n\n") + sse_error(failure.status, failure.message + " (mid-stream; not retried)"))
+        else:
+            health.record_request_success(decode)
+        await out.write_eof()
+        return out
+
+
+def _idle(upstream: aiohttp.ClientResponse, idle_s: float) -> None:
+    """From the first byte on, the read timeout is the idle gap between chunks."""
+    connection = upstream.connection
+    if connection is not None and connection.protocol is not None:
+        connection.protocol.read_timeout = idle_s

@@ -1,0 +1,51 @@
+"""Which backend takes the next request: least in-flight, tie-broken by the engine's own load, and
+only prefill->decode pairs that may exchange KV (same generation label, not reported broken)."""
+
+from __future__ import annotations
+
+import itertools
+
+from xpdctl.router.backends import Backend, Registry
+
+# Rotates the starting point among exact ties so equal backends share work.
+_turn = itertools.count()
+
+
+def _key(backend: Backend) -> tuple[int, float, float, float]:
+    load = backend.load
+    return (backend.in_flight, load.waiting, load.running, load.kv_usage)
+
+
+def _least_loaded(candidates: list[Backend]) -> Backend | None:
+    if not candidates:
+        return None
+    start = next(_turn) % len(candidates)
+    return min(candidates[start:] + candidates[:start], key=_key)
+
+
+def pair_ok(registry: Registry, prefill: Backend, decode: Backend) -> bool:
+    return (
+        decode.usable
+        and prefill.generation == decode.generation
+        and (prefill.url, decode.url) not in registry.broken_pairs
+    )
+
+
+def pick_prefill(registry: Registry, exclude: set[str]) -> Backend | None:
+    """A usable prefill, not yet tried for this request, that has at least one decode to pair with."""
+    candidates = [
+        p for p in registry.prefills
+        if p.usable and p.url not in exclude and any(pair_ok(registry, p, d) for d in registry.decodes)
+    ]
+    return _least_loaded(candidates)
+
+
+def pick_decode(registry: Registry, prefill: Backend | None) -> Backend | None:
+    """A decode for the KV ``prefill`` computed; any usable decode when the request skips prefill."""
+    if prefill is None:
+        return _least_loaded([d for d in registry.decodes if d.usable])
+    return _least_loaded([d for d in registry.decodes if pair_ok(registry, prefill, d)])
+
+
+def usable_pairs(registry: Registry) -> int:
+    return sum(1 for p in registry.prefills if p.usable for d in registry.decodes if pair_ok(registry, p, d))
