@@ -37,12 +37,21 @@ class KvAgentConfig(_Strict):
     address: str  # this host's address as peers reach it
     listen_host: str = "0.0.0.0"
     port: int = Field(8788, ge=1, le=65535)
-    # Port of this agent's NIXL probe listener (metadata exchange happens over the HTTP API).
+    # RDMA NICs the inventory declares for this host (informational; UCX_NET_DEVICES picks them).
     nics: list[str] = []
     # True when the inventory declares RDMA NICs: a probe carried by TCP is then reported as a fault.
     expect_rdma: bool = False
-    probe_size_mib: int = 64
-    probe_interval_s: float = 60.0
+    # Size of the buffer this agent offers to peers; a probe reads the prefill-side agent's whole buffer.
+    probe_size_mib: int = Field(64, ge=1)
+    probe_interval_s: float = Field(60.0, gt=0)
+    # While a pair is not ok: side channels are re-checked this often, failed NIXL probes are retried
+    # with a backoff that starts here and doubles up to probe_interval_s.
+    retry_interval_s: float = Field(5.0, gt=0)
+    # An unreachable side channel counts as "waiting" (engine still loading) rather than "broken"
+    # until this long after the agent started, unless it has been reachable before.
+    startup_grace_s: float = Field(900.0, ge=0)
+    side_channel_timeout_s: float = Field(2.0, gt=0)
+    probe_timeout_s: float = Field(60.0, gt=0)
     ucx_env: dict[str, str] = {}
     pairs: list[Pair] = []
 

@@ -1,0 +1,78 @@
+"""The source side of a probe: a NIXL agent offering two registered host-memory buffers.
+
+Peers read them (NIXL READ, like a vLLM decode pulling KV from its prefill) and check the bytes
+against the digests published with the metadata. ``nixl`` and ``torch`` are imported here only, so
+the rest of xpdctl works without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import logging
+import secrets
+import sys
+
+from xpdctl.errors import ExecutionError
+from xpdctl.kvagent.models import Region, SourceInfo
+
+SMALL_BYTES = 4096
+
+
+def _region(tensor) -> Region:
+    digest = hashlib.sha256(tensor.numpy().tobytes()).hexdigest()
+    return Region(addr=tensor.data_ptr(), length=tensor.numel(), sha256=digest)
+
+
+class Source:
+    """Owns the NIXL agent and buffers; keep the object alive as long as peers may read them."""
+
+    def __init__(self, host: str, size_mib: int):
+        try:
+            import torch
+            from nixl._api import nixl_agent, nixl_agent_config
+        except ImportError as exc:
+            raise ExecutionError(
+                f"the KV agent needs the 'nixl' and 'torch' packages ({exc}); "
+                "install them into this environment: pip install nixl torch"
+            ) from exc
+        # nixl logs to stdout by default, which would corrupt `-o json` output of the caller.
+        for handler in logging.getLogger("nixl").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sys.stderr)
+        name = f"xpd-kvagent-src-{host}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._agent = nixl_agent(name, nixl_agent_config(backends=["UCX"]))
+        if "UCX" not in self._agent.backends:
+            raise ExecutionError(
+                "NIXL has no UCX backend here (its plugin did not load); reinstall the 'nixl' package"
+            )
+        # Random contents, so a transfer that moved nothing or the wrong bytes cannot match the digest.
+        generator = torch.Generator().manual_seed(secrets.randbits(63))
+        self._bulk = torch.randint(0, 256, (size_mib * 1024 * 1024,), dtype=torch.uint8, generator=generator)
+        self._small = torch.randint(0, 256, (SMALL_BYTES,), dtype=torch.uint8, generator=generator)
+        self._agent.register_memory([self._bulk, self._small])
+        self.info = SourceInfo(
+            agent=name,
+            metadata_b64=base64.b64encode(self._agent.get_agent_metadata()).decode(),
+            bulk=_region(self._bulk),
+            small=_region(self._small),
+        )
+
+
+class LazySource:
+    """This host's source, created on first use: importing torch and nixl takes seconds."""
+
+    def __init__(self, host: str, size_mib: int):
+        self._host = host
+        self._size_mib = size_mib
+        self._source: Source | None = None
+        self._lock = asyncio.Lock()
+
+    async def info(self) -> SourceInfo:
+        async with self._lock:
+            if self._source is None:
+                loop = asyncio.get_running_loop()
+                self._source = await loop.run_in_executor(None, Source, self._host, self._size_mib)
+        return self._source.info
