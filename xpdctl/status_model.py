@@ -163,3 +163,11 @@ class ClusterStatus(_Model):
     healthy: bool = Field(description="no problem of severity error anywhere")
     hosts: list[HostStatus]
     problems: list[Problem] = Field([], description="every host's problems, in host order")
+
+
+def json_schema() -> dict:
+    """JSON Schema of ``xpdctl status -o json``; ``docs/status-schema.json`` is this, pretty-printed."""
+    schema = ClusterStatus.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "xpdctl status"
+    return schema
