@@ -1,0 +1,203 @@
+"""Every KV-compatibility decision and refusal (REFERENCE.md section 2)."""
+
+import pytest
+
+from xpdctl.errors import InputError
+from xpdctl.inventory import load_inventory
+from xpdctl.kvcompat import generation, generation_factors
+from xpdctl.vendors import vendor_profiles
+
+
+@pytest.fixture
+def decide(write_inventory):
+    def run(data):
+        return load_inventory(write_inventory(data)).kv
+
+    return run
+
+
+@pytest.fixture
+def refusals(write_inventory):
+    def run(data) -> list[str]:
+        with pytest.raises(InputError) as info:
+            load_inventory(write_inventory(data))
+        return [line.split(": ", 2)[1] + ": " + line.split(": ", 2)[2] for line in info.value.details]
+
+    return run
+
+
+def _mi300x(name="mi300x-02", address="10.0.0.22"):
+    return {"name": name, "address": address, "vendor": "amd", "gpu": {"model": "MI300X", "count": 8}, "nics": ["mlx5_0"]}
+
+
+def _all_amd(data):
+    """lab.yaml with its H100 prefill host swapped for a second MI300X: the single-vendor shape."""
+    data["hosts"][0] = _mi300x()
+    data["pools"]["prefill"]["hosts"] = ["mi300x-02"]
+
+
+def test_cross_vendor_stages_through_host_memory_with_one_forced_backend():
+    kv = load_inventory("inventory/lab.yaml").kv
+    assert kv.settings.buffer == "cpu"
+    assert kv.settings.forced_backend == "TRITON_ATTN"
+    (pair,) = kv.pairs
+    assert (pair.prefill.host, pair.decode.host, pair.cross_vendor) == ("h100-01", "mi300x-01", True)
+    assert pair.kv_buffer_device == {"prefill": "cpu", "decode": "cpu"}
+    assert (pair.attention_backend, pair.backend_forced) == ("TRITON_ATTN", True)
+    assert (pair.kv_cache_dtype, pair.transfer_mode, pair.ok) == ("auto", "pull", True)
+    assert pair.reasons[0] == "cross-vendor (nvidia -> amd): KV staged through host memory, kv_buffer_device cpu on both sides"
+    assert any("vendor defaults differ (amd TRITON_ATTN, nvidia FLASH_ATTN)" in r for r in kv.settings.reasons)
+
+
+def test_same_vendor_uses_the_device_buffer_and_the_vendor_default_backend():
+    kv = load_inventory("inventory/lab-single-vendor.yaml").kv
+    (pair,) = kv.pairs
+    assert not pair.cross_vendor
+    assert pair.kv_buffer_device == {"prefill": "cuda", "decode": "cuda"}  # ROCm reports "cuda"
+    assert (pair.attention_backend, pair.backend_forced) == ("TRITON_ATTN", False)
+    assert "GPUDirect RDMA" in pair.reasons[0]
+
+
+def test_cpu_devices_keep_kv_in_host_memory():
+    (pair,) = load_inventory("inventory/local.yaml").kv.pairs
+    assert pair.kv_buffer_device == {"prefill": "cpu", "decode": "cpu"}
+    assert pair.attention_backend == "CPU_ATTN"
+    assert "in host memory (cpu devices)" in pair.reasons[0]
+
+
+def test_device_buffer_across_vendors_is_refused(refusals, lab_data):
+    lab_data["kv"]["buffer"] = "device"
+    (found,) = refusals(lab_data)
+    assert found.startswith("kv.buffer: device memory cannot carry KV across vendors (pair h100-01 -> mi300x-01; "
+                            "vLLM on amd imports rixl, nvidia imports nixl); use buffer: cpu or auto")
+
+
+def test_host_buffer_may_be_chosen_within_one_vendor(decide, lab_data):
+    _all_amd(lab_data)
+    lab_data["kv"]["buffer"] = "cpu"
+    kv = decide(lab_data)
+    assert kv.pairs[0].kv_buffer_device == {"prefill": "cpu", "decode": "cpu"}
+    assert "kv buffer cpu: set in the inventory" in kv.settings.reasons
+
+
+def test_forced_backend_must_run_on_every_vendor(refusals, lab_data):
+    lab_data["kv"]["attention_backend"] = "FLASH_ATTN"
+    (found,) = refusals(lab_data)
+    assert found.startswith("kv.attention_backend: FLASH_ATTN is not known to run on amd "
+                            "(known: TRITON_ATTN, ROCM_AITER_FA, ROCM_ATTN)")
+
+
+def test_forced_backend_applies_within_one_vendor_too(decide, lab_data):
+    _all_amd(lab_data)
+    lab_data["kv"]["attention_backend"] = "ROCM_AITER_FA"
+    (pair,) = decide(lab_data).pairs
+    assert (pair.attention_backend, pair.backend_forced) == ("ROCM_AITER_FA", True)
+
+
+def test_no_common_backend_is_refused(refusals, lab_data):
+    lab_data["hosts"][1]["vendor"] = "cpu"
+    lab_data["engine"]["images"]["cpu"] = "x/vllm-cpu@sha256:1"
+    found = refusals(lab_data)
+    assert any(f.startswith("kv.attention_backend: no attention backend runs on all of cpu, nvidia "
+                            "(cpu CPU_ATTN, nvidia FLASH_ATTN)") for f in found)
+
+
+def test_fp8_kv_cache_across_vendors_is_refused_with_the_reason(refusals, lab_data):
+    lab_data["model"]["kv_cache_dtype"] = "fp8"
+    (found,) = refusals(lab_data)
+    assert found == ("model.kv_cache_dtype: fp8 KV cache across vendors (h100-01 nvidia: e4m3fn, mi300x-01 amd: "
+                     "e4m3fnuz): the handshake compares only the name 'fp8', so decode would read wrong values "
+                     "and answer with HTTP 200; use kv_cache_dtype: auto")
+
+
+def test_fp8_kv_cache_within_one_vendor_is_allowed(decide, lab_data):
+    _all_amd(lab_data)
+    lab_data["model"]["kv_cache_dtype"] = "fp8_e4m3"
+    (pair,) = decide(lab_data).pairs
+    assert pair.ok and pair.kv_cache_dtype == "fp8_e4m3"
+
+
+def test_different_vllm_versions_are_refused(refusals, lab_data):
+    lab_data["hosts"][1]["vllm_version"] = "0.16.0"
+    (found,) = refusals(lab_data)
+    assert found.startswith("hosts[1].vllm_version: h100-01 runs vLLM 0.15.0 and mi300x-01 0.16.0: the NIXL "
+                            "handshake refuses different versions")
+
+
+def test_decode_tp_below_prefill_tp_is_refused_even_within_one_vendor(refusals, lab_data):
+    _all_amd(lab_data)
+    lab_data["pools"]["decode"]["tensor_parallel"] = 4
+    (found,) = refusals(lab_data)
+    assert found.startswith("pools.decode.tensor_parallel: decode TP 4 on mi300x-01 is below prefill TP 8 on "
+                            "mi300x-02; vLLM requires decode TP >= prefill TP")
+
+
+def test_larger_decode_tp_is_fine_within_one_vendor(decide, lab_data):
+    _all_amd(lab_data)
+    lab_data["pools"]["prefill"]["tensor_parallel"] = 4
+    pairs = decide(lab_data).pairs
+    assert len(pairs) == 1 and pairs[0].ok  # one pair per host pair, whatever the instance count
+    assert "TP 4 -> 8" in pairs[0].reasons
+
+
+def test_different_tp_across_vendors_is_refused_unless_allowed(refusals, decide, lab_data):
+    lab_data["pools"]["prefill"]["tensor_parallel"] = 4
+    found = refusals(lab_data)
+    assert found[0].startswith("pools.decode.tensor_parallel: TP 4 (h100-01) -> 8 (mi300x-01) across vendors: no "
+                               "attention backend is known to handle different TP on both")
+    lab_data["kv"]["allow_cross_vendor_tp_mismatch"] = True
+    assert all(p.ok for p in decide(lab_data).pairs)
+
+
+def test_equal_block_sizes_pass(decide, lab_data):
+    assert "block size 128 on both" in decide(lab_data).pairs[0].reasons
+
+
+def test_smaller_prefill_block_size_passes_for_non_hybrid_models(decide, lab_data):
+    lab_data["model"]["hybrid"] = False
+    lab_data["pools"]["prefill"]["block_size"] = 64
+    (pair,) = decide(lab_data).pairs
+    assert "block size 64 -> 128: prefill's is smaller and the model is not hybrid" in pair.reasons
+
+
+def test_different_block_sizes_are_refused_for_hybrid_models(refusals, lab_data):
+    lab_data["pools"]["prefill"]["block_size"] = 64
+    (found,) = refusals(lab_data)
+    assert found.startswith("pools.prefill.block_size: block sizes differ (h100-01 64, mi300x-01 128) and the model "
+                            "is hybrid (sliding-window and full attention)")
+
+
+def test_larger_prefill_block_size_is_refused(refusals, lab_data):
+    lab_data["model"]["hybrid"] = False
+    lab_data["pools"]["decode"]["block_size"] = 64
+    (found,) = refusals(lab_data)
+    assert "and prefill's must be the smaller" in found
+
+
+def test_block_size_defaults_come_from_the_vendor_profile(decide, lab_data):
+    del lab_data["pools"]["prefill"]["block_size"]
+    del lab_data["pools"]["decode"]["block_size"]
+    (pair,) = decide(lab_data).pairs
+    assert (pair.prefill.block_size, pair.decode.block_size) == (16, 16)
+
+
+def test_one_cross_vendor_pair_sets_the_path_for_the_whole_cluster(decide, lab_data):
+    # The router may pair any prefill with any decode, so an amd->amd pair in a mixed cluster also
+    # stages through host memory and uses the common backend.
+    lab_data["hosts"].append(_mi300x())
+    lab_data["pools"]["prefill"]["hosts"].append("mi300x-02")
+    kv = decide(lab_data)
+    assert [(p.prefill.host, p.cross_vendor) for p in kv.pairs] == [("h100-01", True), ("mi300x-02", False)]
+    assert all(p.kv_buffer_device == {"prefill": "cpu", "decode": "cpu"} for p in kv.pairs)
+    assert {p.attention_backend for p in kv.pairs} == {"TRITON_ATTN"}
+
+
+def test_generation_is_equal_for_equal_factors_and_differs_with_any_factor():
+    loaded = load_inventory("inventory/lab.yaml")
+    inv, settings = loaded.inventory, loaded.kv.settings
+    nvidia, amd = vendor_profiles()["nvidia"], vendor_profiles()["amd"]
+    base = generation(generation_factors(inv, settings, nvidia, "0.15.0"))
+    # Forced backend: both vendors land on the same factors.
+    assert generation(generation_factors(inv, settings, amd, "0.15.0")) == base
+    assert generation(generation_factors(inv, settings, amd, "0.16.0")) != base
+    assert base.startswith("g") and len(base) == 11
