@@ -42,8 +42,10 @@ def stand_in_tools(tmp_path):
     prints the hand-written MI300X fixtures; ibv_devinfo one active ConnectX port."""
 
     def make(*, nvidia: bool = False, amd: bool = False, rdma: bool = False) -> Path:
-        folder = tmp_path / "tools"
-        folder.mkdir(exist_ok=True)
+        """A host root whose usr/bin holds the chosen stand-ins (see LocalShellTransport)."""
+        root = tmp_path / "host-root"
+        folder = root / "usr" / "bin"
+        folder.mkdir(parents=True, exist_ok=True)
         if nvidia:
             _tool(folder, "nvidia-smi", f'[ "$1" = -q ] && [ "$2" = -x ] && exec cat "{NVIDIA_H200}/nvidia-smi-q.xml"\nexit 2\n')
         if amd:
@@ -55,6 +57,6 @@ def stand_in_tools(tmp_path):
             )
         if rdma:
             _tool(folder, "ibv_devinfo", f"cat <<'EOF'\n{IBV_DEVINFO}EOF\n")
-        return folder
+        return root
 
     return make

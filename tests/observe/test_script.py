@@ -29,10 +29,10 @@ def test_a_foreign_marker_in_output_does_not_open_a_section():
     assert sections["listing"].text.endswith("/etc/x")
 
 
-def _run(target: HostTarget, tools=None, **script_args) -> dict:
+def _run(target: HostTarget) -> dict:
     marker = new_marker()
-    script = build_script(marker, units=[], files=[], extra_globs=[], **script_args)
-    result = asyncio.run(LocalShellTransport(path_prefix=str(tools) if tools else None).run(target, script, 30))
+    script = build_script(marker, units=[], files=[], extra_globs=[])
+    result = asyncio.run(LocalShellTransport().run(target, script, 30))
     assert result.rc == 0, result.stderr
     return split_sections(result.stdout, marker)
 
@@ -50,9 +50,8 @@ def test_real_script_reports_this_machine_and_absent_tools():
 
 def test_real_script_with_stand_in_vendor_tools(stand_in_tools):
     """nvidia-smi, amd-smi and ibv_devinfo are stand-ins printing captured output (no GPU or NIC here)."""
-    tools = stand_in_tools(nvidia=True, amd=True, rdma=True)
-    target = HostTarget(name="gpu-host", address="127.0.0.1")
-    status, failures = host_status(target, _run(target, tools))
+    target = HostTarget(name="gpu-host", address="127.0.0.1", root=str(stand_in_tools(nvidia=True, amd=True, rdma=True)))
+    status, failures = host_status(target, _run(target))
     assert failures == []
     assert [(g.vendor, g.name) for g in status.accelerators.gpus] == [
         ("nvidia", "NVIDIA H200"),
@@ -65,12 +64,12 @@ def test_real_script_with_stand_in_vendor_tools(stand_in_tools):
 
 
 def test_failing_tool_is_reported_with_its_message(tmp_path):
-    tools = tmp_path / "broken"
-    tools.mkdir()
+    tools = tmp_path / "usr" / "bin"
+    tools.mkdir(parents=True)
     smi = tools / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho 'Failed to initialize NVML: Driver/library version mismatch'\nexit 18\n")
     smi.chmod(0o755)
-    target = HostTarget(name="h", address="127.0.0.1")
-    status, failures = host_status(target, _run(target, tools))
+    target = HostTarget(name="h", address="127.0.0.1", root=str(tmp_path))
+    status, failures = host_status(target, _run(target))
     assert status.accelerators.gpus == []
     assert failures == ["nvidia-smi exited 18: Failed to initialize NVML: Driver/library version mismatch"]

@@ -73,14 +73,14 @@ class SshTransport:
 
 @dataclass
 class LocalShellTransport:
-    """Runs the script with this machine's ``sh``: every target is this machine, seen through its
-    ``root`` prefix for files. ``path_prefix`` puts stand-in tools (a fake ``nvidia-smi``) first on PATH."""
+    """Runs the script with this machine's ``sh``: every target is this machine seen through its
+    ``root`` folder, for files (drift) and for tools (``<root>/usr/bin`` comes first on PATH, where a
+    simulated host keeps stand-in ``nvidia-smi`` or ``amd-smi``)."""
 
-    path_prefix: str | None = None
     name = "local-shell"
 
     async def run(self, target: HostTarget, script: str, timeout_s: float) -> RunResult:
         env = dict(os.environ)
-        if self.path_prefix:
-            env["PATH"] = f"{self.path_prefix}:{env.get('PATH', '')}"
+        if target.root:
+            env["PATH"] = f"{target.root}/usr/bin:{env.get('PATH', '')}"
         return await _run(["sh", "-s"], script, timeout_s, env)
