@@ -56,7 +56,7 @@ def cli() -> None:
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
+        status = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("xpdctl: aborted", err=True)
         sys.exit(130)
@@ -73,3 +73,7 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("xpdctl: interrupted", err=True)
         sys.exit(130)
+    # Without standalone mode, click returns the code of a command's ctx.exit(code) instead of exiting
+    # (e.g. `plan` exits 1 when there is a diff).
+    if isinstance(status, int) and status:
+        sys.exit(status)

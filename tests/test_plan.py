@@ -1,0 +1,169 @@
+"""The desired state derived from inventories: services, commands, env, configs."""
+
+import json
+
+from xpdctl.inventory import load_inventory
+from xpdctl.plan import build_plan, ucx_net_devices
+
+
+def _plan(path, environ=None):
+    return build_plan(load_inventory(path), environ or {})
+
+
+def _services(plan):
+    return {s.name: s for s in plan.services()}
+
+
+def _arg(args, flag):
+    return args[args.index(flag) + 1]
+
+
+def test_lab_services_per_host_in_start_order():
+    plan = _plan("inventory/lab.yaml")
+    layout = {name: [(s.name, s.role, s.port) for s in h.services] for name, h in plan.hosts.items()}
+    assert layout == {
+        "gw-01": [("xpd-lab-router", "router", 8000)],
+        "h100-01": [("xpd-lab-prefill-0", "prefill", 8100), ("xpd-lab-kv-agent", "kv-agent", 8788)],
+        "mi300x-01": [("xpd-lab-decode-0", "decode", 8200), ("xpd-lab-kv-agent", "kv-agent", 8788)],
+    }
+    assert plan.hosts["h100-01"].services[1].after == ("xpd-lab-prefill-0.service",)
+
+
+def test_engine_env_carries_side_channel_ucx_and_visible_devices():
+    services = _services(_plan("inventory/lab.yaml"))
+    assert dict(services["xpd-lab-prefill-0"].env) == {
+        "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7",
+        "UCX_NET_DEVICES": "mlx5_0:1",
+        "VLLM_NIXL_SIDE_CHANNEL_HOST": "10.0.0.11",
+        "VLLM_NIXL_SIDE_CHANNEL_PORT": "5600",
+    }
+    assert services["xpd-lab-decode-0"].env["HIP_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
+
+
+def test_cross_vendor_vllm_args():
+    services = _services(_plan("inventory/lab.yaml"))
+    prefill, decode = services["xpd-lab-prefill-0"].vllm_args, services["xpd-lab-decode-0"].vllm_args
+    assert json.loads(_arg(prefill, "--kv-transfer-config")) == {
+        "kv_connector": "NixlConnector", "kv_role": "kv_producer", "kv_buffer_device": "cpu"
+    }
+    assert json.loads(_arg(decode, "--kv-transfer-config"))["kv_role"] == "kv_consumer"
+    for args in (prefill, decode):
+        assert _arg(args, "--attention-backend") == "TRITON_ATTN"
+        assert _arg(args, "--kv-cache-dtype") == "auto"
+        assert _arg(args, "--tensor-parallel-size") == "8"
+        assert _arg(args, "--model") == "/var/lib/xpdctl/models/openai/gpt-oss-120b"
+        assert _arg(args, "--served-model-name") == "openai/gpt-oss-120b"
+        assert "--no-enable-prefix-caching" in args
+        assert "--no-disable-hybrid-kv-cache-manager" in args
+
+
+def test_single_vendor_uses_device_buffer_and_no_forced_backend():
+    services = _services(_plan("inventory/lab-single-vendor.yaml"))
+    args = services["xpd-lab-single-prefill-0"].vllm_args
+    assert json.loads(_arg(args, "--kv-transfer-config"))["kv_buffer_device"] == "cuda"
+    assert "--attention-backend" not in args
+
+
+def test_containers_get_vendor_device_flags_rdma_flags_and_the_image_by_digest():
+    services = _services(_plan("inventory/lab.yaml"))
+    decode = services["xpd-lab-decode-0"].command
+    assert decode[:6] == ("/usr/bin/docker", "run", "--rm", "--name=xpd-lab-decode-0", "--network=host",
+                          "--env-file=/etc/xpdctl/xpd-lab-decode-0.env")
+    for flag in ("--device=/dev/kfd", "--device=/dev/dri", "--group-add=video", "--device=/dev/infiniband",
+                 "--cap-add=IPC_LOCK", "--ulimit=memlock=-1:-1"):
+        assert flag in decode
+    image = decode.index("rocm/vllm@sha256:3e1f5a7c9b2d4f6a8c0e2b4d6f8a1c3e5b7d9f0a2c4e6b8d1f3a5c7e9b0d2f4a")
+    assert decode[image - 1] == "--entrypoint=python3"
+    assert decode[image + 1: image + 3] == ("-m", "vllm.entrypoints.openai.api_server")
+    assert decode[image + 3:] == services["xpd-lab-decode-0"].vllm_args
+    assert services["xpd-lab-decode-0"].stop_command == ("/usr/bin/docker", "stop", "xpd-lab-decode-0")
+    assert "--runtime=nvidia" in services["xpd-lab-prefill-0"].command
+
+
+def test_no_rdma_flags_without_nics(write_inventory, lab_data):
+    del lab_data["hosts"][1]["nics"]
+    services = _services(_plan(write_inventory(lab_data)))
+    assert "--device=/dev/infiniband" not in services["xpd-lab-decode-0"].command
+    assert "UCX_NET_DEVICES" not in services["xpd-lab-decode-0"].env
+
+
+def test_router_and_kv_agent_run_the_xpdctl_image_in_containers():
+    services = _services(_plan("inventory/lab.yaml"))
+    router = services["xpd-lab-router"].command
+    assert "--volume=/etc/xpdctl:/etc/xpdctl:ro" in router
+    assert router[-5:] == ("-m", "xpdctl", "router", "--config", "/etc/xpdctl/router.yaml")
+
+
+def test_local_native_cpu_engines():
+    plan = _plan("inventory/local.yaml")
+    services = _services(plan)
+    prefill, decode = services["xpd-local-prefill-0"], services["xpd-local-decode-0"]
+    assert prefill.command[0].endswith("/.venv/bin/python")
+    assert prefill.command[1:3] == ("-m", "vllm.entrypoints.openai.api_server")
+    assert (prefill.env["VLLM_CPU_OMP_THREADS_BIND"], decode.env["VLLM_CPU_OMP_THREADS_BIND"]) == ("0", "1")
+    assert prefill.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert (prefill.env["VLLM_NIXL_SIDE_CHANNEL_PORT"], decode.env["VLLM_NIXL_SIDE_CHANNEL_PORT"]) == ("5600", "5601")
+    assert _arg(prefill.vllm_args, "--dtype") == "bfloat16"
+    assert _arg(prefill.vllm_args, "--max-model-len") == "2048"
+    assert json.loads(_arg(decode.vllm_args, "--kv-transfer-config"))["kv_buffer_device"] == "cpu"
+    assert services["xpd-local-router"].command[1:] == ("-m", "xpdctl", "router", "--config", "/etc/xpdctl/router.yaml")
+    assert not prefill.needs_docker and prefill.stop_command is None
+
+
+def test_cpu_tensor_parallel_binds_one_core_group_per_rank(write_inventory):
+    text = open("inventory/local.yaml").read().replace("count: 2", "count: 4").replace(
+        "decode: {hosts: [local], tensor_parallel: 1}", "decode: {hosts: [local], tensor_parallel: 2}"
+    )
+    text = text.replace("python: ../.venv/bin/python", "python: /usr/bin/python3")
+    services = _services(_plan(write_inventory(text)))
+    assert services["xpd-local-prefill-0"].env["VLLM_CPU_OMP_THREADS_BIND"] == "0"
+    assert services["xpd-local-decode-0"].env["VLLM_CPU_OMP_THREADS_BIND"] == "2|3"
+
+
+def test_sim_server_renders_the_simulator_command(write_inventory):
+    text = open("inventory/local.yaml").read().replace("server: vllm ", "server: sim  ")
+    text = text.replace("python: ../.venv/bin/python", "python: /usr/bin/python3")
+    services = _services(_plan(write_inventory(text)))
+    assert services["xpd-local-decode-0"].command == (
+        "/usr/bin/python3", "-m", "xpdctl", "sim", "--role", "decode", "--host", "127.0.0.1", "--port", "8200",
+        "--model", "tiny-gpt-oss",
+    )
+    assert services["xpd-local-decode-0"].vllm_args is None
+    assert services["xpd-local-decode-0"].env["VLLM_NIXL_SIDE_CHANNEL_PORT"] == "5601"
+
+
+def test_secrets_come_from_the_environment_into_secret_env_only():
+    services = _services(_plan("inventory/lab.yaml", {"HF_TOKEN": "hf_secret", "OTHER": "x"}))
+    prefill = services["xpd-lab-prefill-0"]
+    assert dict(prefill.secret_env) == {"HF_TOKEN": "hf_secret"}
+    assert "HF_TOKEN" not in prefill.env
+    assert not any("hf_secret" in word for word in prefill.command)
+
+
+def test_router_config_lists_backends_with_one_generation_and_the_kv_agents():
+    plan = _plan("inventory/lab.yaml")
+    config = plan.hosts["gw-01"].router_config
+    assert config.model == "openai/gpt-oss-120b"
+    assert [(b.url, b.pool, b.name) for b in config.backends] == [
+        ("http://10.0.0.11:8100", "prefill", "xpd-lab-prefill-0"),
+        ("http://10.0.0.21:8200", "decode", "xpd-lab-decode-0"),
+    ]
+    assert len({b.generation for b in config.backends}) == 1
+    assert config.kv_agents == ["http://10.0.0.11:8788", "http://10.0.0.21:8788"]
+    assert (config.listen.host, config.listen.port) == ("0.0.0.0", 8000)
+
+
+def test_kv_agent_config_lists_the_pairs_of_its_host():
+    plan = _plan("inventory/lab.yaml")
+    config = plan.hosts["mi300x-01"].kv_agent_config
+    assert (config.host, config.address, config.expect_rdma) == ("mi300x-01", "10.0.0.21", True)
+    assert config.ucx_env == {"UCX_NET_DEVICES": "mlx5_0:1"}
+    (pair,) = config.pairs
+    assert (pair.prefill, pair.decode, pair.side_channel, pair.peer_agent) == (
+        "xpd-lab-prefill-0", "xpd-lab-decode-0", "10.0.0.11:5600", "http://10.0.0.11:8788"
+    )
+    assert plan.hosts["gw-01"].kv_agent_config is None
+
+
+def test_ucx_net_devices_adds_port_one_unless_given():
+    assert ucx_net_devices(["mlx5_0", "mlx5_1:2"]) == "mlx5_0:1,mlx5_1:2"

@@ -1,0 +1,157 @@
+"""Rendered files: golden trees, determinism, file modes, secrets, config contracts, plan diffs.
+
+Golden files live in tests/golden/<inventory>/ and are reviewed like code. After an intended change,
+regenerate them with
+
+    XPDCTL_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_render.py -k golden
+
+and review `git diff tests/golden`.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xpdctl.inventory import load_inventory
+from xpdctl.kvagent.config import load_kv_agent_config
+from xpdctl.plan import build_plan
+from xpdctl.render import exec_line, read_tree, render_files, write_tree
+from xpdctl.router.config import load_router_config
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _files(inventory, environ=None):
+    return render_files(build_plan(load_inventory(inventory), environ or {}))
+
+
+@pytest.mark.parametrize("name", ["lab", "lab-single-vendor"])
+def test_golden(name):
+    files = _files(f"inventory/{name}.yaml")
+    golden = GOLDEN / name
+    if os.environ.get("XPDCTL_UPDATE_GOLDEN"):
+        write_tree(files, golden)
+    found = {rel: f.content for rel, f in read_tree(golden).items()}
+    assert found == {rel: f.content for rel, f in files.items()}, (
+        "rendered output differs from tests/golden; if intended, regenerate (see module docstring)"
+    )
+
+
+def test_render_twice_gives_identical_bytes(tmp_path):
+    for directory in ("a", "b"):
+        write_tree(_files("inventory/lab.yaml", {"HF_TOKEN": "hf_x"}), tmp_path / directory)
+    write_tree(_files("inventory/lab.yaml", {"HF_TOKEN": "hf_x"}), tmp_path / "b")  # over itself
+    a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
+    b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    assert a == b and len(a) == 14
+
+
+def test_layout_and_modes(tmp_path):
+    write_tree(_files("inventory/lab.yaml"), tmp_path)
+    host = tmp_path / "hosts" / "h100-01"
+    assert sorted(p.relative_to(host).as_posix() for p in host.rglob("*") if p.is_file()) == [
+        "etc/systemd/system/xpd-lab-kv-agent.service",
+        "etc/systemd/system/xpd-lab-prefill-0.service",
+        "etc/xpdctl/kv-agent.yaml",
+        "etc/xpdctl/xpd-lab-kv-agent.env",
+        "etc/xpdctl/xpd-lab-prefill-0.env",
+    ]
+    assert (host / "etc/xpdctl/xpd-lab-prefill-0.env").stat().st_mode & 0o777 == 0o600
+    assert (host / "etc/systemd/system/xpd-lab-prefill-0.service").stat().st_mode & 0o777 == 0o644
+
+
+def test_secrets_only_in_0600_env_files(tmp_path):
+    write_tree(_files("inventory/lab.yaml", {"HF_TOKEN": "hf_very_secret"}), tmp_path)
+    holders = [p for p in tmp_path.rglob("*") if p.is_file() and "hf_very_secret" in p.read_text()]
+    assert sorted(p.name for p in holders) == ["xpd-lab-decode-0.env", "xpd-lab-prefill-0.env"]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in holders)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["hosts"]["h100-01"]["services"][0]["secret_env"] == ["HF_TOKEN"]
+
+
+def test_rendered_configs_load_with_the_router_and_kv_agent_schemas(tmp_path):
+    loaded = load_inventory("inventory/lab.yaml")
+    plan = build_plan(loaded, {})
+    write_tree(render_files(plan), tmp_path)
+    router = load_router_config(tmp_path / "hosts/gw-01/etc/xpdctl/router.yaml")
+    assert router == plan.hosts["gw-01"].router_config
+    agent = load_kv_agent_config(tmp_path / "hosts/mi300x-01/etc/xpdctl/kv-agent.yaml")
+    assert agent == plan.hosts["mi300x-01"].kv_agent_config
+
+
+def test_manifest_lists_every_service_with_paths_relative_to_the_render(tmp_path):
+    write_tree(_files("inventory/local.yaml"), tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["cluster"] == "local"
+    assert manifest["model"]["builder"] == "tiny-gpt-oss"
+    assert manifest["router"] == {"host": "local", "url": "http://127.0.0.1:8000"}
+    services = manifest["hosts"]["local"]["services"]
+    assert [(s["name"], s["role"], s["port"]) for s in services] == [
+        ("xpd-local-prefill-0", "prefill", 8100),
+        ("xpd-local-decode-0", "decode", 8200),
+        ("xpd-local-kv-agent", "kv-agent", 8788),
+        ("xpd-local-router", "router", 8000),
+    ]
+    for s in services:
+        assert (tmp_path / s["unit"]).is_file() and (tmp_path / s["env_file"]).is_file()
+        assert (s["vllm_args"] is None) == (s["role"] in ("router", "kv-agent"))
+    assert services[0]["env"]["VLLM_CPU_OMP_THREADS_BIND"] == "0"
+    assert services[0]["command"][-len(services[0]["vllm_args"]):] == services[0]["vllm_args"]
+    assert services[3]["config"] == "hosts/local/etc/xpdctl/router.yaml"
+
+
+def test_stale_files_of_an_earlier_render_are_removed(tmp_path, write_inventory, lab_data):
+    write_tree(_files("inventory/lab.yaml"), tmp_path)
+    lab_data["pools"]["decode"]["tensor_parallel"] = 8
+    lab_data["router"]["host"] = "mi300x-01"
+    removed = write_tree(_files(write_inventory(lab_data)), tmp_path)
+    assert sorted(removed) == [
+        "hosts/gw-01/etc/systemd/system/xpd-lab-router.service",
+        "hosts/gw-01/etc/xpdctl/router.yaml",
+        "hosts/gw-01/etc/xpdctl/xpd-lab-router.env",
+    ]
+
+
+def test_exec_line_quotes_like_systemd_reads():
+    argv = ["/bin/x", "--kv-transfer-config", '{"a":"b c"}', "100%", "$HOME", "plain=1,2:3"]
+    line = exec_line(argv)
+    assert line == '/bin/x --kv-transfer-config "{\\"a\\":\\"b c\\"}" "100%%" "$$HOME" plain=1,2:3'
+    # systemd unquotes like a shell (for these characters) and then turns %% and $$ back.
+    assert [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(line)] == argv
+
+
+def _xpdctl(*args):
+    return subprocess.run([sys.executable, "-m", "xpdctl", *args], capture_output=True, text=True)
+
+
+def test_plan_exit_status_follows_diff(tmp_path, write_inventory, lab_data):
+    assert _xpdctl("render", "-i", "inventory/lab.yaml", "-o", str(tmp_path)).returncode == 0
+    same = _xpdctl("plan", "-i", "inventory/lab.yaml", "--against", str(tmp_path))
+    assert (same.returncode, same.stdout) == (0, "")
+    lab_data["model"]["max_model_len"] = 8192
+    changed = _xpdctl("plan", "-i", str(write_inventory(lab_data)), "--against", str(tmp_path), "-o", "json")
+    assert changed.returncode == 1
+    report = json.loads(changed.stdout)
+    assert report["changed"] is True
+    paths = {f["path"]: f for f in report["files"]}
+    unit = paths["hosts/h100-01/etc/systemd/system/xpd-lab-prefill-0.service"]
+    assert unit["status"] == "changed"
+    assert "--max-model-len 16640" in unit["diff"] and "--max-model-len 8192" in unit["diff"]
+    assert "manifest.json" in paths
+
+
+def test_plan_masks_secret_values(tmp_path):
+    env = {**os.environ, "HF_TOKEN": "hf_old_secret"}
+    subprocess.run([sys.executable, "-m", "xpdctl", "render", "-i", "inventory/lab.yaml", "-o", str(tmp_path)],
+                   env=env, check=True, capture_output=True)
+    env["HF_TOKEN"] = "hf_new_secret"
+    result = subprocess.run([sys.executable, "-m", "xpdctl", "plan", "-i", "inventory/lab.yaml", "--against",
+                             str(tmp_path)], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "hf_old_secret" not in result.stdout and "hf_new_secret" not in result.stdout
+    assert "-HF_TOKEN=<secret sha256:" in result.stdout and "+HF_TOKEN=<secret sha256:" in result.stdout
