@@ -1,0 +1,33 @@
+"""``xpdctl down``: stop every service of a cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from xpdctl.output import emit_json, output_option
+
+
+@click.command()
+@click.option("-i", "--inventory", "inventory", type=click.Path(path_type=Path), required=True,
+              help="Inventory file (YAML).")
+@output_option
+def command(inventory: Path, output: str) -> None:
+    """Stop every service of the cluster (router first, engines last) and check that no process is left.
+
+    Logs and the rendered files stay in the state directory; `xpdctl up` starts the cluster again.
+
+    \b
+    Examples:
+      xpdctl down -i inventory/local.yaml
+    """  # fmt: skip
+    from xpdctl.local.bringup import bring_down
+
+    stopped = bring_down(inventory)
+    if output == "json":
+        emit_json({"stopped": stopped})
+    elif stopped:
+        click.echo(f"stopped {len(stopped)} service(s): {', '.join(stopped)}")
+    else:
+        click.echo("nothing was running")
