@@ -50,8 +50,13 @@ def judge_pair(
     engine_may_be_starting: bool,
     transfer: TransferResult | None,
     checked_at: str,
+    peer_may_be_starting: bool = False,
 ) -> PairResult:
-    """The verdict on one pair this host measures, with every reason it is not ok."""
+    """The verdict on one pair this host measures, with every reason it is not ok.
+
+    While the agents and engines of a fresh cluster come up, failures of things that have never
+    worked yet are "waiting"; the caller decides how long that lasts (``startup_grace_s``).
+    """
     broken: list[str] = []
     waiting: list[str] = []
     if side_channel_error is not None:
@@ -62,7 +67,7 @@ def judge_pair(
     if transfer is None:
         waiting.append(f"the first NIXL probe from {pair.prefill_host} has not finished yet")
     elif not transfer.ok:
-        broken.append(transfer.reason)
+        (waiting if peer_may_be_starting else broken).append(transfer.reason)
     elif expect_rdma and (fault := _rdma_fault(pair, transfer)):
         broken.append(fault)
     state = "broken" if broken else "waiting" if waiting else "ok"
@@ -132,6 +137,7 @@ class Prober:
         self._due: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._reached: set[str] = set()  # side channels seen open at least once
+        self._worked: set[str] = set()  # peer hosts with a successful probe at least once
         self.results: list[PairResult] = []
         self.new_transfers: list[TransferResult] = []  # the probes the last round ran
         self.rounds = 0
@@ -183,6 +189,8 @@ class Prober:
             result = await self._transfer(pair)
             self._transfers[peer] = result
             self.new_transfers.append(result)
+            if result.ok:
+                self._worked.add(peer)
             failures = 0 if result.ok else self._failures.get(peer, 0) + 1
             self._failures[peer] = failures
             delay = self.config.probe_interval_s
@@ -231,6 +239,7 @@ class Prober:
                 expect_rdma=self.config.expect_rdma,
                 side_channel_error=err,
                 engine_may_be_starting=in_grace and pair.side_channel not in self._reached,
+                peer_may_be_starting=in_grace and pair.prefill_host not in self._worked,
                 transfer=self._transfers.get(pair.prefill_host),
                 checked_at=checked_at,
             )
