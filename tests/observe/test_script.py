@@ -73,3 +73,17 @@ def test_failing_tool_is_reported_with_its_message(tmp_path):
     status, failures = host_status(target, _run(target))
     assert status.accelerators.gpus == []
     assert failures == ["nvidia-smi exited 18: Failed to initialize NVML: Driver/library version mismatch"]
+
+
+def test_streamed_section_takes_its_exit_status_from_the_trailer():
+    marker = new_marker()
+    out = f"{marker} os-release -\n\n{marker} uname\nLinux h 6.8\n\n{marker}! 0\n\n{marker} nvidia-smi\n<nvidia_smi_log>"
+    sections = split_sections(out, marker)
+    assert (sections["os-release"].rc, sections["uname"].rc, sections["uname"].text) == (None, 0, "Linux h 6.8")
+    # Cut off while nvidia-smi was printing: no exit status, so not ok and reported as unfinished.
+    assert sections["nvidia-smi"].rc == -1 and not sections["nvidia-smi"].ok
+    status, failures = host_status(HostTarget(name="h", address="10.0.0.1"), sections)
+    assert failures == [
+        "nvidia-smi did not finish (the status script was cut short)",
+        "the status script stopped before its end (output cut short)",
+    ]

@@ -1,9 +1,11 @@
 """The one shell script ``status`` runs on each host, and the parser of what it prints.
 
 One SSH round trip per host: the script runs every probe and prints each one's output as a
-section that starts with ``<marker> <name> <rc>``, where ``rc`` is the probe's exit status or ``-``
-when its tool is not installed. The marker carries a random nonce so no file or tool output can
-forge a section. The script is POSIX sh and reads sysfs with ``read`` (no fork per PCI device).
+section that starts with ``<marker> <name> [<rc>]``, where ``rc`` is the probe's exit status or ``-``
+when its tool is not installed. A probe's output streams straight through (no copy through a temp
+file), so its exit status follows it on a line ``<marker>! <rc>``. The marker carries a random nonce
+so no file or tool output can forge a section. The script is POSIX sh, forks little (one process per
+probe that runs, one sha256sum for all files) and reads sysfs with ``read``.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import shlex
 from dataclasses import dataclass
 
 ABSENT = None
+UNFINISHED = -1  # a section whose exit status never came: the script was cut short
 
 
 @dataclass(frozen=True)
 class Section:
-    rc: int | None  # None: the tool is not installed on the host
+    rc: int | None  # None: the tool is not installed on the host; -1: no exit status came
     text: str
 
     @property
@@ -40,17 +43,19 @@ PROBES: tuple[tuple[str, str | None, str], ...] = (
 )
 
 _PRELUDE = r"""
-t=$(mktemp -d 2>/dev/null || echo /tmp/xpd-status.$$) && mkdir -p "$t" || exit 90
-trap 'rm -rf "$t"' EXIT
+e=$(mktemp 2>/dev/null) || exit 90
+trap 'rm -f "$e"' EXIT
 M='{marker}'
 have() {{ case $1 in /*) [ -r "$1" ] ;; *) command -v "$1" >/dev/null 2>&1 ;; esac; }}
-# sec NAME TOOL CMD: run CMD unless TOOL (a command or a file) is named and missing; print its stdout (and stderr if it failed).
+# sec NAME TOOL CMD: run CMD unless TOOL (a command or a file) is named and missing; its stdout
+# streams through, its stderr follows only when it failed, then its exit status.
 sec() {{
   name=$1; tool=$2; shift 2
   if [ -n "$tool" ] && ! have "$tool"; then printf '%s %s -\n' "$M" "$name"; return; fi
-  sh -c "$*" >"$t/o" 2>"$t/e"; rc=$?
-  printf '%s %s %s\n' "$M" "$name" "$rc"; cat "$t/o"
-  [ "$rc" -eq 0 ] || cat "$t/e"
+  printf '\n%s %s\n' "$M" "$name"
+  eval "$*" 2>"$e"; rc=$?
+  [ "$rc" -eq 0 ] || cat "$e"
+  printf '\n%s! %s\n' "$M" "$rc"
 }}
 pci() {{
   for d in /sys/bus/pci/devices/*; do
@@ -82,14 +87,16 @@ def build_script(marker: str, *, units: list[str], files: list[str], extra_globs
         quoted = " ".join(shlex.quote(unit) for unit in units)
         lines.append(
             "if have systemctl; then printf '%s %s 0\\n' \"$M\" units; "
-            f"for u in {quoted}; do printf '%s %s\\n' \"$u\" \"$(systemctl is-active \"$u\" 2>/dev/null | head -n1)\"; done; "
+            f"for u in {quoted}; do printf '%s %s\\n' \"$u\" \"$(systemctl is-active \"$u\" 2>/dev/null)\"; done; "
             "else printf '%s %s -\\n' \"$M\" units; fi"
         )
     if files:
         quoted = " ".join(shlex.quote(path) for path in files)
+        # One sha256sum for every file present (a fork per file costs more than the hashing).
         lines.append(
-            "printf '%s %s 0\\n' \"$M\" hashes; "
-            f"for f in {quoted}; do if [ -f \"$f\" ]; then sha256sum \"$f\"; else printf 'MISSING  %s\\n' \"$f\"; fi; done"
+            "printf '%s %s 0\\n' \"$M\" hashes; set --; "
+            f"for f in {quoted}; do if [ -f \"$f\" ]; then set -- \"$@\" \"$f\"; else printf 'MISSING  %s\\n' \"$f\"; fi; done; "
+            "[ $# -eq 0 ] || sha256sum -- \"$@\""
         )
     if extra_globs:
         # Globs stay unquoted so the host's shell expands them; unmatched ones print themselves and
@@ -111,16 +118,26 @@ def split_sections(output: str, marker: str) -> dict[str, Section]:
     name: str | None = None
     rc: int | None = None
     body: list[str] = []
+
+    def close() -> None:
+        if name is not None:
+            # The newline printed before a marker (output may lack a final one) is not output.
+            sections[name] = Section(rc, "\n".join(body).strip("\n"))
+
     for line in output.splitlines():
-        if line.startswith(marker + " "):
-            if name is not None:
-                sections[name] = Section(rc, "\n".join(body))
+        if line.startswith(marker + "! ") and name is not None:
+            status = line[len(marker) + 2 :].strip()
+            rc = int(status) if status.lstrip("-").isdigit() else UNFINISHED
+        elif line.startswith(marker + " "):
+            close()
             parts = line[len(marker) + 1 :].split()
             name = parts[0] if parts else "?"
-            rc = int(parts[1]) if len(parts) > 1 and parts[1].lstrip("-").isdigit() else ABSENT
+            if len(parts) < 2:
+                rc = UNFINISHED
+            else:
+                rc = int(parts[1]) if parts[1].isdigit() else ABSENT
             body = []
         elif name is not None:
             body.append(line)
-    if name is not None:
-        sections[name] = Section(rc, "\n".join(body))
+    close()
     return sections
