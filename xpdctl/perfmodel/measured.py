@@ -1,0 +1,101 @@
+"""Corrections from ``xpdctl bench`` measurements: the model's predictions scaled to what was seen.
+
+A bench run records the deployment it measured (``Option.signature()``) and, per grid point, median
+TTFT and TPOT. For each measured deployment we take the geometric mean of measured/predicted TTFT
+over its points, keyed by the prefill side (hardware, TP, KV path), and of measured TPOT/predicted
+ITL, keyed by the decode side (hardware, TP, KV path). An option whose prefill or decode side was
+measured gets that side corrected at every workload; the rest stay model-only. Measuring the
+cross-vendor cluster thus also corrects other options with the same H100 prefill or MI300X decode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xpdctl.errors import InputError
+
+
+@dataclass(frozen=True)
+class MeasuredPoint:
+    signature: dict
+    isl: int
+    osl: int
+    concurrency: int
+    ttft_s: float
+    tpot_s: float
+    e2el_s: float
+    source: str
+
+
+@dataclass
+class Corrections:
+    ttft: dict[tuple, float] = field(default_factory=dict)
+    itl: dict[tuple, float] = field(default_factory=dict)
+    counts: dict[tuple, int] = field(default_factory=dict)
+
+    def ttft_factor(self, signature: dict) -> float | None:
+        return self.ttft.get(prefill_key(signature))
+
+    def itl_factor(self, signature: dict) -> float | None:
+        return self.itl.get(decode_key(signature))
+
+
+def prefill_key(sig: dict) -> tuple:
+    return ("prefill", sig["prefill"]["hardware"], sig["prefill"]["tp"], sig["kv_path"])
+
+
+def decode_key(sig: dict) -> tuple:
+    return ("decode", sig["decode"]["hardware"], sig["decode"]["tp"], sig["kv_path"])
+
+
+def _result_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(path.rglob("results.json"))
+    if path.is_file():
+        return [path]
+    raise InputError(f"{path}: no such bench result file or folder; pass a folder written by `xpdctl bench`")
+
+
+def load_measurements(paths: list[Path]) -> list[MeasuredPoint]:
+    points = []
+    for path in paths:
+        for file in _result_files(path):
+            try:
+                data = json.loads(file.read_text())
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{file}: not a bench result ({exc}); pass results.json written by `xpdctl bench`") from exc
+            for run in data.get("runs", []):
+                signature = run.get("deployment")
+                if not signature:
+                    continue  # a run against a bare URL: nothing to match it to
+                for p in run.get("points", []):
+                    m = p["metrics"]
+                    if not m.get("completed"):
+                        continue
+                    points.append(MeasuredPoint(signature, p["isl"], p["osl"], p["concurrency"],
+                                                m["median_ttft_ms"] / 1000, m["median_tpot_ms"] / 1000,
+                                                m["median_e2el_ms"] / 1000, str(file)))
+    return points
+
+
+def fit(points: list[MeasuredPoint], predict) -> Corrections:
+    """``predict(signature, isl, osl, concurrency)`` -> model-only Prediction (or None if unknown)."""
+    logs: dict[tuple, list[float]] = defaultdict(list)
+    for p in points:
+        pred = predict(p.signature, p.isl, p.osl, p.concurrency)
+        if pred is None:
+            continue
+        if p.ttft_s > 0 and pred.ttft_s > 0:
+            logs[prefill_key(p.signature)].append(math.log(p.ttft_s / pred.ttft_s))
+        if p.tpot_s > 0 and pred.itl_s > 0:
+            logs[decode_key(p.signature)].append(math.log(p.tpot_s / pred.itl_s))
+    out = Corrections()
+    for key, values in logs.items():
+        target = out.ttft if key[0] == "prefill" else out.itl
+        target[key] = math.exp(sum(values) / len(values))
+        out.counts[key] = len(values)
+    return out
