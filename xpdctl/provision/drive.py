@@ -1,0 +1,131 @@
+"""``provision()`` and ``preflight()``: the playbooks run against an inventory's hosts.
+
+Both take a loaded inventory and the directory ``xpdctl render`` wrote, run one playbook through
+ansible-runner with live progress, and return a pydantic result for a table or ``-o json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from xpdctl.inventory import LoadedInventory
+from xpdctl.paths import cluster_state_dir, data_dir
+from xpdctl.provision.events import ProgressCallback
+from xpdctl.provision.hosts import ansible_inventory
+from xpdctl.provision.models import PreflightHost, PreflightResult, ProvisionResult, RunResult
+from xpdctl.provision.preflight_checks import HostReport
+from xpdctl.provision.runner import run_playbook
+
+
+def _model_source_dir(loaded: LoadedInventory, state_dir: Path, build: bool) -> Path | None:
+    """A model xpdctl builds (model.builder) is built once on this machine and copied to the hosts."""
+    builder = loaded.inventory.model.builder
+    if builder is None:
+        return None
+    path = state_dir / "models" / builder
+    if build:
+        from xpdctl.models import ensure_model
+
+        ensure_model(builder, path)
+    return path
+
+
+def _run(
+    loaded: LoadedInventory,
+    render_dir: Path,
+    playbook: str,
+    *,
+    limit: str | None,
+    check: bool,
+    extravars: dict[str, Any],
+    on_progress: ProgressCallback | None,
+) -> RunResult:
+    state_dir = cluster_state_dir(loaded.inventory.cluster)
+    inventory = ansible_inventory(
+        loaded.inventory,
+        render_dir,
+        known_hosts=state_dir / "known_hosts",
+        model_source_dir=_model_source_dir(loaded, state_dir, build=playbook == "site.yml" and not check),
+    )
+    return run_playbook(
+        data_dir("playbooks"),
+        playbook,
+        inventory,
+        state_dir / "ansible",
+        extravars=extravars,
+        limit=limit,
+        check=check,
+        on_progress=on_progress,
+    )
+
+
+def _preflight_hosts(run: RunResult) -> dict[str, PreflightHost]:
+    reports = run.stats.get("xpd_preflight") or {}
+    hosts = {}
+    for name, result in run.hosts.items():
+        if name in reports:
+            report = HostReport.model_validate(reports[name])
+            hosts[name] = PreflightHost(host=name, ok=report.ok, reachable=True, checks=report.checks)
+        else:
+            reachable = result.status != "unreachable"
+            error = result.failure.message if result.failure else "the checks did not run"
+            hosts[name] = PreflightHost(host=name, ok=False, reachable=reachable, error=error)
+    return hosts
+
+
+def preflight(
+    loaded: LoadedInventory,
+    render_dir: Path,
+    *,
+    limit: str | None = None,
+    extra_vars: dict[str, Any] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> PreflightResult:
+    """Read-only checks of every host against the inventory and the rendered plan."""
+    run = _run(
+        loaded, render_dir, "preflight.yml", limit=limit, check=False,
+        extravars=dict(extra_vars or {}), on_progress=on_progress,
+    )  # fmt: skip
+    hosts = _preflight_hosts(run)
+    return PreflightResult(
+        cluster=loaded.inventory.cluster,
+        ok=all(h.ok for h in hosts.values()),
+        hosts=[hosts[name] for name in sorted(hosts)],
+        artifacts=run.artifacts,
+    )
+
+
+def provision(
+    loaded: LoadedInventory,
+    render_dir: Path,
+    *,
+    limit: str | None = None,
+    check: bool = False,
+    allow_reboot: bool = False,
+    extra_vars: dict[str, Any] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> ProvisionResult:
+    """Preflight, then prepare every host and install, enable and start its rendered services.
+
+    A host that fails (preflight, a package, an unreachable address) drops out and is reported with
+    the failing task and its message; the others carry on. Running it again resumes: every step
+    probes before it changes anything. ``check`` changes nothing and reports what would change.
+    """
+    extravars = {**(extra_vars or {}), "xpd_allow_reboot": allow_reboot}
+    run = _run(loaded, render_dir, "site.yml", limit=limit, check=check, extravars=extravars, on_progress=on_progress)
+    pending = run.stats.get("xpd_reboot_pending") or {}
+    hosts = {
+        name: result.model_copy(update={"reboot_pending": list(pending.get(name, []))})
+        for name, result in run.hosts.items()
+    }
+    failed = run.failed_hosts
+    return ProvisionResult(
+        cluster=loaded.inventory.cluster,
+        check=check,
+        ok=run.ok,
+        hosts=hosts,
+        preflight=_preflight_hosts(run),
+        artifacts=run.artifacts,
+        retry=",".join(failed) if failed else None,
+    )
