@@ -27,8 +27,9 @@ def normalize_url(url: str) -> str:
 
 def _session(timeouts: Timeouts) -> aiohttp.ClientSession:
     # One keep-alive session per upstream, with no connection cap: aiohttp's default of 100 would
-    # queue streams beyond the hundredth inside the router.
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=120)
+    # queue streams beyond the hundredth inside the router. Idle connections are dropped before
+    # vLLM's server (uvicorn, 5 s) drops them, so a request never lands on a connection being closed.
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=4)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s)
     return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
 

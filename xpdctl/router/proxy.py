@@ -253,3 +253,4 @@ def _idle(upstream: aiohttp.ClientResponse, idle_s: float) -> None:
     connection = upstream.connection
     if connection is not None and connection.protocol is not None:
         connection.protocol.read_timeout = idle_s
+        connection.protocol.start_timeout()  # the pending timer still counts first_byte_s otherwise

@@ -7,8 +7,9 @@ import itertools
 
 from xpdctl.router.backends import Backend, Registry
 
-# Rotates the starting point among exact ties so equal backends share work.
-_turn = itertools.count()
+# Rotate the starting point among exact ties so equal backends share work (one counter per pool,
+# or picking a prefill and a decode per request would keep both counters in step).
+_turns = {"prefill": itertools.count(), "decode": itertools.count()}
 
 
 def _key(backend: Backend) -> tuple[int, float, float, float]:
@@ -16,10 +17,10 @@ def _key(backend: Backend) -> tuple[int, float, float, float]:
     return (backend.in_flight, load.waiting, load.running, load.kv_usage)
 
 
-def _least_loaded(candidates: list[Backend]) -> Backend | None:
+def _least_loaded(candidates: list[Backend], pool: str) -> Backend | None:
     if not candidates:
         return None
-    start = next(_turn) % len(candidates)
+    start = next(_turns[pool]) % len(candidates)
     return min(candidates[start:] + candidates[:start], key=_key)
 
 
@@ -37,14 +38,14 @@ def pick_prefill(registry: Registry, exclude: set[str]) -> Backend | None:
         p for p in registry.prefills
         if p.usable and p.url not in exclude and any(pair_ok(registry, p, d) for d in registry.decodes)
     ]
-    return _least_loaded(candidates)
+    return _least_loaded(candidates, "prefill")
 
 
 def pick_decode(registry: Registry, prefill: Backend | None) -> Backend | None:
     """A decode for the KV ``prefill`` computed; any usable decode when the request skips prefill."""
     if prefill is None:
-        return _least_loaded([d for d in registry.decodes if d.usable])
-    return _least_loaded([d for d in registry.decodes if pair_ok(registry, prefill, d)])
+        return _least_loaded([d for d in registry.decodes if d.usable], "decode")
+    return _least_loaded([d for d in registry.decodes if pair_ok(registry, prefill, d)], "decode")
 
 
 def usable_pairs(registry: Registry) -> int:

@@ -1,0 +1,72 @@
+"""Only compatible pairs carry traffic: equal generation labels, and not reported broken by a KV agent."""
+
+from aiohttp import web
+
+from xpdctl.aioserve import start_site
+
+BODY = {"model": "m", "prompt": "hello", "max_tokens": 2}
+
+
+async def test_prefill_pairs_only_with_decodes_of_its_generation(cluster, http):
+    old_p, new_p = await cluster.sim("prefill"), await cluster.sim("prefill")
+    old_d, new_d = await cluster.sim("decode"), await cluster.sim("decode")
+    backends = [
+        {"url": old_p.url, "pool": "prefill", "generation": "g1"},
+        {"url": new_p.url, "pool": "prefill", "generation": "g2"},
+        {"url": old_d.url, "pool": "decode", "generation": "g1"},
+        {"url": new_d.url, "pool": "decode", "generation": "g2"},
+    ]
+    router = await cluster.router(backends=backends)
+    for _ in range(8):
+        async with http.post(router.url + "/v1/completions", json=BODY) as resp:
+            assert resp.status == 200
+    for prefill, decode in ((old_p, old_d), (new_p, new_d)):
+        assert [r["request_id"] for r in prefill.engine.log] == [r["request_id"] for r in decode.engine.log]
+    assert old_p.engine.log and new_p.engine.log
+
+
+async def test_a_generation_without_a_decode_gets_no_prefill_traffic(cluster, http):
+    lonely, paired = await cluster.sim("prefill"), await cluster.sim("prefill")
+    decode = await cluster.sim("decode")
+    backends = [
+        {"url": lonely.url, "pool": "prefill", "generation": "next"},
+        {"url": paired.url, "pool": "prefill", "generation": "now"},
+        {"url": decode.url, "pool": "decode", "generation": "now"},
+    ]
+    router = await cluster.router(backends=backends)
+    for _ in range(4):
+        async with http.post(router.url + "/v1/completions", json=BODY) as resp:
+            assert resp.status == 200
+    assert not lonely.engine.log and len(paired.engine.log) == 4
+
+
+async def test_pairs_a_kv_agent_reports_broken_are_not_used(cluster, http, wait_until):
+    prefill = await cluster.sim("prefill")
+    good, bad = await cluster.sim("decode"), await cluster.sim("decode")
+    report = {"pairs": [
+        {"prefill_url": prefill.url + "/", "decode_url": bad.url, "ok": False, "reason": "NIXL probe fell back to TCP"},
+        {"prefill_url": prefill.url, "decode_url": good.url, "ok": True, "reason": ""},
+    ]}
+    agent = web.Application()
+
+    async def pairs(request):
+        return web.json_response(report)
+
+    agent.router.add_get("/pairs", pairs)
+    runner, port = await start_site(agent, "127.0.0.1", 0)
+    try:
+        router = await cluster.router([prefill], [good, bad], kv_agents=[f"http://127.0.0.1:{port}"], kv_agent_poll_interval_s=0.05)
+        await wait_until(lambda: router.router.registry.broken_pairs)
+        for _ in range(4):
+            async with http.post(router.url + "/v1/completions", json=BODY) as resp:
+                assert resp.status == 200
+        assert not bad.engine.log and len(good.engine.log) == 4
+
+        report["pairs"][0]["ok"] = True  # the agent sees the pair healthy again
+        await wait_until(lambda: not router.router.registry.broken_pairs)
+        for _ in range(4):
+            async with http.post(router.url + "/v1/completions", json=BODY) as resp:
+                assert resp.status == 200
+        assert bad.engine.log
+    finally:
+        await runner.cleanup()
