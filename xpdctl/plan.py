@@ -16,6 +16,7 @@ from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, runtime_of, vllm_version_of
 from xpdctl.kvagent.config import KvAgentConfig, Pair
 from xpdctl.kvcompat import CONNECTOR, KvSettings, generation, generation_factors
+from xpdctl.models import builder_vllm_args
 from xpdctl.router.config import Backend, ConditionalDisagg, Listen, RouterConfig
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
@@ -118,7 +119,7 @@ def vllm_args(inv: Inventory, settings: KvSettings, vendor: VendorProfile, p: Pl
     # The report's runs had prefix caching off; PD with NIXL is only verified that way.
     args.append("--no-enable-prefix-caching")
     args += ["--kv-transfer-config", _kv_transfer_config(p.role, settings.buffer_device(vendor))]
-    return args + list(inv.engine.extra_args) + list(the_pool.extra_args)
+    return args + builder_vllm_args(model.builder) + list(inv.engine.extra_args) + list(the_pool.extra_args)
 
 
 def _sim_args(inv: Inventory, p: Placement, host: Host) -> list[str]:

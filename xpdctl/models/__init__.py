@@ -18,6 +18,14 @@ from xpdctl.models import tiny_gpt_oss
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-gpt-oss": tiny_gpt_oss.build,
 }
+# Extra vLLM arguments a built model needs to be served as intended (appended to every engine's).
+VLLM_ARGS: dict[str, list[str]] = {
+    "tiny-gpt-oss": tiny_gpt_oss.VLLM_ARGS,
+}
+
+
+def builder_vllm_args(builder: str | None) -> list[str]:
+    return list(VLLM_ARGS.get(builder, [])) if builder else []
 
 
 def ensure_model(builder: str, path: Path) -> bool:

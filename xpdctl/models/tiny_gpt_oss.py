@@ -20,6 +20,16 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|start|>", "<|message|>", "<|end|>"]
 # positions for greedy decoding to vary with the context instead of repeating one token.
 INIT_STD = 0.2
 
+# vLLM serves every model of type gpt_oss through the Harmony chat format and its reasoning parser,
+# both tied to the o200k vocabulary; the tiny model has its own 1,024-token vocabulary and a plain
+# chat template. These arguments give it vLLM's ordinary chat path; the model code is unchanged
+# (vLLM picks it by architecture, not by model type).
+VLLM_ARGS = [
+    "--hf-overrides", json.dumps({"model_type": "gpt_oss_tiny"}, separators=(",", ":")),
+    "--reasoning-parser-plugin", str(Path(__file__).with_name("plain_reasoning.py")),
+    "--reasoning-parser", "xpdctl_plain",
+]
+
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "<|start|>{{ message['role'] }}<|message|>{{ message['content'] }}<|end|>"
