@@ -110,8 +110,9 @@ class RouterBackend(_Model):
     url: str
     pool: str | None = None
     generation: str | None = None
-    state: str = Field(description="as the router reports it, e.g. healthy, unhealthy, draining")
-    healthy: bool
+    state: str = Field(description="as the router reports it, e.g. healthy, unhealthy, unknown, draining")
+    healthy: bool = Field(description="the router's health checks pass (a draining backend can be healthy)")
+    draining: bool = False
     in_flight: int | None = None
 
 

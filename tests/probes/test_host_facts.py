@@ -51,3 +51,15 @@ def test_pci_mi300x_is_a_processing_accelerator_and_connectx_a_nic():
         "0000:0c:00.0 0x1002 0x74a1 0x120000\n0000:0d:00.0 0x15b3 0x1021 0x020000\n0000:03:00.0 0x1a03 0x2000 0x030000\n"
     )
     assert [(d.vendor, d.kind) for d in devices] == [("amd", "gpu"), ("mellanox", "nic"), (None, "other")]
+
+
+def test_every_gpu_vendor_profile_is_known_to_the_pci_table():
+    """Vendor profiles (xpdctl/vendors) and the PCI table must agree, or GPU counts go unchecked."""
+    from xpdctl.vendors import vendor_profiles
+
+    for profile in vendor_profiles().values():
+        if profile.pci_vendor_id is None:
+            continue
+        name, kinds = pci.VENDORS["0x" + profile.pci_vendor_id.lower()]
+        assert name == profile.name
+        assert "gpu" in kinds.values()

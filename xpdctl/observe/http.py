@@ -23,8 +23,6 @@ ENGINE_METRICS: dict[str, tuple[tuple[str, ...], Callable[[list[float]], float],
     "kv_cache_usage_pct": (("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"), max, 100.0),
 }
 
-# Router backend states that count as serving.
-HEALTHY_BACKEND_STATES = {"healthy", "up", "ok", "ready", "serving"}
 
 
 class ProbeFailed(Exception):
@@ -103,15 +101,15 @@ async def probe_kv_agent(session: aiohttp.ClientSession, *, service: str, url: s
 
 
 def _backend(item: dict) -> RouterBackend:
-    state = str(item.get("state") or ("healthy" if item.get("healthy") else "unhealthy"))
-    healthy = item["healthy"] if isinstance(item.get("healthy"), bool) else state.lower() in HEALTHY_BACKEND_STATES
+    """One entry of the router's ``GET /admin/backends`` (xpdctl.router.backends.Backend.describe)."""
     in_flight = item.get("in_flight")
     return RouterBackend(
         url=str(item.get("url")),
         pool=item.get("pool"),
         generation=item.get("generation"),
-        state=state,
-        healthy=healthy,
+        state=str(item.get("state") or item.get("health") or "unknown"),
+        healthy=item.get("health") == "healthy",
+        draining=bool(item.get("draining")),
         in_flight=in_flight if isinstance(in_flight, int) else None,
     )
 

@@ -90,6 +90,14 @@ def _services(target: HostTarget, status: HostStatus) -> list[Problem]:
                 found.append(
                     _error(name, f"router backend {backend.url} ({backend.pool}) is {backend.state}", "check that engine")
                 )
+            elif backend.draining:
+                found.append(
+                    _warning(
+                        name,
+                        f"router backend {backend.url} ({backend.pool}) is draining",
+                        "an upgrade may be under way; `POST /admin/backends/undrain` returns it to service",
+                    )
+                )
     return found
 
 
