@@ -155,3 +155,13 @@ def test_plan_masks_secret_values(tmp_path):
     assert result.returncode == 1
     assert "hf_old_secret" not in result.stdout and "hf_new_secret" not in result.stdout
     assert "-HF_TOKEN=<secret sha256:" in result.stdout and "+HF_TOKEN=<secret sha256:" in result.stdout
+
+
+def test_files_render_does_not_own_are_left_alone(tmp_path):
+    write_tree(_files("inventory/local.yaml"), tmp_path)
+    state = tmp_path / "hosts/local/var/log/xpdctl/router.log"
+    state.parent.mkdir(parents=True)
+    state.write_text("running\n")
+    assert write_tree(_files("inventory/local.yaml"), tmp_path) == []
+    assert state.read_text() == "running\n"
+    assert "hosts/local/var/log/xpdctl/router.log" not in read_tree(tmp_path)

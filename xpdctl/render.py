@@ -150,13 +150,26 @@ def render_files(plan: Plan) -> dict[str, RenderedFile]:
     return dict(sorted(files.items()))
 
 
+def _owned(rel: str) -> bool:
+    """Files render writes; anything else under DIR (e.g. a local executor's state) is left alone."""
+    if rel == MANIFEST:
+        return True
+    parts = rel.split("/", 2)
+    if len(parts) < 3 or parts[0] != HOSTS:
+        return False
+    inside = parts[2]
+    return inside.startswith(f"{UNIT_DIR}/xpd-") or inside.startswith(ETC.lstrip("/") + "/")
+
+
 def read_tree(directory: Path) -> dict[str, RenderedFile]:
     """A previous render as :func:`render_files` would return it (only the files render owns)."""
     found: dict[str, RenderedFile] = {}
     candidates = [directory / MANIFEST] + sorted((directory / HOSTS).rglob("*"))
     for path in candidates:
-        if path.is_file():
-            rel = path.relative_to(directory).as_posix()
+        if not path.is_file():
+            continue
+        rel = path.relative_to(directory).as_posix()
+        if _owned(rel):
             found[rel] = RenderedFile(path.read_text(), path.stat().st_mode & 0o777)
     return found
 
@@ -164,7 +177,7 @@ def read_tree(directory: Path) -> dict[str, RenderedFile]:
 def write_tree(files: dict[str, RenderedFile], directory: Path) -> list[str]:
     """Write ``files`` under ``directory``; remove files an earlier render left that are no longer wanted.
 
-    Returns the relative paths removed. Only ``hosts/`` and ``manifest.json`` are touched.
+    Returns the relative paths removed. Only files render owns are touched (see :func:`_owned`).
     """
     directory.mkdir(parents=True, exist_ok=True)
     removed = []

@@ -125,29 +125,6 @@ def test_port_clash_points_at_the_port_written_down(problems, lab_data, tmp_path
     assert message.startswith("router.port: port 8788 on mi300x-01 is used by both the KV agent and the router")
 
 
-def test_side_channel_ports_are_unique_per_host_across_instances():
-    placements = load_inventory("inventory/local.yaml")
-    from xpdctl.inventory.topology import place
-
-    ports = [(p.role, p.gpus, p.port, p.side_channel_port) for p in place(placements.inventory)]
-    assert ports == [("prefill", (0,), 8100, 5600), ("decode", (1,), 8200, 5601)]
-
-
-def test_several_instances_per_host_get_their_own_gpus_and_ports(write_inventory, lab_data):
-    lab_data["pools"]["prefill"]["tensor_parallel"] = 4
-    lab_data["pools"]["decode"]["tensor_parallel"] = 4
-    from xpdctl.inventory.topology import place
-
-    inv = load_inventory(write_inventory(lab_data)).inventory
-    got = [(p.role, p.index, p.host, p.gpus, p.port, p.side_channel_port) for p in place(inv)]
-    assert got == [
-        ("prefill", 0, "h100-01", (0, 1, 2, 3), 8100, 5600),
-        ("prefill", 1, "h100-01", (4, 5, 6, 7), 8101, 5601),
-        ("decode", 0, "mi300x-01", (0, 1, 2, 3), 8200, 5600),
-        ("decode", 1, "mi300x-01", (4, 5, 6, 7), 8201, 5601),
-    ]
-
-
 def test_all_problems_reported_together_in_file_order(problems, lab_data):
     lab_data["hosts"][1]["vendor"] = "amdd"
     lab_data["pools"]["decode"]["hosts"].append("nope")

@@ -41,9 +41,15 @@ def command(inventory: Path, output: str) -> None:
       xpdctl check -i inventory/lab.yaml            # H100 prefill -> MI300X decode
       xpdctl check -i inventory/lab.yaml -o json    # decisions for scripts
     """  # fmt: skip
+    from xpdctl.errors import InputError
     from xpdctl.inventory import load_inventory
 
-    loaded = load_inventory(inventory)
+    try:
+        loaded = load_inventory(inventory)
+    except InputError as exc:
+        if output == "json":  # scripts get the problems on stdout too; people still read stderr
+            emit_json({"inventory": str(inventory), "valid": False, "problems": exc.details or [exc.message]})
+        raise
     decision = loaded.kv
     if output == "json":
         emit_json({

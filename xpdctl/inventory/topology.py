@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xpdctl.inventory.schema import Host, Inventory, Pool
+from xpdctl.inventory.schema import Host, Inventory, Pool, Ssh
 
 ROLES = ("prefill", "decode")
 DEFAULT_POOL_PORT = {"prefill": 8100, "decode": 8200}
@@ -99,3 +99,10 @@ def runtime_of(inv: Inventory, host: Host) -> str:
 
 def vllm_version_of(inv: Inventory, host: Host) -> str:
     return host.vllm_version or inv.engine.vllm_version
+
+
+def ssh_of(inv: Inventory, host: Host) -> Ssh:
+    """The host's SSH settings: its own fields over defaults.ssh."""
+    if host.ssh is None:
+        return inv.defaults.ssh
+    return inv.defaults.ssh.model_copy(update=host.ssh.model_dump(exclude_unset=True))
