@@ -17,6 +17,7 @@ from xpdctl.observe.judge import judge
 from xpdctl.observe.script import build_script, new_marker, split_sections
 from xpdctl.observe.targets import HostTarget, targets_from
 from xpdctl.observe.transport import LocalShellTransport, SshTransport
+from xpdctl.paths import cluster_state_dir
 from xpdctl.status_model import ClusterStatus, HostStatus
 
 Transport = SshTransport | LocalShellTransport
@@ -129,4 +130,8 @@ def observe_cluster(
     else:
         files = render_files(build_plan(inventory, os.environ))
     cluster, targets = targets_from(inventory.inventory, files)
-    return asyncio.run(observe_targets(cluster, targets, transport or SshTransport(), **options))
+    if transport is None:
+        # The host keys file provisioning uses (accept-new): a host re-installed at the same address
+        # does not trip over the operator's own known_hosts.
+        transport = SshTransport(options={"UserKnownHostsFile": str(cluster_state_dir(cluster) / "known_hosts")})
+    return asyncio.run(observe_targets(cluster, targets, transport, **options))

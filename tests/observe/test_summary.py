@@ -1,0 +1,57 @@
+"""The one-screen text of a cluster status."""
+
+from __future__ import annotations
+
+from xpdctl.observe.summary import MAX_PROBLEM_LINES, render_text
+from xpdctl.probes import nvidia
+from xpdctl.status_model import ClusterStatus, EngineStatus, HostStatus, OsInfo, Problem, RouterBackend, RouterStatus
+
+
+def _status(nvidia_text, problems: int) -> ClusterStatus:
+    h200 = HostStatus(
+        name="h200-01",
+        address="10.0.0.5",
+        reachable=True,
+        os=OsInfo(id="ubuntu", version_id="24.04", kernel="6.8.0-45-generic"),
+        accelerators=nvidia.parse_query_xml(nvidia_text("nvidia-smi-q.xml")),
+        engines=[
+            EngineStatus(
+                service="xpd-lab-prefill-0", role="prefill", url="http://10.0.0.5:8100", healthy=True,
+                vllm_version="0.32.0", models=["tiny"], requests_running=3, requests_waiting=1, kv_cache_usage_pct=41.6,
+            )
+        ],
+        routers=[
+            RouterStatus(
+                service="xpd-lab-router", url="http://10.0.0.5:8000", reachable=True,
+                backends=[RouterBackend(url="http://10.0.0.5:8100", pool="prefill", generation="g1", state="draining",
+                                        healthy=True, draining=True, in_flight=2)],
+            )
+        ],
+        drift_checked=True,
+    )
+    gone = HostStatus(name="mi300x-01", address="10.0.0.6", reachable=False, error="connection refused")
+    found = [Problem(severity="warning", host="h200-01", what=f"w{i}", hint="h") for i in range(problems)]
+    found.append(Problem(severity="error", host="mi300x-01", what="unreachable over SSH", hint="check ssh"))
+    return ClusterStatus(cluster="lab", observed_at="2026-11-27T08:00:00+00:00", duration_s=0.42, healthy=False,
+                         hosts=[h200, gone], problems=found)
+
+
+def test_hosts_services_backends_and_verdict(nvidia_text):
+    lines = render_text(_status(nvidia_text, problems=1)).splitlines()
+    h200 = next(line for line in lines if line.startswith("h200-01"))
+    assert "ubuntu 24.04" in h200 and "580.159.04 cuda 13.0" in h200 and "2x NVIDIA H200" in h200 and "0/281G" in h200
+    assert next(line for line in lines if line.startswith("mi300x-01")).split()[:2] == ["mi300x-01", "NO"]
+    engine = next(line for line in lines if line.startswith("xpd-lab-prefill-0"))
+    assert engine.split()[3:] == ["-", "ok", "0.32.0", "tiny", "3", "1", "42%"]
+    assert "0/1 backends serving" in next(line for line in lines if line.startswith("xpd-lab-router"))
+    assert any(line.split()[-2:] == ["draining", "2"] for line in lines if line.startswith("http://10.0.0.5:8100"))
+    # The error comes first although it was found last.
+    problem_lines = [line for line in lines if line.startswith(("error", "warning"))]
+    assert problem_lines[0].startswith("error   mi300x-01: unreachable over SSH")
+    assert lines[-1].startswith("cluster lab: NOT healthy (1 errors, 1 warnings), 2 hosts observed in 0.4 s")
+
+
+def test_problem_list_fits_one_screen(nvidia_text):
+    text = render_text(_status(nvidia_text, problems=40))
+    assert sum(line.startswith(("error", "warning")) for line in text.splitlines()) == MAX_PROBLEM_LINES
+    assert f"... and {41 - MAX_PROBLEM_LINES} more problems" in text
