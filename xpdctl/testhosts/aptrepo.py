@@ -1,0 +1,196 @@
+"""The stand-in packages (``packages.yaml``) built with dpkg-deb into a signed apt repository.
+
+One repository answers every apt source the playbooks write: its ``Release`` lists the same
+``Packages`` under every component (Ubuntu's main/restricted/..., Docker's stable) and as a flat
+repository (``deb URL ./``), and :mod:`.aptserve` serves it under any path. It has no Suite or
+Codename, so apt accepts it for jammy or any other distribution name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from xpdctl.testhosts.identity import Identity, gpg_home
+from xpdctl.testhosts.run import run
+
+_HERE = Path(__file__).resolve().parent
+STANDINS = _HERE / "standins"
+_SPEC = _HERE / "packages.yaml"
+COMPONENTS = ("main", "restricted", "universe", "multiverse", "stable")
+REPO_FORMAT = 2  # bumped when the build below changes the bytes it produces
+
+POSTINST = """#!/bin/sh
+set -e
+if [ "$1" = configure ] && jq -e --arg p "@PACKAGE@" '.faults.fail_install | index($p) != null' \\
+    /etc/xpd-testhost/hardware.json >/dev/null 2>&1; then
+  cat >&2 <<'XPD_FAULT'
+@FAIL_MESSAGE@
+XPD_FAULT
+  exit 1
+fi
+"""
+
+
+@cache
+def spec() -> dict:
+    return yaml.safe_load(_SPEC.read_text())
+
+
+def mirrored_sites() -> list[str]:
+    return list(spec()["mirrored_sites"])
+
+
+@dataclass(frozen=True)
+class Repo:
+    root: Path
+
+    @property
+    def pool(self) -> Path:
+        return self.root / "pool"
+
+    def preinstalled(self) -> list[Path]:
+        names = json.loads((self.root / "preinstalled.json").read_text())
+        return [self.pool / name for name in names]
+
+
+def upstream_of(version: str) -> str:
+    without_epoch = version.split(":", 1)[-1]
+    return without_epoch.rsplit("-", 1)[0] if "-" in without_epoch else without_epoch
+
+
+def _fill(text: str, tokens: dict[str, str]) -> str:
+    for token, value in tokens.items():
+        text = text.replace(f"@{token}@", value)
+    return text
+
+
+def _stage_package(staging: Path, pkg: dict, version: str, kernel: str) -> str:
+    """Lay out one package's tree under ``staging``; returns its name."""
+    tokens = {"KERNEL": kernel, "VERSION": version}
+    name = _fill(pkg["name"], tokens)
+    tokens.update(PACKAGE=name, UPSTREAM=pkg.get("upstream") or upstream_of(version))
+    conffiles = []
+    for entry in pkg.get("files", []):
+        target = staging / _fill(entry["path"], tokens).lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if "link" in entry:
+            target.symlink_to(_fill(entry["link"], tokens))
+            continue
+        text = (STANDINS / entry["standin"]).read_text() if "standin" in entry else _fill(entry["text"], tokens)
+        target.write_text(text)
+        target.chmod(int(entry.get("mode", "0644"), 8))
+        if entry["path"].startswith("/etc/"):
+            conffiles.append(entry["path"])
+    record = staging / "usr/share/xpd-testhost/packages" / f"{name}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"package": name, "version": version, "upstream": tokens["UPSTREAM"]}) + "\n")
+    debian = staging / "DEBIAN"
+    debian.mkdir()
+    depends = ", ".join(_fill(dep, tokens) for dep in pkg.get("depends", []))
+    control = [
+        f"Package: {name}",
+        f"Version: {version}",
+        "Architecture: amd64",
+        "Maintainer: xpdctl test hosts <testhosts@xpdctl.invalid>",
+        "Section: misc",
+        "Priority: optional",
+    ]
+    if depends:
+        control.append(f"Depends: {depends}")
+    control.append(f"Description: {name} (test-host stand-in)\n Simulated hardware support for xpdctl test hosts.")
+    (debian / "control").write_text("\n".join(control) + "\n")
+    if conffiles:
+        (debian / "conffiles").write_text("\n".join(conffiles) + "\n")
+    message = _fill(pkg.get("fail_message", "@PACKAGE@: post-installation script failed"), tokens)
+    postinst = _fill(POSTINST, {**tokens, "FAIL_MESSAGE": message}) + _fill(pkg.get("postinst", ""), tokens)
+    (debian / "postinst").write_text(postinst.rstrip("\n") + "\n")
+    (debian / "postinst").chmod(0o755)
+    return name
+
+
+def _packages_index(pool: Path) -> str:
+    stanzas = []
+    for deb in sorted(pool.glob("*.deb")):
+        control = run(["dpkg-deb", "--field", str(deb)]).strip()
+        data = deb.read_bytes()
+        stanzas.append(
+            f"{control}\nFilename: pool/{deb.name}\nSize: {len(data)}\n"
+            f"SHA256: {hashlib.sha256(data).hexdigest()}\n"
+        )
+    return "\n".join(stanzas)
+
+
+def _release(files: dict[str, bytes], suite: str | None) -> str:
+    lines = [f"Suite: {suite}", f"Codename: {suite}"] if suite else []
+    lines += [
+        "Origin: xpd-testhost",
+        "Label: xpd-testhost",
+        "Architectures: amd64",
+        f"Components: {' '.join(COMPONENTS)}",
+        f"Date: {formatdate(time.time(), usegmt=True)}",
+        "SHA256:",
+    ]
+    for path, data in files.items():
+        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data):>8} {path}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_index(root: Path, identity: Identity) -> None:
+    packages = _packages_index(root / "pool").encode()
+    compressed = gzip.compress(packages, mtime=0)
+    by_component = {f"{c}/binary-amd64/{n}": d for c in COMPONENTS for n, d in (("Packages", packages), ("Packages.gz", compressed))}
+    # folder -> (files the Release lists, the distribution it names)
+    layouts = {f"dists/{suite}": (by_component, suite) for suite in spec()["suites"]}
+    layouts["dists/_any"] = (by_component, None)
+    layouts["flat"] = ({"Packages": packages, "Packages.gz": compressed}, None)
+    (root / "Packages").write_bytes(packages)
+    (root / "Packages.gz").write_bytes(compressed)
+    with gpg_home(identity.gnupg) as gpg:
+        for layout, (files, suite) in layouts.items():
+            folder = root / layout
+            folder.mkdir(parents=True)
+            (folder / "Release").write_text(_release(files, suite))
+            run([*gpg, "--clearsign", "-o", str(folder / "InRelease"), str(folder / "Release")])
+            run([*gpg, "--armor", "--detach-sign", "-o", str(folder / "Release.gpg"), str(folder / "Release")])
+    shutil.copy(identity.public_key, root / "repo-key.asc")
+
+
+def ensure_repo(cache_dir: Path, identity: Identity) -> Repo:
+    """Build the repository for this kernel and these stand-ins when missing (call under the cache lock)."""
+    kernel = os.uname().release
+    sources = sorted(STANDINS.iterdir())
+    digest = hashlib.sha256(
+        json.dumps([REPO_FORMAT, kernel, _SPEC.read_text(), [(p.name, p.read_text()) for p in sources],
+                    identity.public_key.read_text()]).encode()  # fmt: skip
+    ).hexdigest()[:12]
+    final = Repo(cache_dir / f"apt-{digest}")
+    if (final.root / "flat" / "InRelease").exists():
+        return final
+    partial = cache_dir / f"apt-{digest}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "pool").mkdir(parents=True)
+    preinstalled = []
+    for pkg in spec()["packages"]:
+        for version in pkg["versions"]:
+            staging = partial / "staging"
+            name = _stage_package(staging, pkg, version, kernel)
+            deb = partial / "pool" / f"{name}_{version.split(':', 1)[-1]}_amd64.deb"
+            run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(staging), str(deb)])
+            shutil.rmtree(staging)
+            if pkg.get("preinstalled"):
+                preinstalled.append(deb.name)
+    (partial / "preinstalled.json").write_text(json.dumps(preinstalled))
+    _write_index(partial, identity)
+    partial.rename(final.root)
+    return final

@@ -1,0 +1,189 @@
+"""Boot, probe and stop one test host.
+
+A host is ``nsenter --net`` (its namespace) + ``unshare --mount --uts --ipc --pid --fork --kill-child``
+running :data:`BOOT`: it mounts the overlay root and the host's /proc, /sys (with the fake PCI devices
+and RDMA class), /dev, /run, the hardware folder and the shared read-only folders, all inside the
+host's own mount namespace (so nothing is left mounted on this machine when the host dies), then
+chroots into PID 1, Debian's daemonless ``systemctl init``, which starts the enabled units (sshd) and
+reaps orphans. Killing the ``unshare`` process kills PID 1 and so every process of the host.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from xpdctl.errors import ExecutionError
+from xpdctl.testhosts.layout import HostDirs
+from xpdctl.testhosts.run import run
+
+BOOT = r"""
+set -eu
+M=$XPD_MERGED
+mount -t overlay overlay -o "lowerdir=$XPD_LOWER,upperdir=$XPD_UPPER,workdir=$XPD_WORK" "$M"
+mount -t proc proc "$M/proc"
+mount -t sysfs sysfs "$M/sys"
+mount --bind "$XPD_HW/sys/bus/pci/devices" "$M/sys/bus/pci/devices"
+mount -t overlay sysclass -o "lowerdir=$XPD_HW/sys/class:$M/sys/class" "$M/sys/class"
+mount -t tmpfs -o mode=755,nosuid dev "$M/dev"
+mknod -m 666 "$M/dev/null" c 1 3
+mknod -m 666 "$M/dev/zero" c 1 5
+mknod -m 666 "$M/dev/full" c 1 7
+mknod -m 666 "$M/dev/random" c 1 8
+mknod -m 666 "$M/dev/urandom" c 1 9
+mknod -m 666 "$M/dev/tty" c 5 0
+mkdir "$M/dev/pts" "$M/dev/shm"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts "$M/dev/pts"
+mount -t tmpfs -o mode=1777,nosuid,nodev shm "$M/dev/shm"
+ln -s pts/ptmx "$M/dev/ptmx"
+ln -s /proc/self/fd "$M/dev/fd"
+ln -s /proc/self/fd/0 "$M/dev/stdin"
+ln -s /proc/self/fd/1 "$M/dev/stdout"
+ln -s /proc/self/fd/2 "$M/dev/stderr"
+mount -t tmpfs -o mode=755,nosuid,nodev run "$M/run"
+# What systemd and tmpfiles.d make at boot: sshd's privilege-separation dir, and the marker that tells
+# Ansible and invoke-rc.d that systemd (here: the daemonless systemctl) manages services.
+mkdir -p "$M/run/sshd" "$M/run/systemd/system" "$M/run/lock"
+mkdir -p "$M/etc/xpd-testhost"
+mount --bind -o ro "$XPD_HW" "$M/etc/xpd-testhost"
+for share in $XPD_SHARES; do
+  mkdir -p "$M$share"
+  mount --rbind -o ro "$share" "$M$share"
+done
+hostname "$XPD_HOSTNAME"
+exec chroot "$M" /bin/sh -c 'run-parts /usr/lib/xpd-testhost/boot.d || true; exec /usr/bin/systemctl init'
+"""
+
+
+def prepare(dirs: HostDirs, hostname: str, etc_hosts: str, authorized_key: str) -> str:
+    """Write the host's own files into its overlay upper dir; returns its SSH host public key."""
+    for folder in (dirs.upper, dirs.work, dirs.merged):
+        folder.mkdir(parents=True, exist_ok=True)
+    etc = dirs.upper / "etc"
+    (etc / "ssh").mkdir(parents=True, exist_ok=True)
+    (etc / "hostname").write_text(hostname + "\n")
+    (etc / "hosts").write_text(etc_hosts)
+    (etc / "machine-id").write_text(secrets.token_hex(16) + "\n")
+    key = etc / "ssh/ssh_host_ed25519_key"
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{hostname}", "-f", str(key)])
+    ssh_dir = dirs.upper / "root/.ssh"
+    ssh_dir.mkdir(parents=True, exist_ok=True)
+    ssh_dir.chmod(0o700)
+    (ssh_dir / "authorized_keys").write_text(authorized_key)
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    return key.with_suffix(".pub").read_text().strip()
+
+
+def pid(dirs: HostDirs) -> int | None:
+    """The running host's ``unshare`` process, or None."""
+    try:
+        value = int(dirs.pid.read_text())
+        cmdline = Path(f"/proc/{value}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return value if b"unshare" in cmdline else None
+
+
+def init_pid(dirs: HostDirs) -> int | None:
+    """PID (on this machine) of the host's PID 1."""
+    outer = pid(dirs)
+    if outer is None:
+        return None
+    try:
+        children = Path(f"/proc/{outer}/task/{outer}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def boot(dirs: HostDirs, netns: str, hostname: str, lower: Path, shares: list[Path]) -> int:
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "XPD_MERGED": str(dirs.merged),
+        "XPD_LOWER": str(lower),
+        "XPD_UPPER": str(dirs.upper),
+        "XPD_WORK": str(dirs.work),
+        "XPD_HW": str(dirs.hardware),
+        "XPD_SHARES": " ".join(str(s) for s in shares),
+        "XPD_HOSTNAME": hostname,
+    }
+    with open(dirs.log, "ab") as log:
+        process = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{netns}", "--", "unshare", "--mount", "--uts", "--ipc", "--pid",
+             "--fork", "--kill-child", "--propagation", "private", "--", "/bin/sh", "-c", BOOT],  # fmt: skip
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the host outlives the xpdctl command that booted it
+        )
+    dirs.pid.write_text(str(process.pid))
+    return process.pid
+
+
+def wait_for_ssh(address: str, port: int, deadline: float, dirs: HostDirs) -> None:
+    """Until sshd answers with its banner; raises with the host's boot log when it never does."""
+    while time.monotonic() < deadline:
+        if pid(dirs) is None:
+            break
+        try:
+            with socket.create_connection((address, port), timeout=1) as conn:
+                conn.settimeout(2)
+                if conn.recv(4).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    log = dirs.log.read_text(errors="replace").strip().splitlines() if dirs.log.exists() else []
+    raise ExecutionError(
+        f"test host at {address} did not answer SSH; its boot log is {dirs.log}",
+        details=log[-10:],
+    )
+
+
+def stop(dirs: HostDirs, netns_pids: list[int], timeout: float = 10) -> None:
+    """Kill every process of the host (all live in its network namespace) and wait until they are gone."""
+    outer = pid(dirs)
+    kill_all(netns_pids + ([outer] if outer is not None else []), timeout)
+    dirs.pid.unlink(missing_ok=True)
+
+
+def kill_all(pids: list[int], timeout: float = 10) -> None:
+    """SIGKILL ``pids`` and wait (bounded) until they are gone."""
+    targets = set(pids)
+    for target in targets:
+        try:
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while any(_alive(t) for t in targets) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _alive(target: int) -> bool:
+    """Whether ``target`` still runs; a zombie counts as gone (and is reaped when it is our child)."""
+    try:
+        os.waitpid(target, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{target}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def exec_in(dirs: HostDirs, argv: list[str], input: str | None = None, timeout: float = 60) -> str:
+    """Run ``argv`` inside the running host (its namespaces and root), without SSH."""
+    init = init_pid(dirs)
+    if init is None:
+        raise ExecutionError(f"test host {dirs.root.name} is not running; run `xpdctl testhosts create` again")
+    return run(["nsenter", "-t", str(init), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--", *argv],
+               input=input, timeout=timeout)  # fmt: skip

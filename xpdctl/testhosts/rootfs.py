@@ -1,0 +1,173 @@
+"""The shared, read-only Debian root every test host's overlay sits on, built once and cached.
+
+Two cached stages, so a change to the stand-ins costs seconds rather than another debootstrap:
+
+1. ``debootstrap-<key>``: ``debootstrap --variant=minbase`` of Debian bookworm with Debian's daemonless
+   ``systemctl`` instead of systemd (minutes, from Debian's mirror; REFERENCE section 8).
+2. ``rootfs-<key>``: a copy of stage 1 that looks like the Ubuntu 22.04 servers the playbooks are
+   written for (os-release, apt sources on archive.ubuntu.com, which test hosts resolve to the bridge),
+   trusts the fleet CA, has no SSH host keys (each host gets its own), and has the stand-ins a real
+   server ships preinstalled (running kernel image, grub, initramfs-tools) installed with dpkg.
+
+The userland stays Debian 12's; only the identity the playbooks check is Ubuntu's.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from xpdctl.errors import ExecutionError
+from xpdctl.testhosts.aptrepo import STANDINS
+from xpdctl.testhosts.identity import Identity
+from xpdctl.testhosts.run import run
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+# What Ansible and the playbooks need on a host that cannot reach any mirror: python3-apt for the apt
+# module, and the base_os role's tools, preinstalled because the local repository has only stand-ins.
+PACKAGES = (
+    "openssh-server", "python3", "python3-apt", "iproute2", "iputils-ping", "sudo", "systemctl",
+    "procps", "kmod", "pciutils", "ca-certificates", "curl", "jq", "gnupg", "lsb-release",
+    "unattended-upgrades", "xz-utils",
+)  # fmt: skip
+# Bumped when _customize changes what it writes, so cached roots are rebuilt.
+CUSTOMIZE_VERSION = 2
+COMPLETE = ".xpd-complete"
+
+OS_RELEASE = """\
+PRETTY_NAME="Ubuntu 22.04.5 LTS"
+NAME="Ubuntu"
+VERSION_ID="22.04"
+VERSION="22.04.5 LTS (Jammy Jellyfish)"
+VERSION_CODENAME=jammy
+ID=ubuntu
+ID_LIKE=debian
+HOME_URL="https://www.ubuntu.com/"
+UBUNTU_CODENAME=jammy
+"""
+LSB_RELEASE = """\
+DISTRIB_ID=Ubuntu
+DISTRIB_RELEASE=22.04
+DISTRIB_CODENAME=jammy
+DISTRIB_DESCRIPTION="Ubuntu 22.04.5 LTS"
+"""
+SOURCES_LIST = """\
+deb http://archive.ubuntu.com/ubuntu jammy main restricted universe multiverse
+deb http://archive.ubuntu.com/ubuntu jammy-updates main restricted universe multiverse
+"""
+APT_CONF = """\
+// Test hosts reach only their bridge: fail fast instead of retrying an unreachable mirror.
+Acquire::Retries "0";
+Acquire::http::Timeout "10";
+Acquire::https::Timeout "10";
+"""
+SSHD_CONF = """\
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+UseDNS no
+HostKey /etc/ssh/ssh_host_ed25519_key
+"""
+
+Progress = Callable[[str], None]
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """One builder at a time per cache: parallel test sessions share it."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _debootstrap(cache: Path, progress: Progress) -> Path:
+    final = cache / f"debootstrap-{SUITE}-{_key(SUITE, MIRROR, PACKAGES)}"
+    if (final / COMPLETE).exists():
+        return final
+    partial = final.with_name(final.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    progress(f"debootstrap {SUITE} into {final} (a few minutes, once)")
+    started = time.monotonic()
+    run(
+        ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(partial), MIRROR],
+        timeout=1800,
+    )
+    (partial / COMPLETE).write_text(json.dumps({"seconds": round(time.monotonic() - started, 1)}))
+    partial.rename(final)
+    return final
+
+
+# This systemctl release reports a running unit that is not enabled as "unknown"; systemd (and later
+# releases of the same tool) report "active", which is what playbooks and probes expect.
+_UNKNOWN_UNLESS_ENABLED = '                if enabled != "enabled": active = "unknown"\n'
+
+
+def _patch_systemctl(path: Path) -> None:
+    text = path.read_text()
+    if _UNKNOWN_UNLESS_ENABLED not in text:
+        raise ExecutionError(f"{path}: unexpected systemctl release; update xpdctl/testhosts/rootfs.py")
+    path.write_text(text.replace(_UNKNOWN_UNLESS_ENABLED, ""))
+
+
+def _customize(root: Path, ident: Identity, preinstalled: list[Path]) -> None:
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "usr/lib/os-release").write_text(OS_RELEASE)
+    (root / "etc/lsb-release").write_text(LSB_RELEASE)
+    (root / "etc/apt/sources.list").write_text(SOURCES_LIST)
+    (root / "etc/apt/apt.conf.d/99xpd-testhost").write_text(APT_CONF)
+    (root / "etc/ssh/sshd_config.d/xpd-testhost.conf").write_text(SSHD_CONF)
+    # The daemonless systemctl keeps each unit's log here and complains when it is missing.
+    (root / "var/log/journal").mkdir(parents=True, exist_ok=True)
+    (root / "etc/systemd/system/multi-user.target.wants/e2scrub_reap.service").unlink(missing_ok=True)
+    _patch_systemctl(root / "usr/bin/systemctl")
+    # What the stand-in packages build on: their shared module and the "module loader" of driver packages.
+    shutil.copy(STANDINS / "xpd_standin.py", root / "usr/lib/python3/dist-packages/xpd_standin.py")
+    shutil.copy(STANDINS / "load_module.py", root / "usr/sbin/xpd-load-module")
+    (root / "usr/sbin/xpd-load-module").chmod(0o755)
+    (root / "usr/lib/xpd-testhost/boot.d").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ident.ca_cert, root / "usr/local/share/ca-certificates/xpd-testhost-ca.crt")
+    # The mirror's key stands in for the Ubuntu archive keyring the distribution ships.
+    shutil.copy(ident.public_key, root / "etc/apt/trusted.gpg.d/xpd-testhost-archive.asc")
+    run(["chroot", str(root), "update-ca-certificates"], timeout=120)
+    if preinstalled:
+        staged = root / "tmp/xpd-preinstall"
+        staged.mkdir(exist_ok=True)
+        for deb in preinstalled:
+            shutil.copy(deb, staged / deb.name)
+        run(["chroot", str(root), "dpkg", "-i", *(f"/tmp/xpd-preinstall/{d.name}" for d in preinstalled)], timeout=300)
+        shutil.rmtree(staged)
+
+
+def ensure_rootfs(cache: Path, ident: Identity, preinstalled: list[Path], progress: Progress) -> Path:
+    """The cached root for this package list, identity and preinstalled stand-ins; built when missing."""
+    with cache_lock(cache):
+        base = _debootstrap(cache, progress)
+        digests = [hashlib.sha256(deb.read_bytes()).hexdigest() for deb in preinstalled]
+        support = [(STANDINS / n).read_text() for n in ("xpd_standin.py", "load_module.py")]
+        final = cache / f"rootfs-{_key(base.name, CUSTOMIZE_VERSION, ident.ca_cert.read_text(), ident.public_key.read_text(), digests, support)}"
+        if (final / COMPLETE).exists():
+            return final
+        progress(f"preparing {final.name} from {base.name}")
+        partial = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        run(["cp", "-a", str(base), str(partial)], timeout=600)
+        (partial / COMPLETE).unlink()
+        _customize(partial, ident, preinstalled)
+        (partial / COMPLETE).write_text("")
+        partial.rename(final)
+        return final
