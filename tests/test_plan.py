@@ -167,3 +167,21 @@ def test_kv_agent_config_lists_the_pairs_of_its_host():
 
 def test_ucx_net_devices_adds_port_one_unless_given():
     assert ucx_net_devices(["mlx5_0", "mlx5_1:2"]) == "mlx5_0:1,mlx5_1:2"
+
+
+def test_router_admin_token_from_the_environment_stays_in_the_router_env(monkeypatch):
+    plan = _plan("inventory/lab.yaml", {"XPDCTL_ROUTER_ADMIN_TOKEN": "t0ken"})
+    router = _services(plan)["xpd-lab-router"]
+    assert dict(router.secret_env) == {"XPDCTL_ROUTER_ADMIN_TOKEN": "t0ken"}
+    config = plan.hosts["gw-01"].router_config
+    assert (config.admin.token, config.admin.token_file, config.admin.token_env) == (
+        None, None, "XPDCTL_ROUTER_ADMIN_TOKEN"
+    )
+    # The router reads it from its environment, which systemd or docker fill from the env file.
+    monkeypatch.setenv("XPDCTL_ROUTER_ADMIN_TOKEN", "t0ken")
+    assert config.admin.resolved_token() == "t0ken"
+
+
+def test_no_admin_token_leaves_the_admin_api_off():
+    config = _plan("inventory/lab.yaml").hosts["gw-01"].router_config
+    assert config.admin.token_env is None and config.admin.resolved_token() is None

@@ -66,9 +66,10 @@ def test_layout_and_modes(tmp_path):
 
 
 def test_secrets_only_in_0600_env_files(tmp_path):
-    write_tree(_files("inventory/lab.yaml", {"HF_TOKEN": "hf_very_secret"}), tmp_path)
-    holders = [p for p in tmp_path.rglob("*") if p.is_file() and "hf_very_secret" in p.read_text()]
-    assert sorted(p.name for p in holders) == ["xpd-lab-decode-0.env", "xpd-lab-prefill-0.env"]
+    environ = {"HF_TOKEN": "hf_very_secret", "XPDCTL_ROUTER_ADMIN_TOKEN": "admin_very_secret"}
+    write_tree(_files("inventory/lab.yaml", environ), tmp_path)
+    holders = [p for p in tmp_path.rglob("*") if p.is_file() and "very_secret" in p.read_text()]
+    assert sorted(p.name for p in holders) == ["xpd-lab-decode-0.env", "xpd-lab-prefill-0.env", "xpd-lab-router.env"]
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in holders)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["hosts"]["h100-01"]["services"][0]["secret_env"] == ["HF_TOKEN"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from xpdctl.inventory import LoadedInventory
 from xpdctl.inventory.schema import Host, Inventory
@@ -17,7 +17,7 @@ from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, run
 from xpdctl.kvagent.config import KvAgentConfig, Pair
 from xpdctl.kvcompat import CONNECTOR, KvSettings, generation, generation_factors
 from xpdctl.models import builder_vllm_args
-from xpdctl.router.config import Backend, ConditionalDisagg, Listen, RouterConfig
+from xpdctl.router.config import Admin, Backend, ConditionalDisagg, Listen, RouterConfig
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
 ETC = "/etc/xpdctl"  # every xpdctl-owned file on a host lives here
@@ -137,6 +137,11 @@ def _container(
     stop = (DOCKER, "stop", name)
     leftover = ((DOCKER, "rm", "--force", name),)  # a container left by a crash blocks --name
     return tuple(run), stop, leftover
+
+
+def secret_names(inv: Inventory) -> set[str]:
+    """Every environment variable render may copy into an env file: never shown in clear."""
+    return {*inv.engine.secret_env, inv.router.admin_token_env}
 
 
 def _secrets(inv: Inventory, environ: Mapping[str, str]) -> dict[str, str]:
@@ -263,7 +268,7 @@ def _kv_agent_config(inv: Inventory, host: Host, engines: list[Service], hosts: 
     )
 
 
-def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]) -> RouterConfig:
+def _router_config(inv: Inventory, engines: list[Service], agents: list[Service], admin: bool) -> RouterConfig:
     return RouterConfig(
         listen=Listen(host=inv.router.listen, port=inv.router.port),
         model=inv.model.name,
@@ -273,6 +278,7 @@ def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]
         ],
         conditional_disagg=ConditionalDisagg(enabled=inv.router.conditional_disagg),
         kv_agents=[str(a.details["url"]) for a in agents],
+        admin=Admin(token_env=inv.router.admin_token_env) if admin else Admin(),
     )
 
 
@@ -305,8 +311,11 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
     router = _xpdctl_service(
         inv, router_host, "router", inv.router.port, f"{ETC}/router.yaml", before_router, []
     )
+    token_env = inv.router.admin_token_env
+    if environ.get(token_env):
+        router = replace(router, secret_env={token_env: environ[token_env]})
     plans[router_host.name].services.append(router)
-    plans[router_host.name].router_config = _router_config(inv, engines, agents)
+    plans[router_host.name].router_config = _router_config(inv, engines, agents, bool(router.secret_env))
     return Plan(
         cluster=inv.cluster,
         inventory=inv,

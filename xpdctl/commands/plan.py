@@ -32,12 +32,12 @@ def command(ctx: click.Context, inventory: Path, against: Path, output: str) -> 
     """  # fmt: skip
     from xpdctl.diff import diff_trees
     from xpdctl.inventory import load_inventory
-    from xpdctl.plan import build_plan
+    from xpdctl.plan import build_plan, secret_names
     from xpdctl.render import read_tree, render_files
 
     loaded = load_inventory(inventory)
     new = render_files(build_plan(loaded, os.environ))
-    changes = diff_trees(read_tree(against), new, set(loaded.inventory.engine.secret_env))
+    changes = diff_trees(read_tree(against), new, secret_names(loaded.inventory))
     if output == "json":
         emit_json({
             "changed": bool(changes),

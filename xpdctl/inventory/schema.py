@@ -45,7 +45,7 @@ class Engine(_Strict):
     # Interpreter with vllm and xpdctl for runtime native; relative to the inventory file's folder.
     python: str | None = None
     # Environment variables copied from the environment at render time into 0600 env files only.
-    secret_env: list[str] = ["HF_TOKEN"]
+    secret_env: list[str] = ["HF_TOKEN"]  # names of environment variables
     extra_args: list[str] = []  # appended to every engine's vLLM arguments
     restart_sec: int = Field(10, ge=0)
 
@@ -110,6 +110,9 @@ class Router(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     listen: str = "0.0.0.0"
     conditional_disagg: bool = False
+    # When this variable is set at render time, its value becomes the admin API token (kept only in
+    # the router's 0600 env file); unset, the admin API stays off.
+    admin_token_env: str = Field("XPDCTL_ROUTER_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Inventory(_Strict):

@@ -5,6 +5,7 @@ This schema is the contract between the plan and the router; add fields with def
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -64,12 +65,17 @@ class Admin(_Strict):
     # The admin API is off unless a token is configured. token_file keeps the secret out of the config.
     token: str | None = None
     token_file: Path | None = None
+    # Name of an environment variable holding the token: what `render` uses, so the secret lives only
+    # in the router's 0600 env file.
+    token_env: str | None = None
 
     def resolved_token(self) -> str | None:
         if self.token:
             return self.token
         if self.token_file:
             return self.token_file.read_text().strip() or None
+        if self.token_env:
+            return os.environ.get(self.token_env) or None
         return None
 
 
