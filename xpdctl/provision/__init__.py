@@ -5,8 +5,8 @@
 ``preflight(loaded_inventory, render_dir)`` runs only the read-only checks. Both report per host.
 """
 
-from xpdctl.provision.drive import preflight, provision
+from xpdctl.provision.drive import preflight, provision, render_now
 from xpdctl.provision.events import Progress
 from xpdctl.provision.models import PreflightResult, ProvisionResult
 
-__all__ = ["Progress", "PreflightResult", "ProvisionResult", "preflight", "provision"]
+__all__ = ["Progress", "PreflightResult", "ProvisionResult", "preflight", "provision", "render_now"]

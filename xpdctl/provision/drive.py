@@ -18,6 +18,18 @@ from xpdctl.provision.preflight_checks import HostReport
 from xpdctl.provision.runner import run_playbook
 
 
+def render_now(loaded: LoadedInventory) -> Path:
+    """Render the plan into the cluster's state directory (where `up` keeps it) and return that."""
+    import os
+
+    from xpdctl.plan import build_plan
+    from xpdctl.render import render_files, write_tree
+
+    tree = cluster_state_dir(loaded.inventory.cluster) / "rendered"
+    write_tree(render_files(build_plan(loaded, os.environ)), tree)
+    return tree
+
+
 def _model_source_dir(loaded: LoadedInventory, state_dir: Path, build: bool) -> Path | None:
     """A model xpdctl builds (model.builder) is built once on this machine and copied to the hosts."""
     builder = loaded.inventory.model.builder

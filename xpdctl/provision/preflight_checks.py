@@ -140,8 +140,8 @@ def _gpus(facts: HostFacts, expect: Expectations) -> Check:
         return Check(
             name="gpus",
             status="fail",
-            detail=f"found {found} on the PCI bus, the inventory says {wanted}; fix gpu.count in the "
-            "inventory or look for GPUs the firmware does not show (reseat, BIOS)",
+            detail=f"found {found} on the PCI bus, the inventory says {wanted}; fix the host's vendor or "
+            "gpu.count in the inventory, or look for GPUs the firmware does not show (lspci, BIOS, reseat)",
         )
     known = {model.lower(): ids for model, ids in expect.gpu_models.items()}
     ids = known.get(expect.gpu_model.lower())
