@@ -133,5 +133,6 @@ def observe_cluster(
     if transport is None:
         # The host keys file provisioning uses (accept-new): a host re-installed at the same address
         # does not trip over the operator's own known_hosts.
-        transport = SshTransport(options={"UserKnownHostsFile": str(cluster_state_dir(cluster) / "known_hosts")})
+        state = cluster_state_dir(cluster)
+        transport = SshTransport(options={"UserKnownHostsFile": str(state / "known_hosts")}, control_dir=state / "ssh")
     return asyncio.run(observe_targets(cluster, targets, transport, **options))

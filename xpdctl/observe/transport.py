@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from xpdctl.observe.targets import HostTarget
 
@@ -45,6 +46,10 @@ class SshTransport:
     connect_timeout_s: float = 3.0
     # Further ``-o`` options, e.g. {"UserKnownHostsFile": "/path"} for test hosts.
     options: dict[str, str] = field(default_factory=dict)
+    # Folder for shared connections (ControlMaster): with one, a repeated status (--watch) skips the
+    # SSH handshake, which costs more than the probes; the connection closes after keep_s idle.
+    control_dir: Path | None = None
+    keep_s: int = 120
     name = "ssh"
 
     def argv(self, target: HostTarget) -> list[str]:
@@ -55,6 +60,9 @@ class SshTransport:
             "LogLevel": "ERROR",
             **self.options,
         }
+        if self.control_dir is not None:
+            self.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            options.update(ControlMaster="auto", ControlPath=str(self.control_dir / "%C"), ControlPersist=f"{self.keep_s}s")
         argv = ["ssh", "-p", str(target.ssh.port)]
         for key, value in options.items():
             argv += ["-o", f"{key}={value}"]
