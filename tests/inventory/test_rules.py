@@ -133,3 +133,21 @@ def test_all_problems_reported_together_in_file_order(problems, lab_data):
     assert len(found) == 3
     lines = [int(p.split(":")[0]) for p in found]
     assert lines == sorted(lines)
+
+
+def test_xpdctl_image_must_be_pinned_too(problems, lab_data):
+    lab_data["engine"]["xpdctl_image"] = "ghcr.io/xpdctl/xpdctl:latest"
+    (found,) = problems(lab_data)
+    assert "engine.xpdctl_image: image 'ghcr.io/xpdctl/xpdctl:latest' is not pinned by digest" in found
+
+
+def test_native_host_running_engines_and_router_is_named_once(problems, write_inventory):
+    text = open("inventory/local.yaml").read().replace("  python: ../.venv/bin/python # relative to this file\n", "")
+    (found,) = problems(text)
+    assert "engine.python: hosts local run natively but engine.python is not set" in found
+
+
+def test_sim_server_in_containers_needs_no_vendor_image(write_inventory, lab_data):
+    lab_data["engine"]["server"] = "sim"
+    lab_data["engine"]["images"] = {}
+    assert load_inventory(write_inventory(lab_data)).inventory.engine.server == "sim"

@@ -152,27 +152,25 @@ def runtimes_have_what_they_run(inv: Inventory) -> list[Problem]:
     vendors = vendor_profiles()
     problems = []
     placements = place(inv)
-    engine_hosts = dict.fromkeys(p.host for p in placements)
+    engine_hosts = list(dict.fromkeys(p.host for p in placements))
     missing_images: dict[str, str] = {}
-    needs_python: list[str] = []
-    needs_xpdctl_image: list[str] = []
+    # Ordered sets: the router host may also run engines.
+    needs_python: dict[str, None] = {}
+    needs_xpdctl_image: dict[str, None] = {}
     for name in engine_hosts:
         host = hosts[name]
-        runtime = runtime_of(inv, host)
-        if runtime == "native":
-            needs_python.append(name)
+        if runtime_of(inv, host) == "native":
+            needs_python[name] = None
             continue
-        if inv.engine.server == "sim":
-            needs_xpdctl_image.append(name)  # the simulator ships in the xpdctl image
-        elif host.vendor in vendors and host.vendor not in inv.engine.images:
+        needs_xpdctl_image[name] = None  # the KV agent, and the simulator when server is sim
+        if inv.engine.server == "vllm" and host.vendor in vendors and host.vendor not in inv.engine.images:
             missing_images.setdefault(host.vendor, name)
-        needs_xpdctl_image.append(name)  # the KV agent
     router_host = hosts.get(inv.router.host)
     if router_host is not None:
         if runtime_of(inv, router_host) == "native":
-            needs_python.append(router_host.name)
+            needs_python[router_host.name] = None
         else:
-            needs_xpdctl_image.append(router_host.name)
+            needs_xpdctl_image[router_host.name] = None
     for vendor, name in missing_images.items():
         problems.append(
             Problem(
@@ -185,7 +183,7 @@ def runtimes_have_what_they_run(inv: Inventory) -> list[Problem]:
         problems.append(
             Problem(
                 ("engine", "python"),
-                f"hosts {', '.join(dict.fromkeys(needs_python))} run natively but engine.python is not set; "
+                f"hosts {', '.join(needs_python)} run natively but engine.python is not set; "
                 "set it to an interpreter with vllm and xpdctl (e.g. ../.venv/bin/python)",
             )
         )
@@ -193,22 +191,26 @@ def runtimes_have_what_they_run(inv: Inventory) -> list[Problem]:
         problems.append(
             Problem(
                 ("engine",),
-                f"hosts {', '.join(dict.fromkeys(needs_xpdctl_image))} run the router, KV agent or "
+                f"hosts {', '.join(needs_xpdctl_image)} run the router, KV agent or "
                 "simulator in containers but engine.xpdctl_image is not set; add it (pinned by digest)",
             )
         )
-    for vendor, image in inv.engine.images.items():
-        if vendor not in vendors:
-            problems.append(
-                Problem(
-                    ("engine", "images", vendor),
-                    f"unknown vendor {vendor!r}; use one of {', '.join(sorted(vendors))}",
-                )
-            )
+    return problems
+
+
+def images_known_and_pinned(inv: Inventory) -> list[Problem]:
+    vendors = vendor_profiles()
+    problems = []
+    images = [(("engine", "images", vendor), image) for vendor, image in inv.engine.images.items()]
+    if inv.engine.xpdctl_image:
+        images.append((("engine", "xpdctl_image"), inv.engine.xpdctl_image))
+    for loc, image in images:
+        if loc[-2] == "images" and loc[-1] not in vendors:
+            problems.append(Problem(loc, f"unknown vendor {loc[-1]!r}; use one of {', '.join(sorted(vendors))}"))
         elif "@sha256:" not in image:
             problems.append(
                 Problem(
-                    ("engine", "images", vendor),
+                    loc,
                     f"image {image!r} is not pinned by digest; use {image.split(':')[0]}@sha256:<digest> "
                     "so every host runs the same bytes",
                 )
@@ -253,6 +255,7 @@ RULES = (
     engine_hosts_have_gpus,
     gpus_suffice,
     runtimes_have_what_they_run,
+    images_known_and_pinned,
     ports_unique_per_host,
 )
 
