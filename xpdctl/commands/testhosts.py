@@ -126,6 +126,23 @@ def list_(output: str) -> None:
 @command.command()
 @FLEET_OPTION
 @click.argument("host")
+def reboot(fleet: str, host: str) -> None:
+    """Reboot one host: its processes end, /run and /dev start empty, enabled units start again.
+
+    Driver packages load the installed driver version at boot, so an upgraded driver takes effect
+    only now, as on a real server.
+
+    \b
+      xpdctl testhosts reboot xpd-1
+    """
+    from xpdctl.testhosts import fleet as fleets
+
+    fleets.reboot(fleet, host, progress=lambda message: click.echo(f"==> {message}", err=True))
+
+
+@command.command()
+@FLEET_OPTION
+@click.argument("host")
 @click.option("--fail-install", "fail_install", multiple=True, help="Package whose postinst fails (repeatable).")
 @click.option("--gpus", "gpu_count", type=int, help="GPUs the host really has (differs from the inventory).")
 @click.option("--unreachable/--reachable", default=None, help="Cut or restore the host's link to the bridge.")

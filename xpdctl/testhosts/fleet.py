@@ -15,7 +15,8 @@ from pathlib import Path
 import xpdctl
 from xpdctl.errors import ExecutionError, InputError
 from xpdctl.testhosts import aptrepo, hardware, host, identity, inventory, network, rootfs
-from xpdctl.testhosts.layout import FleetDirs, cache_root, fleet_dirs, state_root
+from xpdctl.paths import cluster_state_dir
+from xpdctl.testhosts.layout import FleetDirs, HostDirs, cache_root, fleet_dirs, state_root
 from xpdctl.testhosts.models import FLEET_NAME, FleetRecord, GpuDecl, HostRecord
 from xpdctl.testhosts.run import run
 
@@ -196,6 +197,7 @@ def create(
         public = host.prepare(hdirs, rec.name, _etc_hosts(record), authorized)
         known.append(f"{rec.address} {public}")
         network.add_host(rec.netns, rec.veth, record.bridge, rec.address, record.prefix_len, record.gateway)
+        hdirs.shares.write_text("".join(f"{share}\n" for share in shares))
         host.boot(hdirs, rec.netns, rec.name, lower, shares)
         booted.append((rec, hdirs, started))
     deadline = time.monotonic() + SSH_WAIT_S
@@ -203,9 +205,44 @@ def create(
         host.wait_for_ssh(rec.address, 22, deadline, hdirs)
         progress(f"{rec.name} ({rec.address}) answers SSH after {time.monotonic() - started:.1f} s")
     dirs.known_hosts.write_text("\n".join(known) + "\n")
+    _register_host_keys(record, known)
     if inventory_path is not None:
         inventory.write(record, dirs.key, dirs.known_hosts, inventory_path)
     return record
+
+
+def _register_host_keys(record: FleetRecord, entries: list[str]) -> None:
+    """Put the hosts' keys into the cluster's known_hosts, where provisioning and status look.
+
+    A re-created fleet has new host keys at the same addresses; without this, SSH would refuse it as a
+    possible man in the middle. Lines of other addresses are kept.
+    """
+    path = cluster_state_dir(record.name) / "known_hosts"
+    ours = {h.address for h in record.hosts}
+    kept = [line for line in path.read_text().splitlines() if line.split(" ", 1)[0] not in ours] if path.exists() else []
+    path.write_text("\n".join(kept + entries) + "\n")
+
+
+def reboot(name: str, host_name: str, progress: Progress = _quiet) -> None:
+    """Stop every process of a host and boot it again from the same disk (its overlay upper dir).
+
+    What a reboot does to a real server happens here too: /run and /dev start empty, driver packages'
+    boot hooks load the installed driver version, and PID 1 starts the enabled units.
+    """
+    record = load(name)
+    rec = record.host(host_name)
+    dirs = fleet_dirs(name).host(rec.name)
+    started = time.monotonic()
+    host.stop(dirs, network.netns_pids(rec.netns))
+    host.boot(dirs, rec.netns, rec.name, Path(record.rootfs), _shares_of(dirs))
+    host.wait_for_ssh(rec.address, 22, time.monotonic() + SSH_WAIT_S, dirs)
+    progress(f"{rec.name} rebooted in {time.monotonic() - started:.1f} s")
+
+
+def _shares_of(dirs: HostDirs) -> list[Path]:
+    if not dirs.shares.exists():
+        return default_shares()
+    return [Path(line) for line in dirs.shares.read_text().splitlines() if line]
 
 
 def destroy(name: str) -> list[str]:

@@ -74,6 +74,11 @@ class HostDirs:
         return self.root / "hardware"
 
     @property
+    def shares(self) -> Path:
+        # The read-only folders the host was created with, one per line, for reboots.
+        return self.root / "shares"
+
+    @property
     def pid(self) -> Path:
         return self.root / "init.pid"
 
