@@ -34,7 +34,7 @@ def agent_config(host: str, port: int, pairs: list[dict], **extra) -> dict:
         "listen_host": "127.0.0.1",
         "port": port,
         "probe_size_mib": 8,
-        "retry_interval_s": 1.0,
+        "check_interval_s": 1.0,
         "probe_interval_s": 3600.0,
         "startup_grace_s": 0.0,
         "pairs": pairs,

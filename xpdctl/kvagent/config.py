@@ -44,9 +44,9 @@ class KvAgentConfig(_Strict):
     # Size of the buffer this agent offers to peers; a probe reads the prefill-side agent's whole buffer.
     probe_size_mib: int = Field(64, ge=1)
     probe_interval_s: float = Field(60.0, gt=0)
-    # While a pair is not ok: side channels are re-checked this often, failed NIXL probes are retried
-    # with a backoff that starts here and doubles up to probe_interval_s.
-    retry_interval_s: float = Field(5.0, gt=0)
+    # Side channels and the reports relayed from peer agents are refreshed this often; a failed NIXL
+    # probe is retried after this long, doubling on each failure up to probe_interval_s.
+    check_interval_s: float = Field(5.0, gt=0)
     # An unreachable side channel counts as "waiting" (engine still loading) rather than "broken"
     # until this long after the agent started, unless it has been reachable before.
     startup_grace_s: float = Field(900.0, ge=0)

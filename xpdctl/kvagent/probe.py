@@ -195,7 +195,7 @@ class Prober:
             self._failures[peer] = failures
             delay = self.config.probe_interval_s
             if failures:
-                delay = min(self.config.retry_interval_s * 2 ** (failures - 1), delay)
+                delay = min(self.config.check_interval_s * 2 ** (failures - 1), delay)
             self._due[peer] = self._clock() + delay
 
     async def _relay(self, pairs: list[Pair]) -> list[PairResult]:
@@ -250,11 +250,6 @@ class Prober:
         self.rounds += 1
         return results
 
-    def next_delay(self) -> float:
-        if self.results and all(r.ok for r in self.results):
-            return self.config.probe_interval_s
-        return self.config.retry_interval_s
-
 
 async def probe_pairs_async(
     config: KvAgentConfig,
@@ -277,7 +272,7 @@ async def probe_pairs_async(
             remaining = deadline - time.monotonic()
             if all(r.ok for r in results) or remaining <= 0:
                 return results
-            await asyncio.sleep(min(config.retry_interval_s, remaining))
+            await asyncio.sleep(min(config.check_interval_s, remaining))
 
 
 def probe_pairs(config: KvAgentConfig, *, wait_s: float = 0.0) -> list[PairResult]:

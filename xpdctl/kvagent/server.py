@@ -62,20 +62,28 @@ async def _nixl_source(request: web.Request) -> web.Response:
     return web.json_response(info.model_dump())
 
 
+def _log_changes(results, last: dict[tuple[str, str], tuple[str, str]]) -> None:
+    for r in results:
+        key, now = (r.prefill, r.decode), (r.state, r.reason)
+        if last.get(key) != now:
+            level = logging.INFO if r.ok else logging.WARNING
+            detail = f"via {r.transport}, {r.bandwidth_gbps:.2f} Gbit/s" if r.ok and r.bandwidth_gbps else r.reason
+            log.log(level, "pair %s -> %s: %s (%s)", r.prefill, r.decode, r.state, detail)
+        last[key] = now
+
+
 async def _probe_loop(app: web.Application) -> None:
     prober, metrics = app[_PROBER], app[_METRICS]
+    last: dict[tuple[str, str], tuple[str, str]] = {}
     while True:
         try:
             results = await prober.round()
         except Exception:  # noqa: BLE001 - a bug in one round must not stop the agent reporting
-            log.exception("probe round failed; retrying in %s s", prober.config.retry_interval_s)
-            await asyncio.sleep(prober.config.retry_interval_s)
-            continue
-        metrics.record_round(results, prober.new_transfers)
-        for r in results:
-            if not r.ok:
-                log.warning("pair %s -> %s %s: %s", r.prefill, r.decode, r.state, r.reason)
-        await asyncio.sleep(prober.next_delay())
+            log.exception("probe round failed; retrying in %s s", prober.config.check_interval_s)
+        else:
+            metrics.record_round(results, prober.new_transfers)
+            _log_changes(results, last)
+        await asyncio.sleep(prober.config.check_interval_s)
 
 
 def build_app(config: KvAgentConfig) -> web.Application:

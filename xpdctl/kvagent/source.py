@@ -40,7 +40,7 @@ class Source:
             ) from exc
         # nixl logs to stdout by default, which would corrupt `-o json` output of the caller.
         for handler in logging.getLogger("nixl").handlers:
-            if isinstance(handler, logging.StreamHandler):
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
                 handler.setStream(sys.stderr)
         name = f"xpd-kvagent-src-{host}-{os.getpid()}-{secrets.token_hex(4)}"
         self._agent = nixl_agent(name, nixl_agent_config(backends=["UCX"]))
