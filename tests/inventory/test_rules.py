@@ -151,3 +151,16 @@ def test_sim_server_in_containers_needs_no_vendor_image(write_inventory, lab_dat
     lab_data["engine"]["server"] = "sim"
     lab_data["engine"]["images"] = {}
     assert load_inventory(write_inventory(lab_data)).inventory.engine.server == "sim"
+
+
+def test_loopback_address_beside_networked_hosts(problems, lab_data):
+    lab_data["hosts"][0]["address"] = "127.0.0.1"
+    (found,) = problems(lab_data)
+    assert ("hosts[0].address: 127.0.0.1 is a loopback address, unreachable from mi300x-01, gw-01, whose engines "
+            "or router must reach this host; use its network address") in found
+
+
+def test_all_loopback_clusters_are_consistent(write_inventory, lab_data):
+    for i, host in enumerate(lab_data["hosts"]):
+        host["address"] = f"127.0.0.{i + 1}"
+    assert load_inventory(write_inventory(lab_data)).inventory.hosts[2].address == "127.0.0.3"

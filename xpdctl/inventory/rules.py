@@ -5,6 +5,7 @@ KV-compatibility rules live in :mod:`xpdctl.kvcompat`; these are about the clust
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 
 from xpdctl.inventory.problems import Problem
@@ -249,6 +250,35 @@ def ports_unique_per_host(inv: Inventory) -> list[Problem]:
     return problems
 
 
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False  # a DNS name: its resolution is the host's business
+
+
+def loopback_not_mixed_with_network(inv: Inventory) -> list[Problem]:
+    """Engines publish their address as the NIXL side channel and the router dials it: a loopback
+    address is reachable only from the same machine, so it cannot sit beside networked hosts.
+    (All-loopback clusters, e.g. several simulated hosts on one machine, are consistent.)"""
+    used = {p.host for p in place(inv)} | {inv.router.host}
+    hosts = [(i, h) for i, h in enumerate(inv.hosts) if h.name in used]
+    networked = [h.name for _, h in hosts if not _is_loopback(h.address)]
+    if not networked:
+        return []
+    return [
+        Problem(
+            ("hosts", i, "address"),
+            f"{host.address} is a loopback address, unreachable from {', '.join(networked)}, whose engines "
+            "or router must reach this host; use its network address",
+        )
+        for i, host in hosts
+        if _is_loopback(host.address)
+    ]
+
+
 RULES = (
     unique_hosts,
     pools_name_known_hosts,
@@ -257,6 +287,7 @@ RULES = (
     runtimes_have_what_they_run,
     images_known_and_pinned,
     ports_unique_per_host,
+    loopback_not_mixed_with_network,
 )
 
 
