@@ -151,7 +151,8 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
     model = plan.inventory.model
     built = False
     if model.builder:
-        progress.show(f"model: building {model.builder} into {model.weights_path}")
+        if not Path(model.weights_path).exists():
+            progress.show(f"model: building {model.builder} into {model.weights_path}")
         built = ensure_model(model.builder, Path(model.weights_path))
         progress.done(f"model: {'built' if built else 'found'} {model.weights_path}")
 
@@ -172,7 +173,9 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
                  progress=progress)
     kv_pairs = _probe_kv(plan, timeout_s, progress)
 
-    changes.update(executor.apply([s.desired for s in services]))
+    for name, change in executor.apply([s.desired for s in services]).items():
+        if change != "unchanged" or name not in changes:
+            changes[name] = change
     others = {s.desired.role for s in services} - set(ENGINE_ROLES)
     wait_healthy(_targets(services, others), timeout_s=timeout_s, what="services", unit_states=states,
                  progress=progress)
@@ -192,7 +195,7 @@ class ServiceStatus(BaseModel):
     role: str
     host: str
     url: str | None
-    state: str  # running | starting | restarting | failed | stopped | not deployed
+    state: str  # running | starting | restarting | failed | stopped
     health: str  # healthy | refused | HTTP 503 | ... | - (not probed: not running)
     pid: int | None = None
     restarts: int = 0
@@ -228,7 +231,7 @@ def cluster_status(inventory: Path) -> ClusterStatus:
     services = []
     for s in deployed:
         unit = running.get(s.desired.unit.name)
-        state = unit.state if unit else "not deployed"
+        state = unit.state if unit else "stopped"
         health = probe(s.url) if s.url and state == "running" else "-"
         services.append(ServiceStatus(
             name=s.desired.unit.name, role=s.desired.role, host=s.desired.host, url=s.url, state=state,

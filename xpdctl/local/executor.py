@@ -55,7 +55,7 @@ def _group_members(pgid: int) -> list[int]:
 
 class LocalExecutor:
     def __init__(self, state_dir: Path, *, apply_timeout_s: float = 120.0):
-        self.layout = Layout(state_dir / "local")
+        self.layout = Layout(state_dir / "services")
         self.apply_timeout_s = apply_timeout_s
 
     # -- Executor ------------------------------------------------------------------------------

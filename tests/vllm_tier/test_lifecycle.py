@@ -1,0 +1,110 @@
+"""The local cluster under failure and at the end: the decode engine is killed, clients get a clean
+error, `status` shows it, the supervisor restarts it and traffic recovers; `down` leaves no process.
+
+These run after every other test of the session (tests/vllm_tier/conftest.py orders them): they break
+and finally stop the shared cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vllm_client import call
+from xpdctl.local.statefiles import Layout, live_supervisor, proc_alive, proc_pgid
+
+pytestmark = pytest.mark.vllm
+
+RECOVERY_TIMEOUT_S = 1500
+
+
+def service(status: dict, role: str) -> dict:
+    return next(s for s in status["services"] if s["role"] == role)
+
+
+def router_timeout_s(cluster) -> float:
+    """The longest the router may take to answer when decode is gone: connect plus first-byte timeout."""
+    state = Path(cluster.env["XPDCTL_STATE_DIR"]) / cluster.up["cluster"]
+    config = yaml.safe_load(next(state.glob("rendered/hosts/*/etc/xpdctl/router.yaml")).read_text())
+    timeouts = config.get("timeouts") or {}
+    return float(timeouts.get("connect_s", 5.0)) + float(timeouts.get("first_byte_s", 600.0))
+
+
+def test_killed_decode_gives_clients_a_clean_error_and_status_shows_it(local_cluster, prompt_of):
+    before = service(local_cluster.status(), "decode")
+    assert (before["state"], before["health"]) == ("running", "healthy")
+    os.kill(before["pid"], signal.SIGKILL)
+    while proc_alive(before["pid"]):
+        time.sleep(0.1)
+
+    bound = router_timeout_s(local_cluster)
+    for chat, stream in [(False, False), (True, True)]:
+        got = call(local_cluster.router_url, local_cluster.model, prompt_of(50), chat=chat, stream=stream,
+                   timeout_s=bound)
+        assert got.status in (502, 503, 504), (got.status, got.body, got.text)
+        assert got.body["error"]["message"]  # OpenAI-style error object
+
+    status = local_cluster.status()
+    after = service(status, "decode")
+    assert after["last_exit"] == "signal SIGKILL"
+    assert (after["state"], after["health"]) != ("running", "healthy")
+    assert status["healthy"] is False
+    assert service(status, "prefill")["health"] == "healthy"
+
+
+def test_decode_restarts_and_traffic_recovers(local_cluster, aggregated_url, prompt_of):
+    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+    while True:
+        decode = service(local_cluster.status(), "decode")
+        if decode["state"] == "running" and decode["health"] == "healthy":
+            break
+        assert time.monotonic() < deadline, f"decode did not come back: {decode}"
+        time.sleep(3)
+    assert decode["restarts"] == 1
+
+    prompt = prompt_of(300)
+    expected = call(aggregated_url, local_cluster.model, prompt, chat=False, stream=False)
+    # The router re-admits decode after its health checks pass, and the new decode engine
+    # handshakes with prefill on its first request: retry until both have happened.
+    while True:
+        got = call(local_cluster.router_url, local_cluster.model, prompt, chat=False, stream=True)
+        if got.status == 200:
+            break
+        assert time.monotonic() < deadline, f"traffic did not recover: {got.status} {got.body}"
+        time.sleep(3)
+    assert got.text == expected.text
+    assert local_cluster.status()["healthy"] is True
+
+
+def _port_open(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, int(port))) == 0
+
+
+def test_down_leaves_no_process_behind(local_cluster):
+    state_dir = Path(local_cluster.env["XPDCTL_STATE_DIR"]) / local_cluster.up["cluster"]
+    status = local_cluster.status()
+    groups = {s["pid"] for s in status["services"] if s["pid"]}
+    assert len(groups) == len(status["services"]) == 4
+    ours = {int(p) for p in os.listdir("/proc") if p.isdigit() and proc_pgid(int(p)) in groups}
+    supervisor = live_supervisor(Layout(state_dir / "services"))
+    assert supervisor is not None
+    ours.add(supervisor)
+    assert len(ours) > len(groups)  # vLLM runs its engine core and workers as child processes
+
+    down = local_cluster.xpdctl("down")
+    assert "stopped 4 service(s)" in down.stdout
+
+    assert sorted(p for p in ours if proc_alive(p)) == []
+    assert [s["url"] for s in status["services"] if _port_open(s["url"])] == []
+    after = local_cluster.status()
+    assert {s["state"] for s in after["services"]} == {"stopped"}
+    assert after["router"]["state"] == "stopped"
