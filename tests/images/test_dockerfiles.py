@@ -1,0 +1,116 @@
+"""The Dockerfiles in images/: bases pinned by digest, one vLLM/UCX/NIXL release in both engine images,
+NIXL and UCX really installed (and checked at build time), the shipped inventories on the same vLLM.
+
+No Docker engine runs on these machines, so the files are parsed, not built.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = REPO / "images"
+ENGINES = ("engine-cuda", "engine-rocm")
+DIGEST = re.compile(r"^[a-z0-9./_-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}$")
+
+
+@dataclass
+class Dockerfile:
+    instructions: list[tuple[str, str]]  # (INSTRUCTION, arguments), continuation lines joined
+    args: dict[str, str]  # ARG defaults
+
+    def expand(self, text: str) -> str:
+        return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: self.args.get(m.group(1) or m.group(2), m.group(0)), text)
+
+    def of(self, name: str) -> list[str]:
+        return [self.expand(rest) for instruction, rest in self.instructions if instruction == name]
+
+    @property
+    def run(self) -> str:
+        return "\n".join(self.of("RUN"))
+
+
+def parse(path: Path) -> Dockerfile:
+    instructions, args, pending = [], {}, ""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        whole = pending + stripped
+        pending = ""
+        instruction, _, rest = whole.partition(" ")
+        instructions.append((instruction.upper(), rest.strip()))
+        if instruction.upper() == "ARG" and "=" in rest:
+            name, _, value = rest.strip().partition("=")
+            args[name] = value
+    assert not pending, f"{path}: ends inside a continued line"
+    return Dockerfile(instructions, args)
+
+
+ALL = sorted(IMAGES.glob("*/Dockerfile"))
+
+
+def test_the_three_images_exist():
+    assert {p.parent.name for p in ALL} == {"engine-cuda", "engine-rocm", "xpdctl"}
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.parent.name)
+def test_every_base_is_pinned_by_digest(path):
+    froms = parse(path).of("FROM")
+    assert froms, f"{path} has no FROM"
+    for base in froms:
+        image = base.split()[0]
+        assert DIGEST.match(image), f"{path}: FROM {image} is not pinned by sha256 digest"
+
+
+def test_both_engine_images_carry_the_same_vllm_ucx_and_nixl():
+    args = {name: parse(IMAGES / name / "Dockerfile").args for name in ENGINES}
+    for key in ("VLLM_VERSION", "UCX_VERSION", "NIXL_VERSION"):
+        values = {name: a.get(key) for name, a in args.items()}
+        assert None not in values.values() and len(set(values.values())) == 1, f"{key}: {values}"
+
+
+def test_shipped_inventories_name_the_images_vllm_release():
+    release = parse(IMAGES / "engine-cuda" / "Dockerfile").args["VLLM_VERSION"]
+    for name in ("lab.yaml", "lab-single-vendor.yaml"):
+        inventory = yaml.safe_load((REPO / "inventory" / name).read_text())
+        assert inventory["engine"]["vllm_version"] == release, name
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_engine_images_install_vllm_ucx_and_nixl_and_check_them(name):
+    dockerfile = parse(IMAGES / name / "Dockerfile")
+    run = dockerfile.run
+    plain = run.replace('"', "")  # shell quoting aside
+    version = dockerfile.args["VLLM_VERSION"]
+    assert f"vllm=={version}" in plain or f"--branch v{version} https://github.com/vllm-project/vllm" in plain
+    assert f"--branch v{dockerfile.args['UCX_VERSION']} https://github.com/openucx/ucx" in plain
+    assert "--with-verbs" in run and "--with-rdmacm" in run
+    assert f"--branch {dockerfile.args['NIXL_VERSION']} https://github.com/ai-dynamo/nixl" in plain
+    assert "ucx_path=/opt/ucx" in run, "NIXL must be built against the UCX built here"
+    # The build fails unless UCX runs and vLLM (at the pinned version) and NIXL import.
+    assert "ucx_info -v" in run
+    assert "import vllm, nixl" in run and f"startswith('{version}')" in run
+
+
+def test_each_engine_builds_ucx_for_its_own_gpu_memory():
+    assert "--with-cuda=" in parse(IMAGES / "engine-cuda" / "Dockerfile").run
+    assert "--with-rocm=" in parse(IMAGES / "engine-rocm" / "Dockerfile").run
+
+
+def test_xpdctl_image_installs_xpdctl_with_the_engines_nixl():
+    dockerfile = parse(IMAGES / "xpdctl" / "Dockerfile")
+    engine_nixl = parse(IMAGES / "engine-cuda" / "Dockerfile").args["NIXL_VERSION"]
+    assert f"nixl=={engine_nixl}" in dockerfile.run
+    assert "import xpdctl.router, xpdctl.kvagent, nixl" in dockerfile.run
+    copied = {shlex.split(c)[0] for c in dockerfile.of("COPY")}
+    assert {"xpdctl", "templates", "pyproject.toml"} <= copied
