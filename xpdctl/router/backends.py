@@ -31,7 +31,10 @@ def _session(timeouts: Timeouts) -> aiohttp.ClientSession:
     # vLLM's server (uvicorn, 5 s) drops them, so a request never lands on a connection being closed.
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=4)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+    # No cookie jar (engines set none); no Accept-Encoding, so answers come uncompressed and their
+    # bytes pass through as they are.
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                 cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("Accept-Encoding", "User-Agent"))
 
 
 class Backend:

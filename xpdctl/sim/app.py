@@ -204,6 +204,15 @@ class _Job:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Request-Id": self.request_id})
         await resp.prepare(self.request)
         last = len(self.tokens) - 1
+        mark = shapes.TOKEN_MARK
+        if self.chat:
+            ongoing = shapes.sse_template(shapes.chat_chunk(self.rid, self.created, model, {"content": mark}, None))
+            final = shapes.sse_template(shapes.chat_chunk(self.rid, self.created, model, {"content": mark}, "length"))
+            opening = shapes.sse(shapes.chat_chunk(self.rid, self.created, model, {"role": "assistant", "content": ""}, None))
+        else:
+            ongoing = shapes.sse_template(shapes.completion_chunk(self.rid, self.created, model, mark, None))
+            final = shapes.sse_template(shapes.completion_chunk(self.rid, self.created, model, mark, "length"))
+            opening = b""
         for i, token in enumerate(self.tokens):
             self._maybe_drop(i)
             if self.faults.stall_after_tokens == i and self.faults.stall_ms:
@@ -211,15 +220,8 @@ class _Job:
             await self._until(i)
             if i == 0:
                 self._kv_params()
-            finish = "length" if i == last else None
-            if self.chat:
-                payload = b""
-                if i == 0:
-                    payload = shapes.sse(shapes.chat_chunk(self.rid, self.created, model, {"role": "assistant", "content": ""}, None))
-                payload += shapes.sse(shapes.chat_chunk(self.rid, self.created, model, {"content": token}, finish))
-            else:
-                payload = shapes.sse(shapes.completion_chunk(self.rid, self.created, model, token, finish))
-            await resp.write(payload)
+            head, tail = final if i == last else ongoing
+            await resp.write((opening if i == 0 else b"") + head + json.dumps(token).encode() + tail)
             self.record["tokens_sent"] = i + 1
         options = self.body.get("stream_options") or {}
         tail = b""

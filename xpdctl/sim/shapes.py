@@ -51,6 +51,13 @@ def sse(data: dict[str, Any]) -> bytes:
 
 
 SSE_DONE = b"data: [DONE]\n\n"
+TOKEN_MARK = "\u0000token\u0000"
+
+
+def sse_template(chunk: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The SSE event of ``chunk`` split around TOKEN_MARK: per token, only the token is encoded."""
+    head, tail = json.dumps(chunk, separators=(",", ":")).split(json.dumps(TOKEN_MARK))
+    return b"data: " + head.encode(), tail.encode() + b"\n\n"
 
 
 def completion_chunk(rid: str, created: int, model: str, text: str, finish: str | None) -> dict[str, Any]:
