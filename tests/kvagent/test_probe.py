@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
+from kvagent_helpers import free_port
 
 from xpdctl.errors import InputError, UnhealthyError
 from xpdctl.kvagent.config import KvAgentConfig, Pair
@@ -101,3 +103,28 @@ def test_prober_refuses_a_pair_of_other_hosts():
     config = KvAgentConfig(host="other", address="10.0.0.9", pairs=[_pair()])
     with pytest.raises(InputError, match="neither side"):
         Prober(config, session=None, source=None)
+
+
+def _dead_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+async def test_decode_host_reports_a_prefill_host_without_an_agent(dead_side_channel):
+    pair = _pair(prefill_host="pf", decode_host="dec").model_copy(
+        update={"peer_agent": _dead_url(), "side_channel": dead_side_channel}
+    )
+    config = KvAgentConfig(host="dec", address="127.0.0.1", startup_grace_s=0, pairs=[pair])
+    async with aiohttp.ClientSession() as session:
+        [result] = await Prober(config, session, source=None).round()
+    assert (result.ok, result.state, result.measured_by) == (False, "broken", "dec")
+    assert "cannot get NIXL metadata from the KV agent of pf" in result.reason
+    assert "not reachable" in result.reason  # the side channel, reported alongside
+
+
+async def test_prefill_host_reports_a_decode_host_without_an_agent():
+    pair = _pair(prefill_host="pf", decode_host="dec").model_copy(update={"peer_agent": _dead_url()})
+    config = KvAgentConfig(host="pf", address="127.0.0.1", startup_grace_s=0, pairs=[pair])
+    async with aiohttp.ClientSession() as session:
+        [result] = await Prober(config, session, source=None).round()
+    assert (result.ok, result.state, result.measured_by) == (False, "broken", "dec")
+    assert "cannot reach the KV agent of decode host dec" in result.reason

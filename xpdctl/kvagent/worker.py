@@ -48,29 +48,36 @@ def _verify(tensor, region: Region, what: str) -> None:
         raise _Failed(f"the {what} buffer read over NIXL does not match the source's digest (data corrupted)")
 
 
-def run(request: WorkerRequest) -> WorkerResult:
+def _load_peer(agent, metadata_b64: str) -> str:
+    try:
+        return agent.add_remote_agent(base64.b64decode(metadata_b64))
+    except Exception as exc:  # nixl raises its own error types (nixlMismatchError, ...) without a common base
+        raise _Failed(
+            f"NIXL refused the source agent's metadata ({type(exc).__name__}: {exc}); "
+            "both hosts need the same nixl version"
+        ) from exc
+
+
+def _measure(request: WorkerRequest) -> WorkerResult:
     import torch
     from nixl._api import nixl_agent, nixl_agent_config
 
     deadline = time.monotonic() + request.timeout_s
-    agent = nixl_agent(request.agent_name, nixl_agent_config(backends=["UCX"]))
-    peer = agent.add_remote_agent(base64.b64decode(request.source.metadata_b64))
     source = request.source
+    agent = nixl_agent(request.agent_name, nixl_agent_config(backends=["UCX"]))
+    peer = _load_peer(agent, source.metadata_b64)
     bulk = torch.zeros(source.bulk.length, dtype=torch.uint8)
     small = torch.zeros(source.small.length, dtype=torch.uint8)
     agent.register_memory([bulk, small])
-    try:
-        small_handle = _prepare(agent, peer, small, source.small)
-        bulk_handle = _prepare(agent, peer, bulk, source.bulk)
-        # The first read also sets up the UCX endpoint (wire-up): keep it out of the latency figure.
-        _read(agent, small_handle, deadline)
-        _verify(small, source.small, "small")
-        small_times = [_read(agent, small_handle, deadline) for _ in range(request.small_reads)]
-        bulk_times = [_read(agent, bulk_handle, deadline)]
-        _verify(bulk, source.bulk, "bulk")
-        bulk_times += [_read(agent, bulk_handle, deadline) for _ in range(request.bulk_reads - 1)]
-    except _Failed as exc:
-        return WorkerResult(ok=False, error=str(exc))
+    small_handle = _prepare(agent, peer, small, source.small)
+    bulk_handle = _prepare(agent, peer, bulk, source.bulk)
+    # The first read also sets up the UCX endpoint (wire-up): keep it out of the latency figure.
+    _read(agent, small_handle, deadline)
+    _verify(small, source.small, "small")
+    small_times = [_read(agent, small_handle, deadline) for _ in range(request.small_reads)]
+    bulk_times = [_read(agent, bulk_handle, deadline)]
+    _verify(bulk, source.bulk, "bulk")
+    bulk_times += [_read(agent, bulk_handle, deadline) for _ in range(request.bulk_reads - 1)]
     seconds = statistics.median(bulk_times)
     return WorkerResult(
         ok=True,
@@ -81,12 +88,18 @@ def run(request: WorkerRequest) -> WorkerResult:
     )
 
 
+def run(request: WorkerRequest) -> WorkerResult:
+    try:
+        return _measure(request)
+    except _Failed as exc:
+        return WorkerResult(ok=False, error=str(exc))
+    except Exception as exc:  # the process boundary: every nixl/UCX failure becomes a reported reason
+        return WorkerResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+
+
 def main(argv: list[str]) -> int:
     result_path = Path(argv[1])
-    try:
-        result = run(WorkerRequest.model_validate_json(sys.stdin.read()))
-    except Exception as exc:  # nixl raises plain exceptions (nixlBackendError, RuntimeError): report them all
-        result = WorkerResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+    result = run(WorkerRequest.model_validate_json(sys.stdin.read()))
     result_path.write_text(result.model_dump_json())
     sys.stdout.flush()
     return 0 if result.ok else 1

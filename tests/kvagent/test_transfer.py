@@ -1,0 +1,45 @@
+"""The NIXL probe itself: a real source in this process, a real worker process reading from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from xpdctl.kvagent.source import Source
+from xpdctl.kvagent.transfer import run_transfer
+
+
+@pytest.fixture(scope="module")
+def source():
+    return Source("src-host", size_mib=4)
+
+
+async def test_probe_reads_verifies_and_measures(source):
+    result = await run_transfer("dst-host", "src-host", source.info, ucx_env={}, timeout_s=120)
+    assert result.ok and result.verified, result.reason
+    assert result.peer_host == "src-host"
+    assert result.transport and result.transport_class
+    assert result.bandwidth_gbps > 0 and result.latency_ms > 0
+
+
+async def test_ucx_env_reaches_the_worker(source):
+    result = await run_transfer("dst-host", "src-host", source.info, ucx_env={"UCX_TLS": "tcp"}, timeout_s=120)
+    assert result.ok, result.reason
+    assert (result.transport, result.transport_class) == ("tcp/lo", "tcp")
+
+
+async def test_bytes_that_do_not_match_the_digest_fail_the_probe(source):
+    """The source's digest is altered, which is what the worker sees when the bytes it reads differ
+    from the ones the source holds."""
+    tampered = source.info.model_copy(
+        update={"bulk": source.info.bulk.model_copy(update={"sha256": "0" * 64})}
+    )
+    result = await run_transfer("dst-host", "src-host", tampered, ucx_env={}, timeout_s=120)
+    assert not result.ok and not result.verified
+    assert "does not match the source's digest" in result.reason
+
+
+async def test_unusable_peer_metadata_fails_with_the_nixl_error(source):
+    broken = source.info.model_copy(update={"metadata_b64": "bm90IG1ldGFkYXRh"})
+    result = await run_transfer("dst-host", "src-host", broken, ucx_env={}, timeout_s=120)
+    assert not result.ok
+    assert result.reason.startswith("NIXL transfer from src-host failed: NIXL refused the source agent's metadata")
