@@ -201,3 +201,11 @@ def test_generation_is_equal_for_equal_factors_and_differs_with_any_factor():
     assert generation(generation_factors(inv, settings, amd, "0.15.0")) == base
     assert generation(generation_factors(inv, settings, amd, "0.16.0")) != base
     assert base.startswith("g") and len(base) == 11
+
+
+def test_network_path_is_explained(decide, lab_data):
+    assert "network: RDMA (mlx5_0 -> mlx5_0)" in decide(lab_data).pairs[0].reasons
+    del lab_data["hosts"][1]["nics"]
+    assert "network: no RDMA NICs declared on mi300x-01, so UCX moves KV over TCP" in decide(lab_data).pairs[0].reasons
+    (local,) = load_inventory("inventory/local.yaml").kv.pairs
+    assert "same host: UCX moves KV through shared memory or loopback" in local.reasons

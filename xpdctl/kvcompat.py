@@ -36,6 +36,7 @@ class Side:
     tensor_parallel: int
     block_size: int
     vllm_version: str
+    nics: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def _sides(inv: Inventory, role: str) -> list[Side]:
                 tensor_parallel=p.tensor_parallel,
                 block_size=p.block_size or vendor.default_block_size,
                 vllm_version=vllm_version_of(inv, host),
+                nics=tuple(host.nics),
             )
         )
     return sides
@@ -277,6 +279,13 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
             )
         )
     why(f"transfer mode {TRANSFER_MODE}: decode reads prefill's KV blocks (NIXL READ)")
+    if p.host == d.host:
+        why("same host: UCX moves KV through shared memory or loopback")
+    elif p.nics and d.nics:
+        why(f"network: RDMA ({','.join(p.nics)} -> {','.join(d.nics)})")
+    else:
+        bare = " and ".join(s.host for s in (p, d) if not s.nics)
+        why(f"network: no RDMA NICs declared on {bare}, so UCX moves KV over TCP")
     return decision
 
 
