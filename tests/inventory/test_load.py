@@ -99,3 +99,14 @@ def test_cli_prints_every_problem_and_exits_2(write_inventory):
     assert [line.split(": ")[1] for line in lines[1:]] == [
         "hosts[0].address", "hosts[0].adress", "hosts[1].gpu.count", "pools.decode"
     ]
+
+
+def test_x_keys_hold_anchors_for_hosts(write_inventory):
+    text = open("inventory/lab.yaml").read()
+    text = text.replace("hosts:\n", "x-mi300x: &mi300x {vendor: amd, gpu: {model: MI300X, count: 8}, nics: [mlx5_0]}\nhosts:\n")
+    text = text.replace(
+        "  - {name: mi300x-01, address: 10.0.0.21, vendor: amd, gpu: {model: MI300X, count: 8}, nics: [mlx5_0]}",
+        "  - {<<: *mi300x, name: mi300x-01, address: 10.0.0.21}",
+    )
+    inv = load_inventory(write_inventory(text)).inventory
+    assert inv.hosts[1].vendor == "amd" and inv.hosts[1].gpu.count == 8

@@ -28,3 +28,34 @@ def test_empty_file(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text("# nothing\n")
     assert load_yaml(path)[0] is None
+
+
+def test_merge_keys_bring_anchored_values_and_their_lines(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text(
+        "base: &h100\n"
+        "  vendor: nvidia\n"
+        "  gpu: {model: H100, count: 8}\n"
+        "hosts:\n"
+        "  - <<: *h100\n"
+        "    name: a\n"
+        "  - <<: *h100\n"
+        "    name: b\n"
+        "    vendor: amd\n"
+    )
+    data, lines, problems = load_yaml(path)
+    assert problems == []
+    assert data["hosts"] == [
+        {"vendor": "nvidia", "gpu": {"model": "H100", "count": 8}, "name": "a"},
+        {"vendor": "amd", "gpu": {"model": "H100", "count": 8}, "name": "b"},
+    ]
+    assert lines.line_of(("hosts", 0, "gpu", "count")) == 3  # fixed where the anchor defines it
+    assert lines.line_of(("hosts", 1, "vendor")) == 9
+    assert lines.line_of(("hosts", 1)) == 7
+
+
+def test_merge_of_a_scalar_is_a_problem(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("a: &x 1\nb:\n  <<: *x\n  c: 2\n")
+    _, _, problems = load_yaml(path)
+    assert [(p.line, p.message) for p in problems] == [(3, "<< must name a mapping (<<: *anchor)")]

@@ -103,6 +103,8 @@ def load_inventory(path: Path | str) -> LoadedInventory:
     if not isinstance(data, dict):
         problems.append(Problem((), "the inventory must be a mapping (cluster:, model:, hosts:, ...)"))
         raise_if_any(path, lines, problems)
+    # Top-level x-* keys hold YAML anchors for hosts to merge (<<: *gpu-node), as in compose files.
+    data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
     try:
         inventory = Inventory.model_validate(data)
     except ValidationError as exc:

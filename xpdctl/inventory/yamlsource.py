@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 Loc = tuple[Any, ...]
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 @dataclass
@@ -43,15 +44,18 @@ class YamlProblem:
 def _construct(node: yaml.Node, loc: Loc, lines: LineMap, problems: list[YamlProblem]) -> Any:
     lines.lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
+        result = _merged(node, loc, lines, problems)
+        explicit: set[Any] = set()
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
             key = _construct(key_node, loc + ("<key>",), LineMap(), problems)
             if isinstance(key, (dict, list)):
                 problems.append(
                     YamlProblem(loc, key_node.start_mark.line + 1, "a mapping key must be a plain value")
                 )
                 continue
-            if key in result:
+            if key in explicit:
                 problems.append(
                     YamlProblem(
                         loc + (key,),
@@ -61,6 +65,7 @@ def _construct(node: yaml.Node, loc: Loc, lines: LineMap, problems: list[YamlPro
                     )
                 )
                 continue
+            explicit.add(key)
             result[key] = _construct(value_node, loc + (key,), lines, problems)
             # pydantic reports unknown keys at the key: point there, not at the value.
             lines.lines[loc + (key,)] = key_node.start_mark.line + 1
@@ -68,6 +73,29 @@ def _construct(node: yaml.Node, loc: Loc, lines: LineMap, problems: list[YamlPro
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, loc + (i,), lines, problems) for i, item in enumerate(node.value)]
     return yaml.SafeLoader.construct_object(_SCALAR_LOADER, node, deep=True)
+
+
+def _merged(node: yaml.MappingNode, loc: Loc, lines: LineMap, problems: list[YamlProblem]) -> dict[Any, Any]:
+    """Keys brought in by ``<<: *anchor`` (e.g. hosts sharing a template); the mapping's own keys win.
+
+    Their lines are those of the anchored mapping: that is where a wrong value has to be fixed.
+    """
+    result: dict[Any, Any] = {}
+    own_line = lines.lines[loc]
+    for key_node, value_node in node.value:
+        if key_node.tag != _MERGE_TAG:
+            continue
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                problems.append(
+                    YamlProblem(loc, key_node.start_mark.line + 1, "<< must name a mapping (<<: *anchor)")
+                )
+                continue
+            for key, value in _construct(source, loc, lines, problems).items():
+                result.setdefault(key, value)
+    lines.lines[loc] = own_line
+    return result
 
 
 class _ScalarLoader(yaml.SafeLoader):
