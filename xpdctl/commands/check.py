@@ -43,6 +43,7 @@ def command(inventory: Path, output: str) -> None:
     """  # fmt: skip
     from xpdctl.errors import InputError
     from xpdctl.inventory import load_inventory
+    from xpdctl.plan import KV_ROLE, build_plan
 
     try:
         loaded = load_inventory(inventory)
@@ -51,6 +52,12 @@ def command(inventory: Path, output: str) -> None:
             emit_json({"inventory": str(inventory), "valid": False, "problems": exc.details or [exc.message]})
         raise
     decision = loaded.kv
+    # Secrets play no part in a check: plan without them.
+    engines = [s for s in build_plan(loaded, {}).services() if s.role in KV_ROLE]
+    instances = [
+        {"name": s.name, "role": s.role, "host": s.host, "port": s.port, **s.details}
+        for s in engines
+    ]
     if output == "json":
         emit_json({
             "inventory": str(inventory),
@@ -63,12 +70,19 @@ def command(inventory: Path, output: str) -> None:
                 "hybrid_kv_cache_manager": decision.settings.hybrid_kv_cache_manager,
                 "why": list(decision.settings.reasons),
             },
+            "instances": instances,
             "pairs": [_pair_json(p) for p in decision.pairs],
         })  # fmt: skip
         return
     click.echo(f"{inventory}: valid; cluster {loaded.inventory.cluster}")
     for reason in decision.settings.reasons:
         click.echo(f"  cluster: {reason}")
+    click.echo()
+    click.echo(table(
+        ["instance", "host", "gpus", "port", "side channel", "generation"],
+        [(i["name"], i["host"], ",".join(map(str, i["gpus"])), i["port"], i["side_channel_port"], i["generation"])
+         for i in instances],
+    ))  # fmt: skip
     click.echo()
     rows = [
         (
