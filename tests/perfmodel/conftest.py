@@ -15,7 +15,7 @@ from xpdctl.perfmodel.specs import hardware_profiles, model_spec
 def _deployment(name: str, isl: int):
     inv = load_inventory(data_dir("inventory") / name).inventory
     model = model_spec(inv.model.name)
-    option = current_option(inv, model, DEFAULT)
+    option = current_option(inv)
     return option, option.deployment(model, DEFAULT, hardware_profiles(), isl, hybrid_kv=True)
 
 

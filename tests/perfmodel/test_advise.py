@@ -48,7 +48,7 @@ def test_options_respect_the_kv_rules(lab3):
 
 def test_current_option_reads_the_pools():
     inv = load_inventory(LAB).inventory
-    o = current_option(inv, GPT, DEFAULT)
+    o = current_option(inv)
     assert (o.prefill.hardware, o.prefill.tp, o.prefill.instances) == ("H100-SXM", 8, 1)
     assert (o.decode.hardware, o.decode.tp, o.decode.instances) == ("MI300X", 8, 1)
     assert o.path == "host" and o.threshold is None
@@ -94,7 +94,7 @@ def test_conditional_disagg_threshold_splits_a_mix(lab3):
 
 def test_bench_measurements_correct_the_measured_sides(tmp_path):
     inv = load_inventory(LAB).inventory
-    option = current_option(inv, GPT, DEFAULT)
+    option = current_option(inv)
     modeller = Modeller(inv, GPT, DEFAULT)
     work = parse_workload("isl=1024,osl=128,c=4")
     pred = modeller.model_only(option, work)
@@ -110,7 +110,7 @@ def test_bench_measurements_correct_the_measured_sides(tmp_path):
     assert out.ttft_s == pytest.approx(3 * plain.ttft_s)
     assert out.itl_s == pytest.approx(2 * plain.itl_s)
     assert set(out.corrected) == {"prefill", "decode"}
-    single = current_option(load_inventory(data_dir("inventory") / "lab-single-vendor.yaml").inventory, GPT, DEFAULT)
+    single = current_option(load_inventory(data_dir("inventory") / "lab-single-vendor.yaml").inventory)
     assert corrected.outcome(single, work).corrected == ()
 
 

@@ -17,6 +17,13 @@ from xpdctl.errors import InputError
 @click.option("--itl-ms", type=float, default=10.0, help="Time between generated tokens.")
 @click.option("--prefill-ms-per-token", type=float, default=0.0, help="Extra prefill time per prompt token.")
 @click.option("--kv-pull-ms", type=float, default=1.0, help="Decode's time to first token when the KV came from a prefill.")
+@click.option("--profile", default=None, help="Hardware profile (H100-SXM, MI300X): time prefill, KV pull and decode with "
+              "xpdctl's performance model instead of --ttft-ms/--itl-ms/--prefill-ms-per-token/--kv-pull-ms.")
+@click.option("--profile-tp", type=int, default=8, help="With --profile: tensor-parallel size of the simulated instance.")
+@click.option("--model-spec", default="gpt-oss-120b", help="With --profile: the model shape whose work is timed.")
+@click.option("--kv-path", type=click.Choice(["host", "device"]), default="host",
+              help="With --profile: how KV reaches this instance (host-staged, or GPUDirect with its decode congestion).")
+@click.option("--time-scale", type=float, default=1.0, help="With --profile: multiply every duration (0.1 = ten times faster).")
 @click.option("--max-num-seqs", type=int, default=256, help="Requests running at once; the rest wait (vllm:num_requests_waiting).")
 @click.option("--max-model-len", type=int, default=4096)
 @click.option("--side-channel-port", type=int, default=None,
@@ -39,6 +46,11 @@ def command(**opts) -> None:
       xpdctl sim --role decode  --model tiny --port 8200 --itl-ms 5 &
       curl -X POST localhost:8200/sim/faults -d '{"fail_after_tokens": 3, "times": 1}'
       curl localhost:8200/sim/requests      # what each request did (X-Request-Id, body, outcome)
+
+    A simulated heterogeneous cluster (timing from the performance model of each device):
+    \b
+      xpdctl sim --role prefill --model m --port 8100 --profile H100-SXM &
+      xpdctl sim --role decode  --model m --port 8200 --profile MI300X --kv-path host &
 
     Same flags: `python -m xpdctl.sim ...`. The /sim/* endpoints have no authentication: bind the
     simulator to loopback or a test network.

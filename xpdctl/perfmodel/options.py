@@ -149,7 +149,7 @@ def enumerate_options(inv: Inventory, model: ModelSpec, cal: Calibration, thresh
     return options
 
 
-def current_option(inv: Inventory, model: ModelSpec, cal: Calibration, threshold: int | None = None) -> Option | None:
+def current_option(inv: Inventory, threshold: int | None = None) -> Option | None:
     """The option the inventory's pools describe now (None when a pooled host has no profile)."""
     by_name = {h.host.name: h for h in engine_hosts(inv)[0]}
     chosen = []

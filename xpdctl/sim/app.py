@@ -14,11 +14,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from xpdctl.perfmodel.simtiming import timing_for
 from xpdctl.sim import kvlease, shapes, textgen
 from xpdctl.sim.config import Faults, SimConfig
 from xpdctl.sim.faults import FaultState
 from xpdctl.sim.metrics import SimMetrics
-from xpdctl.sim.timing import TimingModel
 
 ENGINE_KEY = web.AppKey("engine", "Engine")
 _JSON = "application/json"
@@ -35,7 +35,7 @@ class _Dropped(Exception):
 class Engine:
     def __init__(self, config: SimConfig):
         self.config = config
-        self.timing = TimingModel.from_config(config)
+        self.timing = timing_for(config)
         self.engine_id = str(uuid.uuid4())
         self.leases = kvlease.LeaseTable(self.engine_id, config.num_gpu_blocks, config.block_size, config.kv_lease_s)
         self.faults = FaultState(config.faults)

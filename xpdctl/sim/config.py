@@ -44,6 +44,12 @@ class SimConfig(_Strict):
     itl_ms: float = Field(10.0, ge=0)
     prefill_ms_per_token: float = Field(0.0, ge=0)
     kv_pull_ms: float = Field(1.0, ge=0)
+    # Hardware-profile timing (xpdctl.perfmodel.simtiming) in place of the fixed numbers above.
+    profile: str | None = None
+    profile_tp: int = Field(8, ge=1)
+    model_spec: str = "gpt-oss-120b"
+    kv_path: Literal["host", "device"] = "host"  # how KV reaches this instance when it decodes
+    time_scale: float = Field(1.0, gt=0)  # multiplies the profile's durations (tests run fast clocks)
     max_num_seqs: int = Field(256, ge=1)
     max_model_len: int = Field(4096, ge=2)
     num_gpu_blocks: int = Field(8192, ge=1)

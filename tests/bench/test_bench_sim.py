@@ -1,0 +1,91 @@
+"""`xpdctl bench` end to end against simulated heterogeneous clusters (see conftest.py): the report's
+comparison (cross-vendor vs single-vendor) on a small grid, tables and plots checked against the JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from click.testing import CliRunner
+
+from xpdctl.cli import cli
+
+GRID = ["--isl", "128,1024", "--osl", "32", "--concurrency", "1,4", "--warmups", "1"]
+
+
+def _md_tables(text: str) -> list[tuple[str, list[list[str]]]]:
+    """Markdown tables in order, with the heading above each: [(heading, body rows)]."""
+    tables, heading, current = [], None, None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            heading, current = line.lstrip("# ").strip(), None
+        elif line.startswith("|"):
+            if current is None:  # the header row opens a table
+                current = []
+                tables.append((heading, current))
+            elif not line.startswith("|---"):
+                current.append([c.strip() for c in line.strip().strip("|").split("|")])
+        else:
+            current = None
+    return tables
+
+
+def test_bench_compares_two_simulated_clusters_and_tables_match_json(sim_clusters, tmp_path):
+    cross, single = sim_clusters
+    res = CliRunner().invoke(cli, ["bench", "-i", str(cross), "--compare", str(single), *GRID, "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    (folder,) = tmp_path.iterdir()
+    assert re.fullmatch(r"\d{8}-\d{6}-lab", folder.name)
+    for png in ("e2el.png", "tps.png"):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((folder / "results.json").read_text())
+    assert [r["label"] for r in data["runs"]] == ["lab", "lab-single"]
+    assert data["runs"][0]["deployment"]["prefill"]["hardware"] == "H100-SXM"
+    assert data["runs"][1]["deployment"]["kv_path"] == "device"
+    for run in data["runs"]:
+        assert len(run["points"]) == 4
+        for p in run["points"]:
+            m = p["metrics"]
+            assert m["completed"] == p["num_prompts"] == 4 * p["concurrency"] and m["failed"] == 0
+            # Exact lengths: the simulator counts each generated word as one prompt token.
+            assert m["total_input_tokens"] == p["isl"] * p["num_prompts"]
+            assert m["total_output_tokens"] == p["osl"] * p["num_prompts"]
+            assert m["median_ttft_ms"] > 0 and m["median_tpot_ms"] > 0
+
+    tables = _md_tables((folder / "report.md").read_text())
+    comparison = data["comparison"]
+    assert (comparison["first"], comparison["second"]) == ("lab", "lab-single")
+    seen = 0
+    for sc in comparison["scenarios"]:
+        heading = f"ISL {sc['isl']} / OSL {sc['osl']}"
+        rows = [t for h, t in tables if h == heading]
+        compare_rows = rows[-1]  # per-run tables come first, the comparison table last
+        for row, cells in zip(sc["rows"], compare_rows):
+            assert cells == [str(row["concurrency"]), f"{row['first_e2el_s']:.2f}", f"{row['second_e2el_s']:.2f}",
+                             f"{row['e2el_ratio']:.2f}×", f"{row['first_tps']:,}", f"{row['second_tps']:,}",
+                             f"{row['tps_ratio']:.2f}×"]
+            seen += 1
+        assert compare_rows[-1][0] == "Geomean" and compare_rows[-1][3] == f"{sc['geomean']['e2el_ratio']:.2f}×"
+    assert seen == 4
+    assert dict(tables)["Geomean per scenario"][-1] == ["All", f"{comparison['geomean']['e2el_ratio']:.2f}×",
+                                                  f"{comparison['geomean']['tps_ratio']:.2f}×"]
+    # Each run's own table shows its points' medians.
+    lab_rows = [t for h, t in tables if h == "ISL 128 / OSL 32"][0]
+    first = data["runs"][0]["points"][0]
+    assert lab_rows[0][:3] == ["1", f"{first['metrics']['median_e2el_ms'] / 1000:.2f}",
+                               f"{first['metrics']['total_token_throughput']:,.0f}"]
+
+
+def test_advise_reads_bench_results_as_corrections(sim_clusters, tmp_path):
+    cross, _ = sim_clusters
+    out = tmp_path / "results"
+    res = CliRunner().invoke(cli, ["bench", "-i", str(cross), "--isl", "256", "--osl", "16", "--concurrency", "2",
+                                   "--warmups", "1", "--out", str(out), "-o", "json"])
+    assert res.exit_code == 0, res.output
+    folder = json.loads(res.stdout)["folder"]
+    adv = CliRunner().invoke(cli, ["advise", "-i", str(cross), "-w", "isl=8K,osl=1K,c=8", "--measured", folder, "-o", "json"])
+    assert adv.exit_code == 0, adv.output
+    data = json.loads(adv.stdout)
+    assert any(n.startswith("bench: 1 points correct prefill on H100-SXM TP8") for n in data["notes"])
+    measured = [r for r in data["ranked"] if r["prefill"]["hardware"] == "H100-SXM" and r["prefill"]["tensor_parallel"] == 8]
+    assert measured and all("prefill" in r["predictions"][0]["corrected_by_bench"] for r in measured)
