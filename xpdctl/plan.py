@@ -69,6 +69,7 @@ class Plan:
     settings: KvSettings
     hosts: dict[str, HostPlan]
     restart_sec: int
+    engines: list[Service]  # prefill then decode instances, in pool order (also in hosts)
 
     def services(self) -> list[Service]:
         return [s for h in self.hosts.values() for s in h.services]
@@ -322,4 +323,5 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         settings=settings,
         hosts=dict(sorted(plans.items())),
         restart_sec=inv.engine.restart_sec,
+        engines=engines,
     )

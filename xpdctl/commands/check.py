@@ -43,7 +43,7 @@ def command(inventory: Path, output: str) -> None:
     """  # fmt: skip
     from xpdctl.errors import InputError
     from xpdctl.inventory import load_inventory
-    from xpdctl.plan import KV_ROLE, build_plan
+    from xpdctl.plan import build_plan
 
     try:
         loaded = load_inventory(inventory)
@@ -53,10 +53,9 @@ def command(inventory: Path, output: str) -> None:
         raise
     decision = loaded.kv
     # Secrets play no part in a check: plan without them.
-    engines = [s for s in build_plan(loaded, {}).services() if s.role in KV_ROLE]
     instances = [
         {"name": s.name, "role": s.role, "host": s.host, "port": s.port, **s.details}
-        for s in engines
+        for s in build_plan(loaded, {}).engines
     ]
     if output == "json":
         emit_json({
