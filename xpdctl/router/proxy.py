@@ -64,7 +64,8 @@ class Proxy:
         # sock_read bounds every wait for upstream bytes; it is first_byte_s until the first byte of
         # the answer, then idle_s (set on the connection) between chunks.
         self._leg_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.first_byte_s)
-        self._retry_after = {"Retry-After": str(max(1, int(config.queue.wait_timeout_s // 10) or 1))}
+        # Queue slots free up as streams end, which at serving rates is well within a second.
+        self._retry_after = {"Retry-After": "1"}
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, chat=False)
