@@ -163,3 +163,33 @@ async def test_queue_wait_timeout_is_503(cluster, http, wait_until):
         assert resp.status == 503 and "Retry-After" in resp.headers
     (await first).release()
     assert router.router.admission.waiting == 0
+
+
+async def test_prefill_without_kv_transfer_params_is_a_contract_failure(cluster, http):
+    """A stand-in for vLLM started without --kv-transfer-config: it answers, with kv_transfer_params null."""
+    from aiohttp import web
+
+    from xpdctl.aioserve import start_site
+
+    async def plain_vllm(request):
+        return web.json_response({"id": "cmpl-1", "object": "text_completion", "choices": [{"index": 0, "text": " a"}],
+                                  "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                                  "kv_transfer_params": None})
+
+    async def healthy(request):
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", plain_vllm)
+    app.router.add_get("/health", healthy)
+    runner, port = await start_site(app, "127.0.0.1", 0)
+    try:
+        decode = await cluster.sim("decode")
+        router = await cluster.router(backends=[{"url": f"http://127.0.0.1:{port}", "pool": "prefill"},
+                                                {"url": decode.url, "pool": "decode"}])
+        async with http.post(router.url + "/v1/completions", json=BODY) as resp:
+            assert resp.status == 502
+            assert "kv_producer" in (await resp.json())["error"]["message"]
+        assert not decode.engine.log
+    finally:
+        await runner.cleanup()
