@@ -41,6 +41,15 @@ def _rdma_fault(pair: Pair, transfer: TransferResult) -> str | None:
     return None
 
 
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__  # asyncio.TimeoutError has no message
+
+
+def _identity(pair: Pair) -> dict[str, str]:
+    """The fields of a result that name the pair (the config's pair without peer_agent)."""
+    return pair.model_dump(exclude={"peer_agent"})
+
+
 def judge_pair(
     pair: Pair,
     *,
@@ -72,13 +81,7 @@ def judge_pair(
         broken.append(fault)
     state = "broken" if broken else "waiting" if waiting else "ok"
     return PairResult(
-        prefill=pair.prefill,
-        decode=pair.decode,
-        prefill_host=pair.prefill_host,
-        decode_host=pair.decode_host,
-        prefill_url=pair.prefill_url,
-        decode_url=pair.decode_url,
-        side_channel=pair.side_channel,
+        **_identity(pair),
         ok=state == "ok",
         state=state,
         reason="; ".join(broken + waiting),
@@ -95,13 +98,7 @@ def judge_pair(
 
 def _unreported(pair: Pair, reason: str, state: str) -> PairResult:
     return PairResult(
-        prefill=pair.prefill,
-        decode=pair.decode,
-        prefill_host=pair.prefill_host,
-        decode_host=pair.decode_host,
-        prefill_url=pair.prefill_url,
-        decode_url=pair.decode_url,
-        side_channel=pair.side_channel,
+        **_identity(pair),
         ok=False,
         state=state,
         reason=reason,
@@ -120,7 +117,6 @@ class Prober:
         source: LazySource,
         *,
         startup_grace_s: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ):
         strangers = [p for p in config.pairs if config.host not in (p.prefill_host, p.decode_host)]
         if strangers:
@@ -131,8 +127,7 @@ class Prober:
         self.config = config
         self._session = session
         self._source = source
-        self._clock = clock
-        self._grace_until = clock() + (config.startup_grace_s if startup_grace_s is None else startup_grace_s)
+        self._grace_until = time.monotonic() + (config.startup_grace_s if startup_grace_s is None else startup_grace_s)
         self._transfers: dict[str, TransferResult] = {}
         self._due: dict[str, float] = {}
         self._failures: dict[str, int] = {}
@@ -165,7 +160,7 @@ class Prober:
             return TransferResult(
                 peer_host=peer, ok=False, checked_at=now_iso(),
                 reason=f"cannot get NIXL metadata from the KV agent of {peer} at {pair.peer_agent} "
-                f"({exc or type(exc).__name__}); is `xpdctl kv-agent` running there?",
+                f"({_describe(exc)}); is `xpdctl kv-agent` running there?",
             )
         except Exception as exc:  # noqa: BLE001 - nixl's own errors (no UCX plugin, registration) are plain
             return TransferResult(
@@ -184,7 +179,7 @@ class Prober:
         self.new_transfers = []
         # One at a time: concurrent probes would share the NIC and understate each other's bandwidth.
         for peer, pair in by_peer.items():
-            if self._clock() < self._due.get(peer, 0.0):
+            if time.monotonic() < self._due.get(peer, 0.0):
                 continue
             result = await self._transfer(pair)
             self._transfers[peer] = result
@@ -196,7 +191,7 @@ class Prober:
             delay = self.config.probe_interval_s
             if failures:
                 delay = min(self.config.check_interval_s * 2 ** (failures - 1), delay)
-            self._due[peer] = self._clock() + delay
+            self._due[peer] = time.monotonic() + delay
 
     async def _relay(self, pairs: list[Pair]) -> list[PairResult]:
         reports: dict[str, list[PairResult] | str] = {}
@@ -206,8 +201,8 @@ class Prober:
                     body = await response.json()
                 reports[agent] = [PairResult.model_validate(p) for p in body["pairs"]]
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError) as exc:
-                reports[agent] = f"{exc or type(exc).__name__}"
-        state = "waiting" if self._clock() < self._grace_until else "broken"
+                reports[agent] = _describe(exc)
+        state = "waiting" if time.monotonic() < self._grace_until else "broken"
         results = []
         for pair in pairs:
             report = reports[pair.peer_agent]
@@ -231,7 +226,7 @@ class Prober:
         self._reached.update(p.side_channel for p, err in zip(measured, errors) if err is None)
         await self._run_due_transfers()
         checked_at = now_iso()
-        in_grace = self._clock() < self._grace_until
+        in_grace = time.monotonic() < self._grace_until
         results = [
             judge_pair(
                 pair,
@@ -245,7 +240,7 @@ class Prober:
             )
             for pair, err in zip(measured, errors)
         ]
-        results += await self._relay(self._relayed()) if self._relayed() else []
+        results += await self._relay(self._relayed())
         self.results = results
         self.rounds += 1
         return results
