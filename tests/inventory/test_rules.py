@@ -164,3 +164,14 @@ def test_all_loopback_clusters_are_consistent(write_inventory, lab_data):
     for i, host in enumerate(lab_data["hosts"]):
         host["address"] = f"127.0.0.{i + 1}"
     assert load_inventory(write_inventory(lab_data)).inventory.hosts[2].address == "127.0.0.3"
+
+
+def test_extra_args_cannot_override_checked_settings(problems, lab_data):
+    lab_data["engine"]["extra_args"] = ["--kv-cache-dtype=fp8", "--enable-chunked-prefill", "--no_enable_prefix_caching"]
+    lab_data["pools"]["decode"]["extra_args"] = ["--gpu-memory-utilization", "0.9", "--enable-prefix-caching"]
+    found = problems(lab_data)
+    assert len(found) == 3
+    assert "engine.extra_args[0]: --kv-cache-dtype=fp8 is set by xpdctl; set model.kv_cache_dtype instead" in found[0]
+    assert ("pools.decode.extra_args[2]: --enable-prefix-caching is set by xpdctl; remove it: prefix caching stays "
+            "off, PD is verified that way") in found[2]
+    assert "engine.extra_args[2]: --no_enable_prefix_caching is set by xpdctl" in found[1]

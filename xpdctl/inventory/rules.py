@@ -250,6 +250,43 @@ def ports_unique_per_host(inv: Inventory) -> list[Problem]:
     return problems
 
 
+# vLLM flags the plan sets from inventory fields: in extra_args they would silently override a checked
+# decision (an fp8 KV cache across vendors, say), so they are refused with the field to use instead.
+MANAGED_FLAGS = {
+    "--model": "set model.path instead",
+    "--served-model-name": "set model.name instead",
+    "--host": "set hosts[].address instead",
+    "--port": "set pools.<role>.port instead",
+    "--tensor-parallel-size": "set pools.<role>.tensor_parallel instead",
+    "-tp": "set pools.<role>.tensor_parallel instead",
+    "--dtype": "set model.dtype instead",
+    "--quantization": "set model.quantization instead",
+    "-q": "set model.quantization instead",
+    "--max-model-len": "set model.max_model_len instead",
+    "--kv-cache-dtype": "set model.kv_cache_dtype instead",
+    "--block-size": "set pools.<role>.block_size instead",
+    "--attention-backend": "set kv.attention_backend instead",
+    "--disable-hybrid-kv-cache-manager": "set kv.hybrid_kv_cache_manager instead",
+    "--enable-prefix-caching": "remove it: prefix caching stays off, PD is verified that way",
+    "--kv-transfer-config": "set kv.buffer and the pools instead",
+}
+
+
+def extra_args_leave_managed_flags_alone(inv: Inventory) -> list[Problem]:
+    lists = [(("engine", "extra_args"), inv.engine.extra_args)]
+    lists += [(("pools", role, "extra_args"), pool(inv, role).extra_args) for role in ROLES]
+    problems = []
+    for loc, args in lists:
+        for j, arg in enumerate(args):
+            flag = arg.split("=", 1)[0].replace("_", "-")  # vLLM accepts --kv_cache_dtype too
+            flag = "--" + flag[len("--no-"):] if flag.startswith("--no-") else flag
+            if flag in MANAGED_FLAGS:
+                problems.append(
+                    Problem(loc + (j,), f"{arg} is set by xpdctl; {MANAGED_FLAGS[flag]}")
+                )
+    return problems
+
+
 def _is_loopback(address: str) -> bool:
     if address == "localhost":
         return True
@@ -288,6 +325,7 @@ RULES = (
     images_known_and_pinned,
     ports_unique_per_host,
     loopback_not_mixed_with_network,
+    extra_args_leave_managed_flags_alone,
 )
 
 
