@@ -315,8 +315,12 @@ def set_faults(
     if fail_install is not None:
         hw = hw.model_copy(update={"faults": hardware.Faults(fail_install=fail_install)})
     if port_state is not None:
+        # ibv_devinfo's spelling (PORT_DOWN) is accepted as well as the short one.
+        port_state = port_state.upper().removeprefix("PORT_")
+        if port_state not in ("ACTIVE", "DOWN"):
+            raise InputError(f"port state {port_state!r} is not ACTIVE or DOWN")
         hw = hw.model_copy(update={"nics": [n.model_copy(update={"port_state": port_state}) for n in hw.nics]})
     hardware.write(folder, hw)
     if reachable is not None:
-        network.set_link(rec.veth, reachable)
+        network.set_link(rec.veth, reachable, rec.address)
     return rec

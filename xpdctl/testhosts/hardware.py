@@ -14,6 +14,7 @@ import shutil
 import uuid
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict
@@ -56,7 +57,7 @@ class NicHw(_Hw):
     node_guid: str
     link_layer: str
     rate: str
-    port_state: str = "ACTIVE"  # ACTIVE | DOWN
+    port_state: Literal["ACTIVE", "DOWN"] = "ACTIVE"
 
 
 class Faults(_Hw):

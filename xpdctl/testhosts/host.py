@@ -163,11 +163,11 @@ def kill_all(pids: list[int], timeout: float = 10) -> None:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + timeout
-    while any(_alive(t) for t in targets) and time.monotonic() < deadline:
+    while any(alive(t) for t in targets) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
-def _alive(target: int) -> bool:
+def alive(target: int) -> bool:
     """Whether ``target`` still runs; a zombie counts as gone (and is reaped when it is our child)."""
     try:
         os.waitpid(target, os.WNOHANG)

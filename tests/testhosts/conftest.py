@@ -1,0 +1,57 @@
+"""Fixtures for test hosts (xpdctl.testhosts): fleets made for a test and removed after it.
+
+Fleets here use their own names and subnets (10.88.20.x and up) so they never meet a developer's
+default fleet (xpd, 10.88.0.x) or other test folders' fleets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from xpdctl.testhosts import fleet
+from xpdctl.testhosts.layout import fleet_dirs
+from xpdctl.testhosts.models import FleetRecord
+
+SSH_TIMEOUT_S = 300
+
+
+def _skip_unless_possible() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("test hosts need root (network namespaces, mounts)")
+    missing = [tool for tool in fleet.TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"test hosts need {', '.join(missing)} (./install.sh --test installs them)")
+
+
+def ssh_argv(record: FleetRecord, address: str, *options: str) -> list[str]:
+    dirs = fleet_dirs(record.name)
+    return [
+        "ssh", "-i", str(dirs.key), "-o", f"UserKnownHostsFile={dirs.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", *options, f"root@{address}",
+    ]  # fmt: skip
+
+
+def ssh(record: FleetRecord, address: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``command`` on a test host over real SSH."""
+    return subprocess.run(
+        [*ssh_argv(record, address), command], capture_output=True, text=True, timeout=SSH_TIMEOUT_S, check=check
+    )
+
+
+@pytest.fixture(scope="module")
+def make_fleet():
+    """make_fleet(name, count, gpus, subnet=..., **create_kwargs) -> FleetRecord; destroyed at module end."""
+    _skip_unless_possible()
+    made: list[str] = []
+
+    def make(name: str, count: int, gpus: list, subnet: str, **kwargs) -> FleetRecord:
+        made.append(name)
+        return fleet.create(name, count, gpus, subnet=subnet, **kwargs)
+
+    yield make
+    for name in made:
+        fleet.destroy(name)

@@ -1,0 +1,241 @@
+"""Test hosts end to end: real network namespaces, overlay roots, sshd, Ansible over real SSH.
+
+GPUs and RDMA NICs cannot exist here, so they are simulated at the lowest layer: a fake sysfs PCI tree
+bind-mounted inside each host, and stand-in packages with the real names whose nvidia-smi / amd-smi /
+ibv_devinfo print the real formats for the declared hardware. The outputs are read back with
+xpdctl's own parsers (xpdctl.probes), the same code status and preflight use on real servers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.testhosts.conftest import ssh, ssh_argv
+from xpdctl.inventory import load_inventory
+from xpdctl.probes.amd import parse_amd_smi, parse_rocm_smi_product
+from xpdctl.probes.nvidia import QUERY_ARGS, parse_query_csv, parse_query_xml
+from xpdctl.probes.pci import parse_sysfs_listing
+from xpdctl.testhosts import fleet, host, network
+from xpdctl.testhosts.layout import fleet_dirs
+from xpdctl.testhosts.models import GpuDecl
+
+pytestmark = pytest.mark.testhosts
+
+FLEET, SUBNET = "thst", "10.88.20.0/24"
+APT = "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --allow-downgrades "
+PCI_LISTING = (
+    'for d in /sys/bus/pci/devices/*; do echo "${d##*/} $(cat $d/vendor) $(cat $d/device) $(cat $d/class)"; done'
+)
+NVIDIA_OLD, NVIDIA_NEW = "570.148.08-0ubuntu0.22.04.1", "570.172.08-0ubuntu0.22.04.1"
+
+
+def _nvidia_packages(version: str) -> str:
+    names = ("nvidia-driver-570-server-open", "nvidia-utils-570-server", "nvidia-fabricmanager-570")
+    return " ".join(f"{name}={version}" for name in names)
+
+
+@pytest.fixture(scope="module")
+def hosts(make_fleet, tmp_path_factory):
+    inventory_path = tmp_path_factory.mktemp("thst") / "inventory.yaml"
+    record = make_fleet(
+        FLEET, 2, [GpuDecl(vendor="nvidia", count=2), GpuDecl(vendor="amd", count=2)], SUBNET,
+        inventory_path=inventory_path,
+    )  # fmt: skip
+    return record, inventory_path
+
+
+def _ansible(record, tmp_path: Path, module: str, args: str = "", limit: str = "all") -> subprocess.CompletedProcess:
+    dirs = fleet_dirs(record.name)
+    lines = [
+        f"{h.name} ansible_host={h.address} ansible_user=root ansible_ssh_private_key_file={dirs.key} "
+        f"ansible_ssh_common_args='-o UserKnownHostsFile={dirs.known_hosts} -o StrictHostKeyChecking=yes'"
+        for h in record.hosts
+    ]
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("\n".join(lines) + "\n")
+    argv = [str(Path(sys.executable).parent / "ansible"), limit, "-i", str(inventory), "-m", module, "-o", "-T", "5"]
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/root", "ANSIBLE_PYTHON_INTERPRETER": "auto_silent"}
+    return subprocess.run(
+        argv + (["-a", args] if args else []), capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env
+    )
+
+
+def test_each_host_answers_ssh_as_itself_with_systemctl_as_pid_1(hosts):
+    record, _ = hosts
+    for rec in record.hosts:
+        out = ssh(record, rec.address, "hostname; . /etc/os-release; echo $ID $VERSION_ID; ps -o args= -p 1").stdout
+        assert out.splitlines() == [rec.name, "ubuntu 22.04", "/usr/bin/python3 /usr/bin/systemctl init"]
+
+
+def test_written_inventory_loads_and_names_the_hosts(hosts):
+    record, inventory_path = hosts
+    inv = load_inventory(inventory_path).inventory
+    assert [(h.name, h.address, h.vendor, h.gpu.count) for h in inv.hosts] == [
+        (h.name, h.address, h.gpu.vendor, h.gpu.count) for h in record.hosts
+    ]
+
+
+def test_standin_nvidia_smi_reports_the_declared_gpus(hosts):
+    record, _ = hosts
+    nvidia = record.hosts[0]
+    assert ssh(record, nvidia.address, "command -v nvidia-smi", check=False).returncode != 0
+    ssh(record, nvidia.address, APT + _nvidia_packages(NVIDIA_NEW))
+    query = parse_query_csv(ssh(record, nvidia.address, "nvidia-smi " + " ".join(QUERY_ARGS)).stdout)
+    xml = parse_query_xml(ssh(record, nvidia.address, "nvidia-smi -q -x").stdout)
+    for found in (query, xml):
+        assert found.driver_version == "570.172.08"
+        assert [(g.index, g.name, g.memory_total_mib) for g in found.gpus] == [
+            (0, "NVIDIA H100 80GB HBM3", 81559),
+            (1, "NVIDIA H100 80GB HBM3", 81559),
+        ]
+    assert [g.uuid for g in query.gpus] == [g.uuid for g in xml.gpus]
+    assert ssh(record, nvidia.address, "nvidia-smi").stdout.count("NVIDIA H100 80GB HBM3") == 2
+    pci = parse_sysfs_listing(ssh(record, nvidia.address, PCI_LISTING).stdout)
+    assert [(d.vendor, d.address) for d in pci if d.kind == "gpu"] == [
+        ("nvidia", "0000:18:00.0"),
+        ("nvidia", "0000:2a:00.0"),
+    ]
+
+
+def test_standin_amd_tools_report_the_declared_gpus(hosts):
+    record, _ = hosts
+    amd = record.hosts[1]
+    ssh(record, amd.address, APT + "linux-headers-$(uname -r) amdgpu-dkms rocm ibverbs-utils")
+    found = parse_amd_smi(
+        ssh(record, amd.address, "amd-smi static --json").stdout, ssh(record, amd.address, "amd-smi metric --json").stdout
+    )
+    assert [(g.index, g.name, g.memory_total_mib) for g in found.gpus] == [
+        (0, "AMD Instinct MI300X", 196592),
+        (1, "AMD Instinct MI300X", 196592),
+    ]
+    cards = parse_rocm_smi_product(ssh(record, amd.address, "rocm-smi --showproductname --json").stdout)
+    assert len(cards.gpus) == 2
+    pci = parse_sysfs_listing(ssh(record, amd.address, PCI_LISTING).stdout)
+    assert sum(d.vendor == "amd" and d.kind == "gpu" for d in pci) == 2
+    assert "PORT_ACTIVE" in ssh(record, amd.address, "ibv_devinfo -d mlx5_0").stdout
+
+
+def test_hosts_ping_each_other_across_the_bridge(hosts):
+    record, _ = hosts
+    first, second = record.hosts
+    for source, target in ((first, second), (second, first)):
+        for name in (target.address, target.name):
+            ssh(record, source.address, f"ping -c 1 -W 5 {name}")
+
+
+def test_ansible_ping_over_real_ssh(hosts, tmp_path):
+    record, _ = hosts
+    done = _ansible(record, tmp_path, "ansible.builtin.ping")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for rec in record.hosts:
+        assert f"{rec.name} | SUCCESS" in done.stdout
+
+
+def test_daemonless_systemctl_starts_and_stops_a_unit(hosts):
+    record, _ = hosts
+    target = record.hosts[0]
+    unit = (
+        "[Unit]\nDescription=echo server\n[Service]\nEnvironment=PORT=8711\n"
+        "ExecStart=/usr/bin/python3 -m http.server ${PORT} --directory /etc\n[Install]\nWantedBy=multi-user.target\n"
+    )
+    ssh(record, target.address, f"cat > /etc/systemd/system/xpd-echo.service <<'UNIT'\n{unit}UNIT")
+    ssh(record, target.address, "systemctl enable xpd-echo && systemctl start xpd-echo")
+    assert ssh(record, target.address, "systemctl is-active xpd-echo").stdout.strip() == "active"
+    with urllib.request.urlopen(f"http://{target.address}:8711/hostname", timeout=10) as answer:
+        assert answer.read().decode().strip() == target.name
+    ssh(record, target.address, "systemctl stop xpd-echo")
+    assert ssh(record, target.address, "systemctl is-active xpd-echo", check=False).stdout.strip() == "inactive"
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://{target.address}:8711/hostname", timeout=5)
+
+
+def test_injected_package_failure_fails_the_install_with_its_message(hosts):
+    record, _ = hosts
+    nvidia = record.hosts[0]
+    fleet.set_faults(FLEET, nvidia.name, fail_install=["libnvidia-nscq-570"])
+    try:
+        failed = ssh(record, nvidia.address, APT + f"libnvidia-nscq-570={NVIDIA_NEW}", check=False)
+        assert failed.returncode != 0
+        assert "libnvidia-nscq-570: post-installation script failed" in failed.stdout + failed.stderr
+    finally:
+        fleet.set_faults(FLEET, nvidia.name, fail_install=[])
+    ssh(record, nvidia.address, "dpkg --configure -a")
+    assert "ii" in ssh(record, nvidia.address, "dpkg -l libnvidia-nscq-570 | tail -1").stdout
+
+
+def test_unreachable_host_fails_alone(hosts, tmp_path):
+    record, _ = hosts
+    cut, other = record.hosts
+    fleet.set_faults(FLEET, cut.name, reachable=False)
+    try:
+        assert subprocess.run([*ssh_argv(record, cut.address, "-o", "ConnectTimeout=3"), "true"],
+                              capture_output=True, timeout=60).returncode == 255  # fmt: skip
+        done = _ansible(record, tmp_path, "ansible.builtin.ping")
+        assert f"{cut.name} | UNREACHABLE!" in done.stdout
+        assert f"{other.name} | SUCCESS" in done.stdout
+    finally:
+        fleet.set_faults(FLEET, cut.name, reachable=True)
+    assert ssh(record, cut.address, "hostname").stdout.strip() == cut.name
+
+
+def test_fewer_gpus_than_declared(hosts):
+    record, inventory_path = hosts
+    nvidia = record.hosts[0]
+    fleet.set_faults(FLEET, nvidia.name, gpu_count=1)
+    try:
+        pci = parse_sysfs_listing(ssh(record, nvidia.address, PCI_LISTING).stdout)
+        assert sum(d.kind == "gpu" for d in pci) == 1
+        assert load_inventory(inventory_path).inventory.hosts[0].gpu.count == 2
+    finally:
+        fleet.set_faults(FLEET, nvidia.name, gpu_count=2)
+
+
+def test_driver_upgrade_takes_effect_at_reboot(hosts):
+    """The stand-in driver "loads" at boot, so an upgrade without a reboot leaves nvidia-smi refusing
+    (NVML version mismatch) and fabric manager stopped, as on a real server; the reboot fixes both."""
+    record, _ = hosts
+    nvidia = record.hosts[0]
+    ssh(record, nvidia.address, APT + _nvidia_packages(NVIDIA_OLD) + " && systemctl enable nvidia-fabricmanager")
+    fleet.reboot(FLEET, nvidia.name)
+    assert "570.148.08" in ssh(record, nvidia.address, "nvidia-smi --version").stdout
+    ssh(record, nvidia.address, APT + _nvidia_packages(NVIDIA_NEW))
+    stale = ssh(record, nvidia.address, "nvidia-smi -L", check=False)
+    assert stale.returncode == 18 and "Driver/library version mismatch" in stale.stderr
+    ssh(record, nvidia.address, "systemctl restart nvidia-fabricmanager", check=False)
+    assert ssh(record, nvidia.address, "systemctl is-active nvidia-fabricmanager", check=False).stdout.strip() != "active"
+    fleet.reboot(FLEET, nvidia.name)
+    assert ssh(record, nvidia.address, "nvidia-smi -L").stdout.count("GPU ") == 2
+    assert ssh(record, nvidia.address, "systemctl is-active nvidia-fabricmanager").stdout.strip() == "active"
+
+
+def test_create_again_keeps_running_hosts(hosts):
+    record, _ = hosts
+    pids = [host.pid(fleet_dirs(FLEET).host(h.name)) for h in record.hosts]
+    again = fleet.create(FLEET, 2, [h.gpu for h in record.hosts], subnet=SUBNET)
+    assert again.hosts == record.hosts
+    assert [host.pid(fleet_dirs(FLEET).host(h.name)) for h in record.hosts] == pids
+
+
+def test_destroy_leaves_nothing_behind(make_fleet):
+    name = "thdx"
+    record = make_fleet(name, 1, [GpuDecl(vendor="nvidia", count=1)], "10.88.21.0/24")
+    dirs = fleet_dirs(name)
+    rec = record.hosts[0]
+    processes = network.netns_pids(rec.netns) + [host.pid(dirs.host(rec.name)), int(dirs.apt_server_pid.read_text())]
+    assert len(processes) >= 4  # unshare, PID 1, sshd, the mirror at least
+    removed = fleet.destroy(name)
+    assert removed == [rec.netns, record.bridge]
+    # A killed host's PID 1 may linger a moment as a zombie of this machine's init: it holds nothing.
+    assert not any(host.alive(pid) for pid in processes)
+    assert rec.netns not in network.netns_list()
+    assert not network.link_exists(rec.veth) and not network.link_exists(record.bridge)
+    assert not dirs.root.exists()
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(dirs.root) not in mounts
+    assert fleet.destroy(name) == []  # a second destroy finds nothing and does not fail
