@@ -34,7 +34,12 @@ async def _run(argv: list[str], stdin: str, timeout_s: float, env: dict[str, str
         out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout_s)
     except asyncio.TimeoutError:
         proc.kill()
-        out, err = await proc.communicate()
+        try:
+            # A shared SSH connection's master holds our pipes for its session: reading to EOF could
+            # wait as long as that master lives, so what arrived so far is all there is.
+            out, err = await asyncio.wait_for(proc.communicate(), 2.0)
+        except asyncio.TimeoutError:
+            out, err = b"", b""
         return RunResult(None, out.decode(errors="replace"), err.decode(errors="replace"))
     return RunResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
@@ -62,7 +67,15 @@ class SshTransport:
         }
         if self.control_dir is not None:
             self.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            options.update(ControlMaster="auto", ControlPath=str(self.control_dir / "%C"), ControlPersist=f"{self.keep_s}s")
+            options.update(
+                ControlMaster="auto",
+                ControlPath=str(self.control_dir / "%C"),
+                ControlPersist=f"{self.keep_s}s",
+                # A host that vanishes under a shared connection: its master gives up within ~3 s
+                # instead of holding every later status of that host.
+                ServerAliveInterval="1",
+                ServerAliveCountMax="3",
+            )
         argv = ["ssh", "-p", str(target.ssh.port)]
         for key, value in options.items():
             argv += ["-o", f"{key}={value}"]

@@ -1,0 +1,84 @@
+"""observe_cluster over real SSH against test hosts (network namespaces, xpdctl.testhosts) whose GPUs
+and NICs are simulated at the lowest layer: a fake sysfs PCI tree and stand-in vendor packages whose
+nvidia-smi / ibv_devinfo print the real formats."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from xpdctl.inventory import load_inventory
+from xpdctl.observe.cluster import observe_cluster
+from xpdctl.plan import build_plan
+from xpdctl.render import render_files
+from xpdctl.testhosts import fleet
+from xpdctl.testhosts.layout import fleet_dirs
+from xpdctl.testhosts.models import GpuDecl
+
+pytestmark = pytest.mark.testhosts
+
+FLEET = "obst"
+
+
+def _ssh(address: str, command: str, stdin: str | None = None) -> str:
+    dirs = fleet_dirs(FLEET)
+    argv = ["ssh", "-i", str(dirs.key), "-o", f"UserKnownHostsFile={dirs.known_hosts}", "-o", "BatchMode=yes", f"root@{address}", command]
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=300, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    inventory_path = tmp_path_factory.mktemp("obst") / "inventory.yaml"
+    record = fleet.create(FLEET, 2, [GpuDecl(vendor="nvidia", count=2), None], subnet="10.88.8.0/24", inventory_path=inventory_path)
+    try:
+        gpu_host = record.hosts[0]
+        _ssh(gpu_host.address, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nvidia-driver-570-server-open nvidia-utils-570-server ibverbs-utils >/dev/null")
+        loaded = load_inventory(inventory_path)
+        # Install what render produces on the GPU host, as `up` would; the router host gets nothing.
+        prefix = f"hosts/{gpu_host.name}"
+        for rel, rendered in render_files(build_plan(loaded, {})).items():
+            if rel.startswith(prefix + "/"):
+                path = rel[len(prefix):]
+                _ssh(gpu_host.address, f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && cat > {shlex.quote(path)}", rendered.content)
+        yield loaded, record
+    finally:
+        fleet.destroy(FLEET)
+
+
+def test_gpus_nics_os_and_drift_over_ssh(hosts):
+    loaded, record = hosts
+    status = observe_cluster(loaded)
+    gpu_host, router_host = status.hosts
+    assert gpu_host.reachable and router_host.reachable
+    assert (gpu_host.os.id, gpu_host.os.version_id) == ("ubuntu", "22.04")
+    assert [g.name for g in gpu_host.accelerators.gpus] == ["NVIDIA H100 80GB HBM3"] * 2
+    assert gpu_host.accelerators.driver_version
+    assert sum(d.kind == "gpu" and d.vendor == "nvidia" for d in gpu_host.pci) == 2
+    assert [(p.device, p.state) for p in gpu_host.rdma] == [("mlx5_0", "PORT_ACTIVE")]
+    assert gpu_host.drift_checked and gpu_host.drift == []
+    assert router_host.drift and all(d.state == "missing" for d in router_host.drift)
+    hardware = [p.what for p in gpu_host.problems if "GPU" in p.what or "RDMA" in p.what]
+    assert hardware == []
+
+
+def test_faults_show_as_problems(hosts):
+    loaded, record = hosts
+    gpu_host, router_host = record.hosts
+    _ssh(gpu_host.address, "echo '# edited by hand' >> /etc/xpdctl/kv-agent.yaml")
+    fleet.set_faults(FLEET, gpu_host.name, gpu_count=1, port_state="PORT_DOWN")
+    fleet.set_faults(FLEET, router_host.name, reachable=False)
+    try:
+        status = observe_cluster(loaded)
+    finally:
+        fleet.set_faults(FLEET, gpu_host.name, gpu_count=2, port_state="PORT_ACTIVE")
+        fleet.set_faults(FLEET, router_host.name, reachable=True)
+    gpu, router = status.hosts
+    whats = [p.what for p in gpu.problems]
+    assert "1 of 2 GPUs on the PCI bus" in whats
+    assert "RDMA port mlx5_0 is PORT_DOWN" in whats
+    assert [(d.path, d.state) for d in gpu.drift] == [("/etc/xpdctl/kv-agent.yaml", "changed")]
+    assert not router.reachable
+    assert router.problems[0].what.startswith("unreachable over SSH")
+    assert not status.healthy
