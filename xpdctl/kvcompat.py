@@ -108,22 +108,18 @@ def _sides(inv: Inventory, role: str) -> list[Side]:
     return sides
 
 
-def _settings(inv: Inventory, sides: list[Side], cross: list[tuple[Side, Side]]) -> tuple[KvSettings, list[Problem]]:
-    problems: list[Problem] = []
-    reasons: list[str] = []
-    vendors = sorted({s.vendor.name: s.vendor for s in sides}.values(), key=lambda v: v.name)
-    first_cross = f"{cross[0][0].host} -> {cross[0][1].host}" if cross else ""
-
+def _buffer(inv: Inventory, vendors: list[VendorProfile], first_cross: str | None,
+            reasons: list[str], problems: list[Problem]) -> str:
     buffer = inv.kv.buffer
     if buffer == "auto":
-        buffer = "cpu" if cross else "device"
+        buffer = "cpu" if first_cross else "device"
         reasons.append(
             f"kv buffer cpu (host memory): pairs cross vendors (e.g. {first_cross}), and GPUDirect between "
             "vendors is not available"
-            if cross
+            if first_cross
             else "kv buffer device: every pair stays within one vendor, so KV moves GPU to GPU"
         )
-    elif buffer == "device" and cross:
+    elif buffer == "device" and first_cross:
         modules = ", ".join(f"{v.name} imports {v.nixl_module}" for v in vendors)
         problems.append(
             Problem(
@@ -134,7 +130,11 @@ def _settings(inv: Inventory, sides: list[Side], cross: list[tuple[Side, Side]])
         )
     else:
         reasons.append(f"kv buffer {buffer}: set in the inventory")
+    return buffer
 
+
+def _forced_backend(inv: Inventory, vendors: list[VendorProfile], crossing: bool,
+                    reasons: list[str], problems: list[Problem]) -> str | None:
     forced = inv.kv.attention_backend
     if forced:
         for vendor in vendors:
@@ -147,24 +147,28 @@ def _settings(inv: Inventory, sides: list[Side], cross: list[tuple[Side, Side]])
                     )
                 )
         reasons.append(f"attention backend {forced}: forced by the inventory on every engine")
-    elif cross:
-        common = [b for b in vendors[0].attention_backends if all(b in v.attention_backends for v in vendors)]
-        defaults = ", ".join(f"{v.name} {v.default_attention_backend}" for v in vendors)
-        if common:
-            forced = common[0]
-            reasons.append(
-                f"attention backend {forced} forced on every engine: vendor defaults differ ({defaults}) "
-                "and the NIXL handshake compares backend names"
+        return forced
+    if not crossing:
+        return None
+    common = [b for b in vendors[0].attention_backends if all(b in v.attention_backends for v in vendors)]
+    defaults = ", ".join(f"{v.name} {v.default_attention_backend}" for v in vendors)
+    if not common:
+        problems.append(
+            Problem(
+                ("kv", "attention_backend"),
+                f"no attention backend runs on all of {', '.join(v.name for v in vendors)} ({defaults}); "
+                "set kv.attention_backend to one you have verified, or split the pools by vendor",
             )
-        else:
-            problems.append(
-                Problem(
-                    ("kv", "attention_backend"),
-                    f"no attention backend runs on all of {', '.join(v.name for v in vendors)} ({defaults}); "
-                    "set kv.attention_backend to one you have verified, or split the pools by vendor",
-                )
-            )
+        )
+        return None
+    reasons.append(
+        f"attention backend {common[0]} forced on every engine: vendor defaults differ ({defaults}) "
+        "and the NIXL handshake compares backend names"
+    )
+    return common[0]
 
+
+def _kv_cache_dtype(inv: Inventory, cross: list[tuple[Side, Side]], reasons: list[str], problems: list[Problem]) -> str:
     dtype = inv.model.kv_cache_dtype
     if dtype.startswith("fp8"):
         for p, d in cross:
@@ -180,13 +184,20 @@ def _settings(inv: Inventory, sides: list[Side], cross: list[tuple[Side, Side]])
                     )
                 )
                 break
-    reasons.append(
-        f"kv cache dtype {dtype}" + (f" (the model dtype, {inv.model.dtype})" if dtype == "auto" else "")
-    )
+    reasons.append(f"kv cache dtype {dtype}" + (f" (the model dtype, {inv.model.dtype})" if dtype == "auto" else ""))
+    return dtype
+
+
+def _settings(inv: Inventory, sides: list[Side], cross: list[tuple[Side, Side]]) -> tuple[KvSettings, list[Problem]]:
+    """Cluster-wide choices: the router may pair any prefill with any decode of one generation."""
+    problems: list[Problem] = []
+    reasons: list[str] = []
+    vendors = sorted({s.vendor.name: s.vendor for s in sides}.values(), key=lambda v: v.name)
+    first_cross = f"{cross[0][0].host} -> {cross[0][1].host}" if cross else None
     settings = KvSettings(
-        buffer=buffer,
-        forced_backend=forced,
-        kv_cache_dtype=dtype,
+        buffer=_buffer(inv, vendors, first_cross, reasons, problems),
+        forced_backend=_forced_backend(inv, vendors, bool(cross), reasons, problems),
+        kv_cache_dtype=_kv_cache_dtype(inv, cross, reasons, problems),
         hybrid_kv_cache_manager=inv.kv.hybrid_kv_cache_manager,
         reasons=tuple(reasons),
     )
