@@ -87,3 +87,12 @@ def test_missing_required_environment_file_is_an_error(tmp_path):
 
 def test_env_file_parsing():
     assert parse_env_file("A=1\n\n; comment\nB='x=y'\nnot a pair\n") == {"A": "1", "B": "x=y"}
+
+
+def test_hash_follows_config_files_the_command_names(tmp_path):
+    path, host_paths = write_tree(tmp_path)
+    config = host_paths.host_root / "etc/xpdctl/engine.yaml"
+    config.write_text("a: 1\n")
+    before = load_unit(path, host_paths).content_hash
+    config.write_text("a: 2\n")
+    assert load_unit(path, host_paths).content_hash != before

@@ -168,13 +168,18 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
 
     early = [s.desired for s in services if s.desired.role not in LATE_ROLES or keeps_running(s)]
     changes = executor.apply(early)
-    states = lambda: {u.name: u for u in executor.services()}  # noqa: E731
+
+    def states() -> dict:
+        return {u.name: u for u in executor.services()}
+
     wait_healthy(_targets(services, ENGINE_ROLES), timeout_s=timeout_s, what="engines", unit_states=states,
                  progress=progress)
     kv_pairs = _probe_kv(plan, timeout_s, progress)
 
     for name, change in executor.apply([s.desired for s in services]).items():
-        if change != "unchanged" or name not in changes:
+        if changes.get(name) == "stopped" and change == "started":
+            changes[name] = "restarted"  # a changed router was held back until the engines were ready
+        elif change != "unchanged" or name not in changes:
             changes[name] = change
     others = {s.desired.role for s in services} - set(ENGINE_ROLES)
     wait_healthy(_targets(services, others), timeout_s=timeout_s, what="services", unit_states=states,

@@ -123,6 +123,15 @@ class HostPaths:
                 return value[:at] + str(self.host_root) + value[at:]
         return value
 
+    def rendered_file(self, mapped: str) -> Path | None:
+        """The rendered file a mapped word names (``/x/hosts/h/etc/xpdctl/a.yaml``, ``--config=...``), if any."""
+        root = str(self.host_root) + "/"
+        at = mapped.find(root)
+        if at < 0 or (at > 0 and mapped[at - 1] != "="):
+            return None
+        path = Path(mapped[at:])
+        return path if path.is_file() else None
+
 
 def load_unit(path: Path, host_paths: HostPaths) -> Unit:
     """Parse a rendered unit file; EnvironmentFile= paths are read from the rendered tree."""
@@ -173,6 +182,11 @@ def load_unit(path: Path, host_paths: HostPaths) -> Unit:
             )
     if exec_start is None:
         raise InputError(f"{where}: no ExecStart=; every rendered service needs one")
+    # A config file the service reads (router.yaml, kv-agent.yaml) changes the service as much as
+    # its unit does: hash every rendered file its command line or environment names.
+    words = [w for c in [*fields["exec_start_pre"], exec_start] for w in c.argv] + list(fields["environment"].values())
+    for referenced in sorted({p for w in words if (p := host_paths.rendered_file(w)) is not None}):
+        digest.update(referenced.read_bytes())
     return Unit(
         **fields,
         exec_start=exec_start,
