@@ -175,3 +175,11 @@ def test_extra_args_cannot_override_checked_settings(problems, lab_data):
     assert ("pools.decode.extra_args[2]: --enable-prefix-caching is set by xpdctl; remove it: prefix caching stays "
             "off, PD is verified that way") in found[2]
     assert "engine.extra_args[2]: --no_enable_prefix_caching is set by xpdctl" in found[1]
+
+
+def test_ports_past_65535(problems, lab_data):
+    lab_data["pools"]["decode"]["tensor_parallel"] = 4
+    lab_data["pools"]["prefill"]["tensor_parallel"] = 4
+    lab_data["pools"]["decode"]["port"] = 65535
+    (found,) = problems(lab_data)
+    assert "pools.decode.port: decode instance 1 on mi300x-01 would get port 65536, beyond 65535; lower it" in found

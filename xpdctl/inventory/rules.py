@@ -225,6 +225,9 @@ def ports_unique_per_host(inv: Inventory) -> list[Problem]:
     problems = []
 
     def claim(host: str, port: int, what: str, loc: tuple, explicit: bool) -> None:
+        if port > 65535:  # a base port plus the instance number ran past the end
+            problems.append(Problem(loc, f"{what} on {host} would get port {port}, beyond 65535; lower it"))
+            return
         key = (host, port)
         if key not in taken:
             taken[key] = (what, loc, explicit)
