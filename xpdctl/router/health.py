@@ -46,7 +46,7 @@ async def check(backend: Backend, policy: Health) -> None:
             await resp.read()
             ok, why = resp.status == 200, f"/health answered {resp.status}"
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        ok, why = False, f"/health failed: {exc!r}"
+        ok, why = False, f"/health failed: {type(exc).__name__}: {exc}"
     if backend.removed:
         return
     if ok:

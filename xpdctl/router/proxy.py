@@ -51,7 +51,7 @@ def _classify(exc: BaseException, backend: Backend, what: str) -> LegFailed:
         return LegFailed(504, "timeout", f"{what} {backend.url} timed out ({type(exc).__name__})")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return LegFailed(503, "connect", f"{what} {backend.url} is unreachable: {exc.os_error or exc}")
-    return LegFailed(502, "broken", f"{what} {backend.url} failed: {exc!r}")
+    return LegFailed(502, "broken", f"{what} {backend.url} failed: {type(exc).__name__}: {exc}")
 
 
 class Proxy:
