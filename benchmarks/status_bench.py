@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
 """How long ``status`` takes to observe N hosts. Target: under 3 s for 32 hosts.
 
-Runs against SIMULATED hosts: an inventory of N hosts on loopback addresses 127.0.1.x (half NVIDIA
-prefill, half AMD decode, 2 GPUs each), rendered by xpdctl's own plan/render; every engine is a
-simulator (xpdctl.sim) listening on its host's address, several per process; the SSH hop is replaced
-by the local-shell transport (the same status script, run by this machine's sh), with each host's
-rendered files installed under its own root folder (so drift hashing is real work) and stand-in
-``nvidia-smi``/``amd-smi`` that print the captured H200 XML and the hand-written MI300X JSON (so the
-parsers do real work). KV agents and the router are not started: their probes fail fast with
-"cannot connect", which the output counts. Real SSH test hosts are not used yet.
+--mode testhosts (default when run as root): N real test hosts (xpdctl.testhosts: network
+namespaces reached over real SSH, fake sysfs PCI), N-1 of them with 2 simulated NVIDIA GPUs and the
+stand-in driver packages installed (their nvidia-smi prints the real XML format), one router host.
+Each GPU host runs its engine as the manifest says (the simulator engine, started over SSH). Rows:
+"cold" opens a new SSH connection per host per run (a single `xpdctl status`); "warm" reuses shared
+connections (ControlMaster), as `status --watch` does after its first round.
+
+--mode sim: SIMULATED hosts on this machine, for machines without test-host support: N hosts on
+loopback addresses 127.0.1.x (half NVIDIA prefill, half AMD decode), simulator engines on those
+addresses (several per process), the local-shell transport instead of SSH (the same status script,
+run by this machine's sh) with each host's rendered files under its own root folder and stand-in
+nvidia-smi/amd-smi printing the captured H200 XML and the hand-written MI300X JSON.
+
+KV agents and the router are not started in either mode: their probes fail fast ("connection
+refused"), which the output counts.
 
     .venv/bin/python benchmarks/status_bench.py --hosts 32 --repeat 5
+    .venv/bin/python benchmarks/status_bench.py --mode sim --hosts 32
 """
 
 from __future__ import annotations
@@ -19,18 +27,22 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 NVIDIA_XML = REPO.parent / "shared" / "fixtures" / "nvidia-h200-x2" / "nvidia-smi-q.xml"
 AMD_FIXTURES = REPO / "tests" / "fixtures" / "amd"
 TARGET_S = 3.0
+FLEET = "sbench"
+FLEET_SUBNET = "10.88.9.0/24"
 
 
 def inventory_yaml(hosts: int) -> str:
@@ -102,77 +114,151 @@ def start_sims(engines: list[dict], processes: int, workers: list[subprocess.Pop
             raise SystemExit(f"a simulator process did not start (exit {proc.poll()}); is a port in use?")
 
 
+def _timed_runs(cluster, targets, transport, repeat: int):
+    from xpdctl.observe.cluster import observe_targets
+
+    asyncio.run(observe_targets(cluster, targets, transport))  # warm-up: imports, first connections
+    durations, last = [], None
+    for _ in range(repeat):
+        began = time.monotonic()
+        last = asyncio.run(observe_targets(cluster, targets, transport))
+        durations.append(time.monotonic() - began)
+    return durations, last
+
+
+def _observed_line(status) -> str:
+    engines = [e for h in status.hosts for e in h.engines]
+    gpus = sum(len(h.accelerators.gpus) for h in status.hosts)
+    refused = sum(1 for h in status.hosts for a in h.kv_agents if not a.reachable)
+    reachable = sum(h.reachable for h in status.hosts)
+    return (
+        f"observed per run: {reachable}/{len(status.hosts)} hosts reachable, {gpus} GPUs parsed, "
+        f"{sum(e.healthy for e in engines)}/{len(engines)} engines healthy, "
+        f"{sum(len(h.drift) for h in status.hosts)} drifted files, {refused} KV agents not running (expected)"
+    )
+
+
+def run_sim(args, work: Path, workers: list[subprocess.Popen]) -> list[tuple[str, list[float]]]:
+    from xpdctl.inventory import load_inventory
+    from xpdctl.observe.targets import targets_from
+    from xpdctl.observe.transport import LocalShellTransport
+    from xpdctl.plan import build_plan
+    from xpdctl.render import render_files
+
+    inventory_path = work / "inventory.yaml"
+    inventory_path.write_text(inventory_yaml(args.hosts))
+    loaded = load_inventory(inventory_path)
+    files = render_files(build_plan(loaded, {}))
+    cluster, targets = targets_from(loaded.inventory, files)
+    vendors = {host.name: host.vendor for host in loaded.inventory.hosts}
+    engines = []
+    for target in targets:
+        root = work / "hosts" / target.name
+        prefix = f"hosts/{target.name}"
+        install_host(root, {rel[len(prefix):]: f.content for rel, f in files.items() if rel.startswith(prefix + "/")}, vendors[target.name])
+        target.root = str(root)
+        engines += [{"role": s.role, "host": target.address, "port": s.port} for s in target.services if s.role in ("prefill", "decode")]
+    started = time.monotonic()
+    start_sims(engines, args.sim_processes, workers)
+    print(f"started {len(engines)} simulator engines in {len(workers)} processes in {time.monotonic() - started:.1f} s")
+    durations, last = _timed_runs(cluster, targets, LocalShellTransport(), args.repeat)
+    print()
+    print("hosts: SIMULATED (sim engines on 127.0.1.x, local-shell transport instead of SSH, stand-in smi tools)")
+    print(_observed_line(last))
+    return [("local-shell", durations)]
+
+
+def _ssh(address: str, command: str) -> None:
+    from xpdctl.testhosts.layout import fleet_dirs
+
+    dirs = fleet_dirs(FLEET)
+    argv = ["ssh", "-i", str(dirs.key), "-o", f"UserKnownHostsFile={dirs.known_hosts}", "-o", "BatchMode=yes", f"root@{address}", command]
+    subprocess.run(argv, check=True, capture_output=True, timeout=600)
+
+
+def run_testhosts(args, work: Path) -> list[tuple[str, list[float]]]:
+    from xpdctl.inventory import load_inventory
+    from xpdctl.observe.targets import targets_from
+    from xpdctl.observe.transport import SshTransport
+    from xpdctl.paths import cluster_state_dir
+    from xpdctl.plan import build_plan
+    from xpdctl.render import render_files
+    from xpdctl.testhosts import fleet
+    from xpdctl.testhosts.models import GpuDecl
+
+    inventory_path = work / "inventory.yaml"
+    started = time.monotonic()
+    gpus = [GpuDecl(vendor="nvidia", count=2)] * (args.hosts - 1) + [None]
+    record = fleet.create(FLEET, args.hosts, gpus, subnet=FLEET_SUBNET, inventory_path=inventory_path)
+    print(f"created {args.hosts} test hosts in {time.monotonic() - started:.1f} s")
+    loaded = load_inventory(inventory_path)
+    cluster, targets = targets_from(loaded.inventory, render_files(build_plan(loaded, {})))
+    manifest = json.loads(render_files(build_plan(loaded, {}))["manifest.json"].content)
+    install = (
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+        "nvidia-driver-570-server-open nvidia-utils-570-server ibverbs-utils >/dev/null"
+    )
+    jobs = []
+    for rec in record.hosts:
+        if rec.gpu is None:
+            continue
+        engines = [s for s in manifest["hosts"][rec.name]["services"] if s["role"] in ("prefill", "decode")]
+        # The engine as its unit would run it (the simulator), detached so SSH returns.
+        starts = "; ".join(f"nohup {' '.join(shlex.quote(word) for word in s['command'])} >/dev/null 2>&1 &" for s in engines)
+        jobs.append((rec.address, f"{install} && {{ {starts} }}"))
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda job: _ssh(*job), jobs))
+    print(f"installed stand-in drivers and started engines on {len(jobs)} hosts in {time.monotonic() - started:.1f} s")
+    time.sleep(args.engine_start_s)  # the simulator engines take a moment to listen
+
+    options = {"UserKnownHostsFile": str(cluster_state_dir(cluster) / "known_hosts")}
+    cold, last = _timed_runs(cluster, targets, SshTransport(options=options), args.repeat)
+    warm, last = _timed_runs(cluster, targets, SshTransport(options=options, control_dir=work / "ssh", keep_s=30), args.repeat)
+    print()
+    print("hosts: REAL TEST HOSTS over SSH (network namespaces; simulated GPUs: fake sysfs + stand-in nvidia-smi)")
+    print(_observed_line(last))
+    return [("ssh cold", cold), ("ssh warm", warm)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--sim-processes", type=int, default=4, help="processes the simulator engines share")
+    parser.add_argument("--mode", choices=["testhosts", "sim"], default="testhosts" if os.geteuid() == 0 else "sim")
+    parser.add_argument("--sim-processes", type=int, default=4, help="processes the simulator engines share (sim mode)")
+    parser.add_argument("--engine-start-s", type=float, default=20.0, help="wait for engines on test hosts to listen")
+    parser.add_argument("--keep", action="store_true", help="keep the test hosts (testhosts mode)")
     parser.add_argument("--serve-sims", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_sims:
         asyncio.run(_serve_sims(json.loads(args.serve_sims)))
         return 0
     if args.hosts < 2:
-        parser.error("--hosts must be at least 2 (one prefill, one decode)")
-
-    from xpdctl.inventory import load_inventory
-    from xpdctl.observe.cluster import observe_targets
-    from xpdctl.observe.targets import targets_from
-    from xpdctl.observe.transport import LocalShellTransport
-    from xpdctl.plan import build_plan
-    from xpdctl.render import render_files
+        parser.error("--hosts must be at least 2")
 
     work = Path(tempfile.mkdtemp(prefix="xpd-status-bench-"))
     workers: list[subprocess.Popen] = []
     try:
-        inventory_path = work / "inventory.yaml"
-        inventory_path.write_text(inventory_yaml(args.hosts))
-        loaded = load_inventory(inventory_path)
-        files = render_files(build_plan(loaded, {}))
-        cluster, targets = targets_from(loaded.inventory, files)
-        vendors = {host.name: host.vendor for host in loaded.inventory.hosts}
-        engines = []
-        for target in targets:
-            root = work / "hosts" / target.name
-            prefix = f"hosts/{target.name}"
-            install_host(root, {rel[len(prefix):]: f.content for rel, f in files.items() if rel.startswith(prefix + "/")}, vendors[target.name])
-            target.root = str(root)
-            engines += [
-                {"role": s.role, "host": target.address, "port": s.port}
-                for s in target.services
-                if s.role in ("prefill", "decode")
-            ]
-        started = time.monotonic()
-        start_sims(engines, args.sim_processes, workers)
-        print(f"started {len(engines)} simulator engines in {len(workers)} processes in {time.monotonic() - started:.1f} s")
-
-        transport = LocalShellTransport()
-        asyncio.run(observe_targets(cluster, targets, transport))  # warm-up: imports, first connections
-        durations, last = [], None
-        for _ in range(args.repeat):
-            began = time.monotonic()
-            last = asyncio.run(observe_targets(cluster, targets, transport))
-            durations.append(time.monotonic() - began)
-
-        engines_seen = [e for h in last.hosts for e in h.engines]
-        gpus = sum(len(h.accelerators.gpus) for h in last.hosts)
-        refused = sum(1 for h in last.hosts for a in h.kv_agents if not a.reachable)
+        rows = run_testhosts(args, work) if args.mode == "testhosts" else run_sim(args, work, workers)
         print()
-        print("hosts: SIMULATED (sim engines on 127.0.1.x, local-shell transport instead of SSH, stand-in smi tools)")
-        print(f"observed per run: {len(last.hosts)} hosts, {gpus} GPUs parsed, "
-              f"{sum(e.healthy for e in engines_seen)}/{len(engines_seen)} engines healthy, "
-              f"{sum(len(h.drift) for h in last.hosts)} drifted files, {refused} KV agents not running (expected)")
-        print()
-        print(f"{'hosts':>5}  {'runs':>4}  {'min s':>6}  {'median s':>8}  {'max s':>6}  {'target s':>8}  result")
-        median = statistics.median(durations)
-        print(f"{args.hosts:>5}  {args.repeat:>4}  {min(durations):>6.2f}  {median:>8.2f}  {max(durations):>6.2f}  "
-              f"{TARGET_S:>8.1f}  {'PASS' if median < TARGET_S else 'FAIL'}")
-        return 0 if median < TARGET_S else 1
+        print(f"{'hosts':>5}  {'transport':<11}  {'runs':>4}  {'min s':>6}  {'median s':>8}  {'max s':>6}  {'target s':>8}  result")
+        passed = True
+        for transport, durations in rows:
+            median = statistics.median(durations)
+            passed = passed and median < TARGET_S
+            print(f"{args.hosts:>5}  {transport:<11}  {len(durations):>4}  {min(durations):>6.2f}  {median:>8.2f}  "
+                  f"{max(durations):>6.2f}  {TARGET_S:>8.1f}  {'PASS' if median < TARGET_S else 'FAIL'}")
+        return 0 if passed else 1
     finally:
         for proc in workers:
             proc.terminate()
         for proc in workers:
             proc.wait(timeout=10)
+        if args.mode == "testhosts" and not args.keep:
+            from xpdctl.testhosts import fleet
+
+            fleet.destroy(FLEET)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -143,7 +143,7 @@ def test_units_that_are_not_active(h200_sections):
         ],
     )
     status = _observe(
-        target, h200_sections(units=("0", "xpd-lab-prefill-0.service active\nxpd-lab-prefill-1.service failed"))
+        target, h200_sections(units=("0", "active\nfailed"))
     )
     assert [(u.unit, u.active) for u in status.units] == [
         ("xpd-lab-prefill-0.service", "active"),
@@ -157,3 +157,9 @@ def test_cut_short_output_is_a_problem(h200_sections):
     del sections["end"]
     status = _observe(HostTarget(name="h200", address="10.0.0.5"), sections)
     assert [p.what for p in status.problems] == ["the status script stopped before its end (output cut short)"]
+
+
+def test_unit_states_that_do_not_line_up_are_unknown(h200_sections):
+    services = [ServiceTarget(name=f"s{i}", role="prefill", unit=f"s{i}.service") for i in range(2)]
+    status, _ = host_status(HostTarget(name="h", address="10.0.0.5", services=services), h200_sections(units=("0", "active")))
+    assert [u.active for u in status.units] == ["unknown", "unknown"]

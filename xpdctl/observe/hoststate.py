@@ -63,13 +63,12 @@ def accelerators(sections: dict[str, Section]) -> tuple[Accelerators, list[str]]
 
 
 def _units(target: HostTarget, section: Section | None) -> list[UnitState]:
-    states: dict[str, str] = {}
-    if section is not None and section.ok:
-        for line in section.text.splitlines():
-            unit, _, state = line.partition(" ")
-            states[unit] = state.strip() or "unknown"
+    """``systemctl is-active u1 u2 ...`` prints one state per unit in order; anything else is unknown."""
+    states = section.text.split() if section is not None and section.ok else []
+    if len(states) != len(target.services):
+        states = ["unknown"] * len(target.services)
     return [
-        UnitState(service=s.name, role=s.role, unit=s.unit, active=states.get(s.unit, "unknown")) for s in target.services
+        UnitState(service=s.name, role=s.role, unit=s.unit, active=state) for s, state in zip(target.services, states)
     ]
 
 
