@@ -119,6 +119,14 @@ def _stage_package(staging: Path, pkg: dict, version: str, kernel: str) -> str:
     return name
 
 
+def _build_deb(staging: Path, deb: Path) -> None:
+    """Build reproducibly (fixed timestamps), so an unchanged package keeps its digest across cache
+    rebuilds and the root that has it preinstalled is not rebuilt."""
+    for path in [staging, *staging.rglob("*")]:
+        os.utime(path, (0, 0), follow_symlinks=False)
+    run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(staging), str(deb)], env={"SOURCE_DATE_EPOCH": "0"})
+
+
 def _packages_index(pool: Path) -> str:
     stanzas = []
     for deb in sorted(pool.glob("*.deb")):
@@ -186,7 +194,7 @@ def ensure_repo(cache_dir: Path, identity: Identity) -> Repo:
             staging = partial / "staging"
             name = _stage_package(staging, pkg, version, kernel)
             deb = partial / "pool" / f"{name}_{version.split(':', 1)[-1]}_amd64.deb"
-            run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(staging), str(deb)])
+            _build_deb(staging, deb)
             shutil.rmtree(staging)
             if pkg.get("preinstalled"):
                 preinstalled.append(deb.name)

@@ -23,6 +23,7 @@ from xpdctl.testhosts.run import run
 Progress = Callable[[str], None]
 TOOLS = ("debootstrap", "ip", "unshare", "nsenter", "dpkg-deb", "openssl", "gpg", "ssh-keygen")
 SSH_WAIT_S = 60
+PRUNE_AFTER_S = 3600
 FIRST_HOST_OFFSET = 10  # host i gets .10+i: the first addresses stay free for the bridge and routers
 
 
@@ -147,7 +148,20 @@ def _build_cache(progress: Progress) -> tuple[Path, Path, identity.Identity]:
         ident = identity.ensure_identity(cache, aptrepo.mirrored_sites())
         repo = aptrepo.ensure_repo(cache, ident)
     lower = rootfs.ensure_rootfs(cache, ident, repo.preinstalled(), progress)
+    _prune(cache, keep={lower, repo.root})
     return lower, repo.root, ident
+
+
+def _prune(cache: Path, keep: set[Path]) -> None:
+    """Remove roots and repositories of older stand-ins that no fleet uses any more.
+
+    Recent ones are kept: a create running other code may have built one and not yet recorded it.
+    """
+    with rootfs.cache_lock(cache):
+        used = keep | {Path(p) for record in fleets() for p in (record.rootfs, record.apt_repo) if p}
+        for folder in [*cache.glob("rootfs-*"), *cache.glob("apt-*")]:
+            if folder not in used and time.time() - folder.stat().st_mtime > PRUNE_AFTER_S:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def create(

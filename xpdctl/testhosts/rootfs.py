@@ -163,11 +163,12 @@ def ensure_rootfs(cache: Path, ident: Identity, preinstalled: list[Path], progre
         if (final / COMPLETE).exists():
             return final
         progress(f"preparing {final.name} from {base.name}")
+        started = time.monotonic()
         partial = final.with_name(final.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         run(["cp", "-a", str(base), str(partial)], timeout=600)
         (partial / COMPLETE).unlink()
         _customize(partial, ident, preinstalled)
-        (partial / COMPLETE).write_text("")
+        (partial / COMPLETE).write_text(json.dumps({"seconds": round(time.monotonic() - started, 1)}))
         partial.rename(final)
         return final

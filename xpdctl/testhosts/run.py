@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 
 from xpdctl.errors import ExecutionError
 
 
-def run(argv: Sequence[str], *, input: str | None = None, timeout: float = 120, check: bool = True) -> str:
-    """Run ``argv``, return its stdout; a failure raises with the command and what it printed."""
+def run(
+    argv: Sequence[str],
+    *,
+    input: str | None = None,
+    timeout: float = 120,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> str:
+    """Run ``argv``, return its stdout; a failure raises with the command and what it printed.
+
+    ``env`` adds to this process's environment.
+    """
     try:
         done = subprocess.run(
-            list(argv), input=input, capture_output=True, text=True, timeout=timeout, check=False
-        )
+            list(argv), input=input, capture_output=True, text=True, timeout=timeout, check=False,
+            env={**os.environ, **env} if env else None,
+        )  # fmt: skip
     except FileNotFoundError as exc:
         raise ExecutionError(
             f"{argv[0]} is not installed; test hosts need it (./install.sh --test installs it)"
