@@ -7,6 +7,7 @@ how vLLM behaves (it aborts the request) and how the router passes an abort on t
 from __future__ import annotations
 
 import asyncio
+import resource
 import signal
 from collections.abc import Callable
 
@@ -27,8 +28,21 @@ def bound_port(site: web.TCPSite) -> int:
     return server.sockets[0].getsockname()[1]
 
 
+def raise_fd_limit() -> None:
+    """Every stream holds two sockets (client and upstream): lift the soft open-files limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass  # the kernel's cap is lower: keep what we have
+
+
 def run_until_signal(serve: Callable[[asyncio.Event], object]) -> None:
     """Run ``serve(stop)`` on a fresh event loop (uvloop when installed); ``stop`` is set on SIGINT/SIGTERM."""
+    raise_fd_limit()
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
