@@ -193,3 +193,20 @@ async def test_prefill_without_kv_transfer_params_is_a_contract_failure(cluster,
         assert not decode.engine.log
     finally:
         await runner.cleanup()
+
+
+async def test_decode_only_fallback_is_explicit(cluster, http):
+    prefill, decode, both = await cluster.sim("prefill"), await cluster.sim("decode"), await cluster.sim("both")
+    strict = await cluster.router([prefill], [decode], health={"interval_s": 60})
+    lenient = await cluster.router([prefill], [decode], health={"interval_s": 60}, decode_only_on_prefill_failure=True)
+    await _faults(http, prefill, fail_status=500)
+    async with http.post(strict.url + "/v1/completions", json=BODY) as resp:
+        assert resp.status == 502
+    async with http.post(lenient.url + "/v1/completions", json=BODY) as resp:
+        assert resp.status == 200
+        served = (await resp.json())["choices"][0]["text"]
+    async with http.post(both.url + "/v1/completions", json=BODY) as resp:
+        assert served == (await resp.json())["choices"][0]["text"]
+    assert "kv_transfer_params" not in decode.engine.log[-1]["body"]
+    assert lenient.router.metrics.registry.get_sample_value(
+        "xpd_router_disagg_decisions_total", {"decision": "decode_only", "reason": "prefill_failed"}) == 1

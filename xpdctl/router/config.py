@@ -88,6 +88,10 @@ class RouterConfig(_Strict):
     timeouts: Timeouts = Timeouts()
     queue: Queue = Queue()
     prefill_retries: int = 1
+    # When every prefill attempt failed (or none is usable), serve the request on a decode whole
+    # instead of answering with an error. Off: llm-d removed this implicit fallback as a source of
+    # surprises (a slow decode pool with no sign of why); counted in the conditional-disagg metric.
+    decode_only_on_prefill_failure: bool = False
     conditional_disagg: ConditionalDisagg = ConditionalDisagg()
     admin: Admin = Admin()
     # KV agents whose /pairs report is consulted: a pair reported broken is not used.

@@ -118,10 +118,7 @@ class Proxy:
         if self.config.conditional_disagg.enabled:
             self.metrics.disagg.labels("decode_only" if reason else "disaggregated", reason or "long_prompt").inc()
         if reason:
-            decode = selection.pick_decode(self.registry, None)
-            if decode is None:
-                return error_response(503, "no healthy decode backend; check `GET /admin/backends` and the engines' /health")
-            return await self._decode_leg(request, decode, raw, chat, stream, headers, started)
+            return await self._decode_whole(request, raw, chat, stream, headers, started)
 
         prefill_payload = json.dumps(pdcontract.prefill_request(body, chat)).encode()
         tried: set[str] = set()
@@ -145,9 +142,19 @@ class Proxy:
                 return error_response(503, f"no healthy decode backend pairs with prefill {prefill.url} (generation {prefill.generation!r})")
             payload = json.dumps(pdcontract.decode_request(body, kv)).encode()
             return await self._decode_leg(request, decode, payload, chat, stream, headers, started)
+        if self.config.decode_only_on_prefill_failure:
+            self.metrics.disagg.labels("decode_only", "prefill_failed").inc()
+            return await self._decode_whole(request, raw, chat, stream, headers, started)
         if failure is not None:
             return error_response(failure.status, failure.message)
         return error_response(503, "no healthy prefill backend with a compatible decode; check `GET /admin/backends` and the engines' /health")
+
+    async def _decode_whole(self, request: web.Request, raw: bytes, chat: bool, stream: bool, headers: dict, started: float) -> web.StreamResponse:
+        """The client's request, unchanged, to a decode that computes the prompt itself."""
+        decode = selection.pick_decode(self.registry, None)
+        if decode is None:
+            return error_response(503, "no healthy decode backend; check `GET /admin/backends` and the engines' /health")
+        return await self._decode_leg(request, decode, raw, chat, stream, headers, started)
 
     async def _prefill_leg(self, prefill: Backend, payload: bytes, chat: bool, headers: dict) -> dict:
         url = prefill.chat_url if chat else prefill.completions_url
