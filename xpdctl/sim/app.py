@@ -130,7 +130,8 @@ class Engine:
         except _Dropped:
             record["outcome"] = "dropped"
             self.metrics.finished["abort"].inc()
-            raise
+            # The connection is gone: end the handler as aiohttp ends one whose client left.
+            raise asyncio.CancelledError() from None
         finally:
             self.running -= 1
             self.running_blocks -= blocks
