@@ -241,6 +241,8 @@ def main() -> int:
     workers: list[subprocess.Popen] = []
     try:
         rows = run_testhosts(args, work) if args.mode == "testhosts" else run_sim(args, work, workers)
+        # The machine is shared: a wall-clock target means little without the load it ran under.
+        print(f"load average (1 min) after the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print()
         print(f"{'hosts':>5}  {'transport':<11}  {'runs':>4}  {'min s':>6}  {'median s':>8}  {'max s':>6}  {'target s':>8}  result")
         passed = True
