@@ -139,8 +139,11 @@ def test_a_port_held_by_this_clusters_running_service_is_fine_but_a_stranger_fai
 def test_kernel_headers_installed_installable_or_missing():
     installable = facts(headers={"installed": False, "package": "linux-headers-x", "candidate": "5.15.0-119.129"})
     assert check(evaluate(installable, expect()), "kernel_headers").status == "ok"
-    missing = facts(headers={"installed": False, "package": "linux-headers-x", "candidate": None})
+    missing = facts(headers={"installed": False, "package": "linux-headers-x", "candidate": None, "lists_refreshed": True})
     assert check(evaluate(missing, expect()), "kernel_headers").status == "fail"
+    # Stale lists (--check does not refresh them) cannot prove the headers missing.
+    unknown = facts(headers={"installed": False, "package": "linux-headers-x", "candidate": None})
+    assert check(evaluate(unknown, expect()), "kernel_headers").status == "warn"
     # A router host builds no driver.
     assert check(evaluate(missing, expect(gpu_vendor="", gpu_count=0)), "kernel_headers").status == "ok"
 

@@ -15,7 +15,7 @@ from xpdctl.provision.events import ProgressCallback
 from xpdctl.provision.hosts import ansible_inventory
 from xpdctl.provision.models import PreflightHost, PreflightResult, ProvisionResult, RunResult
 from xpdctl.provision.preflight_checks import HostReport
-from xpdctl.provision.runner import run_playbook
+from xpdctl.provision.runner import run_playbook, targeted_hosts
 
 
 def render_now(loaded: LoadedInventory) -> Path:
@@ -30,17 +30,10 @@ def render_now(loaded: LoadedInventory) -> Path:
     return tree
 
 
-def _model_source_dir(loaded: LoadedInventory, state_dir: Path, build: bool) -> Path | None:
-    """A model xpdctl builds (model.builder) is built once on this machine and copied to the hosts."""
+def _model_source_dir(loaded: LoadedInventory, state_dir: Path) -> Path | None:
+    """Where a model xpdctl builds (model.builder) is built on this machine, to be copied to the hosts."""
     builder = loaded.inventory.model.builder
-    if builder is None:
-        return None
-    path = state_dir / "models" / builder
-    if build:
-        from xpdctl.models import ensure_model
-
-        ensure_model(builder, path)
-    return path
+    return None if builder is None else state_dir / "models" / builder
 
 
 def _run(
@@ -54,12 +47,16 @@ def _run(
     on_progress: ProgressCallback | None,
 ) -> RunResult:
     state_dir = cluster_state_dir(loaded.inventory.cluster)
+    source_dir = _model_source_dir(loaded, state_dir)
     inventory = ansible_inventory(
-        loaded.inventory,
-        render_dir,
-        known_hosts=state_dir / "known_hosts",
-        model_source_dir=_model_source_dir(loaded, state_dir, build=playbook == "site.yml" and not check),
+        loaded.inventory, render_dir, known_hosts=state_dir / "known_hosts", model_source_dir=source_dir
     )
+    targets = targeted_hosts(inventory, limit)
+    needs_model = any(inventory["all"]["hosts"][name]["xpd_model"] for name in targets)
+    if source_dir is not None and needs_model and playbook == "site.yml" and not check:
+        from xpdctl.models import ensure_model
+
+        ensure_model(loaded.inventory.model.builder or "", source_dir)
     return run_playbook(
         data_dir("playbooks"),
         playbook,

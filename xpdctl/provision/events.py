@@ -68,37 +68,52 @@ class EventFolder:
     def __init__(self, on_progress: ProgressCallback | None = None):
         self._on_progress = on_progress or (lambda progress: None)
         self._role: dict[str, str | None] = {}
+        # host -> (role that ran include_role, the role it included once seen)
+        self._include: dict[str, tuple[str, str | None]] = {}
         self._failure: dict[str, Failure] = {}
         self.stats: dict[str, Any] | None = None
+
+    def _shown_role(self, host: str, role: str | None, action: str) -> str | None:
+        """The role a person thinks is running: a helper role included by another shows as that one."""
+        if action.endswith("include_role") and role:
+            self._include[host] = (role, None)
+            return role
+        parent, included = self._include.get(host, (None, None))
+        if parent is None or role == parent:
+            return role
+        if included is None:
+            self._include[host] = (parent, role)
+            return parent
+        if role == included:
+            return parent
+        del self._include[host]
+        return role
 
     def handle(self, event: dict[str, Any]) -> bool:
         """ansible-runner's ``event_handler``: True keeps the event in the artifacts."""
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         host = data.get("host")
-        role = data.get("role") or None
-        task = (data.get("task") or "").strip()
-        res = data.get("res") or {}
         if kind == "playbook_on_stats":
             self.stats = data
-        elif host and kind == "runner_on_start":
-            if self._role.get(host, "") != role:
-                self._role[host] = role
-                if role:
-                    self._on_progress(Progress(host, "role", role, task))
-        elif host and kind == "runner_on_ok" and res.get("changed"):
-            self._on_progress(Progress(host, "changed", role, task))
-        elif host and kind == "runner_on_failed":
-            message = failure_message(res)
-            if data.get("ignore_errors"):
-                self._on_progress(Progress(host, "ignored", role, task, message))
-            else:
-                self._failure[host] = Failure(role=role, task=task, message=message)
-                self._on_progress(Progress(host, "failed", role, task, message))
-        elif host and kind == "runner_on_unreachable":
+        if not host or kind not in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+            return True
+        role = self._shown_role(host, data.get("role") or None, data.get("task_action") or "")
+        task = (data.get("task") or "").strip()
+        res = data.get("res") or {}
+        # A role is announced when it first does something, so roles skipped on a host stay quiet.
+        if role and self._role.get(host) != role:
+            self._role[host] = role
+            self._on_progress(Progress(host, "role", role, task))
+        if kind == "runner_on_ok":
+            if res.get("changed"):
+                self._on_progress(Progress(host, "changed", role, task))
+        elif kind == "runner_on_failed" and data.get("ignore_errors"):
+            self._on_progress(Progress(host, "ignored", role, task, failure_message(res)))
+        else:
             message = failure_message(res)
             self._failure[host] = Failure(role=role, task=task, message=message)
-            self._on_progress(Progress(host, "unreachable", role, task, message))
+            self._on_progress(Progress(host, "failed" if kind == "runner_on_failed" else "unreachable", role, task, message))
         return True
 
     @property

@@ -28,6 +28,7 @@ class Headers(_Model):
     installed: bool
     package: str = ""
     candidate: str | None = None
+    lists_refreshed: bool = False  # False: the candidate comes from package lists that may be stale
 
 
 class NicState(_Model):
@@ -116,6 +117,13 @@ def _kernel_headers(facts: HostFacts, expect: Expectations) -> Check:
             name="kernel_headers",
             status="ok",
             detail=f"{kernel}: {facts.headers.package} {facts.headers.candidate} will be installed",
+        )
+    if not facts.headers.lists_refreshed:
+        return Check(
+            name="kernel_headers",
+            status="warn",
+            detail=f"{kernel}: headers not installed and apt's package lists (not refreshed in --check) do not "
+            f"offer {facts.headers.package}; the driver's DKMS build fails unless a refresh finds them",
         )
     return Check(
         name="kernel_headers",

@@ -9,7 +9,7 @@ short_description: Read the host facts xpdctl's preflight checks
 description:
   - Reads /etc/os-release, the running kernel and whether its headers are installed or installable,
     PCI devices from sysfs (vendor, device, class), RDMA port and network interface states, free disk
-    space, Secure Boot state, listening TCP ports and the state of systemd units. Changes nothing.
+    space, Secure Boot state, listening TCP ports and the state of systemd units. Changes no configuration.
 options:
   sysfs_root: {description: Root of the sysfs tree to read (simulated hardware lives elsewhere)., type: path, default: /sys}
   nics: {description: RDMA devices or interfaces to look for (a ":port" suffix is ignored)., type: list, elements: str, default: []}
@@ -103,12 +103,17 @@ def listening_ports(proc_net="/proc/net"):
 def headers(module, kernel, package):
     installed = os.path.isdir("/lib/modules/%s/build" % kernel) or os.path.isdir("/usr/src/linux-headers-%s" % kernel)
     candidate = None
+    refreshed = False
     if package and not installed:
+        # Whether apt can install the headers depends on fresh package lists (a fresh host's may be
+        # stale or empty). Refreshing them changes no configuration; --check leaves them alone.
+        if not module.check_mode:
+            refreshed = module.run_command(["apt-get", "update", "-qq"])[0] == 0
         rc, out, _ = module.run_command(["apt-cache", "policy", package])
         match = re.search(r"^\s*Candidate:\s*(\S+)", out, re.MULTILINE) if rc == 0 else None
         if match and match.group(1) != "(none)":
             candidate = match.group(1)
-    return {"installed": installed, "package": package, "candidate": candidate}
+    return {"installed": installed, "package": package, "candidate": candidate, "lists_refreshed": refreshed}
 
 
 def unit_states(module, units):
