@@ -54,7 +54,7 @@ class BenchSession:
                 on_progress(spec.warmups + spec.num_prompts, what)
             else:
                 prompts = random_prompts(spec.num_prompts, spec.isl, self._tokenizer, spec.seed)
-                metrics, _ = asyncio.run(run_point(target.url, target.model, spec, prompts, lambda n: on_progress(n, what)))
+                metrics, _ = asyncio.run(run_point(target.url, target.model, spec, prompts, lambda n, what=what: on_progress(n, what)))
             run.points.append(Point(isl=spec.isl, osl=spec.osl, concurrency=spec.concurrency, num_prompts=spec.num_prompts,
                                     request_rate=self.settings.request_rate, backend=self.backend, metrics=metrics))
         return run

@@ -27,8 +27,6 @@ class MeasuredPoint:
     concurrency: int
     ttft_s: float
     tpot_s: float
-    e2el_s: float
-    source: str
 
 
 @dataclass
@@ -77,8 +75,7 @@ def load_measurements(paths: list[Path]) -> list[MeasuredPoint]:
                     if not m.get("completed"):
                         continue
                     points.append(MeasuredPoint(signature, p["isl"], p["osl"], p["concurrency"],
-                                                m["median_ttft_ms"] / 1000, m["median_tpot_ms"] / 1000,
-                                                m["median_e2el_ms"] / 1000, str(file)))
+                                                m["median_ttft_ms"] / 1000, m["median_tpot_ms"] / 1000))
     return points
 
 

@@ -9,7 +9,7 @@ across vendors unless the inventory allows otherwise; the weights must fit each 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from itertools import product
 
 from xpdctl.errors import InputError
@@ -47,11 +47,6 @@ class Option:
     path: KvPath
     # Prompts shorter than this go whole to decode (router conditional disaggregation); None = off.
     threshold: int | None = None
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def shared_hosts(self) -> bool:
-        return bool(set(self.prefill.hosts) & set(self.decode.hosts))
 
     def key(self) -> str:
         cond = f" cond<{self.threshold}" if self.threshold else ""
@@ -129,7 +124,6 @@ def enumerate_options(inv: Inventory, model: ModelSpec, cal: Calibration, thresh
         phw, dhw = pgroup[0].hardware, dgroup[0].hardware
         path = kvpath.choose_path(phw, dhw, inv.kv.buffer)
         cross_vendor = phw.vendor != dhw.vendor
-        splits = []
         if pk != dk:
             splits = [(pgroup[:np_], dgroup[:nd], pgroup[0].host.gpu.count, dgroup[0].host.gpu.count)
                       for np_ in range(1, len(pgroup) + 1) for nd in range(1, len(dgroup) + 1)]

@@ -68,10 +68,6 @@ class Prediction:
     decode_step: StepTime
     kv_bytes: float
 
-    @property
-    def tpot_s(self) -> float:
-        return self.itl_s
-
 
 _ITERATIONS = 400
 _DAMPING = 0.5

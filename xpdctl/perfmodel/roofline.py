@@ -63,9 +63,6 @@ class InstanceModel:
         """Whether the weights fit in the group's memory with room left for KV and activations."""
         return self.model.weight_bytes <= headroom * self.tp * self.hw.hbm_gb * 1e9
 
-    def kv_capacity_bytes(self, gpu_memory_utilization: float = 0.9) -> float:
-        return max(0.0, self.tp * self.hw.hbm_gb * 1e9 * gpu_memory_utilization - self.model.weight_bytes)
-
     def _allreduce_s(self, tokens: float) -> float:
         if self.tp == 1:
             return 0.0
