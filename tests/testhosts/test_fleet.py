@@ -8,6 +8,7 @@ xpdctl's own parsers (xpdctl.probes), the same code status and preflight use on 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import urllib.error
@@ -69,8 +70,8 @@ def _ansible(record, tmp_path: Path, module: str, args: str = "", limit: str = "
 def test_each_host_answers_ssh_as_itself_with_systemctl_as_pid_1(hosts):
     record, _ = hosts
     for rec in record.hosts:
-        out = ssh(record, rec.address, "hostname; . /etc/os-release; echo $ID $VERSION_ID; ps -o args= -p 1").stdout
-        assert out.splitlines() == [rec.name, "ubuntu 22.04", "/usr/bin/python3 /usr/bin/systemctl init"]
+        out = ssh(record, rec.address, "hostname; . /etc/os-release; echo $ID $VERSION_ID; readlink -f /proc/1/exe /sbin/init")
+        assert out.stdout.splitlines() == [rec.name, "ubuntu 22.04", "/usr/bin/python3.11", "/usr/bin/systemctl"]
 
 
 def test_written_inventory_loads_and_names_the_hosts(hosts):
@@ -135,6 +136,16 @@ def test_ansible_ping_over_real_ssh(hosts, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     for rec in record.hosts:
         assert f"{rec.name} | SUCCESS" in done.stdout
+
+
+def test_ansible_sees_ubuntu_2204_managed_by_systemd(hosts, tmp_path):
+    record, _ = hosts
+    done = _ansible(record, tmp_path, "ansible.builtin.setup", "filter=ansible_distribution*,ansible_service_mgr")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for line in done.stdout.splitlines():
+        facts = json.loads(line.split(" => ", 1)[1])["ansible_facts"]
+        assert (facts["ansible_distribution"], facts["ansible_distribution_version"]) == ("Ubuntu", "22.04")
+        assert (facts["ansible_distribution_release"], facts["ansible_service_mgr"]) == ("jammy", "systemd")
 
 
 def test_daemonless_systemctl_starts_and_stops_a_unit(hosts):

@@ -4,7 +4,7 @@ A host is ``nsenter --net`` (its namespace) + ``unshare --mount --uts --ipc --pi
 running :data:`BOOT`: it mounts the overlay root and the host's /proc, /sys (with the fake PCI devices
 and RDMA class), /dev, /run, the hardware folder and the shared read-only folders, all inside the
 host's own mount namespace (so nothing is left mounted on this machine when the host dies), then
-chroots into PID 1, Debian's daemonless ``systemctl init``, which starts the enabled units (sshd) and
+chroots into PID 1, Debian's daemonless ``systemctl`` run as ``/sbin/init init``, which starts the enabled units (sshd) and
 reaps orphans. Killing the ``unshare`` process kills PID 1 and so every process of the host.
 """
 
@@ -56,7 +56,7 @@ for share in $XPD_SHARES; do
   mount --rbind -o ro "$share" "$M$share"
 done
 hostname "$XPD_HOSTNAME"
-exec chroot "$M" /bin/sh -c 'run-parts /usr/lib/xpd-testhost/boot.d || true; exec /usr/bin/systemctl init'
+exec chroot "$M" /bin/sh -c 'run-parts /usr/lib/xpd-testhost/boot.d || true; exec /sbin/init init'
 """
 
 

@@ -38,7 +38,7 @@ PACKAGES = (
     "unattended-upgrades", "xz-utils",
 )  # fmt: skip
 # Bumped when _customize changes what it writes, so cached roots are rebuilt.
-CUSTOMIZE_VERSION = 2
+CUSTOMIZE_VERSION = 3
 COMPLETE = ".xpd-complete"
 
 OS_RELEASE = """\
@@ -135,6 +135,11 @@ def _customize(root: Path, ident: Identity, preinstalled: list[Path]) -> None:
     (root / "var/log/journal").mkdir(parents=True, exist_ok=True)
     (root / "etc/systemd/system/multi-user.target.wants/e2scrub_reap.service").unlink(missing_ok=True)
     _patch_systemctl(root / "usr/bin/systemctl")
+    # PID 1 runs as /sbin/init, so its process name is "init" and Ansible's service_mgr fact falls
+    # through to its /run/systemd/system check and reports "systemd", as on a real server (the name
+    # "systemctl" would be reported as an unknown service manager).
+    (root / "sbin/init").unlink(missing_ok=True)
+    (root / "sbin/init").symlink_to("/usr/bin/systemctl")
     # What the stand-in packages build on: their shared module and the "module loader" of driver packages.
     shutil.copy(STANDINS / "xpd_standin.py", root / "usr/lib/python3/dist-packages/xpd_standin.py")
     shutil.copy(STANDINS / "load_module.py", root / "usr/sbin/xpd-load-module")
