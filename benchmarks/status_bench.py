@@ -56,7 +56,9 @@ def inventory_yaml(hosts: int) -> str:
     ]
     for index, name in enumerate(prefill + decode):
         vendor, model = ("nvidia", "H100-SXM") if name.startswith("p") else ("amd", "MI300X")
-        lines.append(f"  - {{name: {name}, address: 127.0.1.{index + 1}, vendor: {vendor}, gpu: {{model: {model}, count: 2}}}}")
+        lines.append(
+            f"  - {{name: {name}, address: 127.0.1.{index + 1}, vendor: {vendor}, gpu: {{model: {model}, count: 2}}}}"
+        )
     lines += [
         "pools:",
         # Ports away from the defaults: a local cluster on this machine listens on 0.0.0.0:8100.
@@ -155,9 +157,17 @@ def run_sim(args, work: Path, workers: list[subprocess.Popen]) -> list[tuple[str
     for target in targets:
         root = work / "hosts" / target.name
         prefix = f"hosts/{target.name}"
-        install_host(root, {rel[len(prefix):]: f.content for rel, f in files.items() if rel.startswith(prefix + "/")}, vendors[target.name])
+        install_host(
+            root,
+            {rel[len(prefix) :]: f.content for rel, f in files.items() if rel.startswith(prefix + "/")},
+            vendors[target.name],
+        )
         target.root = str(root)
-        engines += [{"role": s.role, "host": target.address, "port": s.port} for s in target.services if s.role in ("prefill", "decode")]
+        engines += [
+            {"role": s.role, "host": target.address, "port": s.port}
+            for s in target.services
+            if s.role in ("prefill", "decode")
+        ]
     started = time.monotonic()
     start_sims(engines, args.sim_processes, workers)
     print(f"started {len(engines)} simulator engines in {len(workers)} processes in {time.monotonic() - started:.1f} s")
@@ -172,7 +182,17 @@ def _ssh(address: str, command: str) -> None:
     from xpdctl.testhosts.layout import fleet_dirs
 
     dirs = fleet_dirs(FLEET)
-    argv = ["ssh", "-i", str(dirs.key), "-o", f"UserKnownHostsFile={dirs.known_hosts}", "-o", "BatchMode=yes", f"root@{address}", command]
+    argv = [
+        "ssh",
+        "-i",
+        str(dirs.key),
+        "-o",
+        f"UserKnownHostsFile={dirs.known_hosts}",
+        "-o",
+        "BatchMode=yes",
+        f"root@{address}",
+        command,
+    ]
     subprocess.run(argv, check=True, capture_output=True, timeout=600)
 
 
@@ -204,7 +224,9 @@ def run_testhosts(args, work: Path) -> list[tuple[str, list[float]]]:
             continue
         engines = [s for s in manifest["hosts"][rec.name]["services"] if s["role"] in ("prefill", "decode")]
         # The engine as its unit would run it (the simulator), detached so SSH returns.
-        starts = "; ".join(f"nohup {' '.join(shlex.quote(word) for word in s['command'])} >/dev/null 2>&1 &" for s in engines)
+        starts = "; ".join(
+            f"nohup {' '.join(shlex.quote(word) for word in s['command'])} >/dev/null 2>&1 &" for s in engines
+        )
         jobs.append((rec.address, f"{install} && {{ {starts} }}"))
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -214,7 +236,9 @@ def run_testhosts(args, work: Path) -> list[tuple[str, list[float]]]:
 
     options = {"UserKnownHostsFile": str(cluster_state_dir(cluster) / "known_hosts")}
     cold, last = _timed_runs(cluster, targets, SshTransport(options=options), args.repeat)
-    warm, last = _timed_runs(cluster, targets, SshTransport(options=options, control_dir=work / "ssh", keep_s=30), args.repeat)
+    warm, last = _timed_runs(
+        cluster, targets, SshTransport(options=options, control_dir=work / "ssh", keep_s=30), args.repeat
+    )
     print()
     print("hosts: REAL TEST HOSTS over SSH (network namespaces; simulated GPUs: fake sysfs + stand-in nvidia-smi)")
     print(_observed_line(last))
@@ -244,13 +268,17 @@ def main() -> int:
         # The machine is shared: a wall-clock target means little without the load it ran under.
         print(f"load average (1 min) after the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print()
-        print(f"{'hosts':>5}  {'transport':<11}  {'runs':>4}  {'min s':>6}  {'median s':>8}  {'max s':>6}  {'target s':>8}  result")
+        print(
+            f"{'hosts':>5}  {'transport':<11}  {'runs':>4}  {'min s':>6}  {'median s':>8}  {'max s':>6}  {'target s':>8}  result"
+        )
         passed = True
         for transport, durations in rows:
             median = statistics.median(durations)
             passed = passed and median < TARGET_S
-            print(f"{args.hosts:>5}  {transport:<11}  {len(durations):>4}  {min(durations):>6.2f}  {median:>8.2f}  "
-                  f"{max(durations):>6.2f}  {TARGET_S:>8.1f}  {'PASS' if median < TARGET_S else 'FAIL'}")
+            print(
+                f"{args.hosts:>5}  {transport:<11}  {len(durations):>4}  {min(durations):>6.2f}  {median:>8.2f}  "
+                f"{max(durations):>6.2f}  {TARGET_S:>8.1f}  {'PASS' if median < TARGET_S else 'FAIL'}"
+            )
         return 0 if passed else 1
     finally:
         for proc in workers:

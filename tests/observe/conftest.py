@@ -47,7 +47,11 @@ def stand_in_tools(tmp_path):
         folder = root / "usr" / "bin"
         folder.mkdir(parents=True, exist_ok=True)
         if nvidia:
-            _tool(folder, "nvidia-smi", f'[ "$1" = -q ] && [ "$2" = -x ] && exec cat "{NVIDIA_H200}/nvidia-smi-q.xml"\nexit 2\n')
+            _tool(
+                folder,
+                "nvidia-smi",
+                f'[ "$1" = -q ] && [ "$2" = -x ] && exec cat "{NVIDIA_H200}/nvidia-smi-q.xml"\nexit 2\n',
+            )
         if amd:
             _tool(
                 folder,

@@ -79,8 +79,18 @@ async def test_two_hosts_engines_drift_and_load(tmp_path, sims):
     (tmp_path / "root-d1" / "etc/systemd/system/xpd-t-decode-7.service").write_text("")  # left behind
     (tmp_path / "root-d1" / UNIT).unlink()
     targets = [
-        _target("p1", in_sync, tmp_path / "root-p1", [ServiceTarget(name="xpd-t-prefill-0", role="prefill", unit="p.service", port=prefill.port)]),
-        _target("d1", drifted, tmp_path / "root-d1", [ServiceTarget(name="xpd-t-decode-0", role="decode", unit="d.service", port=decode.port)]),
+        _target(
+            "p1",
+            in_sync,
+            tmp_path / "root-p1",
+            [ServiceTarget(name="xpd-t-prefill-0", role="prefill", unit="p.service", port=prefill.port)],
+        ),
+        _target(
+            "d1",
+            drifted,
+            tmp_path / "root-d1",
+            [ServiceTarget(name="xpd-t-decode-0", role="decode", unit="d.service", port=decode.port)],
+        ),
     ]
     async with aiohttp.ClientSession() as client:
         # One streaming request in flight on the decode engine while status looks.
@@ -110,7 +120,11 @@ async def test_two_hosts_engines_drift_and_load(tmp_path, sims):
 async def test_unhealthy_engine_and_unreachable_host_make_the_cluster_unhealthy(tmp_path, sims):
     prefill, _ = sims
     prefill.engine.faults.replace(Faults(health_status=503))
-    engine_host = HostTarget(name="p1", address="127.0.0.1", services=[ServiceTarget(name="xpd-t-prefill-0", role="prefill", unit="p.service", port=prefill.port)])
+    engine_host = HostTarget(
+        name="p1",
+        address="127.0.0.1",
+        services=[ServiceTarget(name="xpd-t-prefill-0", role="prefill", unit="p.service", port=prefill.port)],
+    )
     gone = HostTarget(name="gone", address="127.0.0.1", ssh={"port": _closed_port()})
     local, ssh = LocalShellTransport(), SshTransport(options={"UserKnownHostsFile": "/dev/null"})
 

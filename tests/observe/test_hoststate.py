@@ -12,7 +12,9 @@ from xpdctl.observe.script import new_marker, split_sections
 from xpdctl.observe.targets import HostTarget, ServiceTarget
 from xpdctl.status_model import HostStatus
 
-MI300X_PCI = "0000:0c:00.0 0x1002 0x74a1 0x120000\n0000:22:00.0 0x1002 0x74a1 0x120000\n0000:0d:00.0 0x15b3 0x1021 0x020000\n"
+MI300X_PCI = (
+    "0000:0c:00.0 0x1002 0x74a1 0x120000\n0000:22:00.0 0x1002 0x74a1 0x120000\n0000:0d:00.0 0x15b3 0x1021 0x020000\n"
+)
 
 
 @pytest.fixture
@@ -142,9 +144,7 @@ def test_units_that_are_not_active(h200_sections):
             ServiceTarget(name="xpd-lab-prefill-1", role="prefill", unit="xpd-lab-prefill-1.service"),
         ],
     )
-    status = _observe(
-        target, h200_sections(units=("0", "active\nfailed"))
-    )
+    status = _observe(target, h200_sections(units=("0", "active\nfailed")))
     assert [(u.unit, u.active) for u in status.units] == [
         ("xpd-lab-prefill-0.service", "active"),
         ("xpd-lab-prefill-1.service", "failed"),
@@ -161,5 +161,7 @@ def test_cut_short_output_is_a_problem(h200_sections):
 
 def test_unit_states_that_do_not_line_up_are_unknown(h200_sections):
     services = [ServiceTarget(name=f"s{i}", role="prefill", unit=f"s{i}.service") for i in range(2)]
-    status, _ = host_status(HostTarget(name="h", address="10.0.0.5", services=services), h200_sections(units=("0", "active")))
+    status, _ = host_status(
+        HostTarget(name="h", address="10.0.0.5", services=services), h200_sections(units=("0", "active"))
+    )
     assert [u.active for u in status.units] == ["unknown", "unknown"]

@@ -14,7 +14,9 @@ from xpdctl.observe.transport import LocalShellTransport
 
 def test_sections_rc_absent_and_bodies():
     marker = new_marker()
-    out = sections_text(marker, {"uname": ("0", "Linux h 6.8.0 x86_64"), "nvidia-smi": ("-", ""), "amd-smi-static": ("1", "boom")})
+    out = sections_text(
+        marker, {"uname": ("0", "Linux h 6.8.0 x86_64"), "nvidia-smi": ("-", ""), "amd-smi-static": ("1", "boom")}
+    )
     sections = split_sections(out, marker)
     assert sections["uname"].ok and sections["uname"].text == "Linux h 6.8.0 x86_64"
     assert sections["nvidia-smi"].rc is None
@@ -50,7 +52,9 @@ def test_real_script_reports_this_machine_and_absent_tools():
 
 def test_real_script_with_stand_in_vendor_tools(stand_in_tools):
     """nvidia-smi, amd-smi and ibv_devinfo are stand-ins printing captured output (no GPU or NIC here)."""
-    target = HostTarget(name="gpu-host", address="127.0.0.1", root=str(stand_in_tools(nvidia=True, amd=True, rdma=True)))
+    target = HostTarget(
+        name="gpu-host", address="127.0.0.1", root=str(stand_in_tools(nvidia=True, amd=True, rdma=True))
+    )
     status, failures = host_status(target, _run(target))
     assert failures == []
     assert [(g.vendor, g.name) for g in status.accelerators.gpus] == [
@@ -77,7 +81,9 @@ def test_failing_tool_is_reported_with_its_message(tmp_path):
 
 def test_streamed_section_takes_its_exit_status_from_the_trailer():
     marker = new_marker()
-    out = f"{marker} os-release -\n\n{marker} uname\nLinux h 6.8\n\n{marker}! 0\n\n{marker} nvidia-smi\n<nvidia_smi_log>"
+    out = (
+        f"{marker} os-release -\n\n{marker} uname\nLinux h 6.8\n\n{marker}! 0\n\n{marker} nvidia-smi\n<nvidia_smi_log>"
+    )
     sections = split_sections(out, marker)
     assert (sections["os-release"].rc, sections["uname"].rc, sections["uname"].text) == (None, 0, "Linux h 6.8")
     # Cut off while nvidia-smi was printing: no exit status, so not ok and reported as unfinished.

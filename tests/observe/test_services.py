@@ -82,7 +82,9 @@ async def test_router_backends_healthy_then_draining(engines):
                 ("decode", "g1", "healthy", True, False),
             ]
             async with session.post(
-                f"{router.url}/admin/backends/drain", json={"url": decode.url}, headers={"Authorization": f"Bearer {TOKEN}"}
+                f"{router.url}/admin/backends/drain",
+                json={"url": decode.url},
+                headers={"Authorization": f"Bearer {TOKEN}"},
             ) as resp:
                 assert resp.status == 200
             drained = await http.probe_router(session, service="r", url=router.url, token=TOKEN)
@@ -106,7 +108,15 @@ async def test_kv_agent_reports_a_pair_with_a_dead_side_channel():
         side_channel=f"127.0.0.1:{port}",
         peer_agent=f"http://127.0.0.1:{_closed_port()}",
     )
-    config = KvAgentConfig(host="here", address="127.0.0.1", listen_host="127.0.0.1", port=1, startup_grace_s=0, probe_size_mib=1, pairs=[pair])
+    config = KvAgentConfig(
+        host="here",
+        address="127.0.0.1",
+        listen_host="127.0.0.1",
+        port=1,
+        startup_grace_s=0,
+        probe_size_mib=1,
+        pairs=[pair],
+    )
     runner, agent_port = await start_site(build_kv_agent(config), "127.0.0.1", 0)
     try:
         async with aiohttp.ClientSession() as session:
@@ -118,5 +128,9 @@ async def test_kv_agent_reports_a_pair_with_a_dead_side_channel():
     finally:
         await runner.cleanup()
     (reported,) = status.pairs
-    assert (reported.prefill_url, reported.decode_url, reported.ok) == ("http://127.0.0.1:1", "http://127.0.0.1:2", False)
+    assert (reported.prefill_url, reported.decode_url, reported.ok) == (
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        False,
+    )
     assert str(port) in reported.reason

@@ -16,15 +16,33 @@ def _status(nvidia_text, problems: int) -> ClusterStatus:
         accelerators=nvidia.parse_query_xml(nvidia_text("nvidia-smi-q.xml")),
         engines=[
             EngineStatus(
-                service="xpd-lab-prefill-0", role="prefill", url="http://10.0.0.5:8100", healthy=True,
-                vllm_version="0.32.0", models=["tiny"], requests_running=3, requests_waiting=1, kv_cache_usage_pct=41.6,
+                service="xpd-lab-prefill-0",
+                role="prefill",
+                url="http://10.0.0.5:8100",
+                healthy=True,
+                vllm_version="0.32.0",
+                models=["tiny"],
+                requests_running=3,
+                requests_waiting=1,
+                kv_cache_usage_pct=41.6,
             )
         ],
         routers=[
             RouterStatus(
-                service="xpd-lab-router", url="http://10.0.0.5:8000", reachable=True,
-                backends=[RouterBackend(url="http://10.0.0.5:8100", pool="prefill", generation="g1", state="draining",
-                                        healthy=True, draining=True, in_flight=2)],
+                service="xpd-lab-router",
+                url="http://10.0.0.5:8000",
+                reachable=True,
+                backends=[
+                    RouterBackend(
+                        url="http://10.0.0.5:8100",
+                        pool="prefill",
+                        generation="g1",
+                        state="draining",
+                        healthy=True,
+                        draining=True,
+                        in_flight=2,
+                    )
+                ],
             )
         ],
         drift_checked=True,
@@ -32,8 +50,14 @@ def _status(nvidia_text, problems: int) -> ClusterStatus:
     gone = HostStatus(name="mi300x-01", address="10.0.0.6", reachable=False, error="connection refused")
     found = [Problem(severity="warning", host="h200-01", what=f"w{i}", hint="h") for i in range(problems)]
     found.append(Problem(severity="error", host="mi300x-01", what="unreachable over SSH", hint="check ssh"))
-    return ClusterStatus(cluster="lab", observed_at="2026-11-27T08:00:00+00:00", duration_s=0.42, healthy=False,
-                         hosts=[h200, gone], problems=found)
+    return ClusterStatus(
+        cluster="lab",
+        observed_at="2026-11-27T08:00:00+00:00",
+        duration_s=0.42,
+        healthy=False,
+        hosts=[h200, gone],
+        problems=found,
+    )
 
 
 def test_hosts_services_backends_and_verdict(nvidia_text):

@@ -24,24 +24,43 @@ FLEET = "obst"
 
 def _ssh(address: str, command: str, stdin: str | None = None) -> str:
     dirs = fleet_dirs(FLEET)
-    argv = ["ssh", "-i", str(dirs.key), "-o", f"UserKnownHostsFile={dirs.known_hosts}", "-o", "BatchMode=yes", f"root@{address}", command]
+    argv = [
+        "ssh",
+        "-i",
+        str(dirs.key),
+        "-o",
+        f"UserKnownHostsFile={dirs.known_hosts}",
+        "-o",
+        "BatchMode=yes",
+        f"root@{address}",
+        command,
+    ]
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=300, check=True).stdout
 
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
     inventory_path = tmp_path_factory.mktemp("obst") / "inventory.yaml"
-    record = fleet.create(FLEET, 2, [GpuDecl(vendor="nvidia", count=2), None], subnet="10.88.8.0/24", inventory_path=inventory_path)
+    record = fleet.create(
+        FLEET, 2, [GpuDecl(vendor="nvidia", count=2), None], subnet="10.88.8.0/24", inventory_path=inventory_path
+    )
     try:
         gpu_host = record.hosts[0]
-        _ssh(gpu_host.address, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nvidia-driver-570-server-open nvidia-utils-570-server ibverbs-utils >/dev/null")
+        _ssh(
+            gpu_host.address,
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nvidia-driver-570-server-open nvidia-utils-570-server ibverbs-utils >/dev/null",
+        )
         loaded = load_inventory(inventory_path)
         # Install what render produces on the GPU host, as `up` would; the router host gets nothing.
         prefix = f"hosts/{gpu_host.name}"
         for rel, rendered in render_files(build_plan(loaded, {})).items():
             if rel.startswith(prefix + "/"):
-                path = rel[len(prefix):]
-                _ssh(gpu_host.address, f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && cat > {shlex.quote(path)}", rendered.content)
+                path = rel[len(prefix) :]
+                _ssh(
+                    gpu_host.address,
+                    f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && cat > {shlex.quote(path)}",
+                    rendered.content,
+                )
         yield loaded, record
     finally:
         fleet.destroy(FLEET)

@@ -23,7 +23,9 @@ def test_os_release_and_uname(facts):
 
 
 def test_uname_without_processor_fields():
-    assert host.parse_uname("Linux h1 5.15.0-119-generic #129-Ubuntu SMP Fri Aug 2 19:25:20 UTC 2024 aarch64 GNU/Linux") == (
+    assert host.parse_uname(
+        "Linux h1 5.15.0-119-generic #129-Ubuntu SMP Fri Aug 2 19:25:20 UTC 2024 aarch64 GNU/Linux"
+    ) == (
         "5.15.0-119-generic",
         "aarch64",
     )

@@ -26,9 +26,7 @@ Transport = SshTransport | LocalShellTransport
 ROLE_PROBES = {"prefill": "engine", "decode": "engine", "both": "engine", "router": "router", "kv-agent": "kv_agent"}
 
 
-async def _ssh_part(
-    target: HostTarget, transport: Transport, timeout_s: float
-) -> tuple[HostStatus, list[str]]:
+async def _ssh_part(target: HostTarget, transport: Transport, timeout_s: float) -> tuple[HostStatus, list[str]]:
     marker = new_marker()
     script = build_script(
         marker,
@@ -57,7 +55,9 @@ async def _http_part(target: HostTarget, session: aiohttp.ClientSession) -> dict
         if kind == "engine":
             probes.append(("engines", http.probe_engine(session, service=service.name, role=service.role, url=url)))
         elif kind == "router":
-            probes.append(("routers", http.probe_router(session, service=service.name, url=url, token=service.admin_token)))
+            probes.append(
+                ("routers", http.probe_router(session, service=service.name, url=url, token=service.admin_token))
+            )
         else:
             probes.append(("kv_agents", http.probe_kv_agent(session, service=service.name, url=url)))
     results = await asyncio.gather(*(coro for _, coro in probes))

@@ -24,7 +24,6 @@ ENGINE_METRICS: dict[str, tuple[tuple[str, ...], Callable[[list[float]], float],
 }
 
 
-
 class ProbeFailed(Exception):
     pass
 

@@ -53,9 +53,13 @@ def _hardware(target: HostTarget, status: HostStatus) -> list[Problem]:
         device, _, port_text = nic.partition(":")
         port = ports.get((device, int(port_text or 1)))
         if port is None:
-            found.append(_error(name, f"RDMA device {nic} not found", "check the inventory's nics and the driver (ibv_devinfo)"))
+            found.append(
+                _error(name, f"RDMA device {nic} not found", "check the inventory's nics and the driver (ibv_devinfo)")
+            )
         elif port.state != "PORT_ACTIVE":
-            found.append(_error(name, f"RDMA port {nic} is {port.state}", "check the cable, switch port and link layer"))
+            found.append(
+                _error(name, f"RDMA port {nic} is {port.state}", "check the cable, switch port and link layer")
+            )
     return found
 
 
@@ -65,11 +69,17 @@ def _services(target: HostTarget, status: HostStatus) -> list[Problem]:
     for unit in status.units:
         if unit.active != "active":
             found.append(
-                _error(name, f"unit {unit.unit} is {unit.active}", f"see `journalctl -u {unit.unit}` on {name}, then start it")
+                _error(
+                    name,
+                    f"unit {unit.unit} is {unit.active}",
+                    f"see `journalctl -u {unit.unit}` on {name}, then start it",
+                )
             )
     for engine in status.engines:
         if not engine.healthy:
-            found.append(_error(name, f"{engine.service} unhealthy at {engine.url}: {engine.error}", "check its unit and log"))
+            found.append(
+                _error(name, f"{engine.service} unhealthy at {engine.url}: {engine.error}", "check its unit and log")
+            )
     for agent in status.kv_agents:
         if not agent.reachable:
             found.append(_error(name, f"KV agent {agent.service}: {agent.error}", "check the kv-agent unit and log"))
@@ -84,11 +94,15 @@ def _services(target: HostTarget, status: HostStatus) -> list[Problem]:
                 )
     for router in status.routers:
         if not router.reachable:
-            found.append(_warning(name, f"router {router.service}: {router.error}", "check the router unit and its admin token"))
+            found.append(
+                _warning(name, f"router {router.service}: {router.error}", "check the router unit and its admin token")
+            )
         for backend in router.backends:
             if not backend.healthy:
                 found.append(
-                    _error(name, f"router backend {backend.url} ({backend.pool}) is {backend.state}", "check that engine")
+                    _error(
+                        name, f"router backend {backend.url} ({backend.pool}) is {backend.state}", "check that engine"
+                    )
                 )
             elif backend.draining:
                 found.append(
@@ -116,6 +130,10 @@ def judge(target: HostTarget, status: HostStatus, failures: list[str]) -> list[P
         paths = ", ".join(f"{d.path} ({d.state})" for d in status.drift[:3])
         more = f" and {len(status.drift) - 3} more" if len(status.drift) > 3 else ""
         found.append(
-            _warning(target.name, f"{len(status.drift)} files differ from render: {paths}{more}", "run `xpdctl up` to apply the plan")
+            _warning(
+                target.name,
+                f"{len(status.drift)} files differ from render: {paths}{more}",
+                "run `xpdctl up` to apply the plan",
+            )
         )
     return found

@@ -81,7 +81,7 @@ def build_script(marker: str, *, units: list[str], files: list[str], extra_globs
     lines = [_PRELUDE.format(marker=marker)]
     for name, tool, command in PROBES:
         lines.append(f"sec {name} {shlex.quote(tool or '')} {shlex.quote(command)}")
-    lines.append(f"printf '%s %s 0\\n' \"$M\" pci; pci")
+    lines.append("printf '%s %s 0\\n' \"$M\" pci; pci")
     if units:
         # One systemctl for every unit: it prints one state per unit, in the order asked (and exits
         # non-zero when any is not active, which is not a failure of the probe).
@@ -96,14 +96,16 @@ def build_script(marker: str, *, units: list[str], files: list[str], extra_globs
         # One sha256sum for every file present (a fork per file costs more than the hashing).
         lines.append(
             "printf '%s %s 0\\n' \"$M\" hashes; set --; "
-            f"for f in {quoted}; do if [ -f \"$f\" ]; then set -- \"$@\" \"$f\"; else printf 'MISSING  %s\\n' \"$f\"; fi; done; "
-            "[ $# -eq 0 ] || sha256sum -- \"$@\""
+            f'for f in {quoted}; do if [ -f "$f" ]; then set -- "$@" "$f"; else printf \'MISSING  %s\\n\' "$f"; fi; done; '
+            '[ $# -eq 0 ] || sha256sum -- "$@"'
         )
     if extra_globs:
         # Globs stay unquoted so the host's shell expands them; unmatched ones print themselves and
         # are dropped by the -e test.
         globs = " ".join(_quote_glob(pattern) for pattern in extra_globs)
-        lines.append(f"printf '%s %s 0\\n' \"$M\" listing; for f in {globs}; do [ -e \"$f\" ] && printf '%s\\n' \"$f\"; done")
+        lines.append(
+            f'printf \'%s %s 0\\n\' "$M" listing; for f in {globs}; do [ -e "$f" ] && printf \'%s\\n\' "$f"; done'
+        )
     lines.append("printf '%s %s 0\\n' \"$M\" end")
     return "\n".join(lines) + "\n"
 

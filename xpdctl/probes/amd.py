@@ -96,7 +96,8 @@ def parse_amd_smi(static_json: str | None, metric_json: str | None) -> Accelerat
             fields.update(_extract(entry, table))
             driver = driver or text(_dig(entry, ("driver", "version")))
     gpus = [
-        Gpu(index=index, vendor="amd", **{"name": "unknown AMD GPU", **fields}) for index, fields in sorted(by_index.items())
+        Gpu(index=index, vendor="amd", **{"name": "unknown AMD GPU", **fields})
+        for index, fields in sorted(by_index.items())
     ]
     return Accelerators(driver_version=driver, gpus=gpus)
 
