@@ -191,3 +191,21 @@ async def test_models_and_health(sims, http):
         assert (await resp.json())["data"][0]["id"] == "m"
     async with http.get(sim.url + "/health") as resp:
         assert resp.status == 200
+
+
+async def test_side_channel_on_its_own_port(sims, http, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        side_port = s.getsockname()[1]
+    # As a rendered unit sets it for vLLM; the simulator reads the same variables.
+    monkeypatch.setenv("VLLM_NIXL_SIDE_CHANNEL_PORT", str(side_port))
+    monkeypatch.setenv("VLLM_NIXL_SIDE_CHANNEL_HOST", "127.0.0.1")
+    prefill = await sims("prefill")
+    monkeypatch.delenv("VLLM_NIXL_SIDE_CHANNEL_PORT")
+    decode = await sims("decode")
+    kv = await _prefill(http, prefill)
+    assert (kv["remote_host"], kv["remote_port"]) == ("127.0.0.1", side_port) != ("127.0.0.1", prefill.port)
+    status, _ = await _decode(http, decode, kv)
+    assert status == 200
