@@ -24,7 +24,7 @@ def command(inventory: Path, timeout_s: float, output: str) -> None:
       2. build the model the inventory names with model.builder, if it is not on disk yet
       3. render into the cluster's state directory (XPDCTL_STATE_DIR, default ~/.local/state/xpdctl/<cluster>)
       4. start the engines and the KV agent, wait for /health (about a minute per engine on 2 cores)
-      5. probe every prefill->decode KV path with NIXL
+      5. wait for the KV agent to verify every prefill->decode KV path (side channel, NIXL transfer)
       6. start the router and send one completion through it
     Running `up` again restarts only services whose rendered unit or environment changed, and starts
     again any that gave up. Services keep running after `up` exits; `xpdctl down` stops them.

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from xpdctl.errors import ExecutionError, InputError
 from xpdctl.local.executor import Change, Executor, LocalExecutor
 from xpdctl.local.health import Progress, Target, probe, wait_healthy
+from xpdctl.local.kvpath import PairReport, wait_kv_paths
 from xpdctl.local.rendered import RenderedService, rendered_services
 from xpdctl.local.smoke import SmokeResult, curl_line, smoke_request
 from xpdctl.paths import cluster_state_dir
@@ -26,17 +27,9 @@ ENGINE_ROLES = ("prefill", "decode")
 # Started only once the engines answer and the KV path is verified, so the first request a client
 # sends through the router can succeed.
 LATE_ROLES = ("router",)
+KV_AGENT_ROLES = ("kv-agent",)
 # Python modules an engine interpreter must have, per engine server; `./install.sh` installs them.
 ENGINE_MODULES = {"vllm": ("vllm", "nixl"), "sim": ("xpdctl",)}
-
-
-class PairReport(BaseModel):
-    prefill: str
-    decode: str
-    ok: bool
-    reason: str
-    transport: str | None = None
-    bandwidth_gbps: float | None = None
 
 
 class UpResult(BaseModel):
@@ -103,33 +96,6 @@ def _targets(services: list[RenderedService], roles) -> list[Target]:
     return [Target(name=s.desired.unit.name, url=s.url) for s in services if s.desired.role in roles and s.url]
 
 
-def _probe_kv(plan, timeout_s: float, progress: Progress) -> list[PairReport]:
-    from xpdctl.kvagent.probe import probe_pairs, require_ok
-
-    reports: list[PairReport] = []
-    for host in plan.hosts.values():
-        config = host.kv_agent_config
-        if config is None or not config.pairs:
-            continue
-        progress.show(f"KV path: probing {len(config.pairs)} pair(s) from {host.name}")
-        results = probe_pairs(config, wait_s=timeout_s)
-        require_ok(results)
-        for r in results:
-            # A same-host pair is probed from both ends' agents; report it once.
-            if any(p.prefill == r.prefill and p.decode == r.decode for p in reports):
-                continue
-            reports.append(
-                PairReport(
-                    prefill=r.prefill, decode=r.decode, ok=r.ok, reason=r.reason,
-                    transport=r.transport, bandwidth_gbps=r.bandwidth_gbps,
-                )
-            )
-    progress.done("KV path: " + "; ".join(
-        f"{p.prefill} -> {p.decode} ok" + (f" via {p.transport}" if p.transport else "") for p in reports
-    ))
-    return reports
-
-
 def _router_url(plan) -> str:
     inv = plan.inventory
     host = next(h for h in inv.hosts if h.name == inv.router.host)
@@ -174,7 +140,8 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
 
     wait_healthy(_targets(services, ENGINE_ROLES), timeout_s=timeout_s, what="engines", unit_states=states,
                  progress=progress)
-    kv_pairs = _probe_kv(plan, timeout_s, progress)
+    agents = [s.url for s in services if s.desired.role in KV_AGENT_ROLES and s.url]
+    kv_pairs = wait_kv_paths(agents, timeout_s=timeout_s, progress=progress)
 
     for name, change in executor.apply([s.desired for s in services]).items():
         if changes.get(name) == "stopped" and change == "started":

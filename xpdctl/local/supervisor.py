@@ -46,6 +46,11 @@ STOP_TIMEOUT_S = 20.0
 _TICK_S = 0.2
 
 
+def _log(message: str) -> None:
+    # stdout is supervisor.log: one line per start, exit and stop, for a person reading what happened.
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}", flush=True)
+
+
 def _set_pdeathsig() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -133,6 +138,7 @@ class Supervisor:
         log.close()
         svc.pid = proc.pid
         svc.leader_ticks = proc_start_ticks(proc.pid)
+        _log(f"{unit.name}: started pid {proc.pid}: {' '.join(cmd.argv)}")
         # Popen's own bookkeeping is not used: children are reaped with os.waitpid below.
         proc.returncode = 0
         svc.state = "running" if svc.step == len(svc.commands) - 1 else "starting"
@@ -158,6 +164,7 @@ class Supervisor:
         # What is left of the group (workers the main process forked) goes with it, as systemd's
         # KillMode=control-group does.
         self._kill_group(svc, signal.SIGKILL)
+        _log(f"{svc.name}: pid {svc.pid} ended ({text})")
         svc.pid = None
         svc.leader_ticks = None
         self.dirty = True
@@ -204,6 +211,7 @@ class Supervisor:
             self._reap()
         for svc in services:
             if svc.pid is not None:
+                _log(f"{svc.name}: still running {STOP_TIMEOUT_S:.0f} s after SIGTERM; sending SIGKILL")
                 self._kill_group(svc, signal.SIGKILL)
         while any(s.pid is not None for s in services):
             time.sleep(_TICK_S / 4)
