@@ -13,7 +13,6 @@ import subprocess
 import pytest
 
 from xpdctl.testhosts import fleet
-from xpdctl.testhosts.layout import fleet_dirs
 from xpdctl.testhosts.models import FleetRecord
 
 SSH_TIMEOUT_S = 300
@@ -28,11 +27,8 @@ def _skip_unless_possible() -> None:
 
 
 def ssh_argv(record: FleetRecord, address: str, *options: str) -> list[str]:
-    dirs = fleet_dirs(record.name)
-    return [
-        "ssh", "-i", str(dirs.key), "-o", f"UserKnownHostsFile={dirs.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-        "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", *options, f"root@{address}",
-    ]  # fmt: skip
+    argv = fleet.ssh_argv(record.name, address)
+    return [*argv[:-1], "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", *options, argv[-1]]
 
 
 def ssh(record: FleetRecord, address: str, command: str, check: bool = True) -> subprocess.CompletedProcess:

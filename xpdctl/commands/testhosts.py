@@ -25,7 +25,7 @@ def command() -> None:
 
     \b
       xpdctl testhosts create -n 3 --gpus nvidia:2,amd:2 -o /tmp/th.yaml
-      ssh -i /var/lib/xpdctl/testhosts/xpd/id_ed25519 root@10.88.0.11 nvidia-smi
+      xpdctl testhosts ssh xpd-1 nvidia-smi
       xpdctl up -i /tmp/th.yaml
       xpdctl testhosts fault xpd-2 --fail-install amdgpu-dkms
       xpdctl testhosts destroy
@@ -121,6 +121,26 @@ def list_(output: str) -> None:
             ],
         )
     )
+
+
+@command.command(context_settings={"ignore_unknown_options": True})
+@FLEET_OPTION
+@click.argument("host")
+@click.argument("remote_command", nargs=-1, type=click.UNPROCESSED)
+def ssh(fleet: str, host: str, remote_command: tuple[str, ...]) -> None:
+    """Open a shell on a host (or run a command) over SSH with the fleet's key and host keys.
+
+    \b
+      xpdctl testhosts ssh xpd-1
+      xpdctl testhosts ssh xpd-1 nvidia-smi -L
+    """
+    import os
+
+    from xpdctl.testhosts import fleet as fleets
+
+    address = fleets.load(fleet).host(host).address
+    argv = fleets.ssh_argv(fleet, address) + list(remote_command)
+    os.execvp(argv[0], argv)
 
 
 @command.command()

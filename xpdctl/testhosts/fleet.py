@@ -287,6 +287,13 @@ def destroy(name: str) -> list[str]:
     return removed
 
 
+def ssh_argv(name: str, address: str) -> list[str]:
+    """The ssh command line that reaches a host of the fleet, checking its host key."""
+    dirs = fleet_dirs(name)
+    return ["ssh", "-i", str(dirs.key), "-o", f"UserKnownHostsFile={dirs.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", f"root@{address}"]  # fmt: skip
+
+
 def host_state(record: FleetRecord, rec: HostRecord) -> dict:
     dirs = fleet_dirs(record.name).host(rec.name)
     hw = hardware.read(dirs.hardware) if (dirs.hardware / "hardware.json").exists() else None
