@@ -89,3 +89,18 @@ def test_advise_reads_bench_results_as_corrections(sim_clusters, tmp_path):
     assert any(n.startswith("bench: 1 points correct prefill on H100-SXM TP8") for n in data["notes"])
     measured = [r for r in data["ranked"] if r["prefill"]["hardware"] == "H100-SXM" and r["prefill"]["tensor_parallel"] == 8]
     assert measured and all("prefill" in r["predictions"][0]["corrected_by_bench"] for r in measured)
+
+
+def test_compare_with_an_earlier_results_folder(sim_clusters, tmp_path):
+    cross, single = sim_clusters
+    small = ["--isl", "64", "--osl", "8", "--concurrency", "2", "--warmups", "0"]
+    before = CliRunner().invoke(cli, ["bench", "-i", str(single), *small, "--out", str(tmp_path / "a"), "-o", "json"])
+    assert before.exit_code == 0, before.output
+    earlier = json.loads(before.stdout)["folder"]
+    res = CliRunner().invoke(cli, ["bench", "-i", str(cross), *small, "--compare", earlier, "--out", str(tmp_path / "b"),
+                                   "-o", "json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert [r["label"] for r in data["runs"]] == ["lab", "lab-single"]
+    (row,) = data["comparison"]["scenarios"][0]["rows"]
+    assert row["concurrency"] == 2 and row["e2el_ratio"] > 0
