@@ -28,7 +28,7 @@ async def cluster():
         async def router(self, prefills=(), decodes=(), wait=True, backends=(), **config):
             backends = list(backends) or (
                 [{"url": s.url, "pool": "prefill"} for s in prefills] + [{"url": s.url, "pool": "decode"} for s in decodes])
-            document = {"model": "m", "backends": backends, "health": {"interval_s": 0.05, "timeout_s": 1.0},
+            document = {"model": "m", "backends": backends, "health": {"interval_s": 0.05, "timeout_s": 5.0},
                         "load_scrape_interval_s": 0.05, **config}
             router = await start_router(RouterConfig.model_validate(document), port=0)
             running.append(router)
