@@ -16,7 +16,8 @@ from xpdctl.errors import InputError
 @click.option("--decode", "decodes", multiple=True, metavar="URL", help="Quick form: a decode engine's base URL (repeatable).")
 @click.option("--host", default=None, help="Quick form: listen address [default: 0.0.0.0].")
 @click.option("--port", type=int, default=None, help="Listen port; with --config it overrides the file [default: 8000].")
-@click.option("--model", default="", help="Quick form: the model name /v1/models lists [default: ask a decode engine].")
+@click.option("--model", default="", show_default=False,
+              help="Quick form: the model name /v1/models lists [default: ask a decode engine].")
 @click.option("--admin-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Quick form: enable the admin API with the bearer token in this file.")
 @click.option("--kv-agent", "kv_agents", multiple=True, metavar="URL", help="Quick form: a KV agent whose /pairs report is honoured.")

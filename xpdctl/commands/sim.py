@@ -48,6 +48,7 @@ def command(**opts) -> None:
       curl localhost:8200/sim/requests      # what each request did (X-Request-Id, body, outcome)
 
     A simulated heterogeneous cluster (timing from the performance model of each device):
+
     \b
       xpdctl sim --role prefill --model m --port 8100 --profile H100-SXM &
       xpdctl sim --role decode  --model m --port 8200 --profile MI300X --kv-path host &
