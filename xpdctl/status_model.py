@@ -126,9 +126,13 @@ class RouterStatus(_Model):
 
 class DriftEntry(_Model):
     path: str = Field(description="absolute path on the host")
-    state: Literal["changed", "missing", "extra"]
+    state: Literal["changed", "mode", "missing", "extra"] = Field(
+        description="changed: other bytes; mode: same bytes, other permissions; missing; extra: left behind"
+    )
     expected_sha256: str | None = None
     actual_sha256: str | None = None
+    expected_mode: str | None = Field(None, description="octal, e.g. 0600")
+    actual_mode: str | None = None
 
 
 class Problem(_Model):

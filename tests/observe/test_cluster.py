@@ -40,15 +40,12 @@ def _render(host: str) -> dict[str, RenderedFile]:
 
 
 def _install(files: dict[str, RenderedFile], host: str, root: Path) -> None:
-    for path, content in host_files_content(files, host).items():
-        target = root / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-
-
-def host_files_content(files: dict[str, RenderedFile], host: str) -> dict[str, str]:
     prefix = f"hosts/{host}"
-    return {rel[len(prefix) :]: f.content for rel, f in files.items() if rel.startswith(prefix + "/")}
+    for rel, rendered in files.items():
+        target = root / rel[len(prefix) + 1 :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(rendered.content)
+        target.chmod(rendered.mode)
 
 
 def _target(name: str, files: dict[str, RenderedFile], root: Path, services: list[ServiceTarget]) -> HostTarget:
@@ -78,6 +75,7 @@ async def test_two_hosts_engines_drift_and_load(tmp_path, sims):
     (tmp_path / "root-d1" / CONFIG).write_text("VLLM_PORT=2\n")  # edited by hand on the host
     (tmp_path / "root-d1" / "etc/systemd/system/xpd-t-decode-7.service").write_text("")  # left behind
     (tmp_path / "root-d1" / UNIT).unlink()
+    (tmp_path / "root-p1" / CONFIG).chmod(0o644)  # a secret's file made world-readable
     targets = [
         _target(
             "p1",
@@ -108,13 +106,17 @@ async def test_two_hosts_engines_drift_and_load(tmp_path, sims):
     assert engine.requests_waiting == 0
     assert 0 < engine.kv_cache_usage_pct <= 100
     assert p1.engines[0].requests_running == 0
-    assert p1.drift_checked and p1.drift == []
+    assert p1.drift_checked
+    assert [(d.path, d.state, d.expected_mode, d.actual_mode) for d in p1.drift] == [
+        ("/" + CONFIG, "mode", "0600", "0644")
+    ]
     assert {(d.path, d.state) for d in d1.drift} == {
         ("/" + UNIT, "missing"),
         ("/" + CONFIG, "changed"),
         ("/etc/systemd/system/xpd-t-decode-7.service", "extra"),
     }
     assert "3 files differ from render" in " ".join(p.what for p in d1.problems)
+    assert "(mode)" in " ".join(p.what for p in p1.problems)
 
 
 async def test_unhealthy_engine_and_unreachable_host_make_the_cluster_unhealthy(tmp_path, sims):

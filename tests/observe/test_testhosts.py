@@ -9,8 +9,10 @@ import subprocess
 
 import pytest
 
+from xpdctl.diff import diff_trees
 from xpdctl.inventory import load_inventory
 from xpdctl.observe.cluster import observe_cluster
+from xpdctl.observe.livetree import live_tree
 from xpdctl.plan import build_plan
 from xpdctl.render import render_files
 from xpdctl.testhosts import fleet
@@ -55,12 +57,10 @@ def hosts(tmp_path_factory):
         prefix = f"hosts/{gpu_host.name}"
         for rel, rendered in render_files(build_plan(loaded, {})).items():
             if rel.startswith(prefix + "/"):
-                path = rel[len(prefix) :]
-                _ssh(
-                    gpu_host.address,
-                    f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && cat > {shlex.quote(path)}",
-                    rendered.content,
-                )
+                path = shlex.quote(rel[len(prefix) :])
+                folder = shlex.quote(rel[len(prefix) :].rsplit("/", 1)[0])
+                command = f"mkdir -p {folder} && cat > {path} && chmod {rendered.mode:o} {path}"
+                _ssh(gpu_host.address, command, rendered.content)
         yield loaded, record
     finally:
         fleet.destroy(FLEET)
@@ -90,6 +90,7 @@ def test_faults_show_as_problems(hosts):
     fleet.set_faults(FLEET, router_host.name, reachable=False)
     try:
         status = observe_cluster(loaded)
+        live = live_tree(loaded)
     finally:
         fleet.set_faults(FLEET, gpu_host.name, gpu_count=2, port_state="PORT_ACTIVE")
         fleet.set_faults(FLEET, router_host.name, reachable=True)
@@ -101,3 +102,11 @@ def test_faults_show_as_problems(hosts):
     assert not router.reachable
     assert router.problems[0].what.startswith("unreachable over SSH")
     assert not status.healthy
+    # plan's live form: the GPU host differs from the plan by the edited file only; the router host
+    # is reported unreachable, not as a host without files.
+    rendered = render_files(build_plan(loaded, {}))
+    prefix = f"hosts/{gpu_host.name}/"
+    changes = diff_trees(live.files, {k: v for k, v in rendered.items() if k.startswith(prefix)}, set())
+    assert [(c.path, c.status) for c in changes] == [(prefix + "etc/xpdctl/kv-agent.yaml", "changed")]
+    assert "+# edited by hand" not in changes[0].diff and "-# edited by hand" in changes[0].diff
+    assert list(live.unreachable) == [router_host.name]

@@ -16,11 +16,8 @@ from xpdctl.observe.hoststate import host_status
 from xpdctl.observe.judge import judge
 from xpdctl.observe.script import build_script, new_marker, split_sections
 from xpdctl.observe.targets import HostTarget, targets_from
-from xpdctl.observe.transport import LocalShellTransport, SshTransport
-from xpdctl.paths import cluster_state_dir
+from xpdctl.observe.transport import Transport, cluster_ssh
 from xpdctl.status_model import ClusterStatus, HostStatus
-
-Transport = SshTransport | LocalShellTransport
 
 # Service role -> which HTTP probe it gets. Roles not listed get none (their unit state still shows).
 ROLE_PROBES = {"prefill": "engine", "decode": "engine", "both": "engine", "router": "router", "kv-agent": "kv_agent"}
@@ -130,9 +127,4 @@ def observe_cluster(
     else:
         files = render_files(build_plan(inventory, os.environ))
     cluster, targets = targets_from(inventory.inventory, files)
-    if transport is None:
-        # The host keys file provisioning uses (accept-new): a host re-installed at the same address
-        # does not trip over the operator's own known_hosts.
-        state = cluster_state_dir(cluster)
-        transport = SshTransport(options={"UserKnownHostsFile": str(state / "known_hosts")}, control_dir=state / "ssh")
-    return asyncio.run(observe_targets(cluster, targets, transport, **options))
+    return asyncio.run(observe_targets(cluster, targets, transport or cluster_ssh(cluster), **options))

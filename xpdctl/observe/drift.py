@@ -11,18 +11,27 @@ from __future__ import annotations
 import hashlib
 import posixpath
 
+from pydantic import BaseModel
+
 from xpdctl.render import HOSTS, RenderedFile
 from xpdctl.status_model import DriftEntry
 
 
-def host_files(files: dict[str, RenderedFile], host: str) -> dict[str, str]:
-    """Absolute host path -> sha256 of every file render produced for ``host``.
+class ExpectedFile(BaseModel):
+    sha256: str
+    mode: int  # a secret's env file must stay 0600 on the host, not only hold the right bytes
+
+
+def host_files(files: dict[str, RenderedFile], host: str) -> dict[str, ExpectedFile]:
+    """Absolute host path -> what render produced for ``host`` at that path.
 
     ``files`` is render's output (:func:`xpdctl.render.render_files` or :func:`~xpdctl.render.read_tree`).
     """
     prefix = f"{HOSTS}/{host}/"
     return {
-        rel[len(prefix) - 1 :]: hashlib.sha256(rendered.content.encode()).hexdigest()
+        rel[len(prefix) - 1 :]: ExpectedFile(
+            sha256=hashlib.sha256(rendered.content.encode()).hexdigest(), mode=rendered.mode
+        )
         for rel, rendered in sorted(files.items())
         if rel.startswith(prefix)
     }
@@ -46,14 +55,38 @@ def parse_hashes(text: str) -> dict[str, str | None]:
     return found
 
 
-def compare(expected: dict[str, str], hashes: dict[str, str | None], listing: list[str]) -> list[DriftEntry]:
+def parse_modes(text: str) -> dict[str, int]:
+    """The script's ``modes`` section: ``stat -c '%a %n'`` lines."""
+    found = {}
+    for line in text.splitlines():
+        mode, sep, path = line.partition(" ")
+        if sep and mode.isdigit():
+            found[path] = int(mode, 8)
+    return found
+
+
+def compare(
+    expected: dict[str, ExpectedFile], hashes: dict[str, str | None], modes: dict[str, int], listing: list[str]
+) -> list[DriftEntry]:
     drift = []
     for path, want in expected.items():
         have = hashes.get(path)
         if have is None:
-            drift.append(DriftEntry(path=path, state="missing", expected_sha256=want))
-        elif have != want:
-            drift.append(DriftEntry(path=path, state="changed", expected_sha256=want, actual_sha256=have))
+            drift.append(DriftEntry(path=path, state="missing", expected_sha256=want.sha256))
+            continue
+        mode = modes.get(path)
+        state = "changed" if have != want.sha256 else "mode" if mode is not None and mode != want.mode else None
+        if state is not None:
+            drift.append(
+                DriftEntry(
+                    path=path,
+                    state=state,
+                    expected_sha256=want.sha256,
+                    actual_sha256=have,
+                    expected_mode=f"{want.mode:04o}",
+                    actual_mode=None if mode is None else f"{mode:04o}",
+                )
+            )
     for path in sorted(set(listing) - set(expected)):
         drift.append(DriftEntry(path=path, state="extra"))
     return drift

@@ -90,8 +90,9 @@ def host_status(target: HostTarget, sections: dict[str, Section]) -> tuple[HostS
     if status.drift_checked:
         root = target.root
         hashes = {path[len(root) :]: digest for path, digest in drift.parse_hashes(text["hashes"]).items()}
+        modes = {path[len(root) :]: mode for path, mode in drift.parse_modes(text.get("modes", "")).items()}
         listing = [line[len(root) :] for line in text.get("listing", "").splitlines() if line.strip()]
-        status.drift = drift.compare(target.expected_files, hashes, listing)
+        status.drift = drift.compare(target.expected_files, hashes, modes, listing)
     if "end" not in sections:
         failures.append("the status script stopped before its end (output cut short)")
     return status, failures

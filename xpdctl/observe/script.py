@@ -93,16 +93,18 @@ def build_script(marker: str, *, units: list[str], files: list[str], extra_globs
         )
     if files:
         quoted = " ".join(shlex.quote(path) for path in files)
-        # One sha256sum for every file present (a fork per file costs more than the hashing).
+        # One sha256sum and one stat for every file present (a fork per file costs more than the hashing).
         lines.append(
             "printf '%s %s 0\\n' \"$M\" hashes; set --; "
             f'for f in {quoted}; do if [ -f "$f" ]; then set -- "$@" "$f"; else printf \'MISSING  %s\\n\' "$f"; fi; done; '
-            '[ $# -eq 0 ] || sha256sum -- "$@"'
+            '[ $# -eq 0 ] || sha256sum -- "$@"; '
+            "printf '%s %s 0\\n' \"$M\" modes; "
+            "[ $# -eq 0 ] || stat -c '%a %n' -- \"$@\""
         )
     if extra_globs:
         # Globs stay unquoted so the host's shell expands them; unmatched ones print themselves and
         # are dropped by the -e test.
-        globs = " ".join(_quote_glob(pattern) for pattern in extra_globs)
+        globs = " ".join(quote_glob(pattern) for pattern in extra_globs)
         lines.append(
             f'printf \'%s %s 0\\n\' "$M" listing; for f in {globs}; do [ -e "$f" ] && printf \'%s\\n\' "$f"; done'
         )
@@ -110,7 +112,7 @@ def build_script(marker: str, *, units: list[str], files: list[str], extra_globs
     return "\n".join(lines) + "\n"
 
 
-def _quote_glob(pattern: str) -> str:
+def quote_glob(pattern: str) -> str:
     """Quote everything but the ``*`` so only the intended wildcard expands."""
     return "*".join(shlex.quote(part) if part else "" for part in pattern.split("*"))
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from xpdctl.errors import InputError
 from xpdctl.inventory.schema import Inventory
-from xpdctl.observe.drift import host_files, owned_globs
+from xpdctl.observe.drift import ExpectedFile, host_files, owned_globs
 from xpdctl.render import HOSTS, MANIFEST, RenderedFile
 
 
@@ -47,7 +47,7 @@ class HostTarget(_Model):
     gpu_count: int | None = None
     nics: list[str] = []
     services: list[ServiceTarget] = []
-    expected_files: dict[str, str] = {}  # absolute host path -> sha256 of the rendered file
+    expected_files: dict[str, ExpectedFile] = {}  # absolute host path -> the rendered file's hash and mode
     owned_globs: list[str] = []
     drift_checked: bool = False
     # Prefix of every host path, for simulated hosts that share one filesystem (benchmarks).

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xpdctl.observe.targets import HostTarget
+from xpdctl.paths import cluster_state_dir
 
 
 @dataclass
@@ -105,3 +106,14 @@ class LocalShellTransport:
         if target.root:
             env["PATH"] = f"{target.root}/usr/bin:{env.get('PATH', '')}"
         return await _run(["sh", "-s"], script, timeout_s, env)
+
+
+Transport = SshTransport | LocalShellTransport
+
+
+def cluster_ssh(cluster: str) -> SshTransport:
+    """SSH as xpdctl uses it for a cluster: the host keys file provisioning uses (accept-new, so a
+    host re-installed at the same address does not trip over the operator's own known_hosts), and
+    shared connections in the cluster's state dir."""
+    state = cluster_state_dir(cluster)
+    return SshTransport(options={"UserKnownHostsFile": str(state / "known_hosts")}, control_dir=state / "ssh")
