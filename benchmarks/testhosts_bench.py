@@ -14,7 +14,6 @@ import argparse
 import json
 import subprocess
 import time
-from pathlib import Path
 
 from xpdctl.output import table
 from xpdctl.testhosts import fleet

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import xpdctl
 from xpdctl.errors import ExecutionError, InputError
-from xpdctl.testhosts import aptrepo, hardware, host, identity, inventory, network, rootfs
 from xpdctl.paths import cluster_state_dir
+from xpdctl.testhosts import aptrepo, hardware, host, identity, inventory, network, rootfs
 from xpdctl.testhosts.layout import FleetDirs, HostDirs, cache_root, fleet_dirs, state_root
 from xpdctl.testhosts.models import FLEET_NAME, FleetRecord, GpuDecl, HostRecord
 from xpdctl.testhosts.run import run
@@ -106,7 +106,6 @@ def plan(name: str, count: int, gpus: list[GpuDecl | None], nics: int, subnet: s
         bridge=f"{name}br0",
         rootfs="",
         apt_repo="",
-        apt_port=80,
         hosts=hosts,
     )
 
@@ -298,7 +297,7 @@ def host_state(record: FleetRecord, rec: HostRecord) -> dict:
     dirs = fleet_dirs(record.name).host(rec.name)
     hw = hardware.read(dirs.hardware) if (dirs.hardware / "hardware.json").exists() else None
     running = host.pid(dirs) is not None
-    link_up = network.link_exists(rec.veth) and "state UP" in _link_show(rec.veth)
+    link_up = network.link_up(rec.veth)
     return {
         "fleet": record.name,
         "name": rec.name,
@@ -309,10 +308,6 @@ def host_state(record: FleetRecord, rec: HostRecord) -> dict:
         "state": "running" if running and link_up else "unreachable" if running else "stopped",
         "faults": hw.faults.model_dump() if hw else {},
     }
-
-
-def _link_show(name: str) -> str:
-    return run(["ip", "link", "show", "dev", name])
 
 
 def set_faults(

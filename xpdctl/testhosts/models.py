@@ -47,12 +47,14 @@ class HostRecord(_Record):
 
 
 class FleetRecord(_Record):
+    # Written by xpdctl itself; fields that older releases wrote are dropped, not refused.
+    model_config = ConfigDict(extra="ignore")
+
     name: str = Field(pattern=FLEET_NAME)
     subnet: str
     bridge: str
     rootfs: str
     apt_repo: str
-    apt_port: int
     hosts: list[HostRecord] = []
 
     @property
@@ -63,10 +65,6 @@ class FleetRecord(_Record):
     @property
     def prefix_len(self) -> int:
         return ipaddress.ip_network(self.subnet).prefixlen
-
-    @property
-    def apt_url(self) -> str:
-        return f"http://{self.gateway}:{self.apt_port}"
 
     def host(self, name: str) -> HostRecord:
         for host in self.hosts:

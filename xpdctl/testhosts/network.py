@@ -9,6 +9,11 @@ def link_exists(name: str) -> bool:
     return succeeds(["ip", "link", "show", "dev", name])
 
 
+def link_up(name: str) -> bool:
+    """Whether the link exists and carries traffic (both ends of a veth pair up)."""
+    return link_exists(name) and "state UP" in run(["ip", "link", "show", "dev", name])
+
+
 def netns_exists(name: str) -> bool:
     return name in netns_list()
 
