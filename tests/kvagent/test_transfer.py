@@ -31,3 +31,10 @@ async def test_unusable_peer_metadata_fails_with_the_nixl_error(source):
     result = await run_transfer("dst-host", "src-host", broken, ucx_env={}, timeout_s=120)
     assert not result.ok
     assert result.reason.startswith("NIXL transfer from src-host failed: NIXL refused the source agent's metadata")
+
+
+async def test_transport_is_read_even_when_ucx_logs_to_a_file(source, tmp_path):
+    log = tmp_path / "ucx.log"
+    result = await run_transfer("dst-host", "src-host", source.info, ucx_env={"UCX_LOG_FILE": str(log)}, timeout_s=120)
+    assert result.ok, result.reason
+    assert result.transport is not None

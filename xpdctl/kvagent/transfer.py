@@ -41,6 +41,8 @@ async def run_transfer(
         timeout_s=timeout_s,
     )
     env = {**os.environ, **ucx_env, "UCX_PROTO_INFO": "y"}
+    # With a log file set, UCX writes its protocol tables there instead of stdout, where they are read.
+    env.pop("UCX_LOG_FILE", None)
     checked_at = now_iso()
     with tempfile.TemporaryDirectory(prefix="xpd-kvprobe-") as tmp:
         result_path = Path(tmp) / "result.json"
