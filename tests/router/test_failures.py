@@ -37,8 +37,8 @@ async def test_prefill_failing_twice_gives_an_openai_error(cluster, http):
     router = await cluster.router(prefills, [decode], health={"interval_s": 60})
     for p in prefills:
         await _faults(http, p, fail_status=500)
-    async with http.post(router.url + "/v1/completions", json=BODY) as resp:
-        assert resp.status == 502
+    async with http.post(router.url + "/v1/completions", json=BODY, headers={"X-Request-Id": "doomed"}) as resp:
+        assert resp.status == 502 and resp.headers["X-Request-Id"] == "doomed"
         error = (await resp.json())["error"]
     assert error["code"] == 502 and "answered HTTP 500" in error["message"]
     assert sum(len(p.engine.log) for p in prefills) == 2  # the first try and exactly one retry

@@ -108,9 +108,12 @@ class Proxy:
             self.metrics.rejected.labels("timeout").inc()
             return error_response(503, "the request waited too long in the router's queue; retry later", self._retry_after)
         try:
-            return await self._route(request, body, raw, chat, headers, started)
+            response = await self._route(request, body, raw, chat, headers, started)
         finally:
             self.admission.release()
+        if not response.prepared:  # errors and pass-through refusals carry the id too
+            response.headers.setdefault("X-Request-Id", request_id)
+        return response
 
     async def _route(self, request: web.Request, body: dict, raw: bytes, chat: bool, headers: dict, started: float) -> web.StreamResponse:
         stream = bool(body.get("stream"))
