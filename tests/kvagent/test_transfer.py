@@ -4,6 +4,10 @@ Successful probes are covered by test_agents.py and test_server.py."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from pathlib import Path
+
 import pytest
 
 from xpdctl.kvagent.source import Source
@@ -38,3 +42,32 @@ async def test_transport_is_read_even_when_ucx_logs_to_a_file(source, tmp_path):
     result = await run_transfer("dst-host", "src-host", source.info, ucx_env={"UCX_LOG_FILE": str(log)}, timeout_s=120)
     assert result.ok, result.reason
     assert result.transport is not None
+
+
+def _worker_children() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and b"xpdctl.kvagent.worker" in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+async def test_cancelled_probe_leaves_no_worker_behind(source):
+    """What happens when the agent shuts down in the middle of a probe."""
+    task = asyncio.create_task(run_transfer("dst-host", "src-host", source.info, ucx_env={}, timeout_s=120))
+    for _ in range(600):
+        if workers := _worker_children():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the probe worker process never started")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]

@@ -59,13 +59,16 @@ async def run_transfer(
                 timeout_s + _STARTUP_ALLOWANCE_S,
             )
         except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
             return TransferResult(
                 peer_host=peer_host, ok=False, checked_at=checked_at,
                 reason=f"the NIXL probe to {peer_host} did not finish within "
                 f"{timeout_s + _STARTUP_ALLOWANCE_S:.0f} s; the host is overloaded or the transfer hangs",
             )
+        finally:
+            # On a timeout, or when the agent shuts down mid-probe: no worker outlives its probe.
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         if not result_path.exists():
             return TransferResult(
