@@ -8,12 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from xpdctl.local.statefiles import Layout, live_supervisor, proc_alive, proc_pgid
+from xpdctl.local.statefiles import Layout, live_supervisor, proc_alive, proc_pgid, read_state
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,15 +53,33 @@ def sim_cluster(tmp_path):
             raise AssertionError(f"xpdctl {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}")
         return done
 
+    def start(*args):
+        return subprocess.Popen([sys.executable, "-m", "xpdctl", *args, "-i", str(inventory)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    xpdctl.start = start
     yield xpdctl, tmp_path / "state" / "local", inventory
     xpdctl("down", check=False)
 
 
-def test_up_status_up_again_down(sim_cluster):
+def test_up_killed_midway_then_up_status_up_again_down(sim_cluster):
     xpdctl, state_dir, inventory = sim_cluster
+    layout = Layout(state_dir / "services")
+    # `up` killed while it waits for the KV path: the services it started keep running under the
+    # supervisor, and the next `up` adopts them instead of starting a second copy.
+    first = xpdctl.start("up", "--timeout", "120")
+    deadline = time.monotonic() + 120
+    while not ((state := read_state(layout)) and {u.state for u in state.units} == {"running"} and len(state.units) == 3):
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.2)
+    first.kill()
+    first.wait()
+    engines = {u.name: u.pid for u in read_state(layout).units}
+
     up = json.loads(xpdctl("up", "-o", "json", "--timeout", "120").stdout)
-    assert set(up["changes"].values()) == {"started"}
-    assert len(up["changes"]) == 4
+    assert up["changes"] == {"xpd-local-prefill-0": "unchanged", "xpd-local-decode-0": "unchanged",
+                             "xpd-local-kv-agent": "unchanged", "xpd-local-router": "started"}
+    assert {u.name: u.pid for u in read_state(layout).units if u.name in engines} == engines
     assert up["smoke"]["completion_tokens"] > 0
     assert [p["ok"] for p in up["kv_pairs"]] == [True]
     assert up["curl"].startswith(f"curl -s {up['router_url']}/v1/completions")
@@ -89,7 +108,7 @@ def test_up_status_up_again_down(sim_cluster):
 
     pids = {p for s in status["services"] for p in map(int, filter(str.isdigit, os.listdir("/proc")))
             if proc_pgid(p) == s["pid"]}
-    pids.add(live_supervisor(Layout(state_dir / "services")))
+    pids.add(live_supervisor(layout))
     assert "stopped 4 service(s)" in xpdctl("down").stdout
     assert [p for p in pids if proc_alive(p)] == []
     assert {s["state"] for s in json.loads(xpdctl("status", "-o", "json").stdout)["services"]} == {"stopped"}
@@ -103,3 +122,17 @@ def test_missing_engine_interpreter_is_refused_with_the_install_command(sim_clus
     done = xpdctl("up", check=False)
     assert done.returncode == 2
     assert "run ./install.sh" in done.stderr
+
+
+def test_port_held_by_another_program_is_refused_before_anything_starts(sim_cluster):
+    import socket
+
+    xpdctl, state_dir, inventory = sim_cluster
+    port = yaml.safe_load(inventory.read_text())["router"]["port"]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        done = xpdctl("up", check=False)
+    assert done.returncode == 2
+    assert f"127.0.0.1:{port} (xpd-local-router) already in use" in done.stderr
+    assert read_state(Layout(state_dir / "services")) is None

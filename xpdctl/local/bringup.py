@@ -92,6 +92,26 @@ def _preflight(plan) -> None:
             raise InputError(f"building the model needs {module} in this Python; run ./install.sh first")
 
 
+def _check_ports_free(services: list[RenderedService]) -> None:
+    """Services about to start need their ports; another program holding one would only show up as a
+    crash a minute into the engine's start."""
+    taken = []
+    for s in services:
+        if not s.port:
+            continue
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((s.address, s.port))
+            except OSError:
+                taken.append(f"{s.address}:{s.port} ({s.desired.unit.name})")
+    if taken:
+        raise InputError(
+            f"port(s) {', '.join(taken)} already in use by another program; stop it, or give the service "
+            "another port in the inventory (pools.<pool>.port, router.port, kv.agent_port)"
+        )
+
+
 def _targets(services: list[RenderedService], roles) -> list[Target]:
     return [Target(name=s.desired.unit.name, url=s.url) for s in services if s.desired.role in roles and s.url]
 
@@ -132,6 +152,8 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
         now = current.get(s.desired.unit.name)
         return now is not None and now.content_hash == s.desired.unit.content_hash and now.state == "running"
 
+    _check_ports_free([s for s in services if current.get(s.desired.unit.name) is None
+                       or current[s.desired.unit.name].state in ("failed", "stopped")])
     early = [s.desired for s in services if s.desired.role not in LATE_ROLES or keeps_running(s)]
     changes = executor.apply(early)
 
