@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xpdctl.errors import InputError
-from xpdctl.provision.display import parse_extra_vars, preflight_table, progress_line, provision_table
+from xpdctl.provision.display import headline, parse_extra_vars, preflight_table, progress_line, provision_table
 from xpdctl.provision.events import Progress, failure_message
 from xpdctl.provision.models import Failure, HostResult, PreflightHost, PreflightResult, ProvisionResult
 from xpdctl.provision.preflight_checks import Check
@@ -72,6 +72,22 @@ def test_failure_message_of_a_loop_names_the_failing_item():
         {"item": "doca-ofed", "failed": True, "msg": "No package matching 'doca-ofed' is available"},
     ]}  # fmt: skip
     assert failure_message(res) == "doca-ofed: No package matching 'doca-ofed' is available"
+
+
+def test_a_failed_package_install_shows_the_install_scripts_error():
+    """Shaped like apt-get's output when a package's post-installation script fails (seen on test hosts)."""
+    res = {
+        "rc": 100, "msg": "'/usr/bin/apt-get -y install amdgpu-dkms' failed: E: Sub-process /usr/bin/dpkg returned an error code (1)",
+        "stdout": "Reading package lists...\nSetting up amdgpu-dkms (1:6.12.12) ...\n"
+                  "Error! Bad return status for module build on kernel: 6.8.0 (x86_64)\n"
+                  "dpkg: error processing package amdgpu-dkms (--configure):\nErrors were encountered while processing:\n amdgpu-dkms",
+        "stderr": "debconf: delaying package configuration, since apt-utils is not installed\n"
+                  "E: Sub-process /usr/bin/dpkg returned an error code (1)",
+    }  # fmt: skip
+    message = failure_message(res)
+    assert "Error! Bad return status for module build" in message and "debconf" not in message
+    assert message.endswith("E: Sub-process /usr/bin/dpkg returned an error code (1) (exit 100)")
+    assert headline(message) == "Error! Bad return status for module build on kernel: 6.8.0 (x86_64)"
 
 
 def test_failure_message_of_a_long_command_keeps_its_last_lines():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from xpdctl.output import table
 from xpdctl.provision.events import Progress
 from xpdctl.provision.models import PreflightResult, ProvisionResult
 
+_TELLING = re.compile(r"error|fail|unable|cannot|not found|no such|refused|no route|denied|timed out", re.IGNORECASE)
 _MARK = {"changed": "changed", "failed": "FAILED", "unreachable": "UNREACHABLE", "ignored": "ignored"}
 
 
@@ -31,6 +33,12 @@ def print_progress(progress: Progress) -> None:
     click.echo(progress_line(progress), err=True)
 
 
+def headline(message: str) -> str:
+    """The one line of a failure message that says most: the first that names an error."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return next((line for line in lines if _TELLING.search(line)), lines[0] if lines else "")
+
+
 def provision_table(result: ProvisionResult) -> str:
     rows = []
     for name in sorted(result.hosts):
@@ -38,7 +46,7 @@ def provision_table(result: ProvisionResult) -> str:
         note = ""
         if host.failure:
             role = f"{host.failure.role}: " if host.failure.role else ""
-            note = f"{role}{host.failure.task}: {host.failure.message.splitlines()[0]}"
+            note = f"{role}{host.failure.task}: {headline(host.failure.message)}"
         elif host.reboot_pending:
             note = "reboot pending: " + "; ".join(host.reboot_pending)
         rows.append([name, host.status, host.ok, host.changed, host.failed, host.unreachable, host.skipped, note])

@@ -32,6 +32,9 @@ ProgressCallback = Callable[[Progress], None]
 # Keys of a task result that carry the reason it failed, most telling first.
 _MESSAGE_KEYS = ("msg", "stderr", "module_stderr", "stdout", "module_stdout", "exception")
 _MESSAGE_LIMIT = 600
+_COMMAND_TAIL_LINES = 8
+# Lines commands print that never explain a failure (Debian's debconf without apt-utils).
+_NOISE = ("debconf: ",)
 
 
 def failure_message(res: dict[str, Any]) -> str:
@@ -42,9 +45,11 @@ def failure_message(res: dict[str, Any]) -> str:
         inner = failure_message(failed_items[0])
         return f"{label}: {inner}" if isinstance(label, str) else inner
     if "rc" in res and (res.get("stderr") or res.get("stdout")):
-        # A command: its own words say more than Ansible's "non-zero return code".
-        text = f"{(res.get('stderr') or res.get('stdout')).strip()} (exit {res['rc']})"
-        return _shorten(text, keep_end=True)
+        # A command (apt, dpkg, a script): its own words say more than Ansible's "non-zero return
+        # code". dpkg prints a failing install script's error on stdout, apt its summary on stderr.
+        out = str(res.get("stdout") or "").strip().splitlines()[-_COMMAND_TAIL_LINES:]
+        err = [line for line in str(res.get("stderr") or "").strip().splitlines() if not line.startswith(_NOISE)]
+        return _shorten("\n".join(out + err) + f" (exit {res['rc']})", keep_end=True)
     parts = []
     for key in _MESSAGE_KEYS:
         value = res.get(key)
