@@ -8,7 +8,7 @@ import pytest
 def pytest_collection_modifyitems(items):
     # The lifecycle tests kill the decode engine and finally stop the cluster; every other test of
     # the session's shared cluster runs before them.
-    items.sort(key=lambda item: item.module.__name__.endswith("test_lifecycle"))
+    items.sort(key=lambda item: item.nodeid.startswith("tests/vllm_tier/test_lifecycle.py"))
 
 
 @pytest.fixture(scope="session")

@@ -63,9 +63,9 @@ def executor_for(plan, state_dir: Path) -> Executor:
     containers = [h.name for h in inv.hosts if runtime_of(inv, h) != "native"]
     if remote or containers:
         raise InputError(
-            f"`up` runs clusters whose hosts are all this machine with runtime: native; "
-            f"{', '.join(remote + containers)} are not. For real hosts, render the cluster "
-            "(`xpdctl render`) and provision it; try `xpdctl up -i inventory/local.yaml` here"
+            f"up, status and down run here only for clusters whose hosts are all this machine with "
+            f"runtime: native; {', '.join(sorted(set(remote + containers)))} are not. For real hosts, render the "
+            "cluster (`xpdctl render`) and provision it; try `xpdctl up -i inventory/local.yaml` here"
         )
     return LocalExecutor(state_dir)
 

@@ -73,7 +73,7 @@ def wait_kv_paths(agent_urls: Sequence[str], *, timeout_s: float, progress: Prog
             ))
             return list(reports.values())
         waiting = [f"{p.prefill} -> {p.decode} {p.state}" for p in reports.values() if not p.ok]
-        progress.show(f"KV path: {', '.join(waiting + problems) or 'no report yet'} ({elapsed:.0f} s)")
+        progress.show(f"KV path: {', '.join(waiting + problems) or 'waiting for the KV agent'} ({elapsed:.0f} s)")
         if elapsed > timeout_s:
             progress.done(f"KV path: not verified after {elapsed:.0f} s")
             raise UnhealthyError(
