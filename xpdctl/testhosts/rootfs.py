@@ -102,10 +102,17 @@ def _debootstrap(cache: Path, progress: Progress) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     progress(f"debootstrap {SUITE} into {final} (a few minutes, once)")
     started = time.monotonic()
-    run(
-        ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(partial), MIRROR],
-        timeout=1800,
-    )
+    try:
+        run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(partial), MIRROR],
+            timeout=1800,
+        )
+    except ExecutionError as exc:
+        raise ExecutionError(
+            f"building the test hosts' Debian root failed: {exc.message}; it needs {MIRROR} (check the "
+            f"network, then run the command again; the log is {partial}/debootstrap/debootstrap.log)",
+            details=exc.details,
+        ) from exc
     (partial / COMPLETE).write_text(json.dumps({"seconds": round(time.monotonic() - started, 1)}))
     partial.rename(final)
     return final
@@ -164,7 +171,8 @@ def ensure_rootfs(cache: Path, ident: Identity, preinstalled: list[Path], progre
         base = _debootstrap(cache, progress)
         digests = [hashlib.sha256(deb.read_bytes()).hexdigest() for deb in preinstalled]
         support = [(STANDINS / n).read_text() for n in ("xpd_standin.py", "load_module.py")]
-        final = cache / f"rootfs-{_key(base.name, CUSTOMIZE_VERSION, ident.ca_cert.read_text(), ident.public_key.read_text(), digests, support)}"
+        identity_files = [ident.ca_cert.read_text(), ident.public_key.read_text()]
+        final = cache / f"rootfs-{_key(base.name, CUSTOMIZE_VERSION, identity_files, digests, support)}"
         if (final / COMPLETE).exists():
             return final
         progress(f"preparing {final.name} from {base.name}")
