@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xpdctl.errors import InputError
 
@@ -61,7 +61,13 @@ def load_kv_agent_config(path: Path) -> KvAgentConfig:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise InputError(f"{path}: cannot read kv-agent config: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: kv-agent config is not valid YAML: {exc}") from exc
     try:
         return KvAgentConfig.model_validate(data or {})
-    except Exception as exc:
-        raise InputError(f"{path}: invalid kv-agent config: {exc}") from exc
+    except ValidationError as exc:
+        raise InputError(
+            f"{path}: invalid kv-agent config ({exc.error_count()} problem(s)); fix them or re-render it "
+            "with `xpdctl render`",
+            details=[f"{path}: {'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()],
+        ) from exc
