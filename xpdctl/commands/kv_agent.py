@@ -74,7 +74,8 @@ def command(ctx: click.Context, config_path: Path | None) -> None:
         f"listening on http://{config.listen_host}:{config.port}",
         err=True,
     )
-    web.run_app(build_app(config), host=config.listen_host, port=config.port, print=None)
+    # No access log: the router polls /pairs every few seconds; verdict changes are logged instead.
+    web.run_app(build_app(config), host=config.listen_host, port=config.port, print=None, access_log=None)
 
 
 @command.command("probe")
