@@ -7,11 +7,11 @@ import math
 import pytest
 
 from xpdctl.bench import tables
-from xpdctl.bench.results import Point, Run, Settings, load, new_results, result_folder, save
+from xpdctl.bench.results import REPORT_GRID, Point, Run, Settings, load, new_results, product_grid, result_folder, save
 from xpdctl.bench.runner import arrival_offsets
 from xpdctl.errors import InputError
 
-SETTINGS = Settings(isl=[1024], osl=[1024, 8192], concurrency=[1, 8], prompts_per_concurrency=4, request_rate=8.0,
+SETTINGS = Settings(grid=product_grid([1024], [1024, 8192], [1, 8]), prompts_per_concurrency=4, request_rate=8.0,
                     warmups=2, seed=0)
 
 
@@ -66,3 +66,10 @@ def test_arrivals_follow_the_request_rate():
     assert offsets == sorted(offsets)
     assert offsets[-1] == pytest.approx(32 / 8.0)  # rescaled like vllm bench serve
     assert arrival_offsets(5, math.inf, seed=1) == [0.0] * 5
+
+
+def test_the_report_grid_extends_8k_1k_to_256():
+    settings = SETTINGS.model_copy(update={"grid": REPORT_GRID})
+    assert settings.scenarios() == [(1024, 1024), (1024, 8192), (8192, 1024), (8192, 8192)]
+    assert settings.concurrencies(8192, 1024) == [1, 4, 8, 16, 32, 64, 128, 256]
+    assert settings.concurrencies(8192, 8192) == [1, 4, 8, 16, 32]

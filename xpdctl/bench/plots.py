@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xpdctl.bench.results import Results
-from xpdctl.bench.tables import scenario_name, scenarios
+from xpdctl.bench.tables import scenario_name
 
 _SERIES = {"e2el": ("Median E2EL (s)", lambda p: p.e2el_s), "tps": ("Total tokens/s", lambda p: p.tps)}
 
@@ -16,7 +16,7 @@ def plot(results: Results, folder: Path) -> list[Path]:
     matplotlib.use("Agg")  # files only: no display on servers
     import matplotlib.pyplot as plt
 
-    cells = scenarios(results)
+    cells = results.settings.scenarios()
     cols = min(2, len(cells))
     rows = (len(cells) + cols - 1) // cols
     written = []
@@ -24,12 +24,14 @@ def plot(results: Results, folder: Path) -> list[Path]:
         fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
         for ax, (isl, osl) in zip(axes.flat, cells):
             for run in results.runs:
-                pts = [p for c in results.settings.concurrency if (p := run.point(isl, osl, c)) and p.metrics.get("completed")]
+                pts = [p for c in results.settings.concurrencies(isl, osl)
+                       if (p := run.point(isl, osl, c)) and p.metrics.get("completed")]
                 if pts:
                     ax.plot([p.concurrency for p in pts], [value(p) for p in pts], marker="o", label=run.label)
             ax.set_title(scenario_name(isl, osl))
             ax.set_xscale("log", base=2)
-            ax.set_xticks(results.settings.concurrency, [str(c) for c in results.settings.concurrency])
+            ticks = results.settings.concurrencies(isl, osl)
+            ax.set_xticks(ticks, [str(c) for c in ticks])
             ax.minorticks_off()
             ax.set_xlabel("Concurrency")
             ax.set_ylabel(ylabel)

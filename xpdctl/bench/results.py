@@ -54,14 +54,26 @@ class Run(_Model):
 
 
 class Settings(_Model):
-    isl: list[int]
-    osl: list[int]
-    concurrency: list[int]
+    grid: list[tuple[int, int, int]]  # (isl, osl, concurrency), in the order they run
     prompts_per_concurrency: int
     request_rate: float | None
     warmups: int
     seed: int
     tokenizer: str | None = None
+
+    def scenarios(self) -> list[tuple[int, int]]:
+        return list(dict.fromkeys((isl, osl) for isl, osl, _ in self.grid))
+
+    def concurrencies(self, isl: int, osl: int) -> list[int]:
+        return [c for i, o, c in self.grid if (i, o) == (isl, osl)]
+
+
+def product_grid(isl: list[int], osl: list[int], concurrency: list[int]) -> list[tuple[int, int, int]]:
+    return [(i, o, c) for i in isl for o in osl for c in concurrency]
+
+
+# The report's runs: every ISL/OSL in {1K, 8K} x {1K, 8K} at concurrency 1-32, and 8K/1K on to 256.
+REPORT_GRID = product_grid([1024, 8192], [1024, 8192], [1, 4, 8, 16, 32]) + [(8192, 1024, c) for c in (64, 128, 256)]
 
 
 class Results(_Model):

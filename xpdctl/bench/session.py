@@ -38,8 +38,7 @@ class BenchSession:
     def specs(self) -> list[PointSpec]:
         s = self.settings
         rate = float("inf") if s.request_rate is None else s.request_rate
-        return [PointSpec(i, o, c, s.prompts_per_concurrency * c, rate, s.warmups, s.seed)
-                for i in s.isl for o in s.osl for c in s.concurrency]
+        return [PointSpec(i, o, c, s.prompts_per_concurrency * c, rate, s.warmups, s.seed) for i, o, c in s.grid]
 
     def total_requests(self, targets: int = 1) -> int:
         return targets * sum(p.warmups + p.num_prompts for p in self.specs())

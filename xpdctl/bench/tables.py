@@ -26,17 +26,13 @@ def _geomean(values: list[float]) -> float | None:
     return round(math.exp(sum(math.log(v) for v in values) / len(values)), 2) if values else None
 
 
-def scenarios(results: Results) -> list[tuple[int, int]]:
-    return [(i, o) for i in results.settings.isl for o in results.settings.osl]
-
-
 def compare(results: Results, a: Run, b: Run) -> dict:
     """Rounded as printed: E2EL to 0.01 s, TPS to whole tokens/s, ratios to 0.01."""
     out = {"first": a.label, "second": b.label, "scenarios": []}
     all_e2el, all_tps = [], []
-    for isl, osl in scenarios(results):
+    for isl, osl in results.settings.scenarios():
         rows = []
-        for c in results.settings.concurrency:
+        for c in results.settings.concurrencies(isl, osl):
             pa, pb = a.point(isl, osl, c), b.point(isl, osl, c)
             if pa is None or pb is None or not pa.metrics.get("completed") or not pb.metrics.get("completed"):
                 continue
@@ -63,9 +59,9 @@ def _md(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 def run_tables(results: Results, run: Run) -> list[str]:
     lines = [f"## {run.label}", "", f"Endpoint {run.url}, model `{run.model}`."]
-    for isl, osl in scenarios(results):
+    for isl, osl in results.settings.scenarios():
         rows = []
-        for c in results.settings.concurrency:
+        for c in results.settings.concurrencies(isl, osl):
             p = run.point(isl, osl, c)
             if p is None:
                 continue
@@ -96,8 +92,9 @@ def comparison_tables(comparison: dict) -> list[str]:
 def markdown(results: Results) -> str:
     s = results.settings
     rate = "unlimited" if s.request_rate is None else f"{s.request_rate:g}/s"
+    cells = "; ".join(f"{_k(i)}/{_k(o)} at {', '.join(map(str, s.concurrencies(i, o)))}" for i, o in s.scenarios())
     lines = ["# Benchmark", "",
-             f"{results.created}. ISL {s.isl} x OSL {s.osl}, concurrency {s.concurrency}, "
+             f"{results.created}. ISL/OSL and concurrency: {cells}. "
              f"{s.prompts_per_concurrency}x concurrency prompts per point, request rate {rate}, {s.warmups} warm-up requests. "
              "E2EL is the median end-to-end latency; TPS the total (input + output) tokens per second.", ""]
     for run in results.runs:

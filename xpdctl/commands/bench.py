@@ -27,6 +27,8 @@ def _rate(text: str) -> float:
 @click.option("--isl", default="1024,8192", help="Input lengths in tokens (1K = 1024).")
 @click.option("--osl", default="1024,8192", help="Output lengths in tokens.")
 @click.option("--concurrency", default="1,4,8,16,32", help="Max concurrency of each point (the report goes to 256 at 8K/1K).")
+@click.option("--report-grid", is_flag=True,
+              help="The report's exact grid (1K/8K x 1K/8K at 1-32, 8K/1K on to 256) instead of --isl/--osl/--concurrency.")
 @click.option("--prompts-per-concurrency", type=int, default=4, help="Prompts per point = this x concurrency.")
 @click.option("--request-rate", type=_rate, default="8", help="Requests/s offered (the report's REQ_RATE); inf = all at once.")
 @click.option("--warmups", type=int, default=2, help="Warm-up requests before each point (not measured).")
@@ -42,7 +44,7 @@ def _rate(text: str) -> float:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default="bench-results",
               help="Results go to a new timestamped folder under this one.")
 @output_option
-def command(inventory, url, model, label, isl, osl, concurrency, prompts_per_concurrency, request_rate, warmups, seed,
+def command(inventory, url, model, label, isl, osl, concurrency, report_grid, prompts_per_concurrency, request_rate, warmups, seed,
             compare_with, tokenizer, backend, out_dir, output) -> None:
     """Measure a cluster over a grid of input/output lengths and concurrencies, as the report did.
 
@@ -55,8 +57,8 @@ def command(inventory, url, model, label, isl, osl, concurrency, prompts_per_con
 
     \b
     Examples:
-      xpdctl bench -i inventory/lab.yaml                                   # the report's grid
-      xpdctl bench -i inventory/lab.yaml --compare inventory/lab-single-vendor.yaml
+      xpdctl bench -i inventory/lab.yaml --report-grid                     # exactly the report's runs
+      xpdctl bench -i inventory/lab.yaml --compare inventory/lab-single-vendor.yaml   # 1K/8K x 1K/8K at 1-32
       xpdctl bench -i lab.yaml --isl 8K --osl 1K --concurrency 1,4,8,16,32,64,128,256
       xpdctl bench -i lab.yaml --compare bench-results/20260301-101500-lab-single/
       xpdctl bench --url http://127.0.0.1:8000 --model tiny-gpt-oss --isl 128 --osl 32 --concurrency 1,4
@@ -70,8 +72,8 @@ def command(inventory, url, model, label, isl, osl, concurrency, prompts_per_con
     if not inventory and not url:
         raise InputError("give -i INVENTORY (its router is measured) or --url URL --model NAME")
     target = from_inventory(inventory, url, model, label) if inventory else from_url(url, model, label)
-    settings = res.Settings(isl=parse_counts(isl), osl=parse_counts(osl), concurrency=parse_counts(concurrency),
-                            prompts_per_concurrency=prompts_per_concurrency,
+    grid = res.REPORT_GRID if report_grid else res.product_grid(parse_counts(isl), parse_counts(osl), parse_counts(concurrency))
+    settings = res.Settings(grid=grid, prompts_per_concurrency=prompts_per_concurrency,
                             request_rate=None if math.isinf(request_rate) else request_rate, warmups=warmups, seed=seed,
                             tokenizer=str(tokenizer) if tokenizer else target.tokenizer)
     earlier = None
