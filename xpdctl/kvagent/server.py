@@ -13,6 +13,7 @@ import logging
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from xpdctl.kvagent.config import KvAgentConfig
 from xpdctl.kvagent.metrics import AgentMetrics
@@ -51,7 +52,7 @@ async def _pairs(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[_METRICS].exposition(), content_type="text/plain", charset="utf-8")
+    return web.Response(body=request.app[_METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _nixl_source(request: web.Request) -> web.Response:
