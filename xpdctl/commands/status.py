@@ -22,7 +22,7 @@ def command(inventory: Path, output: str) -> None:
       cluster, state_dir, healthy (every service running and answering /health)
       router:   {url, state, health}
       services: [{name, role, host, url, state, health, pid, restarts, started_at, last_exit, log}]
-    state is running | starting | restarting | failed | stopped | not deployed;
+    state is running | starting | restarting | failed | stopped (router.state: not deployed before any up);
     health is healthy, why not (refused, timeout, HTTP 503), or - when the process is not running.
 
     \b
@@ -30,7 +30,7 @@ def command(inventory: Path, output: str) -> None:
       xpdctl status -i inventory/local.yaml
       xpdctl status -i inventory/local.yaml -o json | jq -r .router.url
     """  # fmt: skip
-    from xpdctl.local.bringup import cluster_status
+    from xpdctl.local.status import cluster_status
 
     status = cluster_status(inventory)
     if output == "json":

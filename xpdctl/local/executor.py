@@ -113,6 +113,13 @@ class LocalExecutor:
             if proc_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         self._sweep_orphans()
+        deadline = time.monotonic() + 5  # SIGKILLed processes take a moment to be gone
+        while (left := self.leftover_processes()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if left:
+            raise ExecutionError(
+                f"processes {left} survived `down`; kill them (kill -9 {' '.join(map(str, left))}) and report a bug"
+            )
         self.layout.desired.unlink(missing_ok=True)
         self.layout.state.unlink(missing_ok=True)
         self.layout.pid_file.unlink(missing_ok=True)
