@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,16 +48,6 @@ def write_inventory(tmp_path):
 # One local PD cluster per test session, started with `xpdctl up` on inventory/local.yaml, and one
 # aggregated vLLM instance (no KV transfer) as the reference for greedy outputs. Both are started at
 # once: on 2 cores each vLLM start takes one to a few minutes, and the tier must stay short.
-
-import json  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 
 VLLM_START_TIMEOUT_S = 1500  # generous: the machine is shared, and starts slow down under load
 
@@ -150,20 +149,19 @@ def vllm_session(tmp_path_factory):
     env = dict(os.environ, XPDCTL_STATE_DIR=str(tmp / "state"))
     agg_port = _free_port_block(1)
     agg_url = f"http://127.0.0.1:{agg_port}"
-    up_err = open(tmp / "up.stderr", "w")
     # The model must exist before the reference engine starts; `up` would build it too.
     from xpdctl.inventory import load_inventory
     from xpdctl.models import ensure_model
 
     model = load_inventory(inventory).inventory.model
     ensure_model(model.builder, Path(model.weights_path))
-    up = subprocess.Popen([sys.executable, "-m", "xpdctl", "up", "-i", str(inventory), "-o", "json",
-                           "--timeout", str(VLLM_START_TIMEOUT_S)],
-                          env=env, stdout=subprocess.PIPE, stderr=up_err, text=True)
+    with open(tmp / "up.stderr", "w") as up_err:
+        up = subprocess.Popen([sys.executable, "-m", "xpdctl", "up", "-i", str(inventory), "-o", "json",
+                               "--timeout", str(VLLM_START_TIMEOUT_S)],
+                              env=env, stdout=subprocess.PIPE, stderr=up_err, text=True)
     args, agg_env = _aggregated_command(inventory, agg_port)
     with open(tmp / "aggregated.log", "w") as agg_log:
         agg = subprocess.Popen(args, env=agg_env, stdout=agg_log, stderr=subprocess.STDOUT, start_new_session=True)
-    cluster = None
     try:
         out, _ = up.communicate(timeout=VLLM_START_TIMEOUT_S * 3)
         if up.returncode != 0:
