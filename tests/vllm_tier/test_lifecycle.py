@@ -7,6 +7,7 @@ and finally stop the shared cluster.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -34,6 +35,13 @@ def router_timeout_s(cluster) -> float:
     config = yaml.safe_load(next(state.glob("rendered/hosts/*/etc/xpdctl/router.yaml")).read_text())
     timeouts = config.get("timeouts") or {}
     return float(timeouts.get("connect_s", 5.0)) + float(timeouts.get("first_byte_s", 600.0))
+
+
+def test_up_again_changes_nothing(local_cluster):
+    before = {s["name"]: s["pid"] for s in local_cluster.status()["services"]}
+    again = json.loads(local_cluster.xpdctl("up", "-o", "json").stdout)
+    assert set(again["changes"].values()) == {"unchanged"}
+    assert {s["name"]: s["pid"] for s in local_cluster.status()["services"]} == before
 
 
 def test_killed_decode_gives_clients_a_clean_error_and_status_shows_it(local_cluster, prompt_of):
