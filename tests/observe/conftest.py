@@ -9,13 +9,7 @@ REPO = Path(__file__).resolve().parents[2]
 NVIDIA_H200 = REPO.parent / "shared" / "fixtures" / "nvidia-h200-x2"
 AMD_HANDWRITTEN = REPO / "tests" / "fixtures" / "amd"
 
-IBV_DEVINFO = """hca_id:\tmlx5_0
-\tfw_ver:\t\t\t\t28.39.1002
-\t\tport:\t1
-\t\t\tstate:\t\t\tPORT_ACTIVE (4)
-\t\t\tactive_mtu:\t\t4096 (5)
-\t\t\tlink_layer:\t\tEthernet
-"""
+RDMA_SAMPLE = REPO / "tests" / "fixtures" / "rdma" / "ibv_devinfo.txt"
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +33,8 @@ def _tool(folder: Path, name: str, body: str) -> None:
 def stand_in_tools(tmp_path):
     """A folder of stand-in vendor tools that print captured output: the lowest layer at which a GPU
     host can be simulated on a machine without GPUs. nvidia-smi prints the real H200 capture; amd-smi
-    prints the hand-written MI300X fixtures; ibv_devinfo one active ConnectX port."""
+    prints the hand-written MI300X fixtures; ibv_devinfo the hand-written two-port sample
+    (tests/fixtures/rdma)."""
 
     def make(*, nvidia: bool = False, amd: bool = False, rdma: bool = False) -> Path:
         """A host root whose usr/bin holds the chosen stand-ins (see LocalShellTransport)."""
@@ -60,7 +55,7 @@ def stand_in_tools(tmp_path):
                 f'metric) exec cat "{AMD_HANDWRITTEN}/amd-smi-metric.json";; esac\nexit 2\n',
             )
         if rdma:
-            _tool(folder, "ibv_devinfo", f"cat <<'EOF'\n{IBV_DEVINFO}EOF\n")
+            _tool(folder, "ibv_devinfo", f'exec cat "{RDMA_SAMPLE}"\n')
         return root
 
     return make

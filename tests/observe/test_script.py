@@ -64,7 +64,7 @@ def test_real_script_with_stand_in_vendor_tools(stand_in_tools):
         ("amd", "AMD Instinct MI300X"),
     ]
     assert status.accelerators.driver_version == "580.159.04"
-    assert [(p.device, p.state) for p in status.rdma] == [("mlx5_0", "PORT_ACTIVE")]
+    assert [(p.device, p.state) for p in status.rdma] == [("mlx5_0", "PORT_ACTIVE"), ("mlx5_1", "PORT_DOWN")]
 
 
 def test_failing_tool_is_reported_with_its_message(tmp_path):

@@ -1,30 +1,13 @@
-"""ibv_devinfo parser. The sample is hand-written from ibv_devinfo's documented output layout (no RDMA NIC here)."""
+"""ibv_devinfo parser on tests/fixtures/rdma/ibv_devinfo.txt, HAND-WRITTEN from ibv_devinfo's documented
+output layout (no RDMA NIC here): mlx5_0 port active, mlx5_1 port down."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from xpdctl.probes.rdma import parse_ibv_devinfo
 
-SAMPLE = """hca_id:\tmlx5_0
-\ttransport:\t\t\tInfiniBand (0)
-\tfw_ver:\t\t\t\t28.39.1002
-\tnode_guid:\t\t\tb83f:d203:0012:3456
-\tvendor_id:\t\t\t0x02c9
-\tvendor_part_id:\t\t\t4129
-\tphys_port_cnt:\t\t\t1
-\t\tport:\t1
-\t\t\tstate:\t\t\tPORT_ACTIVE (4)
-\t\t\tmax_mtu:\t\t4096 (5)
-\t\t\tactive_mtu:\t\t4096 (5)
-\t\t\tlink_layer:\t\tEthernet
-
-hca_id:\tmlx5_1
-\tfw_ver:\t\t\t\t28.39.1002
-\tphys_port_cnt:\t\t\t1
-\t\tport:\t1
-\t\t\tstate:\t\t\tPORT_DOWN (1)
-\t\t\tactive_mtu:\t\t1024 (3)
-\t\t\tlink_layer:\t\tEthernet
-"""
+SAMPLE = (Path(__file__).resolve().parents[1] / "fixtures" / "rdma" / "ibv_devinfo.txt").read_text()
 
 
 def test_ports_and_states():
