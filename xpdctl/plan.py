@@ -178,6 +178,7 @@ def _engine_service(
     else:
         command = (inv.engine.python or "", "-m", module, *args)
     what = "simulator" if sim else f"vLLM {vllm_version_of(inv, host)}"
+    factors = generation_factors(inv, settings, vendor, vllm_version_of(inv, host))
     return Service(
         name=name,
         role=p.role,
@@ -198,7 +199,9 @@ def _engine_service(
             "side_channel_port": p.side_channel_port,
             "kv_buffer_device": settings.buffer_device(vendor),
             "url": url(host, p.port),
-            "generation": generation(generation_factors(inv, settings, vendor, vllm_version_of(inv, host))),
+            "generation": generation(factors),
+            # Recorded so an upgrade can say which factor a new release changes (xpdctl.upgrade).
+            "generation_factors": factors,
         },
     )
 

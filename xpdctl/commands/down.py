@@ -24,7 +24,11 @@ def command(inventory: Path, output: str) -> None:
     """  # fmt: skip
     from xpdctl.local.bringup import bring_down
 
-    stopped = bring_down(inventory)
+    from xpdctl.audit import audited, cluster_of
+
+    with audited(cluster_of(inventory), "down") as details:
+        stopped = bring_down(inventory)
+        details["stopped"] = stopped
     if output == "json":
         emit_json({"stopped": stopped})
     elif stopped:

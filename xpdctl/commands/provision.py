@@ -48,6 +48,9 @@ def command(inventory: Path, limit: str | None, check: bool, allow_reboot: bool,
       xpdctl provision -i inventory/lab.yaml --limit mi300x-01 --allow-reboot
       xpdctl provision -i inventory/lab.yaml -e 'preflight_os_allowed=[ubuntu 22.04, ubuntu 24.04]' -o json
     """  # fmt: skip
+    from contextlib import nullcontext
+
+    from xpdctl.audit import audited
     from xpdctl.errors import ExecutionError
     from xpdctl.inventory import load_inventory
     from xpdctl.provision import provision, render_now
@@ -56,15 +59,20 @@ def command(inventory: Path, limit: str | None, check: bool, allow_reboot: bool,
     variables = parse_extra_vars(extra_vars)
     loaded = load_inventory(inventory)
     tree = render_dir or render_now(loaded)
-    result = provision(loaded, tree, limit=limit, check=check, allow_reboot=allow_reboot,
-                       extra_vars=variables, on_progress=print_progress)  # fmt: skip
-    if output == "json":
-        emit_json(result.model_dump())
-    else:
-        click.echo(provision_table(result))
-        click.echo(f"ansible output: {result.artifacts}/stdout")
-    if not result.ok:
-        raise ExecutionError(
-            f"provisioning did not finish on {result.retry or 'some hosts'}; fix what the table says and re-run "
-            f"only those: xpdctl provision -i {inventory} --limit {result.retry or 'HOSTS'}"
-        )
+    # --check changes no host: only real runs go to the audit log.
+    audit = nullcontext({}) if check else audited(
+        loaded.inventory.cluster, "provision", limit=limit, allow_reboot=allow_reboot, extra_vars=sorted(variables))
+    with audit as details:
+        result = provision(loaded, tree, limit=limit, check=check, allow_reboot=allow_reboot,
+                           extra_vars=variables, on_progress=print_progress)  # fmt: skip
+        details["retry"] = result.retry
+        if output == "json":
+            emit_json(result.model_dump())
+        else:
+            click.echo(provision_table(result))
+            click.echo(f"ansible output: {result.artifacts}/stdout")
+        if not result.ok:
+            raise ExecutionError(
+                f"provisioning did not finish on {result.retry or 'some hosts'}; fix what the table says and re-run "
+                f"only those: xpdctl provision -i {inventory} --limit {result.retry or 'HOSTS'}"
+            )

@@ -38,7 +38,11 @@ def command(inventory: Path, timeout_s: float, output: str) -> None:
     from xpdctl.local.bringup import bring_up
     from xpdctl.local.health import Progress
 
-    result = bring_up(inventory, timeout_s=timeout_s, progress=Progress())
+    from xpdctl.audit import audited, cluster_of
+
+    with audited(cluster_of(inventory), "up", timeout_s=timeout_s) as details:
+        result = bring_up(inventory, timeout_s=timeout_s, progress=Progress())
+        details["changes"] = {k: v for k, v in result.changes.items() if v != "unchanged"}
     if output == "json":
         emit_json(result.model_dump())
         return

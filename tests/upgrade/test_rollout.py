@@ -1,0 +1,112 @@
+"""`xpdctl upgrade` end to end on a local cluster of simulator engines (one prefill, three decodes,
+router with its admin API), under steady streaming load, run by the local executor on 127.0.0.1:
+each "host" of the decode pool is one engine instance with its own ports. Zero failed client
+requests and the capacity floor (sampled from the router's admin API) are checked throughout."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import write_release
+
+
+def deployed(cluster) -> dict:
+    """name -> manifest entry of every service in the deployed render."""
+    manifest = json.loads((cluster.state_dir / "rendered" / "manifest.json").read_text())
+    return {s["name"]: s for h in manifest["hosts"].values() for s in h["services"]}
+
+
+def pids(cluster) -> dict:
+    return {s["name"]: s["pid"] for s in json.loads(cluster.xpdctl("status", "-o", "json").stdout)["services"]}
+
+
+def releases(cluster, role="decode") -> dict:
+    return {n: s["command"][0].rsplit("/", 1)[-1] for n, s in deployed(cluster).items() if s["role"] == role}
+
+
+def test_rolling_upgrade_under_load(sim_cluster, load):
+    before = pids(sim_cluster)
+    sim_cluster.write(python=str(write_release(sim_cluster.tmp / "release-2")))
+    dry = json.loads(sim_cluster.upgrade("--dry-run", "-o", "json").stdout)
+    assert dry["status"] == "dry-run" and dry["verdict"]["compatible"] is True
+    assert [p["name"] for p in dry["phases"]] == ["batch 1", "batch 2", "batch 3", "record"]
+    assert pids(sim_cluster) == before  # a dry run changes nothing
+
+    with load() as traffic:
+        result = json.loads(sim_cluster.upgrade("-o", "json").stdout)
+    assert traffic.failures == [] and traffic.ok > 0
+    assert min(traffic.serving) >= 2  # pool of 3, --max-unavailable 1
+    assert result["status"] == "done" and result["floor"] == 2
+    assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-2" for i in range(3)}
+    after = pids(sim_cluster)
+    assert all(after[n] != before[n] for n in releases(sim_cluster))
+    assert {n: after[n] for n in ("xpd-local-prefill-0", "xpd-local-router", "xpd-local-kv-agent")} == {
+        n: before[n] for n in ("xpd-local-prefill-0", "xpd-local-router", "xpd-local-kv-agent")}
+    rollout = sim_cluster.rollout()
+    assert rollout["status"] == "done" and {i["status"] for i in rollout["instances"].values()} == {"done"}
+
+    again = json.loads(sim_cluster.upgrade("-o", "json").stdout)
+    assert again["status"] == "unchanged"
+    audit = sim_cluster.audit()
+    assert [(a["command"], a["result"]) for a in audit] == [("up", "ok"), ("upgrade", "ok"), ("upgrade", "ok")]
+    assert audit[1]["details"]["instances"] == ["xpd-local-decode-0", "xpd-local-decode-1", "xpd-local-decode-2"]
+    assert audit[1]["who"] and audit[1]["at"]
+
+
+def test_failure_on_second_host_rolls_back_and_resume_completes(sim_cluster, load):
+    release = sim_cluster.tmp / "release-2"
+    write_release(release, broken_port=sim_cluster.decode_ports[1])
+    sim_cluster.write(python=str(release))
+    with load() as traffic:
+        failed = sim_cluster.upgrade(check=False)
+        assert failed.returncode == 1
+        assert "injected failure" in failed.stderr or "exited while starting" in failed.stderr
+        rollout = sim_cluster.rollout()
+        assert rollout["status"] == "failed" and "rolled back to the old version" in rollout["error"]
+        states = {n: i["status"] for n, i in rollout["instances"].items()}
+        assert states == {"xpd-local-decode-0": "done", "xpd-local-decode-1": "failed",
+                          "xpd-local-decode-2": "pending"}
+        # The old version serves again on the second host, and the router sends it requests.
+        assert releases(sim_cluster) == {"xpd-local-decode-0": "release-2", "xpd-local-decode-1": "release-1",
+                                         "xpd-local-decode-2": "release-1"}
+        status = json.loads(sim_cluster.xpdctl("status", "-o", "json").stdout)
+        assert status["healthy"] is True
+        # Without --resume, a failed rollout stays failed.
+        refused = sim_cluster.upgrade(check=False)
+        assert refused.returncode == 1 and "--resume" in refused.stderr
+
+        write_release(release)  # the fix
+        resumed = json.loads(sim_cluster.upgrade("--resume", "-o", "json").stdout)
+    assert traffic.failures == [] and traffic.ok > 0
+    assert min(traffic.serving) >= 2
+    assert resumed["status"] == "done"
+    assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-2" for i in range(3)}
+    assert [(a["command"], a["result"]) for a in sim_cluster.audit()][1:] == [
+        ("upgrade", "failed"), ("upgrade", "failed"), ("upgrade", "ok")]
+
+
+def test_compat_change_refused_in_place_then_blue_green(sim_cluster, load):
+    old_generation = deployed(sim_cluster)["xpd-local-decode-0"]["generation"]
+    before = pids(sim_cluster)
+    sim_cluster.write(python=str(write_release(sim_cluster.tmp / "release-2")), vllm_version="0.33.0")
+    refused = sim_cluster.upgrade(check=False)
+    assert refused.returncode == 2
+    assert "vllm_version: 0.32.0 -> 0.33.0" in refused.stderr and "--blue-green" in refused.stderr
+    assert pids(sim_cluster) == before
+    assert not (sim_cluster.state_dir / "upgrade" / "rollout.json").exists()
+
+    with load() as traffic:
+        result = json.loads(sim_cluster.upgrade("--blue-green", "-o", "json").stdout)
+    assert traffic.failures == [] and traffic.ok > 0
+    assert min(traffic.serving) >= 3  # the new generation is up before the old one leaves
+    # Never a serving decode without its generation's prefill: the two generations did overlap.
+    assert any(len(g) == 2 for g in traffic.generations)
+    assert result["status"] == "done" and result["mode"] == "blue-green"
+    new_generation = result["verdict"]["new_generation"]
+    assert new_generation != old_generation
+    services = deployed(sim_cluster)
+    assert not [n for n in services if n.endswith("-next")]
+    assert {s["generation"] for s in services.values() if s["role"] in ("prefill", "decode")} == {new_generation}
+    backends = json.loads(sim_cluster.xpdctl("status", "-o", "json").stdout)
+    assert backends["healthy"] is True
+    assert pids(sim_cluster)["xpd-local-router"] == before["xpd-local-router"]  # never restarted under load

@@ -1,0 +1,51 @@
+"""The phases of a rollout: which instances move together, through which steps.
+
+In place (the new release pairs with the other pool):
+  surge up (only when the floor would otherwise reach zero) -> batch 1..n -> surge down -> record
+Blue-green (it does not: a new generation):
+  green up -> shift (drain the old) -> retire old -> base up -> green down -> record
+``base up`` brings the new generation back to the inventory's own names and ports, so that what runs
+afterwards is exactly what ``render`` gives; green instances only carry traffic meanwhile.
+"""
+
+from __future__ import annotations
+
+from xpdctl.upgrade.state import Instance, Phase
+
+# The image is pulled before the instance is drained: a pull takes minutes, capacity is kept meanwhile.
+BATCH_STEPS = ["check-floor", "pull", "drain", "wait-idle", "stop", "install", "start", "health", "warm-up", "undrain"]
+UP_STEPS = ["pull", "install", "start", "health", "add", "warm-up"]
+DOWN_STEPS = ["drain", "wait-idle", "remove", "stop"]
+
+
+def sizes(pool_size: int, max_unavailable: int) -> tuple[int, int, int]:
+    """(floor, batch, surge): at least one instance always serves, so a pool of one needs a surge."""
+    floor = max(pool_size - max_unavailable, 1)
+    batch = max(min(max_unavailable, pool_size), 1)
+    surge = max(0, floor + batch - pool_size)
+    return floor, batch, surge
+
+
+def in_place(rolling: list[Instance], surges: list[Instance], batch: int) -> list[Phase]:
+    phases = []
+    if surges:
+        phases.append(Phase(name="surge up", instances=[s.name for s in surges], steps=UP_STEPS, rollback=True))
+    for k in range(0, len(rolling), batch):
+        members = [i.name for i in rolling[k:k + batch]]
+        phases.append(Phase(name=f"batch {k // batch + 1}", instances=members, steps=BATCH_STEPS, rollback=True))
+    if surges:
+        phases.append(Phase(name="surge down", instances=[s.name for s in surges], steps=DOWN_STEPS))
+    return phases + [Phase(name="record", instances=[], steps=["record"])]
+
+
+def blue_green(old: list[Instance], greens: list[Instance]) -> list[Phase]:
+    olds = [i.name for i in old]
+    green = [g.name for g in greens]
+    return [
+        Phase(name="green up", instances=green, steps=UP_STEPS, rollback=True),
+        Phase(name="shift", instances=olds, steps=["drain", "wait-idle"], rollback=True),
+        Phase(name="retire old", instances=olds, steps=["remove", "stop"]),
+        Phase(name="base up", instances=olds, steps=UP_STEPS),
+        Phase(name="green down", instances=green, steps=DOWN_STEPS),
+        Phase(name="record", instances=[], steps=["record"]),
+    ]

@@ -1,0 +1,250 @@
+"""``xpdctl upgrade``: decide what to roll out and how, then run the persisted phases.
+
+A failed step in a phase marked ``rollback`` puts its instances back on the old version (or takes
+surge/green instances away again), stops the rollout and records ``failed``; ``--resume`` runs that
+phase again. A rollout interrupted anywhere else continues at the step it was in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from xpdctl.audit import who
+from xpdctl.errors import ExecutionError, InputError, XpdError
+from xpdctl.local.health import Progress
+from xpdctl.paths import cluster_state_dir
+from xpdctl.render import read_tree, render_files, write_tree
+from xpdctl.upgrade import phases as ph
+from xpdctl.upgrade.routeradmin import RouterAdmin, admin_token
+from xpdctl.upgrade.state import Instance, Layout, Phase, Rollout, exclusive, load_rollout, save_rollout
+from xpdctl.upgrade.steps import STEPS, Context, Options, apply_deployed, step_health, step_undrain
+from xpdctl.upgrade.target import Verdict, alt_plan, check_alt_ports, target_plan, verdict, with_image
+from xpdctl.upgrade.tree import copy_service, engines, find_service, manifest_of, without_service
+
+
+class Request(BaseModel):
+    inventory: Path
+    pool: str
+    image: str | None = None
+    max_unavailable: int = 1
+    blue_green: bool = False
+    restart: bool = False  # roll instances whose files did not change too
+    resume: bool = False
+    dry_run: bool = False
+    alt_port_offset: int = 1000
+
+
+class UpgradeResult(BaseModel):
+    cluster: str
+    pool: str
+    status: str  # done | unchanged | dry-run
+    mode: str | None = None
+    verdict: Verdict | None = None
+    pool_size: int = 0
+    floor: int = 0
+    phases: list[Phase] = []
+    instances: list[Instance] = []
+    state_file: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _instance(manifest: dict, name: str, kind: str = "instance", source: str = "target") -> Instance:
+    host, entry = find_service(manifest, name)
+    return Instance(name=name, host=host, role=entry["role"], url=entry["url"], kind=kind, source=source,
+                    generation=entry["generation"])
+
+
+def _changed(deployed, target, manifest_d: dict, manifest_t: dict, name: str) -> bool:
+    _, old = find_service(manifest_d, name)
+    _, new = find_service(manifest_t, name)
+    return old != new or any(deployed.get(rel) != target.get(rel) for rel in (old["unit"], old["env_file"]))
+
+
+def _new_rollout(req: Request, loaded, layout: Layout, deployed_dir: Path, environ: Mapping[str, str]):
+    """(rollout or None when nothing changes, verdict); writes previous/target/alt trees unless dry-run."""
+    deployed = read_tree(deployed_dir)
+    manifest_d = manifest_of(deployed)
+    target_files = render_files(target_plan(loaded, environ))
+    manifest_t = manifest_of(target_files)
+    verdict_ = verdict(manifest_d, manifest_t, req.pool)
+    if not verdict_.compatible and not req.blue_green:
+        raise InputError(verdict_.reason() + "; refused in place. Run it with --blue-green, which brings the new "
+                         "generation up beside the old one on other ports and moves traffic to it pair by pair")
+    names = {role: [s["name"] for _, s in engines(manifest_d, role)] for role in ("prefill", "decode")}
+    for role, listed in names.items():
+        if sorted(listed) != sorted(s["name"] for _, s in engines(manifest_t, role)):
+            raise InputError(f"the inventory adds or removes {role} instances; an upgrade keeps the instances as "
+                             "they are: change the pool's size with `xpdctl up` (or provision), then upgrade")
+    pool_size = len(names[req.pool])
+    if req.blue_green:
+        wanted = set(names["prefill"] + names["decode"])
+        mode = "blue-green"
+        floor = pool_size
+    else:
+        rolling = [n for n in names[req.pool]
+                   if req.restart or _changed(deployed, target_files, manifest_d, manifest_t, n)]
+        if not rolling:
+            return None, verdict_
+        floor, batch, surge = ph.sizes(pool_size, req.max_unavailable)
+        wanted = set(rolling[:surge])
+        mode = "in-place"
+    alt = alt_plan(loaded, environ, wanted, req.alt_port_offset)
+    check_alt_ports(alt, manifest_d)
+    alt_files = render_files(alt)
+    manifest_a = manifest_of(alt_files)
+    alts = [_instance(manifest_a, s.name, "green" if req.blue_green else "surge", "alt") for s in alt.engines]
+    if req.blue_green:
+        olds = [_instance(manifest_t, n) for n in names["prefill"] + names["decode"]]
+        phases = ph.blue_green(olds, alts)
+    else:
+        olds = [_instance(manifest_t, n) for n in rolling]
+        phases = ph.in_place(olds, alts, batch)
+    rollout = Rollout(
+        cluster=loaded.inventory.cluster, pool=req.pool, mode=mode, by=who(), started_at=_now(), phases=phases,
+        instances={i.name: i for i in olds + alts}, pool_size=pool_size, floor=floor,
+        old_generation=verdict_.old_generation, new_generation=verdict_.new_generation,
+    )
+    if not req.dry_run:
+        write_tree(deployed, layout.previous)
+        write_tree(target_files, layout.target)
+        write_tree(alt_files, layout.alt)
+    return rollout, verdict_
+
+
+def _rollback(ctx: Context, phase: Phase, members: list[Instance], failed_step: str) -> None:
+    previous = read_tree(ctx.layout.previous)
+    files = read_tree(ctx.deployed)
+    stopped = "stop" in phase.steps and phase.steps.index(failed_step) >= phase.steps.index("stop")
+    alts = [i for i in members if i.kind != "instance"]
+    for i in alts:
+        ctx.admin.remove(i.url)
+        files = without_service(files, i.name)
+    olds = [i for i in members if i.kind == "instance"]
+    if stopped:
+        for i in olds:
+            files = copy_service(files, previous, i.name)
+    write_tree(files, ctx.deployed)
+    if alts or stopped:
+        apply_deployed(ctx)
+    if stopped:
+        step_health(ctx, olds)
+    step_undrain(ctx, olds)
+
+
+def _fail(ctx: Context, phase: Phase, members: list[Instance], step: str, exc: BaseException) -> None:
+    r = ctx.rollout
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    r.status = "failed"
+    r.error = f"{phase.name}: {step}: {message}"
+    for i in members:
+        i.status, i.error = "failed", message
+    save_rollout(ctx.layout, r)
+    if not phase.rollback or not isinstance(exc, XpdError):
+        return  # Ctrl-C, or past the point where the old version can come back: resume where it stopped
+    ctx.progress.done(f"{phase.name}: {step} failed; rolling {', '.join(i.name for i in members)} back")
+    try:
+        _rollback(ctx, phase, members, step)
+    except XpdError as again:
+        r.error += f"; rolling back failed too: {again.message}"
+    else:
+        r.error += "; rolled back to the old version, which serves"
+        r.step = 0
+    save_rollout(ctx.layout, r)
+
+
+def run(ctx: Context) -> None:
+    r = ctx.rollout
+    r.status, r.error = "running", None
+    save_rollout(ctx.layout, r)
+    while r.phase < len(r.phases):
+        phase = r.phases[r.phase]
+        members = [r.instances[n] for n in phase.instances]
+        while r.step < len(phase.steps):
+            step = phase.steps[r.step]
+            for i in members:
+                i.status, i.error = step, None
+            save_rollout(ctx.layout, r)  # recorded before it runs: a resumed rollout runs it again
+            ctx.progress.show(f"{phase.name}: {step} {', '.join(phase.instances)}")
+            try:
+                STEPS[step](ctx, members)
+            except BaseException as exc:
+                _fail(ctx, phase, members, step, exc)
+                raise
+            r.step += 1
+        for i in members:
+            i.status = "done"
+        ctx.progress.done(f"{phase.name}: done {', '.join(phase.instances)}")
+        r.phase, r.step = r.phase + 1, 0
+        save_rollout(ctx.layout, r)
+    r.status, r.finished_at = "done", _now()
+    save_rollout(ctx.layout, r)
+
+
+def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapping[str, str] | None = None
+            ) -> UpgradeResult:
+    from xpdctl.inventory import load_inventory
+    from xpdctl.local.cluster import executor_for
+
+    environ = dict(os.environ if environ is None else environ)
+    loaded = with_image(load_inventory(req.inventory), req.pool, req.image)
+    inv = loaded.inventory
+    state_dir = cluster_state_dir(inv.cluster)
+    layout = Layout(state_dir)
+    deployed_dir = state_dir / "rendered"
+    if not (deployed_dir / "manifest.json").exists():
+        raise InputError(f"cluster {inv.cluster} has not been brought up (no {deployed_dir}); run `xpdctl up` first")
+
+    def result(status: str, rollout: Rollout | None, v: Verdict | None) -> UpgradeResult:
+        return UpgradeResult(
+            cluster=inv.cluster, pool=req.pool, status=status, verdict=v, state_file=str(layout.rollout),
+            mode=rollout.mode if rollout else None, pool_size=rollout.pool_size if rollout else 0,
+            floor=rollout.floor if rollout else 0, phases=rollout.phases if rollout else [],
+            instances=list(rollout.instances.values()) if rollout else [],
+        )
+
+    with exclusive(layout):
+        existing = load_rollout(layout)
+        unfinished = existing is not None and existing.status != "done"
+        if unfinished and not req.resume:
+            at = existing.current()
+            where = f" at {at[0].name}: {at[1]}" if at else ""
+            raise ExecutionError(
+                f"a rollout of the {existing.pool} pool is {existing.status}{where}"
+                + (f" ({existing.error})" if existing.error else "")
+                + f". Fix the cause, then run `xpdctl upgrade -i {req.inventory} --pool {existing.pool} --resume`"
+            )
+        if req.resume:
+            if not unfinished:
+                raise InputError("there is no failed or interrupted rollout to resume; run the upgrade without --resume")
+            if existing.pool != req.pool:
+                raise InputError(f"the unfinished rollout is of the {existing.pool} pool; resume it with --pool {existing.pool}")
+            rollout, v = existing, None
+        else:
+            rollout, v = _new_rollout(req, loaded, layout, deployed_dir, environ)
+            if rollout is None:
+                return result("unchanged", None, v)
+        if req.dry_run:
+            return result("dry-run", rollout, v)
+        manifest = manifest_of(read_tree(deployed_dir))
+        router_host = manifest["router"]["host"]
+        router = next(s for s in manifest["hosts"][router_host]["services"] if s["role"] == "router")
+        token = admin_token(inv.router.admin_token_env, environ, deployed_dir / router["env_file"])
+        from xpdctl.plan import build_plan
+
+        ctx = Context(
+            rollout=rollout, layout=layout, deployed=deployed_dir,
+            executor=executor_for(build_plan(loaded, environ), state_dir),
+            admin=RouterAdmin(manifest["router"]["url"], token), model=inv.model.name, options=options,
+            progress=progress,
+        )
+        run(ctx)
+        return result("done", rollout, v)
+

@@ -1,0 +1,90 @@
+"""A client of the router's admin API (``xpdctl/router/admin.py``): list, drain, undrain, add, remove."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from xpdctl.errors import ExecutionError, InputError
+from xpdctl.local.unitfile import parse_env_file
+
+
+class BackendView(BaseModel):
+    url: str
+    pool: str
+    generation: str
+    name: str = ""
+    state: str
+    health: str
+    draining: bool
+    in_flight: int
+
+    @property
+    def serving(self) -> bool:
+        """What the router would send a request to (selection.py: healthy and not draining)."""
+        return self.health == "healthy" and not self.draining
+
+
+def admin_token(token_env: str, environ: dict[str, str], router_env_file: Path | None) -> str:
+    """The token from the environment, else from the router's rendered env file (local clusters)."""
+    if environ.get(token_env):
+        return environ[token_env]
+    if router_env_file is not None and router_env_file.exists():
+        token = parse_env_file(router_env_file.read_text()).get(token_env)
+        if token:
+            return token
+    raise InputError(
+        f"the router's admin API needs a token and {token_env} is not set; an upgrade drains instances "
+        f"through it. Export {token_env}=<secret> and run `xpdctl up` (or provision) once so the router "
+        "gets it, then run the upgrade with the same variable set"
+    )
+
+
+class RouterAdmin:
+    def __init__(self, router_url: str, token: str, timeout_s: float = 10.0):
+        self.base = router_url.rstrip("/") + "/admin/backends"
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def _call(self, method: str, path: str = "", body: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            self.base + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            text = exc.read()[:300].decode(errors="replace")
+            if exc.code == 401:
+                raise ExecutionError(f"the router at {self.base} refused the admin token ({text}); "
+                                     "export the token the router was rendered with") from exc
+            raise ExecutionError(f"router admin {method} {self.base}{path}: HTTP {exc.code} {text}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise ExecutionError(f"cannot reach the router's admin API at {self.base} ({exc}); "
+                                 "is the router running? `xpdctl status` shows it") from exc
+
+    def backends(self) -> list[BackendView]:
+        return [BackendView.model_validate(b) for b in self._call("GET")["backends"]]
+
+    def backend(self, url: str) -> BackendView | None:
+        url = url.rstrip("/")
+        return next((b for b in self.backends() if b.url == url), None)
+
+    def drain(self, url: str) -> None:
+        self._call("POST", "/drain", {"url": url})
+
+    def undrain(self, url: str) -> None:
+        self._call("POST", "/undrain", {"url": url})
+
+    def add(self, url: str, pool: str, generation: str, name: str) -> None:
+        if self.backend(url) is None:  # adding twice is a 409: a resumed step may find it added
+            self._call("POST", "", {"url": url, "pool": pool, "generation": generation, "name": name})
+
+    def remove(self, url: str) -> None:
+        if self.backend(url) is not None:
+            self._call("DELETE", "", {"url": url})

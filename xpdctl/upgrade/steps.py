@@ -1,0 +1,238 @@
+"""The steps of a rollout, each applied to the instances of one phase. Every step is idempotent:
+a resumed rollout runs the step it was in again.
+
+The deployed render (``<state dir>/rendered``) always lists exactly what should run: ``stop`` takes a
+service out of it, ``install`` puts the new files in, ``start`` applies it through the executor.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from xpdctl.errors import ExecutionError
+from xpdctl.local.executor import Executor
+from xpdctl.local.health import Progress, Target, wait_healthy
+from xpdctl.local.rendered import rendered_services
+from xpdctl.render import read_tree, write_tree
+from xpdctl.upgrade.routeradmin import BackendView, RouterAdmin
+from xpdctl.upgrade.state import Instance, Layout, Rollout, load_held, save_held
+from xpdctl.upgrade.tree import copy_service, manifest_of, without_service
+from xpdctl.upgrade.warmup import warm_pair
+
+
+@dataclass
+class Options:
+    drain_timeout_s: float = 300.0  # in-flight requests of a drained instance must finish by then
+    health_timeout_s: float = 900.0  # an engine start, a floor wait
+    # After a prefill's last request left, decodes may still be pulling its KV (a lease: REFERENCE.md
+    # section 5); stopping it that soon would fail their requests.
+    kv_grace_s: float = 5.0
+    poll_s: float = 0.5
+
+
+@dataclass
+class Context:
+    rollout: Rollout
+    layout: Layout
+    deployed: Path  # the cluster's deployed render
+    executor: Executor
+    admin: RouterAdmin
+    model: str
+    options: Options
+    progress: Progress
+
+    def source(self, instance: Instance) -> Path:
+        return self.layout.target if instance.source == "target" else self.layout.alt
+
+
+Step = Callable[[Context, list[Instance]], None]
+
+
+def apply_deployed(ctx: Context) -> None:
+    """Run exactly what the deployed render lists; held units keep running as they are."""
+    running = {u.name: u.content_hash for u in ctx.executor.services()}
+    # A hold lasts while the unit runs with the held hash: once restarted (by `up`), it has its new files.
+    held = {name: h for name, h in load_held(ctx.layout).items() if running.get(name) == h}
+    save_held(ctx.layout, held)
+    units = []
+    for s in rendered_services(ctx.deployed):
+        unit = s.desired
+        if unit.unit.name in held:
+            unit = unit.model_copy(update={"unit": unit.unit.model_copy(update={"content_hash": held[unit.unit.name]})})
+        units.append(unit)
+    ctx.executor.apply(units)
+
+
+def _wait(what: str, done: Callable[[], bool], timeout_s: float, ctx: Context, failure: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise ExecutionError(failure())
+        ctx.progress.show(f"{what} ({timeout_s - (deadline - time.monotonic()):.0f} s)")
+        time.sleep(ctx.options.poll_s)
+
+
+def _pool_serving(ctx: Context, exclude: set[str]) -> list[BackendView]:
+    return [b for b in ctx.admin.backends() if b.pool == ctx.rollout.pool and b.serving and b.url not in exclude]
+
+
+def step_check_floor(ctx: Context, instances: list[Instance]) -> None:
+    """Wait until taking these instances out still leaves the floor serving."""
+    batch = {i.url for i in instances}
+    floor = ctx.rollout.floor
+    _wait(f"waiting for {floor} other {ctx.rollout.pool} instances to serve",
+          lambda: len(_pool_serving(ctx, batch)) >= floor, ctx.options.health_timeout_s, ctx,
+          lambda: f"only {len(_pool_serving(ctx, batch))} other {ctx.rollout.pool} instances serve; taking "
+                  f"{', '.join(i.name for i in instances)} out would leave fewer than {floor}. "
+                  "Check `xpdctl status`, then run the upgrade again with --resume")
+
+
+def step_pull(ctx: Context, instances: list[Instance]) -> None:
+    """Have the new program on the host before anything stops (an image pull takes minutes).
+
+    Native runtime: the new interpreter exists and has the engine's module.
+    """
+    services = {s.desired.unit.name: s for tree in {ctx.source(i) for i in instances} for s in rendered_services(tree)}
+    for i in instances:
+        argv = services[i.name].desired.unit.exec_start.argv
+        module = argv[argv.index("-m") + 1].split(".")[0] if "-m" in argv else None
+        check = ["-c", f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 1)"]
+        try:
+            done = subprocess.run([argv[0], *check] if module else [argv[0], "--version"],
+                                  capture_output=True, text=True, timeout=120)
+        except OSError as exc:
+            raise ExecutionError(f"{i.name}: the new program {argv[0]} cannot run ({exc.strerror})") from exc
+        if done.returncode != 0:
+            raise ExecutionError(f"{i.name}: {argv[0]} lacks the module {module}: {done.stderr.strip()[-300:]}")
+
+
+def step_drain(ctx: Context, instances: list[Instance]) -> None:
+    for i in instances:
+        if ctx.admin.backend(i.url) is not None:
+            ctx.admin.drain(i.url)
+
+
+def step_undrain(ctx: Context, instances: list[Instance]) -> None:
+    for i in instances:
+        ctx.admin.undrain(i.url)
+
+
+def step_wait_idle(ctx: Context, instances: list[Instance]) -> None:
+    urls = {i.url for i in instances}
+
+    def busy() -> dict[str, int]:
+        return {b.name or b.url: b.in_flight for b in ctx.admin.backends() if b.url in urls and b.in_flight}
+
+    _wait(f"waiting for in-flight requests on {', '.join(i.name for i in instances)} to finish",
+          lambda: not busy(), ctx.options.drain_timeout_s, ctx,
+          lambda: f"requests still in flight after {ctx.options.drain_timeout_s:.0f} s ({busy()}); stopping now would "
+                  "fail them. Run again with a larger --drain-timeout")
+    if any(i.role == "prefill" for i in instances):
+        time.sleep(ctx.options.kv_grace_s)
+
+
+def _write(ctx: Context, files) -> None:
+    write_tree(files, ctx.deployed)
+
+
+def step_stop(ctx: Context, instances: list[Instance]) -> None:
+    files = read_tree(ctx.deployed)
+    for i in instances:
+        files = without_service(files, i.name)
+    _write(ctx, files)
+    apply_deployed(ctx)
+
+
+def step_install(ctx: Context, instances: list[Instance]) -> None:
+    files = read_tree(ctx.deployed)
+    for i in instances:
+        files = copy_service(files, read_tree(ctx.source(i)), i.name)
+    _write(ctx, files)
+
+
+def step_start(ctx: Context, instances: list[Instance]) -> None:
+    apply_deployed(ctx)
+
+
+def step_health(ctx: Context, instances: list[Instance]) -> None:
+    wait_healthy([Target(name=i.name, url=i.url) for i in instances], timeout_s=ctx.options.health_timeout_s,
+                 what="health", unit_states=lambda: {u.name: u for u in ctx.executor.services()},
+                 progress=ctx.progress)
+
+
+def _partner(ctx: Context, instance: Instance, phase: list[Instance]) -> str:
+    other = "decode" if instance.role == "prefill" else "prefill"
+    for i in phase:
+        if i.role == other and i.generation == instance.generation:
+            return i.url
+    for b in ctx.admin.backends():
+        if b.pool == other and b.generation == instance.generation and b.serving:
+            return b.url
+    raise ExecutionError(
+        f"no {other} instance of generation {instance.generation} serves, so {instance.name} cannot be warmed up "
+        "through a compatible pair; check `xpdctl status`"
+    )
+
+
+def step_warm_up(ctx: Context, instances: list[Instance]) -> None:
+    for i in instances:
+        partner = _partner(ctx, i, instances)
+        prefill, decode = (i.url, partner) if i.role == "prefill" else (partner, i.url)
+        seconds = warm_pair(prefill, decode, ctx.model, timeout_s=ctx.options.health_timeout_s)
+        ctx.progress.done(f"warm-up {prefill} -> {decode}: {seconds:.1f} s")
+
+
+def step_add(ctx: Context, instances: list[Instance]) -> None:
+    for i in instances:
+        ctx.admin.add(i.url, i.role, i.generation, i.name)
+    # The router admits a backend after its own health check; wait for it to serve.
+    _wait("waiting for the router to admit " + ", ".join(i.name for i in instances),
+          lambda: all((b := ctx.admin.backend(i.url)) is not None and b.health == "healthy" for i in instances),
+          ctx.options.health_timeout_s, ctx,
+          lambda: f"the router did not find {', '.join(i.name for i in instances)} healthy; see the router's log")
+
+
+def step_remove(ctx: Context, instances: list[Instance]) -> None:
+    for i in instances:
+        ctx.admin.remove(i.url)
+
+
+def step_record(ctx: Context, instances: list[Instance]) -> None:
+    """Blue-green: the router's backends now are the target's; its config on disk says so too.
+
+    The running router already has them (through its admin API): it is held at its running content
+    hash so that writing its new config does not restart it under load.
+    """
+    if ctx.rollout.mode != "blue-green":
+        return
+    target = read_tree(ctx.layout.target)
+    files = read_tree(ctx.deployed)
+    manifest = manifest_of(files)
+    router = manifest["router"]["host"]
+    service = next(s for s in manifest["hosts"][router]["services"] if s["role"] == "router")
+    running = {u.name: u.content_hash for u in ctx.executor.services()}
+    save_held(ctx.layout, {**load_held(ctx.layout), service["name"]: running[service["name"]]})
+    files[service["config"]] = target[service["config"]]
+    _write(ctx, files)
+    apply_deployed(ctx)
+
+
+STEPS: dict[str, Step] = {
+    "check-floor": step_check_floor,
+    "pull": step_pull,
+    "drain": step_drain,
+    "wait-idle": step_wait_idle,
+    "stop": step_stop,
+    "install": step_install,
+    "start": step_start,
+    "health": step_health,
+    "warm-up": step_warm_up,
+    "undrain": step_undrain,
+    "add": step_add,
+    "remove": step_remove,
+    "record": step_record,
+}

@@ -1,0 +1,74 @@
+"""Edits of a rendered tree (``render``'s files: ``manifest.json`` + ``hosts/<host>/...``), one service at a time.
+
+During a rollout the cluster's deployed tree is a mix: upgraded services carry the target's files,
+the others still carry the files they run with. These functions move one service's unit, env file
+and manifest entry between trees; shared files (router.yaml, kv-agent.yaml) are left as they are.
+"""
+
+from __future__ import annotations
+
+import json
+
+from xpdctl.errors import ExecutionError
+from xpdctl.render import MANIFEST, RenderedFile
+
+Files = dict[str, RenderedFile]
+
+
+def manifest_of(files: Files) -> dict:
+    return json.loads(files[MANIFEST].content)
+
+
+def _with_manifest(files: Files, manifest: dict) -> Files:
+    out = dict(files)
+    out[MANIFEST] = RenderedFile(json.dumps(manifest, indent=2, sort_keys=True) + "\n", files[MANIFEST].mode)
+    return out
+
+
+def find_service(manifest: dict, name: str) -> tuple[str, dict] | None:
+    """(host, manifest entry) of the service called ``name``."""
+    for host, entry in manifest["hosts"].items():
+        for service in entry["services"]:
+            if service["name"] == name:
+                return host, service
+    return None
+
+
+def engines(manifest: dict, role: str) -> list[tuple[str, dict]]:
+    return [(h, s) for h, e in manifest["hosts"].items() for s in e["services"] if s["role"] == role]
+
+
+def _own_files(entry: dict) -> list[str]:
+    return [entry["unit"], entry["env_file"]]
+
+
+def copy_service(into: Files, source: Files, name: str) -> Files:
+    """``into`` with service ``name``'s files and manifest entry taken from ``source`` (in its place, if any)."""
+    found = find_service(manifest_of(source), name)
+    if found is None:
+        raise ExecutionError(f"service {name} is not in the render being rolled out; start the upgrade again")
+    host, entry = found
+    before = find_service(manifest_of(into), name)
+    out = {rel: f for rel, f in into.items() if before is None or rel not in _own_files(before[1])}
+    for rel in _own_files(entry):
+        out[rel] = source[rel]
+    manifest = manifest_of(into)
+    address = manifest_of(source)["hosts"][host]["address"]
+    services = manifest["hosts"].setdefault(host, {"address": address, "services": []})["services"]
+    index = next((i for i, s in enumerate(services) if s["name"] == name), None)
+    if index is None:
+        services.append(entry)
+    else:
+        services[index] = entry
+    return _with_manifest(out, manifest)
+
+
+def without_service(files: Files, name: str) -> Files:
+    manifest = manifest_of(files)
+    found = find_service(manifest, name)
+    if found is None:
+        return dict(files)
+    host, entry = found
+    out = {rel: f for rel, f in files.items() if rel not in _own_files(entry)}
+    manifest["hosts"][host]["services"] = [s for s in manifest["hosts"][host]["services"] if s["name"] != name]
+    return _with_manifest(out, manifest)
