@@ -265,3 +265,22 @@ def test_standin_docker_takes_the_nvidia_runtime_and_pulls_by_digest(hosts):
     assert ssh(record, nvidia.address, inspect, check=False).returncode == 1
     ssh(record, nvidia.address, f"docker pull {image}")
     assert ssh(record, nvidia.address, inspect).stdout.startswith("sha256:")
+
+
+def test_kernel_settings_a_playbook_changes_stay_in_the_host(hosts):
+    record, _ = hosts
+    target = record.hosts[1]
+    machine = Path("/proc/sys/kernel/numa_balancing")
+    before, forward = machine.read_text(), Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    wanted = "0" if before.strip() == "1" else "1"
+    try:
+        ssh(record, target.address, f"sysctl -w kernel.numa_balancing={wanted} net.ipv4.ip_forward=1")
+        assert ssh(record, target.address, "cat /proc/sys/kernel/numa_balancing").stdout.strip() == wanted
+        assert machine.read_text() == before
+        assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forward  # the host's network is its own
+        pid_max = Path("/proc/sys/kernel/pid_max").read_text()
+        refused = ssh(record, target.address, f"sysctl -w kernel.pid_max={int(pid_max) + 1}", check=False)
+        assert refused.returncode != 0 and "kernel.pid_max" in refused.stderr
+        assert Path("/proc/sys/kernel/pid_max").read_text() == pid_max
+    finally:
+        machine.write_text(before)

@@ -211,11 +211,10 @@ def create(
         known.append(f"{rec.address} {public}")
         network.add_host(rec.netns, rec.veth, record.bridge, rec.address, record.prefix_len, record.gateway)
         hdirs.shares.write_text("".join(f"{share}\n" for share in shares))
-        host.boot(hdirs, rec.netns, rec.name, lower, shares)
-        booted.append((rec, hdirs, started))
+        booted.append((rec, hdirs, started, host.boot(hdirs, rec.netns, rec.name, lower, shares)))
     deadline = time.monotonic() + SSH_WAIT_S
-    for rec, hdirs, started in booted:
-        host.wait_for_ssh(rec.address, 22, deadline, hdirs)
+    for rec, hdirs, started, process in booted:
+        host.wait_for_ssh(rec.address, 22, deadline, hdirs, process)
         progress(f"{rec.name} ({rec.address}) answers SSH after {time.monotonic() - started:.1f} s")
     dirs.known_hosts.write_text("\n".join(known) + "\n")
     _register_host_keys(record, known)
@@ -247,8 +246,8 @@ def reboot(name: str, host_name: str, progress: Progress = _quiet) -> None:
     dirs = fleet_dirs(name).host(rec.name)
     started = time.monotonic()
     host.stop(dirs, network.netns_pids(rec.netns))
-    host.boot(dirs, rec.netns, rec.name, Path(record.rootfs), _shares_of(dirs))
-    host.wait_for_ssh(rec.address, 22, time.monotonic() + SSH_WAIT_S, dirs)
+    process = host.boot(dirs, rec.netns, rec.name, Path(record.rootfs), _shares_of(dirs))
+    host.wait_for_ssh(rec.address, 22, time.monotonic() + SSH_WAIT_S, dirs, process)
     progress(f"{rec.name} rebooted in {time.monotonic() - started:.1f} s")
 
 

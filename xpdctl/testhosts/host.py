@@ -1,8 +1,8 @@
 """Boot, probe and stop one test host.
 
 A host is ``nsenter --net`` (its namespace) + ``unshare --mount --uts --ipc --pid --fork --kill-child``
-running :data:`BOOT`: it mounts the overlay root and the host's /proc, /sys (with the fake PCI devices
-and RDMA class), /dev, /run, the hardware folder and the shared read-only folders, all inside the
+running :data:`BOOT`: it mounts the overlay root and the host's /proc (its kernel settings read-only but
+for the host's own copies of a few), /sys (with the fake PCI devices and RDMA class), /dev, /run, the hardware folder and the shared read-only folders, all inside the
 host's own mount namespace (so nothing is left mounted on this machine when the host dies), then
 chroots into PID 1, Debian's daemonless ``systemctl`` run as ``/sbin/init init``, which starts the enabled units (sshd) and
 reaps orphans. Killing the ``unshare`` process kills PID 1 and so every process of the host.
@@ -27,6 +27,18 @@ set -eu
 M=$XPD_MERGED
 mount -t overlay overlay -o "lowerdir=$XPD_LOWER,upperdir=$XPD_UPPER,workdir=$XPD_WORK" "$M"
 mount -t proc proc "$M/proc"
+# /proc/sys outside net/ is this machine's kernel: read-only, except the keys playbooks set, which
+# each host gets its own copy of (reset at every boot, as a reboot resets a real kernel).
+mount --bind "$M/proc/sys" "$M/proc/sys"
+mount -o remount,bind,ro "$M/proc/sys"
+mount --bind "$M/proc/sys/net" "$M/proc/sys/net"
+mount -o remount,bind,rw "$M/proc/sys/net"
+for key in $XPD_SYSCTLS; do
+  [ -f "/proc/sys/$key" ] || continue
+  mkdir -p "$(dirname "$XPD_SYSCTL_DIR/$key")"
+  cat "/proc/sys/$key" > "$XPD_SYSCTL_DIR/$key"
+  mount --bind "$XPD_SYSCTL_DIR/$key" "$M/proc/sys/$key"
+done
 mount -t sysfs sysfs "$M/sys"
 mount --bind "$XPD_HW/sys/bus/pci/devices" "$M/sys/bus/pci/devices"
 mount -t overlay sysclass -o "lowerdir=$XPD_HW/sys/class:$M/sys/class" "$M/sys/class"
@@ -58,6 +70,13 @@ done
 hostname "$XPD_HOSTNAME"
 exec chroot "$M" /bin/sh -c 'run-parts /usr/lib/xpd-testhost/boot.d || true; exec /sbin/init init'
 """
+
+
+# Global (not per-namespace) kernel settings the playbooks change, e.g. kernel.numa_balancing for MI300X.
+SHADOWED_SYSCTLS = (
+    "kernel/numa_balancing", "vm/max_map_count", "vm/swappiness", "vm/nr_hugepages", "fs/file-max",
+    "fs/inotify/max_user_watches",
+)  # fmt: skip
 
 
 def prepare(dirs: HostDirs, hostname: str, etc_hosts: str, authorized_key: str) -> str:
@@ -112,6 +131,8 @@ def boot(dirs: HostDirs, netns: str, hostname: str, lower: Path, shares: list[Pa
         "XPD_HW": str(dirs.hardware),
         "XPD_SHARES": " ".join(str(s) for s in shares),
         "XPD_HOSTNAME": hostname,
+        "XPD_SYSCTLS": " ".join(SHADOWED_SYSCTLS),
+        "XPD_SYSCTL_DIR": str(dirs.sysctl),
     }
     with open(dirs.log, "ab") as log:
         process = subprocess.Popen(
@@ -127,10 +148,14 @@ def boot(dirs: HostDirs, netns: str, hostname: str, lower: Path, shares: list[Pa
     return process.pid
 
 
-def wait_for_ssh(address: str, port: int, deadline: float, dirs: HostDirs) -> None:
-    """Until sshd answers with its banner; raises with the host's boot log when it never does."""
+def wait_for_ssh(address: str, port: int, deadline: float, dirs: HostDirs, booted: int) -> None:
+    """Until sshd answers with its banner; raises with the host's boot log when it never does.
+
+    ``booted`` is the PID :func:`boot` returned: watched directly, since right after the fork its
+    command line is not yet the one :func:`pid` recognises.
+    """
     while time.monotonic() < deadline:
-        if pid(dirs) is None:
+        if not alive(booted):
             break
         try:
             with socket.create_connection((address, port), timeout=1) as conn:

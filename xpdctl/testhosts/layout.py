@@ -79,6 +79,11 @@ class HostDirs:
         return self.root / "shares"
 
     @property
+    def sysctl(self) -> Path:
+        # The host's own copies of global kernel settings, bind-mounted over /proc/sys/<key>.
+        return self.root / "sysctl"
+
+    @property
     def pid(self) -> Path:
         return self.root / "init.pid"
 
