@@ -55,7 +55,7 @@ def _target(name: str, files: dict[str, RenderedFile], root: Path, services: lis
         address="127.0.0.1",
         services=services,
         expected_files=expected,
-        owned_globs=owned_globs(list(expected), "t"),
+        owned_globs=owned_globs("t"),
         drift_checked=True,
         root=str(root),
     )
@@ -141,3 +141,17 @@ async def test_unhealthy_engine_and_unreachable_host_make_the_cluster_unhealthy(
     (problem,) = host.problems
     assert problem.what.startswith("unreachable over SSH") and f"-p {gone.ssh.port}" in problem.hint
     assert not gone_status.healthy
+
+
+async def test_host_without_rendered_files_is_checked_for_leftovers(tmp_path):
+    """A host the plan no longer gives any service still holds its old unit: drift shows it."""
+    root = tmp_path / "old"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/systemd/system/xpd-t-decode-0.service").write_text("[Service]\n")
+    (root / "etc/systemd/system/unrelated.service").write_text("[Service]\n")
+    target = HostTarget(
+        name="old", address="127.0.0.1", owned_globs=owned_globs("t"), drift_checked=True, root=str(root)
+    )
+    (host,) = (await observe_targets("t", [target], LocalShellTransport())).hosts
+    assert host.drift_checked
+    assert [(d.path, d.state) for d in host.drift] == [("/etc/systemd/system/xpd-t-decode-0.service", "extra")]

@@ -28,7 +28,7 @@ def _target(root) -> HostTarget:
         name="h1",
         address="127.0.0.1",
         expected_files=expected,
-        owned_globs=owned_globs(list(expected), "t"),
+        owned_globs=owned_globs("t"),
         root=str(root),
     )
 

@@ -37,7 +37,7 @@ def test_lab_targets(lab):
     assert "/etc/systemd/system/xpd-lab-prefill-0.service" in h100.expected_files
     assert all(len(f.sha256) == 64 for f in h100.expected_files.values())
     assert h100.expected_files["/etc/xpdctl/xpd-lab-prefill-0.env"].mode == 0o600
-    assert h100.owned_globs == ["/etc/systemd/system/xpd-lab-*", "/etc/xpdctl/xpd-lab-*"]
+    assert h100.owned_globs == ["/etc/systemd/system/xpd-lab-*", "/etc/xpdctl/*"]
     assert by_name["mi300x-01"].gpu_pci_vendor == "1002"
     gateway = by_name["gw-01"]
     assert gateway.gpu_pci_vendor is None

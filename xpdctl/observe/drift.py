@@ -2,18 +2,18 @@
 
 Render writes each host's files under ``DIR/hosts/<host>/`` mirroring the host's filesystem, so
 ``DIR/hosts/h1/etc/xpdctl/router.yaml`` is ``/etc/xpdctl/router.yaml`` on h1. The host reports a
-sha256 per expected path (one remote command, in the status script) and lists the files matching
-the cluster's unit-name pattern, so a unit left behind by a removed instance shows as ``extra``.
+sha256 and mode per expected path (one remote command, in the status script) and lists the files
+only xpdctl writes (:func:`owned_globs`), so a unit left behind by a removed instance shows as ``extra``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import posixpath
 
 from pydantic import BaseModel
 
-from xpdctl.render import HOSTS, RenderedFile
+from xpdctl.plan import ETC
+from xpdctl.render import HOSTS, UNIT_DIR, RenderedFile
 from xpdctl.status_model import DriftEntry
 
 
@@ -37,11 +37,11 @@ def host_files(files: dict[str, RenderedFile], host: str) -> dict[str, ExpectedF
     }
 
 
-def owned_globs(paths: list[str], cluster: str) -> list[str]:
-    """Globs matching files xpdctl names after the cluster, in every folder where render puts one."""
-    prefix = f"xpd-{cluster}-"
-    folders = sorted({posixpath.dirname(path) for path in paths if posixpath.basename(path).startswith(prefix)})
-    return [f"{folder}/{prefix}*" for folder in folders]
+def owned_globs(cluster: str) -> list[str]:
+    """Globs of the files a host can hold that only xpdctl writes: the cluster's units, and every file
+    in xpdctl's own folder. Checked on every host, so a host that lost all its services still shows
+    the units left behind."""
+    return [f"/{UNIT_DIR}/xpd-{cluster}-*", f"{ETC}/*"]
 
 
 def parse_hashes(text: str) -> dict[str, str | None]:

@@ -85,11 +85,12 @@ def host_status(target: HostTarget, sections: dict[str, Section]) -> tuple[HostS
         pci=pci.parse_sysfs_listing(text.get("pci", "")),
         rdma=rdma.parse_ibv_devinfo(text.get("ibv-devinfo", "")),
         units=_units(target, sections.get("units")),
-        drift_checked=target.drift_checked and "hashes" in text,
+        # A host render gives no files is checked too: for leftovers only (the listing section).
+        drift_checked=target.drift_checked and ("hashes" in text or not target.expected_files) and "listing" in text,
     )
     if status.drift_checked:
         root = target.root
-        hashes = {path[len(root) :]: digest for path, digest in drift.parse_hashes(text["hashes"]).items()}
+        hashes = {path[len(root) :]: digest for path, digest in drift.parse_hashes(text.get("hashes", "")).items()}
         modes = {path[len(root) :]: mode for path, mode in drift.parse_modes(text.get("modes", "")).items()}
         listing = [line[len(root) :] for line in text.get("listing", "").splitlines() if line.strip()]
         status.drift = drift.compare(target.expected_files, hashes, modes, listing)

@@ -106,7 +106,7 @@ def build_script(marker: str, *, units: list[str], files: list[str], extra_globs
         # are dropped by the -e test.
         globs = " ".join(quote_glob(pattern) for pattern in extra_globs)
         lines.append(
-            f'printf \'%s %s 0\\n\' "$M" listing; for f in {globs}; do [ -e "$f" ] && printf \'%s\\n\' "$f"; done'
+            f'printf \'%s %s 0\\n\' "$M" listing; for f in {globs}; do [ -f "$f" ] && printf \'%s\\n\' "$f"; done'
         )
     lines.append("printf '%s %s 0\\n' \"$M\" end")
     return "\n".join(lines) + "\n"

@@ -111,7 +111,7 @@ def targets_from(inventory: Inventory, files: dict[str, RenderedFile]) -> tuple[
                 nics=list(host.nics),
                 services=[_service(files, host.name, address, service) for service in entry.get("services", [])],
                 expected_files=expected,
-                owned_globs=owned_globs(list(expected), inventory.cluster),
+                owned_globs=owned_globs(inventory.cluster),
                 drift_checked=True,
             )
         )
