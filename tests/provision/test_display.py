@@ -80,6 +80,8 @@ def test_a_failed_package_install_shows_the_install_scripts_error():
         "rc": 100, "msg": "'/usr/bin/apt-get -y install amdgpu-dkms' failed: E: Sub-process /usr/bin/dpkg returned an error code (1)",
         "stdout": "Reading package lists...\nSetting up amdgpu-dkms (1:6.12.12) ...\n"
                   "Error! Bad return status for module build on kernel: 6.8.0 (x86_64)\n"
+                  "Consult /var/lib/dkms/amdgpu/6.12.12/build/make.log for more information.\n"
+                  "Setting up rocm-core (6.4.1) ...\nSetting up rocm (6.4.1) ...\n"
                   "dpkg: error processing package amdgpu-dkms (--configure):\nErrors were encountered while processing:\n amdgpu-dkms",
         "stderr": "debconf: delaying package configuration, since apt-utils is not installed\n"
                   "E: Sub-process /usr/bin/dpkg returned an error code (1)",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +10,9 @@ import yaml
 
 from xpdctl.errors import InputError
 from xpdctl.output import table
-from xpdctl.provision.events import Progress
+from xpdctl.provision.events import TELLING, Progress
 from xpdctl.provision.models import PreflightResult, ProvisionResult
 
-_TELLING = re.compile(r"error|fail|unable|cannot|not found|no such|refused|no route|denied|timed out", re.IGNORECASE)
 _MARK = {"changed": "changed", "failed": "FAILED", "unreachable": "UNREACHABLE", "ignored": "ignored"}
 
 
@@ -36,7 +34,7 @@ def print_progress(progress: Progress) -> None:
 def headline(message: str) -> str:
     """The one line of a failure message that says most: the first that names an error."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
-    return next((line for line in lines if _TELLING.search(line)), lines[0] if lines else "")
+    return next((line for line in lines if TELLING.search(line)), lines[0] if lines else "")
 
 
 def provision_table(result: ProvisionResult) -> str:

@@ -6,6 +6,7 @@ ansible-runner with live progress, and return a pydantic result for a table or `
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,6 @@ from xpdctl.provision.runner import run_playbook, targeted_hosts
 
 def render_now(loaded: LoadedInventory) -> Path:
     """Render the plan into the cluster's state directory (where `up` keeps it) and return that."""
-    import os
-
     from xpdctl.plan import build_plan
     from xpdctl.render import render_files, write_tree
 

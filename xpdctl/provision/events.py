@@ -7,6 +7,7 @@ turns the final ``playbook_on_stats`` event into per-host counts. Nothing here s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,7 +33,9 @@ ProgressCallback = Callable[[Progress], None]
 # Keys of a task result that carry the reason it failed, most telling first.
 _MESSAGE_KEYS = ("msg", "stderr", "module_stderr", "stdout", "module_stdout", "exception")
 _MESSAGE_LIMIT = 600
-_COMMAND_TAIL_LINES = 8
+_COMMAND_TAIL_LINES = 3
+# Words of lines that explain a failure, e.g. a DKMS build error that dpkg printed long before its summary.
+TELLING = re.compile(r"error|fail|unable|cannot|not found|no such|refused|no route|denied|timed out", re.IGNORECASE)
 # Lines commands print that never explain a failure (Debian's debconf without apt-utils).
 _NOISE = ("debconf: ",)
 
@@ -47,9 +50,11 @@ def failure_message(res: dict[str, Any]) -> str:
     if "rc" in res and (res.get("stderr") or res.get("stdout")):
         # A command (apt, dpkg, a script): its own words say more than Ansible's "non-zero return
         # code". dpkg prints a failing install script's error on stdout, apt its summary on stderr.
-        out = str(res.get("stdout") or "").strip().splitlines()[-_COMMAND_TAIL_LINES:]
+        out = str(res.get("stdout") or "").strip().splitlines()
+        telling = [line for line in out[:-_COMMAND_TAIL_LINES] if TELLING.search(line)]
         err = [line for line in str(res.get("stderr") or "").strip().splitlines() if not line.startswith(_NOISE)]
-        return _shorten("\n".join(out + err) + f" (exit {res['rc']})", keep_end=True)
+        lines = telling + out[-_COMMAND_TAIL_LINES:] + err
+        return _shorten("\n".join(lines) + f" (exit {res['rc']})", keep_end=True)
     parts = []
     for key in _MESSAGE_KEYS:
         value = res.get(key)
