@@ -15,12 +15,31 @@ from xpdctl.observe import http
 from xpdctl.observe.hoststate import host_status
 from xpdctl.observe.judge import judge
 from xpdctl.observe.script import build_script, new_marker, split_sections
-from xpdctl.observe.targets import HostTarget, targets_from
+from xpdctl.observe.targets import HostTarget, ServiceTarget, targets_from
 from xpdctl.observe.transport import Transport, cluster_ssh
 from xpdctl.status_model import ClusterStatus, HostStatus
 
-# Service role -> which HTTP probe it gets. Roles not listed get none (their unit state still shows).
-ROLE_PROBES = {"prefill": "engine", "decode": "engine", "both": "engine", "router": "router", "kv-agent": "kv_agent"}
+
+def _engine(session: aiohttp.ClientSession, service: ServiceTarget, url: str):
+    return http.probe_engine(session, service=service.name, role=service.role, url=url)
+
+
+def _router(session: aiohttp.ClientSession, service: ServiceTarget, url: str):
+    return http.probe_router(session, service=service.name, url=url, token=service.admin_token)
+
+
+def _kv_agent(session: aiohttp.ClientSession, service: ServiceTarget, url: str):
+    return http.probe_kv_agent(session, service=service.name, url=url)
+
+
+# Service role -> (HostStatus field, HTTP probe). Roles not listed get none (their unit state still shows).
+ROLE_PROBES = {
+    "prefill": ("engines", _engine),
+    "decode": ("engines", _engine),
+    "both": ("engines", _engine),
+    "router": ("routers", _router),
+    "kv-agent": ("kv_agents", _kv_agent),
+}
 
 
 async def _ssh_part(target: HostTarget, transport: Transport, timeout_s: float) -> tuple[HostStatus, list[str]]:
@@ -45,20 +64,12 @@ async def _ssh_part(target: HostTarget, transport: Transport, timeout_s: float) 
 async def _http_part(target: HostTarget, session: aiohttp.ClientSession) -> dict[str, list]:
     probes = []
     for service in target.services:
-        kind = ROLE_PROBES.get(service.role)
         url = service.url or (f"http://{target.address}:{service.port}" if service.port else None)
-        if kind is None or url is None:
-            continue
-        if kind == "engine":
-            probes.append(("engines", http.probe_engine(session, service=service.name, role=service.role, url=url)))
-        elif kind == "router":
-            probes.append(
-                ("routers", http.probe_router(session, service=service.name, url=url, token=service.admin_token))
-            )
-        else:
-            probes.append(("kv_agents", http.probe_kv_agent(session, service=service.name, url=url)))
+        if service.role in ROLE_PROBES and url is not None:
+            field, probe = ROLE_PROBES[service.role]
+            probes.append((field, probe(session, service, url)))
     results = await asyncio.gather(*(coro for _, coro in probes))
-    grouped: dict[str, list] = {"engines": [], "routers": [], "kv_agents": []}
+    grouped: dict[str, list] = {field: [] for field, _ in ROLE_PROBES.values()}
     for (field, _), result in zip(probes, results):
         grouped[field].append(result)
     return grouped

@@ -35,12 +35,12 @@ def accelerators(sections: dict[str, Section]) -> tuple[Accelerators, list[str]]
     reports: list[Accelerators] = []
 
     def run(names: tuple[str, ...], parse: Callable[..., Accelerators]) -> None:
+        """Parse the sections of one tool (``parse`` gets each one's text, None where it did not run ok)."""
         present = [sections.get(name) for name in names]
-        if all(section is None or section.rc is None for section in present):
-            return
-        failed = [(name, s) for name, s in zip(names, present) if s is not None and s.rc not in (None, 0)]
+        ran = [(name, s) for name, s in zip(names, present) if s is not None and s.rc is not None]
+        failed = [(name, s) for name, s in ran if not s.ok]
         failures.extend(_tool_failure(name, s) for name, s in failed)
-        if len(failed) == len([s for s in present if s is not None and s.rc is not None]):
+        if len(failed) == len(ran):  # not installed, or nothing it printed is usable
             return
         try:
             reports.append(parse(*[s.text if s is not None and s.ok else None for s in present]))
