@@ -48,14 +48,18 @@ def _messages(buffer: bytearray) -> list[str]:
 
 
 async def stream_completion(session: aiohttp.ClientSession, url: str, model: str, prompt: str, prompt_len: int,
-                            max_tokens: int, request_id: str | None = None) -> RequestOutput:
+                            max_tokens: int, request_id: str | None = None, *, extra: dict | None = None,
+                            start: float | None = None) -> RequestOutput:
+    """``extra`` is merged into the request body; ``start`` (a ``time.perf_counter()`` value) times the
+    request from an earlier moment, e.g. before a prefill leg the caller sent itself."""
     out = RequestOutput(prompt_len=prompt_len)
     headers = {"x-request-id": request_id} if request_id else {}
-    start = time.perf_counter()
+    start = time.perf_counter() if start is None else start
     out.start_time = start
     last = start
+    payload = completion_payload(model, prompt, max_tokens) | (extra or {})
     try:
-        async with session.post(url, json=completion_payload(model, prompt, max_tokens), headers=headers) as resp:
+        async with session.post(url, json=payload, headers=headers) as resp:
             if resp.status != 200:
                 out.error = f"HTTP {resp.status}: {(await resp.text())[:300]}"
                 return out

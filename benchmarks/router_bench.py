@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+"""What the PD router costs: the same streaming load sent three ways against simulator engines.
+
+    .venv/bin/python benchmarks/router_bench.py                       # concurrency 1, 64, 256
+    .venv/bin/python benchmarks/router_bench.py --concurrency 256 --requests-per-level 2048 --rounds 3
+    .venv/bin/python benchmarks/router_bench.py --modes router --concurrency 256 --rounds 5   # to profile
+
+Modes, each a closed loop of C concurrent streams (completions, ``stream: true``, usage on, the body
+``vllm bench serve`` sends) with the client of ``xpdctl.bench.client`` timing TTFT and E2EL as vLLM does:
+
+- ``direct``: the load generator sends both legs itself: the prefill leg exactly as our router builds it
+  (``xpdctl.router.pdcontract``: ``max_tokens`` 1, not streamed, ``kv_transfer_params.do_remote_decode``),
+  then the streamed decode leg with the ``kv_transfer_params`` the prefill returned. TTFT and E2EL
+  count from before the prefill leg, so this is the floor every router is measured against.
+- ``router``: through ``xpdctl router`` (quick form, default config: least-loaded selection, health
+  checks every 5 s, load scraped from the engines every second, metrics on).
+- ``vllm-router``: through the Rust ``vllm-router`` (PyPI), ``--vllm-pd-disaggregation --kv-connector
+  nixl``. It drives the simulator's PD contract unchanged: checked on 0.1.17, its prefill leg carries
+  ``max_tokens`` 1, ``stream`` false and the same ``kv_transfer_params`` (plus ``min_tokens`` 1 and a few
+  sampling defaults), and its decode leg the params the prefill returned; it needs no bootstrap port
+  for NIXL. It runs with ``--policy round_robin`` (with one engine per pool every policy picks the
+  same engine, and round robin is its cheapest; the default ``cache_aware`` keeps a prefix tree per
+  request), ``--log-level warning`` and default queue/retry settings.
+
+Engines: one ``xpdctl sim --role prefill`` and one ``--role decode`` (separate processes, each with
+its own NIXL side channel from ``VLLM_NIXL_SIDE_CHANNEL_HOST``/``PORT``; the decode pulls every
+request's KV lease from the prefill over it, as NIXL would). Both routers run all along, each in its
+own process; the load generator is this process (uvloop when installed).
+
+CPU pinning (``taskset``; ``--no-pin`` turns it off): the routers get the last CPU of this process's
+affinity set to themselves, the load generator and the engines share the others. With 2 cores: CPU 1
+routers, CPU 0 everything else. A router on its own core is how it is deployed (its own host or
+core), and the engine and client work is the same in every mode, so the routers are compared on
+equal terms. Only one mode sends load at a time, so the two routers never compete.
+
+Columns: latencies in ms; ``+ttft``/``+e2el`` are a mode's percentile minus direct's percentile at
+the same concurrency (runs cannot be paired request by request); ``tok/s`` is output tokens per
+second over the timed part (warm-up excluded: one request per stream first); ``x direct`` and
+``x vllm-r`` are throughput ratios; ``cpu ms/req`` is the router process's CPU time (user+system,
+all threads) per request, from /proc. ``--rounds R`` runs every mode R times per level in rotated
+order and pools the samples, so a change in the machine's background load hits all modes alike.
+
+Targets (issue 3), checked for ``router`` at the highest concurrency: added p50 <= 1 ms and added p99
+<= 5 ms (TTFT and E2EL each), throughput >= 0.98 x direct and >= 1.0 x vllm-router. The table marks
+PASS/FAIL; the script exits 0 either way (it is a measurement, and a shared machine is noisy: the
+load average is printed beside the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from xpdctl.bench import metrics
+from xpdctl.bench.client import RequestOutput, completion_payload, stream_completion
+from xpdctl.output import table
+from xpdctl.router import pdcontract
+
+MODEL = "router-bench"
+MODES = ("direct", "router", "vllm-router")
+ROUTERS = ("router", "vllm-router")
+ADDED_P50_MS = 1.0
+ADDED_P99_MS = 5.0
+VS_DIRECT = 0.98
+VS_VLLM_ROUTER = 1.0
+PROMPT_WORDS = 120  # about 128 tokens with the simulator's tokenizer
+
+
+@dataclass
+class Service:
+    name: str
+    url: str
+    popen: subprocess.Popen
+    log: Path
+
+
+@dataclass
+class Cluster:
+    prefill: Service
+    decode: Service
+    routers: dict[str, Service] = field(default_factory=dict)
+
+    def services(self) -> list[Service]:
+        return [self.prefill, self.decode, *self.routers.values()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinning(enabled: bool) -> tuple[str | None, str | None]:
+    """(CPUs of load generator and engines, CPU of the routers) as taskset lists; None: not pinned."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not enabled or len(cpus) < 2:
+        return None, None
+    return ",".join(map(str, cpus[:-1])), str(cpus[-1])
+
+
+def spawn(name: str, argv: list[str], cpus: str | None, logs: Path, env: dict | None = None) -> subprocess.Popen:
+    log = logs / f"{name}.log"
+    command = (["taskset", "-c", cpus] if cpus else []) + argv
+    with log.open("wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                start_new_session=True)
+
+
+def wait_healthy(service: Service, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if service.popen.poll() is not None:
+            sys.exit(f"{service.name} exited with {service.popen.returncode}; its log ({service.log}):\n"
+                     + service.log.read_text()[-2000:])
+        try:
+            with urllib.request.urlopen(service.url + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    sys.exit(f"{service.name} at {service.url} was not healthy after {timeout_s:.0f} s; see {service.log}")
+
+
+def vllm_router_binary() -> str:
+    path = Path(sys.executable).parent / "vllm-router"
+    if not path.exists():
+        sys.exit(f"vllm-router is not installed next to {sys.executable}: `pip install vllm-router` "
+                 "(it is in xpdctl's test extras), or leave it out with --modes direct,router")
+    return str(path)
+
+
+def start_cluster(args: argparse.Namespace, logs: Path, engine_cpus: str | None, router_cpus: str | None) -> Cluster:
+    py = sys.executable
+    engines = {}
+    for role in ("prefill", "decode"):
+        port = free_port()
+        side_channel = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": str(free_port())}
+        argv = [py, "-m", "xpdctl.sim", "--role", role, "--model", MODEL, "--host", "127.0.0.1", "--port", str(port),
+                "--ttft-ms", str(args.ttft_ms), "--itl-ms", str(args.itl_ms), "--max-num-seqs", str(max(256, *args.levels))]
+        engines[role] = Service(role, f"http://127.0.0.1:{port}", spawn(role, argv, engine_cpus, logs, side_channel), logs / f"{role}.log")
+    cluster = Cluster(engines["prefill"], engines["decode"])
+    p, d = cluster.prefill.url, cluster.decode.url
+    if "router" in args.modes:
+        port = free_port()
+        argv = [py, "-m", "xpdctl", "router", "--prefill", p, "--decode", d, "--host", "127.0.0.1", "--port", str(port),
+                "--model", MODEL]
+        cluster.routers["router"] = Service("router", f"http://127.0.0.1:{port}", spawn("router", argv, router_cpus, logs),
+                                            logs / "router.log")
+    if "vllm-router" in args.modes:
+        port = free_port()
+        argv = [vllm_router_binary(), "--vllm-pd-disaggregation", "--prefill", p, "--decode", d, "--kv-connector", "nixl",
+                "--host", "127.0.0.1", "--port", str(port), "--policy", "round_robin", "--log-level", "warning",
+                "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())]
+        cluster.routers["vllm-router"] = Service("vllm-router", f"http://127.0.0.1:{port}",
+                                                 spawn("vllm-router", argv, router_cpus, logs), logs / "vllm-router.log")
+    return cluster
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    for service in cluster.services():
+        if service.popen.poll() is None:
+            service.popen.terminate()
+    for service in cluster.services():
+        try:
+            service.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            service.popen.kill()
+            service.popen.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def prompts(count: int) -> list[str]:
+    words = ("the router passes every streamed token through unchanged while the engines do the work "
+             "of prefill and decode across vendors").split()
+    return [f"request {i}: " + " ".join(words[(i + j) % len(words)] for j in range(PROMPT_WORDS)) for i in range(count)]
+
+
+Send = Callable[[aiohttp.ClientSession, str, str], Awaitable[RequestOutput]]
+
+
+def sender(mode: str, cluster: Cluster, tokens: int) -> Send:
+    prompt_len = PROMPT_WORDS + 2
+    if mode != "direct":
+        url = cluster.routers[mode].url + "/v1/completions"
+        return lambda session, prompt, rid: stream_completion(session, url, MODEL, prompt, prompt_len, tokens, rid)
+    prefill_url = cluster.prefill.url + "/v1/completions"
+    decode_url = cluster.decode.url + "/v1/completions"
+
+    async def direct(session: aiohttp.ClientSession, prompt: str, rid: str) -> RequestOutput:
+        start = time.perf_counter()
+        leg = pdcontract.prefill_request(completion_payload(MODEL, prompt, tokens), chat=False)
+        try:
+            async with session.post(prefill_url, json=leg, headers={"X-Request-Id": rid}) as resp:
+                status, answer = resp.status, await resp.read()
+            kv = pdcontract.kv_transfer_params(json.loads(answer)) if status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return RequestOutput(prompt_len, error=f"prefill leg: {type(exc).__name__}: {exc}")
+        if kv is None:
+            return RequestOutput(prompt_len, error=f"prefill leg: HTTP {status} without kv_transfer_params: {answer[:200]!r}")
+        return await stream_completion(session, decode_url, MODEL, prompt, prompt_len, tokens, rid,
+                                       extra={"kv_transfer_params": kv}, start=start)
+
+    return direct
+
+
+async def run_mode(mode: str, cluster: Cluster, concurrency: int, requests: int, tokens: int) -> tuple[list[RequestOutput], float, float]:
+    """(outputs, timed duration, router CPU seconds) of ``requests`` streams, ``concurrency`` at a time."""
+    send = sender(mode, cluster, tokens)
+    texts = prompts(max(requests, concurrency))
+    slots = asyncio.Semaphore(concurrency)
+    tag = uuid.uuid4().hex[:8]
+
+    async def one(session: aiohttp.ClientSession, i: int, kind: str) -> RequestOutput:
+        async with slots:
+            return await send(session, texts[i], f"rb-{mode}-{tag}-{kind}-{i}")
+
+    router = cluster.routers.get(mode)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=900)) as session:
+        warm = await asyncio.gather(*(one(session, i, "warm") for i in range(concurrency)))
+        if not any(w.success for w in warm):
+            sys.exit(f"{mode}: every warm-up request failed, e.g. {warm[0].error}")
+        cpu0 = cpu_seconds(router.popen.pid) if router else 0.0
+        t0 = time.perf_counter()
+        outputs = await asyncio.gather(*(one(session, i, "run") for i in range(requests)))
+        duration = time.perf_counter() - t0
+        cpu = cpu_seconds(router.popen.pid) - cpu0 if router else 0.0
+    return list(outputs), duration, cpu
+
+
+def measure(args: argparse.Namespace, cluster: Cluster) -> list[dict]:
+    rows = []
+    for level in args.levels:
+        requests = args.requests_per_level or max(16, 4 * level)
+        pooled: dict[str, tuple[list[RequestOutput], float, float]] = {m: ([], 0.0, 0.0) for m in args.modes}
+        load = [os.getloadavg()[0]]
+        for r in range(args.rounds):
+            order = args.modes[r % len(args.modes):] + args.modes[:r % len(args.modes)]
+            for mode in order:
+                print(f"  c={level} round {r + 1}/{args.rounds}: {mode} ({requests} streams)", file=sys.stderr, flush=True)
+                outputs, duration, cpu = run(run_mode(mode, cluster, level, requests, args.tokens))
+                before = pooled[mode]
+                pooled[mode] = (before[0] + outputs, before[1] + duration, before[2] + cpu)
+                load.append(os.getloadavg()[0])
+        for mode in args.modes:
+            outputs, duration, cpu = pooled[mode]
+            m = metrics.compute(outputs, duration)
+            errors = [o.error for o in outputs if not o.success]
+            rows.append({
+                "concurrency": level, "mode": mode, "requests": len(outputs), "failed": int(m["failed"]),
+                "first_error": errors[0] if errors else None,
+                "ttft_p50_ms": m["median_ttft_ms"], "ttft_p99_ms": m["p99_ttft_ms"],
+                "e2el_p50_ms": m["median_e2el_ms"], "e2el_p99_ms": m["p99_e2el_ms"],
+                "output_tok_s": m["output_throughput"], "duration_s": duration,
+                "router_cpu_ms_per_req": 1000.0 * cpu / len(outputs) if mode in ROUTERS else None,
+                "loadavg_1m": [round(x, 1) for x in (min(load), max(load))],
+            })
+    return rows
+
+
+def run(coro):
+    try:
+        import uvloop
+    except ImportError:  # uvloop only makes the load generator cheaper
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def derive(rows: list[dict]) -> list[dict]:
+    """Added latency and throughput ratios against direct and vllm-router at the same concurrency."""
+    by = {(r["concurrency"], r["mode"]): r for r in rows}
+    for r in rows:
+        direct = by.get((r["concurrency"], "direct"))
+        vr = by.get((r["concurrency"], "vllm-router"))
+        for key in ("ttft_p50_ms", "ttft_p99_ms", "e2el_p50_ms", "e2el_p99_ms"):
+            r["added_" + key] = r[key] - direct[key] if direct and r["mode"] != "direct" else None
+        r["x_direct"] = r["output_tok_s"] / direct["output_tok_s"] if direct and direct["output_tok_s"] else None
+        r["x_vllm_router"] = r["output_tok_s"] / vr["output_tok_s"] if vr and vr["output_tok_s"] and r["mode"] != "vllm-router" else None
+    return rows
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    level = max(r["concurrency"] for r in rows)
+    ours = next((r for r in rows if r["concurrency"] == level and r["mode"] == "router"), None)
+    if ours is None:
+        return []
+    checks = []
+    for metric in ("ttft", "e2el"):
+        for p, limit in (("p50", ADDED_P50_MS), ("p99", ADDED_P99_MS)):
+            value = ours[f"added_{metric}_{p}_ms"]
+            checks.append((f"added {metric.upper()} {p} <= {limit:g} ms", value, None if value is None else value <= limit, "ms"))
+    for key, label, limit in (("x_direct", "direct", VS_DIRECT), ("x_vllm_router", "vllm-router", VS_VLLM_ROUTER)):
+        value = ours[key]
+        checks.append((f"throughput >= {limit:g} x {label}", value, None if value is None else value >= limit, "x"))
+    checks.append(("no failed requests", ours["failed"], ours["failed"] == 0, ""))
+    return [{"concurrency": level, "target": t, "measured": v, "unit": u, "pass": ok} for t, v, ok, u in checks]
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def render(rows: list[dict], checks: list[dict], header: list[str]) -> str:
+    headers = ["conc", "mode", "ok", "fail", "ttft p50", "ttft p99", "e2el p50", "e2el p99", "+ttft p50", "+ttft p99",
+               "+e2el p50", "+e2el p99", "tok/s", "x direct", "x vllm-r", "cpu ms/req"]
+    body = [[r["concurrency"], r["mode"], r["requests"] - r["failed"], r["failed"],
+             _f(r["ttft_p50_ms"]), _f(r["ttft_p99_ms"]), _f(r["e2el_p50_ms"]), _f(r["e2el_p99_ms"]),
+             _f(r["added_ttft_p50_ms"], 2), _f(r["added_ttft_p99_ms"], 2), _f(r["added_e2el_p50_ms"], 2),
+             _f(r["added_e2el_p99_ms"], 2), _f(r["output_tok_s"], 0), _f(r["x_direct"], 3), _f(r["x_vllm_router"], 3),
+             _f(r["router_cpu_ms_per_req"], 3)] for r in rows]
+    lines = header + ["", table(headers, body)]
+    errors = [f"{r['mode']} c={r['concurrency']}: {r['failed']} failed, e.g. {r['first_error']}" for r in rows if r["failed"]]
+    if errors:
+        lines += [""] + errors
+    if checks:
+        lines += ["", f"Targets, xpdctl router at {checks[0]['concurrency']} streams:",
+                  table(["target", "measured", "result"],
+                        [[c["target"], "" if c["measured"] is None else f"{c['measured']:.3f} {c['unit']}".rstrip(),
+                          {True: "PASS", False: "FAIL", None: "n/a"}[c["pass"]]] for c in checks])]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--concurrency", default="1,64,256", help="comma-separated stream counts [1,64,256]")
+    ap.add_argument("--requests-per-level", type=int, default=None,
+                    help="timed requests per mode and level [4 x concurrency, at least 16]")
+    ap.add_argument("--tokens", type=int, default=64, help="output tokens per request [64]")
+    ap.add_argument("--ttft-ms", type=float, default=20.0, help="the prefill engine's time to compute a prompt [20]")
+    ap.add_argument("--itl-ms", type=float, default=20.0, help="the decode engine's inter-token latency [20]")
+    ap.add_argument("--rounds", type=int, default=2, help="runs of every mode per level, in rotated order, pooled [2]")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows and checks to this file")
+    ap.add_argument("--logs", type=Path, default=None, help="folder for the engines' and routers' logs [a temporary one]")
+    args = ap.parse_args(argv)
+    args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    chosen = {x.strip() for x in args.modes.split(",") if x.strip()}
+    args.modes = [m for m in MODES if m in chosen]
+    if chosen - set(MODES) or not args.modes:
+        ap.error(f"--modes: choose from {', '.join(MODES)}")
+    if not args.levels or min(args.levels) < 1 or args.rounds < 1 or args.tokens < 1:
+        ap.error("--concurrency, --rounds and --tokens must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    client_cpus, router_cpus = pinning(not args.no_pin)
+    if client_cpus:
+        os.sched_setaffinity(0, {int(c) for c in client_cpus.split(",")})
+    logs = args.logs or Path(tempfile.mkdtemp(prefix="router-bench-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    load_start = os.getloadavg()
+    cluster = start_cluster(args, logs, client_cpus, router_cpus)
+    try:
+        for service in cluster.services():
+            wait_healthy(service)
+        rows = derive(measure(args, cluster))
+    finally:
+        stop_cluster(cluster)
+    load_end = os.getloadavg()
+    checks = targets(rows)
+    pin = (f"load generator + engines on CPU {client_cpus}, routers on CPU {router_cpus} (taskset)" if router_cpus
+           else "not pinned")
+    header = [
+        f"router_bench: {args.tokens} output tokens/request, prompt ~{PROMPT_WORDS + 2} tokens, sim prefill "
+        f"{args.ttft_ms:g} ms, decode ITL {args.itl_ms:g} ms, {args.rounds} round(s) per mode and level",
+        f"CPUs: {os.cpu_count()}; {pin}",
+        f"load average (1/5/15 min) at start {' '.join(f'{x:.1f}' for x in load_start)}, "
+        f"at end {' '.join(f'{x:.1f}' for x in load_end)}; logs in {logs}",
+    ]
+    print(render(rows, checks, header))
+    if args.json:
+        args.json.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k not in ("json", "logs")},
+                                         "loadavg_start": load_start, "loadavg_end": load_end, "pinning": pin,
+                                         "rows": rows, "targets": checks}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

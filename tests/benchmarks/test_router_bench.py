@@ -1,0 +1,82 @@
+"""Smoke test of benchmarks/router_bench.py: tiny numbers, real processes (two simulator engines,
+`xpdctl router`, `vllm-router`), and the shape of what it prints. No timing is asserted: the numbers
+belong to the benchmark, not to a test on a shared machine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "router_bench.py"
+MODES = ("direct", "router", "vllm-router")
+TARGETS = ("added TTFT p50 <= 1 ms", "added TTFT p99 <= 5 ms", "added E2EL p50 <= 1 ms", "added E2EL p99 <= 5 ms",
+           "throughput >= 0.98 x direct", "throughput >= 1 x vllm-router", "no failed requests")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    if not (Path(sys.executable).parent / "vllm-router").exists() and not shutil.which("vllm-router"):
+        pytest.fail("vllm-router is not installed: `pip install -e .[test]` brings it")
+    out = tmp_path_factory.mktemp("router-bench")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--concurrency", "1,3", "--requests-per-level", "3", "--tokens", "3",
+         "--ttft-ms", "1", "--itl-ms", "1", "--rounds", "1", "--json", str(out / "result.json"), "--logs", str(out / "logs")],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    return proc, json.loads((out / "result.json").read_text()) if (out / "result.json").exists() else None
+
+
+def _rows(stdout: str) -> tuple[list[str], list[list[str]]]:
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("CONC"))
+    header = lines[start].split()
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return header, rows
+
+
+def test_exits_zero_and_prints_one_row_per_mode_and_level(run):
+    proc, _ = run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header, rows = _rows(proc.stdout)
+    assert header[:4] == ["CONC", "MODE", "OK", "FAIL"]
+    assert "CPU" in header
+    assert [(r[0], r[1]) for r in rows] == [(c, m) for c in ("1", "3") for m in MODES]
+    assert all(r[2] == "3" and r[3] == "0" for r in rows), proc.stdout
+
+
+def test_header_names_pinning_and_load_average(run):
+    proc, _ = run
+    assert "load average (1/5/15 min) at start" in proc.stdout
+    assert "routers on CPU" in proc.stdout or "not pinned" in proc.stdout
+
+
+def test_targets_are_marked_for_our_router_at_the_highest_concurrency(run):
+    proc, data = run
+    section = proc.stdout.split("Targets, xpdctl router at 3 streams:", 1)[1].strip().splitlines()
+    assert section[0].split() == ["TARGET", "MEASURED", "RESULT"]
+    marked = {line.rsplit(None, 1)[0].split("  ")[0].strip(): line.rsplit(None, 1)[1] for line in section[1:]}
+    assert set(marked) == set(TARGETS)
+    assert set(marked.values()) <= {"PASS", "FAIL"}
+    assert marked["no failed requests"] == "PASS"
+    assert [t["target"] for t in data["targets"]] == list(TARGETS)
+
+
+def test_json_rows_carry_added_latency_and_ratios(run):
+    _, data = run
+    by = {(r["concurrency"], r["mode"]): r for r in data["rows"]}
+    assert set(by) == {(c, m) for c in (1, 3) for m in MODES}
+    direct, ours, theirs = by[(3, "direct")], by[(3, "router")], by[(3, "vllm-router")]
+    assert direct["added_ttft_p50_ms"] is None and direct["x_direct"] == 1.0
+    assert ours["added_e2el_p99_ms"] == pytest.approx(ours["e2el_p99_ms"] - direct["e2el_p99_ms"])
+    assert ours["x_vllm_router"] == pytest.approx(ours["output_tok_s"] / theirs["output_tok_s"])
+    assert ours["router_cpu_ms_per_req"] is not None and direct["router_cpu_ms_per_req"] is None
+    assert all(r["output_tok_s"] > 0 for r in data["rows"])
