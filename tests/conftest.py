@@ -53,15 +53,19 @@ VLLM_START_TIMEOUT_S = 1500  # generous: the machine is shared, and starts slow 
 
 
 def _free_port_block(count: int) -> int:
-    """The first of ``count`` consecutive free TCP ports on loopback."""
+    """The first of ``count`` consecutive free TCP ports on loopback, below the kernel's ephemeral range.
+
+    vLLM binds its HTTP port a minute or more after it starts; a port from the ephemeral range may by
+    then be taken by any outgoing connection (vLLM's own ZMQ sockets included).
+    """
+    import random
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count >= 65535:
-            continue
+        base = rng.randrange(10000, low - count)
+        socks = []
         try:
-            socks = []
             for port in range(base, base + count):
                 s = socket.socket()
                 socks.append(s)
