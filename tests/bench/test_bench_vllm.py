@@ -25,9 +25,13 @@ def _bench(cluster, out, *args) -> dict:
     return json.loads(proc.stdout)
 
 
-def test_builtin_client_sends_exact_prompt_lengths_to_real_vllm(local_cluster, tmp_path):
-    data = _bench(local_cluster, tmp_path / "builtin", "--backend", "builtin", "--label", "builtin")
-    run = data["runs"][0]
+@pytest.fixture(scope="module")
+def builtin_run(local_cluster, tmp_path_factory) -> dict:
+    return _bench(local_cluster, tmp_path_factory.mktemp("builtin"), "--backend", "builtin", "--label", "builtin")
+
+
+def test_builtin_client_sends_exact_prompt_lengths_to_real_vllm(local_cluster, builtin_run):
+    run = builtin_run["runs"][0]
     assert run["url"] == local_cluster.router_url.rstrip("/")
     for p in run["points"]:
         m = p["metrics"]
@@ -37,11 +41,10 @@ def test_builtin_client_sends_exact_prompt_lengths_to_real_vllm(local_cluster, t
         assert m["total_output_tokens"] == 8 * p["num_prompts"]
 
 
-def test_vllm_bench_serve_measures_the_same_cluster_and_compares(local_cluster, tmp_path):
-    first = _bench(local_cluster, tmp_path / "builtin", "--backend", "builtin", "--label", "builtin")
-    data = _bench(local_cluster, tmp_path / "vllm", "--backend", "vllm", "--label", "vllm-bench",
-                  "--compare", first["folder"])
-    vllm_run, builtin_run = data["runs"]
+def test_vllm_bench_serve_measures_the_same_cluster_and_compares(local_cluster, builtin_run, tmp_path):
+    data = _bench(local_cluster, tmp_path, "--backend", "vllm", "--label", "vllm-bench", "--compare", builtin_run["folder"])
+    vllm_run, builtin = data["runs"]
+    assert builtin["label"] == "builtin"
     assert [p["backend"] for p in vllm_run["points"]] == ["vllm", "vllm"]
     for p in vllm_run["points"]:
         assert p["metrics"]["completed"] == p["num_prompts"]
