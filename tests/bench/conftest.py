@@ -56,7 +56,7 @@ async def _pd_cluster(model: str, prefill_profile: str, decode_profile: str, kv_
     config = RouterConfig.model_validate({
         "model": model, "listen": {"host": router_host},
         "backends": [{"url": prefill.url, "pool": "prefill"}, {"url": decode.url, "pool": "decode"}],
-        "health": {"interval_s": 0.05, "timeout_s": 1.0}, "load_scrape_interval_s": 0.05})
+        "health": {"interval_s": 0.1, "timeout_s": 5.0}, "load_scrape_interval_s": 0.1})
     router = await start_router(config, port=0)
     running.append(router)
     await _until_healthy(router)
