@@ -92,18 +92,24 @@ def test_conditional_disagg_threshold_splits_a_mix(lab3):
     assert short.prediction.transfer_s == 0 and long_.prediction.transfer_s > 0
 
 
-def test_bench_measurements_correct_the_measured_sides(tmp_path):
+def _measurement(tmp_path) -> tuple:
+    """A results.json in `xpdctl bench`'s shape whose TTFT is 3x and TPOT 2x what the model predicts for lab.yaml."""
     inv = load_inventory(LAB).inventory
     option = current_option(inv)
-    modeller = Modeller(inv, GPT, DEFAULT)
-    work = parse_workload("isl=1024,osl=128,c=4")
-    pred = modeller.model_only(option, work)
-    # A measurement whose TTFT is 3x and TPOT 2x the model's, in the shape `xpdctl bench` writes.
+    pred = Modeller(inv, GPT, DEFAULT).model_only(option, parse_workload("isl=1024,osl=128,c=4"))
     metrics = {"completed": 16, "median_ttft_ms": pred.ttft_s * 3000, "median_tpot_ms": pred.itl_s * 2000,
                "median_e2el_ms": 1000 * (pred.ttft_s * 3 + 127 * pred.itl_s * 2)}
     results = {"runs": [{"deployment": option.signature(),
                          "points": [{"isl": 1024, "osl": 128, "concurrency": 4, "metrics": metrics}]}]}
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "results.json").write_text(json.dumps(results))
+    return inv, option
+
+
+def test_bench_measurements_correct_the_measured_sides(tmp_path):
+    inv, option = _measurement(tmp_path)
+    modeller = Modeller(inv, GPT, DEFAULT)
+    work = parse_workload("isl=1024,osl=128,c=4")
     corrected = Modeller(inv, GPT, DEFAULT, load_measurements([tmp_path]))
     out = corrected.outcome(option, parse_workload("isl=8K,osl=1K,c=8"))
     plain = modeller.outcome(option, parse_workload("isl=8K,osl=1K,c=8"))
@@ -112,6 +118,17 @@ def test_bench_measurements_correct_the_measured_sides(tmp_path):
     assert set(out.corrected) == {"prefill", "decode"}
     single = current_option(load_inventory(data_dir("inventory") / "lab-single-vendor.yaml").inventory)
     assert corrected.outcome(single, work).corrected == ()
+
+
+def test_advise_uses_bench_results_in_the_default_folder_unless_model_only(tmp_path, monkeypatch):
+    _measurement(tmp_path / "bench-results" / "20260101-000000-lab")
+    monkeypatch.chdir(tmp_path)
+    args = ["advise", "-i", str(LAB), "-w", "isl=8K,osl=1K,c=8", "-o", "json"]
+    with_bench = json.loads(CliRunner().invoke(cli, args).stdout)
+    assert any(n.startswith("bench: 1 points correct prefill") for n in with_bench["notes"])
+    alone = json.loads(CliRunner().invoke(cli, [*args, "--model-only"]).stdout)
+    assert not alone["notes"]
+    assert all(not r["predictions"][0]["corrected_by_bench"] for r in alone["ranked"])
 
 
 def test_workload_parsing_errors_say_what_to_write():
@@ -137,7 +154,7 @@ def test_cli_json_and_write_back(lab3, tmp_path):
     out = tmp_path / "tuned.yaml"
     runner = CliRunner()
     res = runner.invoke(cli, ["advise", "-i", str(lab3), "-w", "isl=8192,osl=1024,concurrency=32", "-o", "json",
-                              "--top", "3", "--write", str(out)])
+                              "--top", "3", "--write", str(out), "--model-only"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert len(data["ranked"]) == 3 and data["options_total"] > 3
@@ -151,7 +168,7 @@ def test_cli_json_and_write_back(lab3, tmp_path):
 
 def test_write_back_keeps_comments_and_order(tmp_path):
     out = tmp_path / "lab-tuned.yaml"
-    res = CliRunner().invoke(cli, ["advise", "-i", str(LAB), "-w", "isl=8K,osl=8K,c=16", "--write", str(out)])
+    res = CliRunner().invoke(cli, ["advise", "-i", str(LAB), "-w", "isl=8K,osl=8K,c=16", "--write", str(out), "--model-only"])
     assert res.exit_code == 0, res.output
     before, after = LAB.read_text(), out.read_text()
     comments = [line for line in before.splitlines() if line.lstrip().startswith("#")]
@@ -169,7 +186,7 @@ def test_write_back_refuses_an_inventory_that_would_not_validate(lab_data, write
     src = write_inventory(lab_data)
     load_inventory(src)
     out = tmp_path / "never.yaml"
-    res = CliRunner().invoke(cli, ["advise", "-i", str(src), "-w", "isl=8K,osl=8K,c=16", "--write", str(out)])
+    res = CliRunner().invoke(cli, ["advise", "-i", str(src), "-w", "isl=8K,osl=8K,c=16", "--write", str(out), "--model-only"])
     assert res.exit_code != 0
     assert isinstance(res.exception, InputError) and "do not make a valid inventory" in res.exception.message
     assert not out.exists() and not list(tmp_path.glob(".never*"))

@@ -8,6 +8,8 @@ import click
 
 from xpdctl.output import emit_json, output_option, table
 
+DEFAULT_RESULTS = Path("bench-results")  # `xpdctl bench --out` default
+
 
 def _outcome_json(o) -> dict:
     p = o.prediction
@@ -45,7 +47,9 @@ def _ranked_json(r) -> dict:
 @click.option("--objective", type=click.Choice(["e2el", "tps", "ttft", "itl"]), default="e2el",
               help="What to optimise: median end-to-end latency, total tokens/s, TTFT or ITL.")
 @click.option("--measured", "measured", multiple=True, type=click.Path(path_type=Path, exists=True),
-              help="Results of `xpdctl bench` (folder or results.json) that correct the model; repeatable.")
+              help="Results of `xpdctl bench` (folder or results.json) that correct the model; repeatable "
+                   "[default: ./bench-results, where bench writes, if it exists].")
+@click.option("--model-only", is_flag=True, help="Ignore bench results: predictions from the hardware table alone.")
 @click.option("--calibration", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="YAML overriding the model's fitted constants (see xpdctl/perfmodel/calibration.py).")
 @click.option("--model-spec", help="Model shape to use [default: from the inventory's model.name].")
@@ -54,7 +58,7 @@ def _ranked_json(r) -> dict:
               help="Write the inventory with the chosen option's pools to this file (comments kept).")
 @click.option("--pick", type=int, default=1, help="Rank of the option --write uses.")
 @output_option
-def command(inventory, workloads, objective, measured, calibration, model_spec, top, write_to, pick, output) -> None:
+def command(inventory, workloads, objective, measured, model_only, calibration, model_spec, top, write_to, pick, output) -> None:
     """Model every way to split the inventory's GPU hosts into prefill and decode pools and rank them.
 
     For each option (which hardware prefills, which decodes, how many instances of what TP, and
@@ -69,6 +73,7 @@ def command(inventory, workloads, objective, measured, calibration, model_spec, 
       xpdctl advise -i lab.yaml -w isl=1K,osl=1K,c=8 -w isl=8K,osl=8K,c=16 --objective tps
       xpdctl advise -i lab.yaml -w isl=8K,osl=8K,c=16 --measured bench-results/ -o json
       xpdctl advise -i lab.yaml -w isl=8K,osl=8K,c=16 --write lab-tuned.yaml
+      xpdctl advise -i lab.yaml -w isl=8K,osl=8K,c=16 --model-only      # the hardware table alone
     """  # fmt: skip
     from xpdctl.errors import InputError
     from xpdctl.inventory import load_inventory
@@ -81,7 +86,10 @@ def command(inventory, workloads, objective, measured, calibration, model_spec, 
     inv = load_inventory(inventory).inventory
     cal = load_calibration(calibration)
     model = find_model(model_spec or inv.model.name)
-    points = load_measurements(list(measured))
+    sources = list(measured)
+    if not sources and not model_only and DEFAULT_RESULTS.is_dir():
+        sources = [DEFAULT_RESULTS]
+    points = [] if model_only else load_measurements(sources)
     result = advise(inv, model, [parse_workload(w) for w in workloads], cal, points, objective)
     if not result.ranked:
         raise InputError(f"{inventory}: no admissible option (no TP size fits the model on these hosts); add GPUs or hosts")
