@@ -86,3 +86,37 @@ def test_geomean_over_the_reports_grid_favours_cross_vendor(report_ratio):
         tps.append(math.log(cross.tps / single.tps))
     assert math.exp(sum(e2el) / len(e2el)) < 1.0
     assert math.exp(sum(tps) / len(tps)) > 1.0
+
+
+@pytest.mark.parametrize(("workload", "expected"), [
+    ("isl=1K,osl=1K,c=8", "parity"),     # table "ISL 1024 / OSL 1024", ratio 1.00
+    ("isl=8K,osl=8K,c=16", "cross"),     # table "ISL 8192 / OSL 8192", ratio 0.57
+    ("isl=8K,osl=1K,c=4", "single"),     # table "ISL 8192 / OSL 1024", ratio 1.18
+])
+def test_advise_ranks_the_reports_two_configurations_as_the_report_found(lab_data, write_inventory, workload, expected):
+    """Through `advise` itself: on the report's three nodes (one H100, two MI300X), the option the report
+    calls cross-vendor (H100 TP8 prefill -> one MI300X TP8 decode) against the one it calls single-vendor
+    (MI300X TP8 prefill -> the other MI300X TP8 decode)."""
+    from xpdctl.inventory import load_inventory
+    from xpdctl.perfmodel.advise import advise
+    from xpdctl.perfmodel.calibration import DEFAULT
+    from xpdctl.perfmodel.specs import model_spec
+    from xpdctl.perfmodel.workloads import parse_workload
+
+    lab_data["hosts"].insert(2, {"name": "mi300x-02", "address": "10.0.0.22", "vendor": "amd",
+                                 "gpu": {"model": "MI300X", "count": 8}, "nics": ["mlx5_0"]})
+    inv = load_inventory(write_inventory(lab_data)).inventory
+    ranked = advise(inv, model_spec(inv.model.name), [parse_workload(workload)], DEFAULT).ranked
+
+    def pick(prefill_hosts, decode_hosts):
+        return next(r for r in ranked if r.option.prefill.hosts == prefill_hosts and r.option.decode.hosts == decode_hosts
+                    and r.option.prefill.tp == r.option.decode.tp == 8 and r.option.threshold is None)
+
+    cross, single = pick(("h100-01",), ("mi300x-01",)), pick(("mi300x-01",), ("mi300x-02",))
+    ratio = cross.score / single.score  # geomean E2EL: < 1 favours cross
+    if expected == "parity":
+        assert ratio == pytest.approx(1.0, abs=0.03)
+    elif expected == "cross":
+        assert ratio < 0.95 and cross.rank < single.rank
+    else:
+        assert ratio > 1.0 and single.rank < cross.rank
