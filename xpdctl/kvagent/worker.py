@@ -64,7 +64,9 @@ def _measure(request: WorkerRequest) -> WorkerResult:
 
     deadline = time.monotonic() + request.timeout_s
     source = request.source
-    agent = nixl_agent(request.agent_name, nixl_agent_config(backends=["UCX"]))
+    # No progress thread: the busy polling in _read progresses UCX, and a second spinning thread
+    # would only compete with it for the CPU.
+    agent = nixl_agent(request.agent_name, nixl_agent_config(enable_prog_thread=False, backends=["UCX"]))
     peer = _load_peer(agent, source.metadata_b64)
     bulk = torch.zeros(source.bulk.length, dtype=torch.uint8)
     small = torch.zeros(source.small.length, dtype=torch.uint8)
