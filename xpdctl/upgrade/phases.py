@@ -13,8 +13,9 @@ from __future__ import annotations
 from xpdctl.upgrade.state import Instance, Phase
 
 # The image is pulled before the instance is drained: a pull takes minutes, capacity is kept meanwhile.
-BATCH_STEPS = ["check-floor", "pull", "drain", "wait-idle", "stop", "install", "start", "health", "warm-up", "undrain"]
-UP_STEPS = ["pull", "install", "start", "health", "add", "warm-up"]
+BATCH_STEPS = ["check-floor", "pull", "drain", "wait-idle", "stop", "install", "start", "health", "warm-up",
+               "pairs-ok", "undrain"]
+UP_STEPS = ["pull", "install", "start", "health", "warm-up", "pairs-ok", "add"]
 DOWN_STEPS = ["drain", "wait-idle", "remove", "stop"]
 
 

@@ -22,7 +22,7 @@ from xpdctl.render import read_tree, render_files, write_tree
 from xpdctl.upgrade import phases as ph
 from xpdctl.upgrade.routeradmin import RouterAdmin, admin_token
 from xpdctl.upgrade.state import Instance, Layout, Phase, Rollout, exclusive, load_rollout, save_rollout
-from xpdctl.upgrade.steps import STEPS, Context, Options, apply_deployed, step_health, step_undrain
+from xpdctl.upgrade.steps import STEPS, Context, Options, apply_deployed, step_health, step_pairs_ok, step_undrain
 from xpdctl.upgrade.target import Verdict, alt_plan, check_alt_ports, target_plan, verdict, with_image
 from xpdctl.upgrade.tree import copy_service, engines, find_service, manifest_of, without_service
 
@@ -136,6 +136,7 @@ def _rollback(ctx: Context, phase: Phase, members: list[Instance], failed_step: 
         apply_deployed(ctx)
     if stopped:
         step_health(ctx, olds)
+        step_pairs_ok(ctx, olds)
     step_undrain(ctx, olds)
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 from xpdctl.errors import ExecutionError
 from xpdctl.local.executor import Executor
 from xpdctl.local.health import Progress, Target, wait_healthy
+from xpdctl.local.kvpath import agent_pairs
 from xpdctl.local.rendered import rendered_services
 from xpdctl.render import read_tree, write_tree
+from xpdctl.router.config import load_router_config
 from xpdctl.upgrade.routeradmin import BackendView, RouterAdmin
 from xpdctl.upgrade.state import Instance, Layout, Rollout, load_held, save_held
 from xpdctl.upgrade.tree import copy_service, manifest_of, without_service
@@ -186,6 +188,35 @@ def step_warm_up(ctx: Context, instances: list[Instance]) -> None:
         ctx.progress.done(f"warm-up {prefill} -> {decode}: {seconds:.1f} s")
 
 
+def step_pairs_ok(ctx: Context, instances: list[Instance]) -> None:
+    """Wait until the KV agents report every pair of these instances ok, and the router has read that.
+
+    While an instance was stopped its pairs were reported broken, and the router skips broken pairs
+    until its next poll of the agents: counting it as serving before then would be counting wrong.
+    """
+    manifest = manifest_of(read_tree(ctx.deployed))
+    services = [s for e in manifest["hosts"].values() for s in e["services"]]
+    agents = [s["url"] for s in services if s["role"] == "kv-agent"]
+    names = {i.name for i in instances}
+
+    def not_ok() -> list[str]:
+        bad = []
+        for agent in agents:
+            pairs = agent_pairs(agent)
+            if isinstance(pairs, str):
+                bad.append(pairs)
+                continue
+            bad += [f"{p.prefill} -> {p.decode}: {p.reason}" for p in pairs
+                    if {p.prefill, p.decode} & names and not p.ok]
+        return bad
+
+    _wait("waiting for the KV agents to find the pairs of " + ", ".join(sorted(names)) + " ok",
+          lambda: not not_ok(), ctx.options.health_timeout_s, ctx,
+          lambda: "KV agents report pairs not ok: " + "; ".join(not_ok()))
+    router = next(s for s in services if s["role"] == "router")
+    time.sleep(load_router_config(ctx.deployed / router["config"]).kv_agent_poll_interval_s + ctx.options.poll_s)
+
+
 def step_add(ctx: Context, instances: list[Instance]) -> None:
     for i in instances:
         ctx.admin.add(i.url, i.role, i.generation, i.name)
@@ -231,6 +262,7 @@ STEPS: dict[str, Step] = {
     "start": step_start,
     "health": step_health,
     "warm-up": step_warm_up,
+    "pairs-ok": step_pairs_ok,
     "undrain": step_undrain,
     "add": step_add,
     "remove": step_remove,

@@ -51,16 +51,20 @@ def target_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
 def alt_plan(loaded: LoadedInventory, environ: Mapping[str, str], names: set[str], offset: int) -> Plan:
     """The named engines of the target, renamed ``<name>-next``, every port moved up by ``offset``."""
     inv = loaded.inventory
-    pools = inv.pools.model_copy(update={
-        role: pool(inv, role).model_copy(update={"port": pool_port(inv, role) + offset})
-        for role in ("prefill", "decode")
-    })
+    pools = inv.pools.model_copy(
+        update={
+            role: pool(inv, role).model_copy(update={"port": pool_port(inv, role) + offset})
+            for role in ("prefill", "decode")
+        }
+    )
     kv = inv.kv.model_copy(update={"side_channel_port": inv.kv.side_channel_port + offset})
     shifted = dataclasses.replace(loaded, inventory=inv.model_copy(update={"pools": pools, "kv": kv}))
     plan = build_plan(shifted, environ)
     picked = [dataclasses.replace(s, name=s.name + ALT_SUFFIX) for s in plan.engines if s.name in names]
-    hosts = {name: HostPlan(name=name, address=h.address, services=[s for s in picked if s.host == name])
-             for name, h in plan.hosts.items()}
+    hosts = {
+        name: HostPlan(name=name, address=h.address, services=[s for s in picked if s.host == name])
+        for name, h in plan.hosts.items()
+    }
     return dataclasses.replace(plan, hosts=hosts, engines=picked)
 
 
@@ -87,6 +91,8 @@ def _is_loopback(address: str) -> bool:
 
 def _bindable(address: str, port: int) -> bool:
     with socket.socket() as s:
+        # As servers bind: a connection of a stopped process in TIME_WAIT does not hold the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((address, port))
         except OSError:
@@ -105,7 +111,9 @@ class Verdict(BaseModel):
 
     def reason(self) -> str:
         if self.compatible:
-            return f"the new {self.pool} generation {self.new_generation} pairs with the deployed {OTHER[self.pool]} pool"
+            return (
+                f"the new {self.pool} generation {self.new_generation} pairs with the deployed {OTHER[self.pool]} pool"
+            )
         what = "; ".join(self.changes) or "the generation label changes"
         return (
             f"the new {self.pool} release changes KV-compatibility factors ({what}): its generation "
@@ -130,9 +138,13 @@ def _label(manifest: dict, role: str, what: str) -> tuple[str, dict]:
 def verdict(deployed: dict, target: dict, role: str) -> Verdict:
     old, old_factors = _label(deployed, OTHER[role], "deployed")
     new, new_factors = _label(target, role, "new")
-    changes = [
-        f"{key}: {old_factors.get(key)} -> {new_factors.get(key)}"
-        for key in sorted(set(old_factors) | set(new_factors))
-        if old_factors.get(key) != new_factors.get(key)
-    ] if old_factors else []
+    changes = (
+        [
+            f"{key}: {old_factors.get(key)} -> {new_factors.get(key)}"
+            for key in sorted(set(old_factors) | set(new_factors))
+            if old_factors.get(key) != new_factors.get(key)
+        ]
+        if old_factors
+        else []
+    )
     return Verdict(pool=role, compatible=old == new, old_generation=old, new_generation=new, changes=changes)
