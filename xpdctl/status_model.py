@@ -96,6 +96,8 @@ class KvPairHealth(_Model):
     decode_url: str
     ok: bool
     reason: str | None = None
+    # The host whose agent measured the pair (the decode host); the other host's agent relays it.
+    measured_by: str | None = None
 
 
 class KvAgentStatus(_Model):

@@ -10,7 +10,7 @@ from xpdctl.observe.hoststate import host_status
 from xpdctl.observe.judge import judge
 from xpdctl.observe.script import new_marker, split_sections
 from xpdctl.observe.targets import HostTarget, ServiceTarget
-from xpdctl.status_model import HostStatus
+from xpdctl.status_model import HostStatus, KvAgentStatus, KvPairHealth
 
 MI300X_PCI = (
     "0000:0c:00.0 0x1002 0x74a1 0x120000\n0000:22:00.0 0x1002 0x74a1 0x120000\n0000:0d:00.0 0x15b3 0x1021 0x020000\n"
@@ -165,3 +165,26 @@ def test_unit_states_that_do_not_line_up_are_unknown(h200_sections):
         HostTarget(name="h", address="10.0.0.5", services=services), h200_sections(units=("0", "active"))
     )
     assert [u.active for u in status.units] == ["unknown", "unknown"]
+
+
+def test_a_broken_kv_pair_is_the_measuring_hosts_problem_only():
+    pair = KvPairHealth(
+        prefill_url="http://p:8100", decode_url="http://d:8200", ok=False, reason="side channel refused"
+    )
+    agents = [
+        KvAgentStatus(
+            service="a", url="http://x:8788", reachable=True, pairs=[pair.model_copy(update={"measured_by": "d"})]
+        )
+    ]
+    problems = {
+        name: [
+            p.what
+            for p in judge(
+                HostTarget(name=name, address="x"),
+                HostStatus(name=name, address="x", reachable=True, kv_agents=agents),
+                [],
+            )
+        ]
+        for name in ("p", "d")
+    }
+    assert problems == {"p": [], "d": ["KV pair http://p:8100 -> http://d:8200 broken: side channel refused"]}

@@ -134,3 +134,4 @@ async def test_kv_agent_reports_a_pair_with_a_dead_side_channel():
         False,
     )
     assert str(port) in reported.reason
+    assert reported.measured_by == "here"

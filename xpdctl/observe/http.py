@@ -93,6 +93,7 @@ async def probe_kv_agent(session: aiohttp.ClientSession, *, service: str, url: s
                 decode_url=str(pair.get("decode_url")),
                 ok=bool(pair.get("ok")),
                 reason=pair.get("reason") or None,
+                measured_by=pair.get("measured_by"),
             )
             for pair in body.get("pairs", [])
         ]

@@ -84,7 +84,8 @@ def _services(target: HostTarget, status: HostStatus) -> list[Problem]:
         if not agent.reachable:
             found.append(_error(name, f"KV agent {agent.service}: {agent.error}", "check the kv-agent unit and log"))
         for pair in agent.pairs:
-            if not pair.ok:
+            # Both hosts' agents list a pair; it is reported once, by the host that measured it.
+            if not pair.ok and pair.measured_by in (None, name):
                 found.append(
                     _error(
                         name,
