@@ -150,7 +150,8 @@ def vllm_session(tmp_path_factory):
     """(LocalCluster, aggregated engine URL), started once; everything is stopped at the end."""
     tmp = tmp_path_factory.mktemp("vllm-tier")
     inventory = _local_inventory(tmp)
-    env = dict(os.environ, XPDCTL_STATE_DIR=str(tmp / "state"))
+    # The router's admin API on, for tests that drain and add backends (tests/upgrade).
+    env = dict(os.environ, XPDCTL_STATE_DIR=str(tmp / "state"), XPDCTL_ROUTER_ADMIN_TOKEN="vllm-tier-admin-token")
     agg_port = _free_port_block(1)
     agg_url = f"http://127.0.0.1:{agg_port}"
     # The model must exist before the reference engine starts; `up` would build it too.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import write_release
+from upgrade_helpers import write_release
 
 
 def deployed(cluster) -> dict:

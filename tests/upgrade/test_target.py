@@ -1,0 +1,67 @@
+"""Generation safety: which new releases may roll in place, and why not; surge/green instance naming."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from xpdctl.errors import InputError
+from xpdctl.inventory import load_inventory
+from xpdctl.plan import build_plan
+from xpdctl.render import render_files
+from xpdctl.upgrade.target import alt_plan, verdict, with_image
+from xpdctl.upgrade.tree import manifest_of
+
+from upgrade_helpers import REPO
+
+NEW_ROCM = "rocm/vllm:v0.32.0-new@sha256:" + "b" * 64
+
+
+def _loaded(**engine):
+    loaded = load_inventory(REPO / "inventory" / "lab.yaml")
+    inv = loaded.inventory
+    return dataclasses.replace(loaded, inventory=inv.model_copy(
+        update={"engine": inv.engine.model_copy(update=engine)}))
+
+
+def _manifest(loaded):
+    return manifest_of(render_files(build_plan(loaded, {})))
+
+
+def test_new_image_of_the_same_release_rolls_in_place():
+    deployed = _manifest(_loaded())
+    new = with_image(_loaded(), "decode", NEW_ROCM)
+    assert new.inventory.engine.images["amd"] == NEW_ROCM
+    assert new.inventory.engine.images["nvidia"] == _loaded().inventory.engine.images["nvidia"]
+    v = verdict(deployed, _manifest(new), "decode")
+    assert v.compatible and v.changes == []
+
+
+def test_release_changing_a_factor_is_refused_with_the_factor():
+    deployed = _manifest(_loaded())
+    old = _loaded().inventory.engine.vllm_version
+    v = verdict(deployed, _manifest(_loaded(vllm_version="9.9.9")), "decode")
+    assert not v.compatible
+    assert v.changes == [f"vllm_version: {old} -> 9.9.9"]
+    assert f"{old} -> 9.9.9" in v.reason() and v.old_generation in v.reason()
+
+
+def test_image_flag_checks():
+    with pytest.raises(InputError, match="pinned by digest"):
+        with_image(_loaded(), "decode", "rocm/vllm:latest")
+    local = load_inventory(REPO / "inventory" / "local.yaml")
+    with pytest.raises(InputError, match="engine.python"):
+        with_image(local, "decode", NEW_ROCM)
+
+
+def test_alt_instances_get_other_names_and_ports():
+    loaded = _loaded()
+    base = {s.name: s for s in build_plan(loaded, {}).engines}
+    name = next(n for n, s in base.items() if s.role == "decode")
+    alt = alt_plan(loaded, {}, {name}, 1000)
+    [s] = alt.engines
+    assert s.name == name + "-next" and s.port == base[name].port + 1000
+    assert s.details["side_channel_port"] == base[name].details["side_channel_port"] + 1000
+    assert s.details["generation"] == base[name].details["generation"]
+    assert f"--port={s.port}" in " ".join(s.command).replace("--port ", "--port=")

@@ -1,0 +1,44 @@
+"""Moving one service's files and manifest entry between rendered trees (the shipped lab inventory)."""
+
+from __future__ import annotations
+
+from xpdctl.inventory import load_inventory
+from xpdctl.plan import build_plan
+from xpdctl.render import render_files
+from xpdctl.upgrade.tree import copy_service, find_service, manifest_of, without_service
+
+from upgrade_helpers import REPO
+
+
+def _render(**engine):
+    loaded = load_inventory(REPO / "inventory" / "lab.yaml")
+    inv = loaded.inventory
+    loaded.inventory = inv.model_copy(update={"engine": inv.engine.model_copy(update=engine)})
+    return render_files(build_plan(loaded, {}))
+
+
+def test_copy_service_takes_only_that_service():
+    old = _render()
+    new = _render(restart_sec=30)
+    name = next(s["name"] for s in manifest_of(old)["hosts"]["mi300x-01"]["services"] if s["role"] == "decode")
+    mixed = copy_service(old, new, name)
+    _, entry = find_service(manifest_of(mixed), name)
+    changed = {rel for rel in mixed if mixed[rel] != old[rel]}
+    assert changed - {"manifest.json"} == {entry["unit"]}  # restart_sec is in the unit; the env file is equal
+    assert "RestartSec=30" in mixed[entry["unit"]].content
+    # The manifest keeps render's order of services.
+    assert [s["name"] for s in manifest_of(mixed)["hosts"]["mi300x-01"]["services"]] == [
+        s["name"] for s in manifest_of(old)["hosts"]["mi300x-01"]["services"]]
+    assert mixed[entry["env_file"]].mode == 0o600
+
+
+def test_without_then_copy_restores_the_tree():
+    old = _render()
+    name = next(s["name"] for s in manifest_of(old)["hosts"]["h100-01"]["services"] if s["role"] == "prefill")
+    _, entry = find_service(manifest_of(old), name)
+    gone = without_service(old, name)
+    assert find_service(manifest_of(gone), name) is None
+    assert entry["unit"] not in gone and entry["env_file"] not in gone
+    back = copy_service(gone, old, name)
+    assert set(back) == set(old)
+    assert {rel for rel in back if rel != "manifest.json" and back[rel] != old[rel]} == set()

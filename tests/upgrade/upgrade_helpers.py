@@ -1,0 +1,164 @@
+"""Helpers of the upgrade tests. The cluster: one prefill and three decode simulator instances on
+127.0.0.1 (runtime native, `engine.server: sim`), run by the local executor, with the router's admin API on.
+
+Engines run through a "release" script standing for an installed engine environment: upgrading
+means pointing `engine.python` at another release. A release can be broken for one instance (its
+engine exits at start), which is how the tests inject a failure on one host; simulated at the
+lowest layer because a real broken vLLM build cannot be had here.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "upgrade-test-token"
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive free TCP ports on loopback, below the ephemeral range: the
+    load's client connections take ephemeral ports and must not take the surge/green ports."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free ports on loopback")
+
+
+def write_release(path: Path, broken_port: int | None = None) -> Path:
+    """An engine environment: runs this Python; with ``broken_port``, the engine on that port exits 1."""
+    fault = ""
+    if broken_port is not None:
+        fault = (f'case " $* " in *" --port {broken_port} "*) '
+                 f'echo "release {path.name}: injected failure on port {broken_port}" >&2; exit 1;; esac\n')
+    path.write_text(f"#!/bin/sh\n{fault}exec {sys.executable} \"$@\"\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+@dataclass
+class SimCluster:
+    tmp: Path
+    inventory: Path
+    data: dict
+    env: dict
+    state_dir: Path
+    router_url: str
+    decode_ports: list[int]
+    alt_offset: int
+
+    def write(self, **changes) -> None:
+        """Rewrite the inventory with ``engine`` fields changed (e.g. python=..., vllm_version=...)."""
+        self.data["engine"].update(changes)
+        self.inventory.write_text(yaml.safe_dump(self.data, sort_keys=False))
+
+    def xpdctl(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "xpdctl", *args, "-i", str(self.inventory)], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"xpdctl {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        return done
+
+    def upgrade(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.xpdctl("upgrade", "--pool", "decode", "--timeout", "60", "--drain-timeout", "60",
+                           "--alt-port-offset", str(self.alt_offset), *args, check=check)
+
+    def rollout(self) -> dict:
+        return json.loads((self.state_dir / "upgrade" / "rollout.json").read_text())
+
+    def audit(self) -> list[dict]:
+        return [json.loads(line) for line in (self.state_dir / "audit.jsonl").read_text().splitlines()]
+
+
+class Load:
+    """Steady streaming load through the router from a few client threads, bounded in time and count,
+    plus a sampler of how many decode instances the router has serving (admin API)."""
+
+    def __init__(self, router_url: str, token: str, model: str, *, workers: int = 3, max_requests: int = 5000,
+                 max_seconds: float = 300.0):
+        import threading
+
+        self.router_url, self.token, self.model = router_url, token, model
+        self.workers, self.max_requests, self.max_seconds = workers, max_requests, max_seconds
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.failures: list[str] = []
+        self.serving: list[int] = []  # decode instances serving, per sample
+        self.generations: list[set[str]] = []  # generations of serving decodes, per sample
+        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(workers)]
+        self.threads.append(threading.Thread(target=self._sampler, daemon=True))
+
+    def _client(self) -> None:
+        import http.client
+        import time
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.router_url)
+        body = json.dumps({"model": self.model, "prompt": "rolling upgrades must not fail requests",
+                           "max_tokens": 12, "stream": True})
+        deadline = time.monotonic() + self.max_seconds
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            with self.lock:
+                if self.ok + len(self.failures) >= self.max_requests:
+                    return
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+            try:
+                conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                text = resp.read().decode(errors="replace")
+                problem = None if resp.status == 200 and "data: [DONE]" in text else f"HTTP {resp.status}: {text[-200:]}"
+            except OSError as exc:
+                problem = repr(exc)
+            finally:
+                conn.close()
+            with self.lock:
+                if problem:
+                    self.failures.append(problem)
+                else:
+                    self.ok += 1
+
+    def _sampler(self) -> None:
+        import time
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.router_url}/admin/backends",
+                                         headers={"Authorization": f"Bearer {self.token}"})
+        deadline = time.monotonic() + self.max_seconds
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                backends = json.loads(resp.read())["backends"]
+            serving = [b for b in backends if b["pool"] == "decode" and b["health"] == "healthy" and not b["draining"]]
+            self.serving.append(len(serving))
+            self.generations.append({b["generation"] for b in serving})
+            time.sleep(0.2)
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=90)
