@@ -119,11 +119,11 @@ def reasons(option: Option, out: Outcome, cal: Calibration, modeller: Modeller) 
         lines.append(f"{tag} KV {p.kv_bytes / 1e6:.0f} MB {how}: {p.transfer_s * 1000:.0f} ms")
     line = (f"{tag} decode on {option.decode.hardware} TP{option.decode.tp}: batch {p.decode_batch:.1f} per instance, "
             f"ITL {p.itl_s * 1000:.1f} ms, step {p.decode_step.bound}-bound")
+    resident = p.decode_batch * modeller.model.kv_bytes(w.isl + w.osl / 2, modeller.hybrid)
     if p.congestion > 1.005:
-        resident = p.decode_batch * modeller.model.kv_bytes(w.isl + w.osl / 2, modeller.hybrid)
         line += (f"; KV bursts on the device path slow decode x{p.congestion:.2f} (resident KV {resident / 1e9:.1f} GB "
                  f"> {cal.congestion_saturation_gb:g} GB)")
-    elif option.path == "host" and kvpath.congestion_pressure(p.decode_batch * modeller.model.kv_bytes(w.isl + w.osl / 2), "device", cal) > 0:
+    elif option.path == "host" and kvpath.congestion_pressure(resident, "device", cal) > 0:
         line += "; host staging paces KV into decode, so no burst congestion"
     lines.append(line)
     if out.corrected:
