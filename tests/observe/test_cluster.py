@@ -155,3 +155,12 @@ async def test_host_without_rendered_files_is_checked_for_leftovers(tmp_path):
     (host,) = (await observe_targets("t", [target], LocalShellTransport())).hosts
     assert host.drift_checked
     assert [(d.path, d.state) for d in host.drift] == [("/etc/systemd/system/xpd-t-decode-0.service", "extra")]
+
+
+def test_unreadable_files_are_unknown_not_missing():
+    """As a login without root sees a secret's 0600 env file: no drift claimed either way."""
+    from xpdctl.observe.drift import ExpectedFile, compare, parse_hashes
+
+    hashes = parse_hashes("UNREADABLE  /etc/xpdctl/a.env\nMISSING  /etc/xpdctl/b.env\n")
+    expected = {path: ExpectedFile(sha256="0" * 64, mode=0o600) for path in ("/etc/xpdctl/a.env", "/etc/xpdctl/b.env")}
+    assert [(d.path, d.state) for d in compare(expected, hashes, {}, [])] == [("/etc/xpdctl/b.env", "missing")]

@@ -79,17 +79,30 @@ def test_failing_tool_is_reported_with_its_message(tmp_path):
     assert failures == ["nvidia-smi exited 18: Failed to initialize NVML: Driver/library version mismatch"]
 
 
-def test_streamed_section_takes_its_exit_status_from_the_trailer():
+def test_section_without_exit_status_is_unfinished():
     marker = new_marker()
-    out = (
-        f"{marker} os-release -\n\n{marker} uname\nLinux h 6.8\n\n{marker}! 0\n\n{marker} nvidia-smi\n<nvidia_smi_log>"
-    )
+    out = f"{marker} os-release -\n{marker} uname 0\nLinux h 6.8\n\n{marker} nvidia-smi\n<nvidia_smi_log>"
     sections = split_sections(out, marker)
     assert (sections["os-release"].rc, sections["uname"].rc, sections["uname"].text) == (None, 0, "Linux h 6.8")
-    # Cut off while nvidia-smi was printing: no exit status, so not ok and reported as unfinished.
+    # Cut off while nvidia-smi's output was printed: no exit status, so not ok and reported as unfinished.
     assert sections["nvidia-smi"].rc == -1 and not sections["nvidia-smi"].ok
     status, failures = host_status(HostTarget(name="h", address="10.0.0.1"), sections)
     assert failures == [
         "nvidia-smi did not finish (the status script was cut short)",
         "the status script stopped before its end (output cut short)",
     ]
+
+
+def test_a_hung_tool_costs_only_its_own_section(tmp_path):
+    """A stand-in nvidia-smi that hangs (as on a wedged GPU): the host still reports everything else."""
+    tools = tmp_path / "usr" / "bin"
+    tools.mkdir(parents=True)
+    (tools / "nvidia-smi").write_text("#!/bin/sh\nexec sleep 30\n")
+    (tools / "nvidia-smi").chmod(0o755)
+    target = HostTarget(name="h", address="127.0.0.1", root=str(tmp_path))
+    marker = new_marker()
+    script = build_script(marker, units=[], files=[], extra_globs=[], probe_timeout_s=1)
+    result = asyncio.run(LocalShellTransport().run(target, script, 20))
+    status, failures = host_status(target, split_sections(result.stdout, marker))
+    assert failures == ["nvidia-smi did not answer in time on the host (a hung driver or GPU?)"]
+    assert status.os.kernel

@@ -49,6 +49,8 @@ async def _ssh_part(target: HostTarget, transport: Transport, timeout_s: float) 
         units=[service.unit for service in target.services],
         files=[target.root + path for path in target.expected_files],
         extra_globs=[target.root + pattern for pattern in target.owned_globs],
+        # Leave the host time to report a hung tool before the SSH call itself gives up.
+        probe_timeout_s=max(1, int(timeout_s * 0.6)),
     )
     result = await transport.run(target, script, timeout_s)
     sections = split_sections(result.stdout, marker)

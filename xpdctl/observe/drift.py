@@ -45,13 +45,13 @@ def owned_globs(cluster: str) -> list[str]:
 
 
 def parse_hashes(text: str) -> dict[str, str | None]:
-    """The script's ``hashes`` section: ``<sha256>  <path>`` or ``MISSING  <path>``."""
+    """The script's ``hashes`` section: ``<sha256>  <path>`` or ``MISSING  <path>`` (None). A file the
+    login could not read (``UNREADABLE``) is left out: its state is unknown, not missing."""
     found: dict[str, str | None] = {}
     for line in text.splitlines():
         digest, sep, path = line.partition("  ")
-        if not sep:
-            continue
-        found[path] = None if digest == "MISSING" else digest
+        if sep and digest != "UNREADABLE":
+            found[path] = None if digest == "MISSING" else digest
     return found
 
 
@@ -70,7 +70,9 @@ def compare(
 ) -> list[DriftEntry]:
     drift = []
     for path, want in expected.items():
-        have = hashes.get(path)
+        if path not in hashes:
+            continue  # unreadable: unknown
+        have = hashes[path]
         if have is None:
             drift.append(DriftEntry(path=path, state="missing", expected_sha256=want.sha256))
             continue

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from xpdctl.errors import ExecutionError
 from xpdctl.observe import drift
-from xpdctl.observe.script import UNFINISHED, Section
+from xpdctl.observe.script import TIMED_OUT, UNFINISHED, Section
 from xpdctl.observe.targets import HostTarget
 from xpdctl.probes import amd, host, nvidia, pci, rdma
 from xpdctl.status_model import Accelerators, HostStatus, UnitState
@@ -25,6 +25,8 @@ def _merge(reports: list[Accelerators]) -> Accelerators:
 def _tool_failure(name: str, section: Section) -> str:
     if section.rc == UNFINISHED:
         return f"{name} did not finish (the status script was cut short)"
+    if section.rc == TIMED_OUT:
+        return f"{name} did not answer in time on the host (a hung driver or GPU?)"
     first = next((line.strip() for line in section.text.splitlines() if line.strip()), "no output")
     return f"{name} exited {section.rc}: {first[:200]}"
 

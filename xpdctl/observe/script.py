@@ -1,11 +1,12 @@
 """The one shell script ``status`` runs on each host, and the parser of what it prints.
 
 One SSH round trip per host: the script runs every probe and prints each one's output as a
-section that starts with ``<marker> <name> [<rc>]``, where ``rc`` is the probe's exit status or ``-``
-when its tool is not installed. A probe's output streams straight through (no copy through a temp
-file), so its exit status follows it on a line ``<marker>! <rc>``. The marker carries a random nonce
-so no file or tool output can forge a section. The script is POSIX sh, forks little (one process per
-probe that runs, one sha256sum for all files) and reads sysfs with ``read``.
+section that starts with ``<marker> <name> <rc>``, where ``rc`` is the probe's exit status, ``-``
+when its tool is not installed, or ``-1`` when it never finished. The vendor tools run at the same
+time and bounded by ``timeout`` (amd-smi alone can take seconds per call, and nvidia-smi hangs on a
+wedged GPU), so a host answers in the time of its slowest tool, not their sum. The marker carries a random nonce so no file or tool output can forge a section. The
+script is POSIX sh, forks little (one sha256sum and one stat for all files) and reads sysfs with
+``read``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import shlex
 from dataclasses import dataclass
 
 ABSENT = None
-UNFINISHED = -1  # a section whose exit status never came: the script was cut short
+UNFINISHED = -1  # a probe that never finished (killed, or the host stopped it)
+TIMED_OUT = 124  # exit status of coreutils' timeout, which bounds every probe on the host
 
 
 @dataclass(frozen=True)
 class Section:
-    rc: int | None  # None: the tool is not installed on the host; -1: no exit status came
+    rc: int | None  # None: the tool is not installed on the host; -1: it never finished
     text: str
 
     @property
@@ -28,34 +30,47 @@ class Section:
         return self.rc == 0
 
 
-# name -> (tool or file that must exist, command). Every tool found runs; none is chosen by vendor, so a host
-# reports what it really has (an NVIDIA host with amd-smi installed shows both).
-PROBES: tuple[tuple[str, str | None, str], ...] = (
-    ("os-release", None, "cat /etc/os-release"),
-    ("uname", None, "uname -a"),
-    ("nvidia-module", "/proc/driver/nvidia/version", "cat /proc/driver/nvidia/version"),
+# Files read as they are (a section each; ``-`` when the host has no such file).
+FILES: tuple[tuple[str, str], ...] = (
+    ("os-release", "/etc/os-release"),
+    ("nvidia-module", "/proc/driver/nvidia/version"),
+    ("rocm-version", "/opt/rocm/.info/version"),
+)
+# name -> (tool, command). Every tool found runs, in the background and bounded in time; none is chosen
+# by vendor, so a host reports what it really has (an NVIDIA host with amd-smi installed shows both).
+TOOLS: tuple[tuple[str, str, str], ...] = (
     ("nvidia-smi", "nvidia-smi", "nvidia-smi -q -x"),
     ("amd-smi-static", "amd-smi", "amd-smi static --json"),
     ("amd-smi-metric", "amd-smi", "amd-smi metric --json"),
     ("rocm-smi-product", "rocm-smi", "rocm-smi --showproductname --json"),
-    ("rocm-version", "/opt/rocm/.info/version", "cat /opt/rocm/.info/version"),
     ("ibv-devinfo", "ibv_devinfo", "ibv_devinfo"),
 )
 
 _PRELUDE = r"""
-e=$(mktemp 2>/dev/null) || exit 90
-trap 'rm -f "$e"' EXIT
+t=$(mktemp -d 2>/dev/null) || exit 90
+trap 'rm -rf "$t"' EXIT
 M='{marker}'
-have() {{ case $1 in /*) [ -r "$1" ] ;; *) command -v "$1" >/dev/null 2>&1 ;; esac; }}
-# sec NAME TOOL CMD: run CMD unless TOOL (a command or a file) is named and missing; its stdout
-# streams through, its stderr follows only when it failed, then its exit status.
-sec() {{
+have() {{ command -v "$1" >/dev/null 2>&1; }}
+# A hung tool (nvidia-smi on a wedged GPU) must not cost the whole host's report.
+T=''; have timeout && T='timeout {probe_timeout}'
+# bg NAME TOOL CMD: start CMD in the background unless TOOL is missing.
+bg() {{
   name=$1; tool=$2; shift 2
-  if [ -n "$tool" ] && ! have "$tool"; then printf '%s %s -\n' "$M" "$name"; return; fi
-  printf '\n%s %s\n' "$M" "$name"
-  eval "$*" 2>"$e"; rc=$?
-  [ "$rc" -eq 0 ] || cat "$e"
-  printf '\n%s! %s\n' "$M" "$rc"
+  if ! have "$tool"; then : >"$t/$name.absent"; return; fi
+  ( $T sh -c "$*" >"$t/$name.out" 2>"$t/$name.err"; echo $? >"$t/$name.rc" ) &
+}}
+# readfile NAME PATH: a file's section, read now (files do not hang).
+readfile() {{
+  if [ -r "$2" ]; then printf '%s %s 0\n' "$M" "$1"; cat "$2"; printf '\n'; else printf '%s %s -\n' "$M" "$1"; fi
+}}
+# show NAME: the section of a finished background probe (its stderr too when it failed).
+show() {{
+  name=$1
+  if [ -e "$t/$name.absent" ]; then printf '%s %s -\n' "$M" "$name"; return; fi
+  read -r rc <"$t/$name.rc" 2>/dev/null || rc=-1
+  printf '%s %s %s\n' "$M" "$name" "$rc"; cat "$t/$name.out"
+  [ "$rc" = 0 ] || cat "$t/$name.err"
+  printf '\n'
 }}
 pci() {{
   for d in /sys/bus/pci/devices/*; do
@@ -71,16 +86,19 @@ def new_marker() -> str:
     return f"@@xpd-{secrets.token_hex(6)}@@"
 
 
-def build_script(marker: str, *, units: list[str], files: list[str], extra_globs: list[str]) -> str:
+def build_script(
+    marker: str, *, units: list[str], files: list[str], extra_globs: list[str], probe_timeout_s: int = 6
+) -> str:
     """The probe script for one host.
 
     ``units`` are systemd units whose state to report, ``files`` absolute paths whose sha256 to
-    report (or ``MISSING``), ``extra_globs`` shell globs whose matches are listed (files the host has
+    report (or ``MISSING``, or ``UNREADABLE`` for a login without root), ``extra_globs`` shell globs whose matches are listed (files the host has
     that render no longer produces).
     """
-    lines = [_PRELUDE.format(marker=marker)]
-    for name, tool, command in PROBES:
-        lines.append(f"sec {name} {shlex.quote(tool or '')} {shlex.quote(command)}")
+    lines = [_PRELUDE.format(marker=marker, probe_timeout=int(probe_timeout_s))]
+    lines += [f"bg {name} {shlex.quote(tool)} {shlex.quote(command)}" for name, tool, command in TOOLS]
+    lines += [f"readfile {name} {shlex.quote(path)}" for name, path in FILES]
+    lines.append("printf '%s %s 0\\n' \"$M\" uname; uname -a")
     lines.append("printf '%s %s 0\\n' \"$M\" pci; pci")
     if units:
         # One systemctl for every unit: it prints one state per unit, in the order asked (and exits
@@ -96,18 +114,21 @@ def build_script(marker: str, *, units: list[str], files: list[str], extra_globs
         # One sha256sum and one stat for every file present (a fork per file costs more than the hashing).
         lines.append(
             "printf '%s %s 0\\n' \"$M\" hashes; set --; "
-            f'for f in {quoted}; do if [ -f "$f" ]; then set -- "$@" "$f"; else printf \'MISSING  %s\\n\' "$f"; fi; done; '
+            f'for f in {quoted}; do if [ ! -f "$f" ]; then printf \'MISSING  %s\\n\' "$f"; '
+            f'elif [ ! -r "$f" ]; then printf \'UNREADABLE  %s\\n\' "$f"; else set -- "$@" "$f"; fi; done; '
             '[ $# -eq 0 ] || sha256sum -- "$@"; '
             "printf '%s %s 0\\n' \"$M\" modes; "
             "[ $# -eq 0 ] || stat -c '%a %n' -- \"$@\""
         )
     if extra_globs:
         # Globs stay unquoted so the host's shell expands them; unmatched ones print themselves and
-        # are dropped by the -e test.
+        # are dropped by the -f test.
         globs = " ".join(quote_glob(pattern) for pattern in extra_globs)
         lines.append(
             f'printf \'%s %s 0\\n\' "$M" listing; for f in {globs}; do [ -f "$f" ] && printf \'%s\\n\' "$f"; done'
         )
+    lines.append("wait")
+    lines += [f"show {name}" for name, _, _ in TOOLS]
     lines.append("printf '%s %s 0\\n' \"$M\" end")
     return "\n".join(lines) + "\n"
 
@@ -126,21 +147,16 @@ def split_sections(output: str, marker: str) -> dict[str, Section]:
 
     def close() -> None:
         if name is not None:
-            # The newline printed before a marker (output may lack a final one) is not output.
+            # The newline printed after a section (output may lack a final one) is not output.
             sections[name] = Section(rc, "\n".join(body).strip("\n"))
 
     for line in output.splitlines():
-        if line.startswith(marker + "! ") and name is not None:
-            status = line[len(marker) + 2 :].strip()
-            rc = int(status) if status.lstrip("-").isdigit() else UNFINISHED
-        elif line.startswith(marker + " "):
+        if line.startswith(marker + " "):
             close()
             parts = line[len(marker) + 1 :].split()
             name = parts[0] if parts else "?"
-            if len(parts) < 2:
-                rc = UNFINISHED
-            else:
-                rc = int(parts[1]) if parts[1].isdigit() else ABSENT
+            status = parts[1] if len(parts) > 1 else "-1"
+            rc = int(status) if status.lstrip("-").isdigit() else ABSENT
             body = []
         elif name is not None:
             body.append(line)

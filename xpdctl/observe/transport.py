@@ -45,9 +45,15 @@ async def _run(argv: list[str], stdin: str, timeout_s: float, env: dict[str, str
     return RunResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
+# The remote command: root reads every file render writes (env files holding secrets are 0600), so a
+# login other than root runs the script through passwordless sudo when it has it, as provisioning does.
+_AS_ROOT_IF_ALLOWED = 'if [ "$(id -u)" != 0 ] && sudo -n true 2>/dev/null; then exec sudo -n sh -s; else exec sh -s; fi'
+
+
 @dataclass
 class SshTransport:
-    """``ssh user@address sh -s`` with the script on stdin; never prompts (BatchMode)."""
+    """``ssh user@address`` running ``sh -s`` (as root through ``sudo -n`` when the login is not root
+    and may) with the script on stdin; never prompts (BatchMode)."""
 
     connect_timeout_s: float = 3.0
     # Further ``-o`` options, e.g. {"UserKnownHostsFile": "/path"} for test hosts.
@@ -87,7 +93,7 @@ class SshTransport:
             argv += ["-o", f"{key}={value}"]
         if target.ssh.key:
             argv += ["-i", os.path.expanduser(target.ssh.key)]
-        return argv + [f"{target.ssh.user}@{target.address}", "sh", "-s"]
+        return argv + [f"{target.ssh.user}@{target.address}", _AS_ROOT_IF_ALLOWED]
 
     async def run(self, target: HostTarget, script: str, timeout_s: float) -> RunResult:
         result = await _run(self.argv(target), script, timeout_s)
