@@ -1,16 +1,28 @@
-"""`xpdctl bench` end to end against simulated heterogeneous clusters (see conftest.py): the report's
-comparison (cross-vendor vs single-vendor) on a small grid, tables and plots checked against the JSON."""
+"""`xpdctl bench --simulate` end to end: the shipped lab inventories (H100 prefill -> MI300X decode over
+host memory; MI300X -> MI300X over GPUDirect) run here as simulator engines timed by their hardware
+profiles behind our router on loopback. No GPU exists here, so the simulator is the lowest layer that can
+stand in for the engines; everything above it (router, client, metrics, tables, plots) is the real code.
+The report's comparison on a small grid; tables and plots checked against the JSON."""
 
 from __future__ import annotations
 
 import json
 import re
 
+import pytest
+
 from click.testing import CliRunner
 
+from xpdctl.bench.simcluster import SimulatedCluster
 from xpdctl.cli import cli
+from xpdctl.errors import InputError
+from xpdctl.inventory import load_inventory
+from xpdctl.paths import data_dir
 
-GRID = ["--isl", "128,1024", "--osl", "32", "--concurrency", "1,4", "--warmups", "1"]
+CROSS = str(data_dir("inventory") / "lab.yaml")
+SINGLE = str(data_dir("inventory") / "lab-single-vendor.yaml")
+SIM = ["--simulate", "--time-scale", "0.2"]
+GRID = ["--isl", "128,1024", "--osl", "32", "--concurrency", "1,4", "--warmups", "1", *SIM]
 
 
 def _md_tables(text: str) -> list[tuple[str, list[list[str]]]]:
@@ -30,9 +42,8 @@ def _md_tables(text: str) -> list[tuple[str, list[list[str]]]]:
     return tables
 
 
-def test_bench_compares_two_simulated_clusters_and_tables_match_json(sim_clusters, tmp_path):
-    cross, single = sim_clusters
-    res = CliRunner().invoke(cli, ["bench", "-i", str(cross), "--compare", str(single), *GRID, "--out", str(tmp_path)])
+def test_bench_compares_two_simulated_clusters_and_tables_match_json(tmp_path):
+    res = CliRunner().invoke(cli, ["bench", "-i", CROSS, "--compare", SINGLE, *GRID, "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     (folder,) = tmp_path.iterdir()
     assert re.fullmatch(r"\d{8}-\d{6}-lab", folder.name)
@@ -76,14 +87,13 @@ def test_bench_compares_two_simulated_clusters_and_tables_match_json(sim_cluster
                                f"{first['metrics']['total_token_throughput']:,.0f}"]
 
 
-def test_advise_reads_bench_results_as_corrections(sim_clusters, tmp_path):
-    cross, _ = sim_clusters
+def test_advise_reads_bench_results_as_corrections(tmp_path):
     out = tmp_path / "results"
-    res = CliRunner().invoke(cli, ["bench", "-i", str(cross), "--isl", "256", "--osl", "16", "--concurrency", "2",
-                                   "--warmups", "1", "--out", str(out), "-o", "json"])
+    res = CliRunner().invoke(cli, ["bench", "-i", CROSS, "--isl", "256", "--osl", "16", "--concurrency", "2",
+                                   "--warmups", "1", *SIM, "--out", str(out), "-o", "json"])
     assert res.exit_code == 0, res.output
     folder = json.loads(res.stdout)["folder"]
-    adv = CliRunner().invoke(cli, ["advise", "-i", str(cross), "-w", "isl=8K,osl=1K,c=8", "--measured", folder, "-o", "json"])
+    adv = CliRunner().invoke(cli, ["advise", "-i", CROSS, "-w", "isl=8K,osl=1K,c=8", "--measured", folder, "-o", "json"])
     assert adv.exit_code == 0, adv.output
     data = json.loads(adv.stdout)
     assert any(n.startswith("bench: 1 points correct prefill on H100-SXM TP8") for n in data["notes"])
@@ -91,16 +101,32 @@ def test_advise_reads_bench_results_as_corrections(sim_clusters, tmp_path):
     assert measured and all("prefill" in r["predictions"][0]["corrected_by_bench"] for r in measured)
 
 
-def test_compare_with_an_earlier_results_folder(sim_clusters, tmp_path):
-    cross, single = sim_clusters
-    small = ["--isl", "64", "--osl", "8", "--concurrency", "2", "--warmups", "0"]
-    before = CliRunner().invoke(cli, ["bench", "-i", str(single), *small, "--out", str(tmp_path / "a"), "-o", "json"])
+def test_compare_with_an_earlier_results_folder(tmp_path):
+    small = ["--isl", "64", "--osl", "8", "--concurrency", "2", "--warmups", "0", *SIM]
+    before = CliRunner().invoke(cli, ["bench", "-i", SINGLE, *small, "--out", str(tmp_path / "a"), "-o", "json"])
     assert before.exit_code == 0, before.output
     earlier = json.loads(before.stdout)["folder"]
-    res = CliRunner().invoke(cli, ["bench", "-i", str(cross), *small, "--compare", earlier, "--out", str(tmp_path / "b"),
+    res = CliRunner().invoke(cli, ["bench", "-i", CROSS, *small, "--compare", earlier, "--out", str(tmp_path / "b"),
                                    "-o", "json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert [r["label"] for r in data["runs"]] == ["lab", "lab-single"]
     (row,) = data["comparison"]["scenarios"][0]["rows"]
     assert row["concurrency"] == 2 and row["e2el_ratio"] > 0
+
+
+def test_simulated_cluster_has_one_engine_per_pool_instance(lab_data, write_inventory):
+    lab_data["pools"]["prefill"]["tensor_parallel"] = 4
+    lab_data["pools"]["decode"]["tensor_parallel"] = 4
+    inv = load_inventory(write_inventory(lab_data)).inventory
+    with SimulatedCluster(inv, time_scale=0.1) as cluster:
+        configs = sorted((c.role, c.profile, c.profile_tp, c.kv_path) for c in cluster.engine_configs())
+        assert configs == [("decode", "MI300X", 4, "host")] * 2 + [("prefill", "H100-SXM", 4, "host")] * 2
+        assert cluster.url.startswith("http://127.0.0.1:")
+    assert cluster.engine_configs() == []
+
+
+def test_only_profiled_hosts_can_be_simulated():
+    inv = load_inventory(data_dir("inventory") / "local.yaml").inventory  # CPU cores: no GPU profile
+    with pytest.raises(InputError, match="performance profile"), SimulatedCluster(inv):
+        pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -9,6 +10,13 @@ from pathlib import Path
 import click
 
 from xpdctl.output import emit_json, output_option
+
+
+def _simulated_url(stack: contextlib.ExitStack, inventory: Path, time_scale: float) -> str:
+    from xpdctl.bench.simcluster import SimulatedCluster
+    from xpdctl.inventory import load_inventory
+
+    return stack.enter_context(SimulatedCluster(load_inventory(inventory).inventory, time_scale)).url
 
 
 def _rate(text: str) -> float:
@@ -41,11 +49,15 @@ def _rate(text: str) -> float:
 @click.option("--backend", type=click.Choice(["auto", "builtin", "vllm"]), default="auto",
               help="vllm = run `vllm bench serve` itself (needs a tokenizer); builtin = xpdctl's client with the same "
                    "definitions; auto = vllm when it runs here and a tokenizer is known.")
+@click.option("--simulate", is_flag=True,
+              help="Measure the inventories' pools run here as simulator engines timed by their GPUs' performance "
+                   "profiles (xpdctl sim --profile) behind xpdctl's router on loopback, instead of the real cluster.")
+@click.option("--time-scale", type=float, default=1.0, help="With --simulate: multiply every simulated duration.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default="bench-results",
               help="Results go to a new timestamped folder under this one.")
 @output_option
 def command(inventory, url, model, label, isl, osl, concurrency, report_grid, prompts_per_concurrency, request_rate, warmups, seed,
-            compare_with, tokenizer, backend, out_dir, output) -> None:
+            compare_with, tokenizer, backend, simulate, time_scale, out_dir, output) -> None:
     """Measure a cluster over a grid of input/output lengths and concurrencies, as the report did.
 
     Each point sends prompts-per-concurrency x C random prompts of exactly ISL tokens (vLLM's random
@@ -62,6 +74,7 @@ def command(inventory, url, model, label, isl, osl, concurrency, report_grid, pr
       xpdctl bench -i lab.yaml --isl 8K --osl 1K --concurrency 1,4,8,16,32,64,128,256
       xpdctl bench -i lab.yaml --compare bench-results/20260301-101500-lab-single/
       xpdctl bench --url http://127.0.0.1:8000 --model tiny-gpt-oss --isl 128 --osl 32 --concurrency 1,4
+      xpdctl bench -i inventory/lab.yaml --compare inventory/lab-single-vendor.yaml --simulate   # no GPUs needed
     """  # fmt: skip
     from xpdctl.bench import results as res
     from xpdctl.bench.session import BenchSession
@@ -71,29 +84,36 @@ def command(inventory, url, model, label, isl, osl, concurrency, report_grid, pr
 
     if not inventory and not url:
         raise InputError("give -i INVENTORY (its router is measured) or --url URL --model NAME")
-    target = from_inventory(inventory, url, model, label) if inventory else from_url(url, model, label)
+    if simulate and (not inventory or url):
+        raise InputError("--simulate runs an inventory's pools: give -i INVENTORY and no --url")
     grid = res.REPORT_GRID if report_grid else res.product_grid(parse_counts(isl), parse_counts(osl), parse_counts(concurrency))
-    settings = res.Settings(grid=grid, prompts_per_concurrency=prompts_per_concurrency,
-                            request_rate=None if math.isinf(request_rate) else request_rate, warmups=warmups, seed=seed,
-                            tokenizer=str(tokenizer) if tokenizer else target.tokenizer)
     earlier = None
-    targets = [target]
+    measure = [inventory] if inventory else []
     if compare_with is not None:
         if compare_with.is_dir() or compare_with.suffix == ".json":
             earlier = res.load(compare_with).runs[0]
         else:
-            targets.append(from_inventory(compare_with))
-    folder = res.result_folder(out_dir, target.label)
-    try:
-        session = BenchSession(settings, backend, folder)
-        with click.progressbar(length=session.total_requests(len(targets)), label="bench", show_pos=True,
-                               file=sys.stderr, item_show_func=lambda item: item) as bar:
-            runs = [session.run(t, on_progress=lambda n, what: bar.update(n, what)) for t in targets]
-        results = session.finish(runs + ([earlier] if earlier else []))
-    except BaseException:
-        if not any(folder.iterdir()):
-            folder.rmdir()  # nothing measured: leave no empty timestamped folder behind
-        raise
+            measure.append(compare_with)
+    with contextlib.ExitStack() as stack:
+        urls = [_simulated_url(stack, path, time_scale) for path in measure] if simulate else [url] + [None] * (len(measure) - 1)
+        if inventory:
+            targets = [from_inventory(inventory, urls[0], model, label)] + [from_inventory(p, u) for p, u in zip(measure[1:], urls[1:])]
+        else:
+            targets = [from_url(url, model, label)]
+        settings = res.Settings(grid=grid, prompts_per_concurrency=prompts_per_concurrency,
+                                request_rate=None if math.isinf(request_rate) else request_rate, warmups=warmups,
+                                seed=seed, tokenizer=str(tokenizer) if tokenizer else targets[0].tokenizer)
+        folder = res.result_folder(out_dir, targets[0].label)
+        try:
+            session = BenchSession(settings, backend, folder)
+            with click.progressbar(length=session.total_requests(len(targets)), label="bench", show_pos=True,
+                                   file=sys.stderr, item_show_func=lambda item: item) as bar:
+                runs = [session.run(t, on_progress=lambda n, what: bar.update(n, what)) for t in targets]
+            results = session.finish(runs + ([earlier] if earlier else []))
+        except BaseException:
+            if not any(folder.iterdir()):
+                folder.rmdir()  # nothing measured: leave no empty timestamped folder behind
+            raise
     if output == "json":
         emit_json(results.model_dump(mode="json") | {"folder": str(folder)})
         return
