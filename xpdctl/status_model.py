@@ -34,6 +34,9 @@ class Gpu(_Model):
     power_limit_w: float | None = None
     ecc_errors_corrected: int | None = Field(None, description="since the driver loaded (volatile)")
     ecc_errors_uncorrected: int | None = Field(None, description="since the driver loaded (volatile)")
+    # NVSwitch systems (HGX): a GPU is usable only once fabric manager has set up its fabric.
+    fabric_state: str | None = Field(None, description="e.g. Completed, In Progress, Not Started (NVIDIA)")
+    fabric_status: str | None = Field(None, description="e.g. Success, or the failure (NVIDIA)")
 
 
 class Accelerators(_Model):

@@ -188,3 +188,14 @@ def test_a_broken_kv_pair_is_the_measuring_hosts_problem_only():
         for name in ("p", "d")
     }
     assert problems == {"p": [], "d": ["KV pair http://p:8100 -> http://d:8200 broken: side channel refused"]}
+
+
+def test_fabric_manager_not_done_is_an_error(h200_sections, nvidia_text):
+    """The real capture with GPU 0's fabric edited to the state a missing or mismatched fabric manager leaves."""
+    xml = nvidia_text("nvidia-smi-q.xml").replace(
+        "<state>Completed</state>\n\t\t\t<status>Success</status>",
+        "<state>In Progress</state>\n\t\t\t<status>N/A</status>",
+        1,
+    )
+    status = _observe(HostTarget(name="h200", address="10.0.0.5"), h200_sections(xml=xml))
+    assert [p.what for p in status.problems] == ["GPU 0 (00000000:00:06.0) NVSwitch fabric is In Progress"]

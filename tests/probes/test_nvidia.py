@@ -90,3 +90,8 @@ def test_errors_instead_of_xml_are_explained():
 def test_csv_with_wrong_column_count_is_explained():
     with pytest.raises(ExecutionError, match="expected 12"):
         nvidia.parse_query_csv("0, NVIDIA H200\n")
+
+
+def test_nvswitch_fabric_state(nvidia_fixture):
+    gpus = nvidia.parse_query_xml(nvidia_fixture("nvidia-smi-q.xml")).gpus
+    assert [(g.fabric_state, g.fabric_status) for g in gpus] == [("Completed", "Success")] * 2

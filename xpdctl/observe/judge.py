@@ -40,6 +40,17 @@ def _hardware(target: HostTarget, status: HostStatus) -> list[Problem]:
                 )
             )
     for gpu in gpus:
+        if gpu.fabric_state is not None and (
+            gpu.fabric_state != "Completed" or gpu.fabric_status not in (None, "Success")
+        ):
+            found.append(
+                _error(
+                    name,
+                    f"GPU {gpu.index} ({gpu.bus_id}) NVSwitch fabric is {gpu.fabric_state}"
+                    + (f" ({gpu.fabric_status})" if gpu.fabric_status else ""),
+                    "check that nvidia-fabricmanager is active and at exactly the driver's version",
+                )
+            )
         if gpu.ecc_errors_uncorrected:
             found.append(
                 _error(

@@ -111,6 +111,8 @@ def parse_query_xml(xml_text: str) -> Accelerators:
                 vendor="nvidia",
                 name=text(gpu.findtext("product_name")) or "unknown NVIDIA GPU",
                 uuid=text(gpu.findtext("uuid")),
+                fabric_state=text(gpu.findtext("fabric/state")),
+                fabric_status=text(gpu.findtext("fabric/status")),
                 bus_id=text(gpu.get("id")) or text(gpu.findtext("pci/pci_bus_id")),
                 **fields,
             )
