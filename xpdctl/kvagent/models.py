@@ -37,7 +37,6 @@ class WorkerRequest(BaseModel):
 class WorkerResult(BaseModel):
     ok: bool
     error: str | None = None
-    bytes: int = 0
     verified: bool = False
     bandwidth_gbps: float | None = None  # gigabits per second, median of the bulk reads
     latency_ms: float | None = None  # median of the small reads

@@ -83,7 +83,6 @@ def _measure(request: WorkerRequest) -> WorkerResult:
     seconds = statistics.median(bulk_times)
     return WorkerResult(
         ok=True,
-        bytes=source.bulk.length,
         verified=True,
         bandwidth_gbps=source.bulk.length * 8 / seconds / 1e9,
         latency_ms=statistics.median(small_times) * 1e3,
