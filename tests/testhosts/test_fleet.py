@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -223,6 +224,33 @@ def test_driver_upgrade_takes_effect_at_reboot(hosts):
     fleet.reboot(FLEET, nvidia.name)
     assert ssh(record, nvidia.address, "nvidia-smi -L").stdout.count("GPU ") == 2
     assert ssh(record, nvidia.address, "systemctl is-active nvidia-fabricmanager").stdout.strip() == "active"
+
+
+def test_ansible_reboot_module_reboots_a_host(hosts, tmp_path):
+    """The stand-in `shutdown -r` ends the host; its supervisor boots it again with a new boot_id,
+    which is how Ansible's reboot module tells that the reboot happened."""
+    record, _ = hosts
+    target = record.hosts[1]
+    boot_id = ssh(record, target.address, "cat /proc/sys/kernel/random/boot_id").stdout
+    ssh(record, target.address, "touch /run/marker")
+    done = _ansible(record, tmp_path, "ansible.builtin.reboot", "reboot_timeout=120", limit=target.name)
+    assert done.returncode == 0 and '"rebooted": true' in done.stdout, done.stdout + done.stderr
+    assert ssh(record, target.address, "cat /proc/sys/kernel/random/boot_id").stdout != boot_id
+    assert ssh(record, target.address, "test -e /run/marker", check=False).returncode == 1
+    assert ssh(record, target.address, "systemctl is-active ssh").stdout.strip() == "active"
+
+
+def test_poweroff_inside_leaves_the_host_stopped_until_created_again(hosts):
+    record, _ = hosts
+    target = record.hosts[1]
+    dirs = fleet_dirs(FLEET).host(target.name)
+    ssh(record, target.address, "poweroff")
+    deadline = time.monotonic() + 60
+    while host.pid(dirs) is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert host.pid(dirs) is None
+    fleet.create(FLEET, 2, [h.gpu for h in record.hosts], subnet=SUBNET)
+    assert ssh(record, target.address, "hostname").stdout.strip() == target.name
 
 
 def test_create_again_keeps_running_hosts(hosts):

@@ -1,11 +1,11 @@
 """Boot, probe and stop one test host.
 
 A host is ``nsenter --net`` (its namespace) + ``unshare --mount --uts --ipc --pid --fork --kill-child``
-running :data:`BOOT`: it mounts the overlay root and the host's /proc (its kernel settings read-only but
+running :data:`BOOT`, started by a supervisor (:mod:`.supervise`) that boots it again after a reboot: it mounts the overlay root and the host's /proc (its kernel settings read-only but
 for the host's own copies of a few), /sys (with the fake PCI devices and RDMA class), /dev, /run, the hardware folder and the shared read-only folders, all inside the
 host's own mount namespace (so nothing is left mounted on this machine when the host dies), then
 chroots into PID 1, Debian's daemonless ``systemctl`` run as ``/sbin/init init``, which starts the enabled units (sshd) and
-reaps orphans. Killing the ``unshare`` process kills PID 1 and so every process of the host.
+reaps orphans. Killing ``unshare`` kills PID 1 and so every process of the host.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,10 @@ mount --bind "$M/proc/sys" "$M/proc/sys"
 mount -o remount,bind,ro "$M/proc/sys"
 mount --bind "$M/proc/sys/net" "$M/proc/sys/net"
 mount -o remount,bind,rw "$M/proc/sys/net"
+# Each boot has its own boot_id (Ansible's reboot module compares it to see that a reboot happened).
+mkdir -p "$XPD_SYSCTL_DIR/kernel/random"
+cat /proc/sys/kernel/random/uuid > "$XPD_SYSCTL_DIR/kernel/random/boot_id"
+mount --bind "$XPD_SYSCTL_DIR/kernel/random/boot_id" "$M/proc/sys/kernel/random/boot_id"
 for key in $XPD_SYSCTLS; do
   [ -f "/proc/sys/$key" ] || continue
   mkdir -p "$(dirname "$XPD_SYSCTL_DIR/$key")"
@@ -100,25 +105,20 @@ def prepare(dirs: HostDirs, hostname: str, etc_hosts: str, authorized_key: str) 
 
 
 def pid(dirs: HostDirs) -> int | None:
-    """The running host's ``unshare`` process, or None."""
+    """The running host's supervisor process (:mod:`.supervise`), or None."""
     try:
         value = int(dirs.pid.read_text())
         cmdline = Path(f"/proc/{value}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return value if b"unshare" in cmdline else None
+    # Hosts booted by xpdctl before supervisors existed have their unshare process recorded.
+    return value if b"xpdctl.testhosts.supervise" in cmdline or b"unshare" in cmdline else None
 
 
-def init_pid(dirs: HostDirs) -> int | None:
-    """PID (on this machine) of the host's PID 1."""
-    outer = pid(dirs)
-    if outer is None:
-        return None
-    try:
-        children = Path(f"/proc/{outer}/task/{outer}/children").read_text().split()
-    except OSError:
-        return None
-    return int(children[0]) if children else None
+def boot_argv(netns: str) -> list[str]:
+    """The command that runs one boot of a host (its paths come in the environment, see :func:`boot`)."""
+    return ["nsenter", f"--net=/run/netns/{netns}", "--", "unshare", "--mount", "--uts", "--ipc", "--pid",
+            "--fork", "--kill-child", "--propagation", "private", "--", "/bin/sh", "-c", BOOT]  # fmt: skip
 
 
 def boot(dirs: HostDirs, netns: str, hostname: str, lower: Path, shares: list[Path]) -> int:
@@ -136,8 +136,7 @@ def boot(dirs: HostDirs, netns: str, hostname: str, lower: Path, shares: list[Pa
     }
     with open(dirs.log, "ab") as log:
         process = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{netns}", "--", "unshare", "--mount", "--uts", "--ipc", "--pid",
-             "--fork", "--kill-child", "--propagation", "private", "--", "/bin/sh", "-c", BOOT],  # fmt: skip
+            [sys.executable, "-m", "xpdctl.testhosts.supervise", netns, str(dirs.reboot_request)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -174,6 +173,7 @@ def wait_for_ssh(address: str, port: int, deadline: float, dirs: HostDirs, boote
 
 def stop(dirs: HostDirs, netns_pids: list[int], timeout: float = 10) -> None:
     """Kill every process of the host (all live in its network namespace) and wait until they are gone."""
+    dirs.reboot_request.unlink(missing_ok=True)  # or the supervisor would boot it again
     outer = pid(dirs)
     kill_all(netns_pids + ([outer] if outer is not None else []), timeout)
     dirs.pid.unlink(missing_ok=True)
@@ -203,12 +203,3 @@ def alive(target: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def exec_in(dirs: HostDirs, argv: list[str], input: str | None = None, timeout: float = 60) -> str:
-    """Run ``argv`` inside the running host (its namespaces and root), without SSH."""
-    init = init_pid(dirs)
-    if init is None:
-        raise ExecutionError(f"test host {dirs.root.name} is not running; run `xpdctl testhosts create` again")
-    return run(["nsenter", "-t", str(init), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--", *argv],
-               input=input, timeout=timeout)  # fmt: skip

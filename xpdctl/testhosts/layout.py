@@ -84,6 +84,11 @@ class HostDirs:
         return self.root / "sysctl"
 
     @property
+    def reboot_request(self) -> Path:
+        # Left in the host's disk by its stand-in `reboot`; the supervisor boots the host again.
+        return self.upper / "var/lib/xpd-testhost/reboot-requested"
+
+    @property
     def pid(self) -> Path:
         return self.root / "init.pid"
 

@@ -118,16 +118,22 @@ def _debootstrap(cache: Path, progress: Progress) -> Path:
     return final
 
 
-# This systemctl release reports a running unit that is not enabled as "unknown"; systemd (and later
-# releases of the same tool) report "active", which is what playbooks and probes expect.
-_UNKNOWN_UNLESS_ENABLED = '                if enabled != "enabled": active = "unknown"\n'
+# Fixes to this systemctl release (each as later releases of the same tool have it):
+_SYSTEMCTL_PATCHES = (
+    # A running unit that is not enabled is "active" (as systemd says), not "unknown".
+    ('                if enabled != "enabled": active = "unknown"\n', ""),
+    # On SIGTERM, PID 1 stops the services and exits instead of crashing on a Python 2 attribute.
+    ('result = e.message or "STOPPED"', 'result = getattr(e, "message", "") or "STOPPED"'),
+)
 
 
 def _patch_systemctl(path: Path) -> None:
     text = path.read_text()
-    if _UNKNOWN_UNLESS_ENABLED not in text:
-        raise ExecutionError(f"{path}: unexpected systemctl release; update xpdctl/testhosts/rootfs.py")
-    path.write_text(text.replace(_UNKNOWN_UNLESS_ENABLED, ""))
+    for old, new in _SYSTEMCTL_PATCHES:
+        if old not in text:
+            raise ExecutionError(f"{path}: unexpected systemctl release; update xpdctl/testhosts/rootfs.py")
+        text = text.replace(old, new)
+    path.write_text(text)
 
 
 def _customize(root: Path, ident: Identity, preinstalled: list[Path]) -> None:
@@ -152,6 +158,9 @@ def _customize(root: Path, ident: Identity, preinstalled: list[Path]) -> None:
     shutil.copy(STANDINS / "load_module.py", root / "usr/sbin/xpd-load-module")
     (root / "usr/sbin/xpd-load-module").chmod(0o755)
     (root / "usr/lib/xpd-testhost/boot.d").mkdir(parents=True, exist_ok=True)
+    for name in ("reboot", "shutdown", "poweroff", "halt"):
+        shutil.copy(STANDINS / "power.sh", root / "sbin" / name)
+        (root / "sbin" / name).chmod(0o755)
     shutil.copy(ident.ca_cert, root / "usr/local/share/ca-certificates/xpd-testhost-ca.crt")
     # The mirror's key stands in for the Ubuntu archive keyring the distribution ships.
     shutil.copy(ident.public_key, root / "etc/apt/trusted.gpg.d/xpd-testhost-archive.asc")
@@ -170,7 +179,7 @@ def ensure_rootfs(cache: Path, ident: Identity, preinstalled: list[Path], progre
     with cache_lock(cache):
         base = _debootstrap(cache, progress)
         digests = [hashlib.sha256(deb.read_bytes()).hexdigest() for deb in preinstalled]
-        support = [(STANDINS / n).read_text() for n in ("xpd_standin.py", "load_module.py")]
+        support = [(STANDINS / n).read_text() for n in ("xpd_standin.py", "load_module.py", "power.sh")]
         identity_files = [ident.ca_cert.read_text(), ident.public_key.read_text()]
         final = cache / f"rootfs-{_key(base.name, CUSTOMIZE_VERSION, identity_files, digests, support)}"
         if (final / COMPLETE).exists():
