@@ -57,3 +57,30 @@ def test_round_trip_and_unknown_fields_refused():
         pass
     else:
         raise AssertionError("an unknown field must be refused: the schema says additionalProperties false")
+
+
+def test_observed_status_validates_against_the_published_schema(tmp_path):
+    """What observe produces for a real host (this machine through the local-shell transport, with the
+    real H200 nvidia-smi capture from a stand-in) passes docs/status-schema.json as JSON Schema."""
+    import asyncio
+
+    from jsonschema import Draft202012Validator
+
+    from xpdctl.observe.cluster import observe_targets
+    from xpdctl.observe.targets import HostTarget
+    from xpdctl.observe.transport import LocalShellTransport
+
+    capture = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "nvidia-h200-x2" / "nvidia-smi-q.xml"
+    tools = tmp_path / "usr" / "bin"
+    tools.mkdir(parents=True)
+    (tools / "nvidia-smi").write_text(f'#!/bin/sh\nexec cat "{capture}"\n')
+    (tools / "nvidia-smi").chmod(0o755)
+    target = HostTarget(name="here", address="127.0.0.1", root=str(tmp_path), drift_checked=True)
+    status = asyncio.run(observe_targets("c", [target], LocalShellTransport()))
+    assert len(status.hosts[0].accelerators.gpus) == 2
+    schema = json.loads((DOCS / "status-schema.json").read_text())
+    errors = list(Draft202012Validator(schema).iter_errors(json.loads(status.model_dump_json())))
+    assert errors == []
+    broken = json.loads(status.model_dump_json())
+    broken["hosts"][0]["accelerators"]["gpus"][0]["memory_total_mib"] = "lots"
+    assert list(Draft202012Validator(schema).iter_errors(broken))
