@@ -27,7 +27,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-async def _until(probe, done, *, attempts: int = 100):
+async def _until(probe, done, *, attempts: int = 300):
     """Probe until ``done(result)`` (background loops need a moment), at most ``attempts`` times."""
     for _ in range(attempts):
         result = await probe()

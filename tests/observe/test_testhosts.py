@@ -68,7 +68,7 @@ def hosts(tmp_path_factory):
 
 def test_gpus_nics_os_and_drift_over_ssh(hosts):
     loaded, record = hosts
-    status = observe_cluster(loaded)
+    status = observe_cluster(loaded, ssh_timeout_s=30, http_timeout_s=10)
     gpu_host, router_host = status.hosts
     assert gpu_host.reachable and router_host.reachable
     assert (gpu_host.os.id, gpu_host.os.version_id) == ("ubuntu", "22.04")
@@ -89,8 +89,8 @@ def test_faults_show_as_problems(hosts):
     fleet.set_faults(FLEET, gpu_host.name, gpu_count=1, port_state="PORT_DOWN")
     fleet.set_faults(FLEET, router_host.name, reachable=False)
     try:
-        status = observe_cluster(loaded)
-        live = live_tree(loaded)
+        status = observe_cluster(loaded, ssh_timeout_s=30, http_timeout_s=10)
+        live = live_tree(loaded, timeout_s=30)
     finally:
         fleet.set_faults(FLEET, gpu_host.name, gpu_count=2, port_state="PORT_ACTIVE")
         fleet.set_faults(FLEET, router_host.name, reachable=True)
