@@ -13,7 +13,7 @@ from xpdctl.observe.targets import targets_from
 from xpdctl.observe.transport import LocalShellTransport
 from xpdctl.paths import data_dir
 from xpdctl.plan import build_plan
-from xpdctl.render import MANIFEST, render_files
+from xpdctl.render import MANIFEST, render_files, write_tree
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +60,17 @@ def test_render_output_without_manifest(lab):
         targets_from(loaded.inventory, {k: v for k, v in files.items() if k != MANIFEST})
 
 
-def test_observe_cluster_renders_now_and_checks_every_file():
-    """The local inventory observed through the local-shell transport; whatever runs on this machine's
-    ports, every rendered file is compared and every unit and engine is reported."""
+@pytest.mark.parametrize("from_dir", [False, True], ids=["render-now", "rendered-dir"])
+def test_observe_cluster_checks_every_rendered_file(tmp_path, from_dir):
+    """The local inventory observed through the local-shell transport, against render's output now or
+    an earlier `xpdctl render -o DIR`; whatever runs on this machine's ports, every rendered file is
+    compared and every unit and engine is reported."""
     loaded = load_inventory(data_dir("inventory") / "local.yaml")
-    status = observe_cluster(loaded, transport=LocalShellTransport(), http_timeout_s=2)
+    rendered_dir = None
+    if from_dir:
+        rendered_dir = tmp_path / "out"
+        write_tree(render_files(build_plan(loaded, {})), rendered_dir)
+    status = observe_cluster(loaded, rendered_dir, transport=LocalShellTransport(), http_timeout_s=2)
     (host,) = status.hosts
     assert (status.cluster, host.name, host.reachable, host.drift_checked) == ("local", "local", True, True)
     expected = {path for path in render_files(build_plan(loaded, {})) if path.startswith("hosts/local/")}
