@@ -71,7 +71,7 @@ def _router_token(files: dict[str, RenderedFile], host: str, config_rel: str | N
     if admin.get("token"):
         return str(admin["token"])
     token_file = files.get(f"{HOSTS}/{host}{admin.get('token_file')}") if admin.get("token_file") else None
-    return token_file.content.strip() or None if token_file else None
+    return (token_file.content.strip() or None) if token_file else None
 
 
 def _service(files: dict[str, RenderedFile], host: str, address: str, entry: dict) -> ServiceTarget:

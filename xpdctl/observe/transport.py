@@ -62,7 +62,6 @@ class SshTransport:
     # SSH handshake, which costs more than the probes; the connection closes after keep_s idle.
     control_dir: Path | None = None
     keep_s: int = 120
-    name = "ssh"
 
     def argv(self, target: HostTarget) -> list[str]:
         options = {
@@ -109,8 +108,6 @@ class LocalShellTransport:
     """Runs the script with this machine's ``sh``: every target is this machine seen through its
     ``root`` folder, for files (drift) and for tools (``<root>/usr/bin`` comes first on PATH, where a
     simulated host keeps stand-in ``nvidia-smi`` or ``amd-smi``)."""
-
-    name = "local-shell"
 
     async def run(self, target: HostTarget, script: str, timeout_s: float) -> RunResult:
         env = dict(os.environ)
