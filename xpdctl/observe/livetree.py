@@ -4,7 +4,9 @@
 :func:`xpdctl.render.read_tree` (without ``manifest.json``, which no host has), so
 ``diff_trees(live, render_files(plan), secrets)`` is the diff between the hosts and the plan: a
 file render would write that a host lacks shows as added, a leftover unit as removed. One SSH round
-trip per host, all hosts at once; file contents travel base64-encoded so every byte survives.
+trip per host, all hosts at once; file contents travel base64-encoded so every byte survives. That
+includes env files holding secrets (over SSH, into memory only): show them through
+:func:`xpdctl.diff.diff_trees`, which masks secret values.
 """
 
 from __future__ import annotations
