@@ -310,5 +310,6 @@ def test_kernel_settings_a_playbook_changes_stay_in_the_host(hosts):
         refused = ssh(record, target.address, f"sysctl -w kernel.pid_max={int(pid_max) + 1}", check=False)
         assert refused.returncode != 0 and "kernel.pid_max" in refused.stderr
         assert Path("/proc/sys/kernel/pid_max").read_text() == pid_max
+        assert "Read-only file system" in ssh(record, target.address, "touch /sys/kernel/x", check=False).stderr
     finally:
         machine.write_text(before)

@@ -44,7 +44,12 @@ for key in $XPD_SYSCTLS; do
   cat "/proc/sys/$key" > "$XPD_SYSCTL_DIR/$key"
   mount --bind "$XPD_SYSCTL_DIR/$key" "$M/proc/sys/$key"
 done
-mount -t sysfs sysfs "$M/sys"
+# /proc/sysrq-trigger would act on this machine's kernel (reboot it, for one): read-only in a host.
+if [ -e "$M/proc/sysrq-trigger" ]; then
+  mount --bind -o ro "$M/proc/sysrq-trigger" "$M/proc/sysrq-trigger"
+fi
+# sysfs is this machine's too: read-only, as in a container.
+mount -t sysfs -o ro sysfs "$M/sys"
 mount --bind "$XPD_HW/sys/bus/pci/devices" "$M/sys/bus/pci/devices"
 mount -t overlay sysclass -o "lowerdir=$XPD_HW/sys/class:$M/sys/class" "$M/sys/class"
 mount -t tmpfs -o mode=755,nosuid dev "$M/dev"
