@@ -124,8 +124,13 @@ class RouterBackend(_Model):
 class RouterStatus(_Model):
     service: str
     url: str
-    reachable: bool
+    reachable: bool = Field(description="GET /health answered at all")
+    healthy: bool = Field(False, description="GET /health = 200: at least one usable prefill->decode pair")
+    usable_pairs: int | None = None
     error: str | None = None
+    backends_error: str | None = Field(
+        None, description="why backends is empty: no admin token, or the admin API failed"
+    )
     backends: list[RouterBackend] = []
 
 

@@ -75,8 +75,9 @@ async def test_router_backends_healthy_then_draining(engines):
         async with aiohttp.ClientSession() as session:
             status = await _until(
                 lambda: http.probe_router(session, service="r", url=router.url, token=TOKEN),
-                lambda s: s.reachable and all(b.healthy for b in s.backends),
+                lambda s: s.healthy and s.backends and all(b.healthy for b in s.backends),
             )
+            assert (status.usable_pairs, status.error, status.backends_error) == (1, None, None)
             assert [(b.pool, b.generation, b.state, b.healthy, b.draining) for b in status.backends] == [
                 ("prefill", "g1", "healthy", True, False),
                 ("decode", "g1", "healthy", True, False),
@@ -89,8 +90,12 @@ async def test_router_backends_healthy_then_draining(engines):
                 assert resp.status == 200
             drained = await http.probe_router(session, service="r", url=router.url, token=TOKEN)
             assert [(b.state, b.healthy, b.draining) for b in drained.backends][1] == ("draining", True, True)
+            # Its only decode drained, the router has no usable pair left and says so.
+            assert drained.reachable and not drained.healthy and "HTTP 503" in drained.error
             wrong = await http.probe_router(session, service="r", url=router.url, token="wrong")
-            assert not wrong.reachable and "HTTP 401" in wrong.error
+            assert wrong.reachable and wrong.backends == [] and "HTTP 401" in wrong.backends_error
+            tokenless = await http.probe_router(session, service="r", url=router.url, token=None)
+            assert tokenless.reachable and "no admin token" in tokenless.backends_error
     finally:
         await router.stop()
 

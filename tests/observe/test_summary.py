@@ -32,6 +32,8 @@ def _status(nvidia_text, problems: int) -> ClusterStatus:
                 service="xpd-lab-router",
                 url="http://10.0.0.5:8000",
                 reachable=True,
+                healthy=True,
+                usable_pairs=1,
                 backends=[
                     RouterBackend(
                         url="http://10.0.0.5:8100",
@@ -67,7 +69,7 @@ def test_hosts_services_backends_and_verdict(nvidia_text):
     assert next(line for line in lines if line.startswith("mi300x-01")).split()[:2] == ["mi300x-01", "NO"]
     engine = next(line for line in lines if line.startswith("xpd-lab-prefill-0"))
     assert engine.split()[3:] == ["-", "ok", "0.32.0", "tiny", "3", "1", "42%"]
-    assert "0/1 backends serving" in next(line for line in lines if line.startswith("xpd-lab-router"))
+    assert "ok, 0/1 backends serving" in next(line for line in lines if line.startswith("xpd-lab-router"))
     assert any(line.split()[-2:] == ["draining", "2"] for line in lines if line.startswith("http://10.0.0.5:8100"))
     # The error comes first although it was found last.
     problem_lines = [line for line in lines if line.startswith(("error", "warning"))]

@@ -116,18 +116,38 @@ def _backend(item: dict) -> RouterBackend:
     )
 
 
-async def probe_router(session: aiohttp.ClientSession, *, service: str, url: str, token: str | None) -> RouterStatus:
+async def _router_health(session: aiohttp.ClientSession, url: str) -> tuple[int, dict]:
+    async with session.get(f"{url}/health") as resp:
+        body = await resp.json(content_type=None) if resp.content_type == "application/json" else {}
+        return resp.status, body if isinstance(body, dict) else {}
+
+
+async def _router_backends(session: aiohttp.ClientSession, url: str, token: str | None) -> list[RouterBackend]:
     if token is None:
-        return RouterStatus(
-            service=service,
-            url=url,
-            reachable=False,
-            error="no admin token in the rendered router config; set one in the inventory to see backend states",
+        raise ProbeFailed(
+            "no admin token in the rendered router config; set one in the inventory to see backend states"
         )
-    try:
-        body = await _get(session, f"{url}/admin/backends", want="json", headers={"Authorization": f"Bearer {token}"})
-        items = body.get("backends", []) if isinstance(body, dict) else body
-        backends = [_backend(item) for item in items if isinstance(item, dict)]
-    except Exception as exc:  # every failure is reported, none escapes
-        return RouterStatus(service=service, url=url, reachable=False, error=_describe(exc))
-    return RouterStatus(service=service, url=url, reachable=True, backends=backends)
+    body = await _get(session, f"{url}/admin/backends", want="json", headers={"Authorization": f"Bearer {token}"})
+    items = body.get("backends", []) if isinstance(body, dict) else body
+    return [_backend(item) for item in items if isinstance(item, dict)]
+
+
+async def probe_router(session: aiohttp.ClientSession, *, service: str, url: str, token: str | None) -> RouterStatus:
+    """The router's own health (no token needed) and, with the admin token, its backends' states."""
+    health, backends = await asyncio.gather(
+        _router_health(session, url), _router_backends(session, url, token), return_exceptions=True
+    )
+    status = RouterStatus(service=service, url=url, reachable=not isinstance(health, BaseException))
+    if isinstance(health, BaseException):
+        status.error = _describe(health)
+    else:
+        code, body = health
+        status.healthy = code == 200
+        usable = body.get("usable_pairs")
+        status.usable_pairs = usable if isinstance(usable, int) else None
+        status.error = None if status.healthy else f"GET {url}/health answered HTTP {code} ({body.get('status', '')})"
+    if isinstance(backends, BaseException):
+        status.backends_error = _describe(backends)
+    else:
+        status.backends = backends
+    return status

@@ -105,9 +105,21 @@ def _services(target: HostTarget, status: HostStatus) -> list[Problem]:
                     )
                 )
     for router in status.routers:
-        if not router.reachable:
+        if not router.healthy:
             found.append(
-                _warning(name, f"router {router.service}: {router.error}", "check the router unit and its admin token")
+                _error(
+                    name,
+                    f"router {router.service} not serving: {router.error}",
+                    "check the router unit and log, then its backends (engines, KV pairs)",
+                )
+            )
+        if router.reachable and router.backends_error:
+            found.append(
+                _warning(
+                    name,
+                    f"router {router.service} backends unknown: {router.backends_error}",
+                    "see the router's admin API",
+                )
             )
         for backend in router.backends:
             if not backend.healthy:

@@ -88,7 +88,8 @@ def _service_rows(status: ClusterStatus) -> list[tuple]:
             rows.append((agent.service, host.name, "kv-agent", units.get(agent.service, "-"), health) + ("",) * 5)
         for router in host.routers:
             ok = sum(backend.healthy and not backend.draining for backend in router.backends)
-            health = f"{ok}/{len(router.backends)} backends serving" if router.reachable else router.error
+            backends = "backends unknown" if router.backends_error else f"{ok}/{len(router.backends)} backends serving"
+            health = f"{'ok' if router.healthy else 'NOT serving'}, {backends}" if router.reachable else router.error
             rows.append((router.service, host.name, "router", units.get(router.service, "-"), health) + ("",) * 5)
     return rows
 
