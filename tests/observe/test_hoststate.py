@@ -87,6 +87,7 @@ def test_driver_failure_falls_back_to_the_kernel_module_version(h200_sections):
     assert [p.what for p in status.problems] == [
         "nvidia-smi exited 18: Failed to initialize NVML: Driver/library version mismatch"
     ]
+    assert "reboot" in status.problems[0].hint and "apt-mark hold" in status.problems[0].hint
 
 
 def test_mi300x_host_with_an_ecc_error_and_a_missing_nic(amd_text):

@@ -8,6 +8,31 @@ from __future__ import annotations
 from xpdctl.observe.targets import HostTarget
 from xpdctl.status_model import HostStatus, Problem
 
+# What vendor tools print when a driver is broken in a known way -> what to do about it (REFERENCE 4).
+KNOWN_TOOL_FAILURES: tuple[tuple[str, str], ...] = (
+    (
+        "Driver/library version mismatch",
+        "the loaded nvidia module is older than the installed driver (a silent upgrade?): reboot, then hold "
+        "the driver and fabric manager packages (apt-mark hold) and disable unattended-upgrades",
+    ),
+    (
+        "couldn't communicate with the NVIDIA driver",
+        "the nvidia kernel module is not loaded: check `dkms status`, Secure Boot and that nouveau is blacklisted",
+    ),
+    (
+        "Unable to detect any GPU devices",
+        "the amdgpu module is not loaded: check `dkms status` (kernel headers must match the running kernel), then reboot",
+    ),
+    ("did not answer in time", "the tool hangs: check dmesg for Xid or GPU reset errors; the GPU may need a reset"),
+)
+
+
+def _tool_hint(failure: str) -> str:
+    return next(
+        (hint for text, hint in KNOWN_TOOL_FAILURES if text in failure),
+        "run the tool on the host to see the full message",
+    )
+
 
 def _error(host: str, what: str, hint: str) -> Problem:
     return Problem(severity="error", host=host, what=what, hint=hint)
@@ -148,7 +173,7 @@ def judge(target: HostTarget, status: HostStatus, failures: list[str]) -> list[P
                 f"check `ssh -p {target.ssh.port} {target.ssh.user}@{target.address} true` from this machine",
             )
         ]
-    found = [_error(target.name, line, "run the tool on the host to see the full message") for line in failures]
+    found = [_error(target.name, line, _tool_hint(line)) for line in failures]
     found += _hardware(target, status) + _services(target, status)
     if status.drift:
         paths = ", ".join(f"{d.path} ({d.state})" for d in status.drift[:3])
