@@ -46,10 +46,11 @@ def test_gpu_model_strings_resolve_to_profiles():
 def test_on_chip_memory_sets_sustained_compute():
     h100 = InstanceModel(hardware("H100"), 8, GPT, DEFAULT)
     mi300x = InstanceModel(hardware("MI300X"), 8, GPT, DEFAULT)
-    assert h100.compute_efficiency / mi300x.compute_efficiency == pytest.approx(math.sqrt(256 / 96))
-    # Peak favours MI300X (1,307 vs 989 TFLOP/s); sustained favours H100.
-    assert h100.flops_per_s > mi300x.flops_per_s
-    assert mi300x.bytes_per_s / h100.bytes_per_s == pytest.approx(5.3 / 3.35)
+    for phase in ("prefill", "decode"):
+        assert h100.compute_efficiency(phase) / mi300x.compute_efficiency(phase) == pytest.approx(math.sqrt(256 / 96))
+        # Peak favours MI300X (1,307 vs 989 TFLOP/s); sustained favours H100.
+        assert h100.flops_per_s(phase) > mi300x.flops_per_s(phase)
+        assert mi300x.bytes_per_s(phase) / h100.bytes_per_s(phase) == pytest.approx(5.3 / 3.35)
 
 
 def test_decode_is_memory_side_and_prefill_compute_side():
@@ -59,7 +60,22 @@ def test_decode_is_memory_side_and_prefill_compute_side():
     assert d_h.compute_s < d_h.memory_s and d_m.memory_s < d_h.memory_s
     p_h, p_m = h100.prefill_step(8192, 8192), mi300x.prefill_step(8192, 8192)
     assert p_h.bound == p_m.bound == "compute"
-    assert p_h.compute_s < p_m.compute_s
+    assert p_h.total_s < p_m.total_s
+
+
+def test_a_lone_prompt_chunk_is_bandwidth_bound_and_a_full_step_compute_bound():
+    """The report: at low concurrency prefill is bandwidth-bound (MI300X's edge), at high concurrency
+    compute-bound (H100's edge). Here: one prompt's chunk rereads every expert; a full step amortises it."""
+    h100 = InstanceModel(hardware("H100"), 8, GPT, DEFAULT)
+    mi300x = InstanceModel(hardware("MI300X"), 8, GPT, DEFAULT)
+    alone_h, _, step_h = h100.prefill_residence_s(8192, present=1)
+    alone_m, _, step_m = mi300x.prefill_residence_s(8192, present=1)
+    assert step_h.bound == step_m.bound == "bandwidth"
+    assert alone_m < alone_h
+    _, busy_h, full_h = h100.prefill_residence_s(8192, present=64)
+    _, busy_m, full_m = mi300x.prefill_residence_s(8192, present=64)
+    assert full_h.bound == full_m.bound == "compute"
+    assert busy_h < busy_m  # instance time per prompt: the H100 node prefills more prompts per second
 
 
 def test_decode_step_grows_with_batch_and_context():

@@ -5,9 +5,11 @@ What it models, from the hardware table (``hardware.yaml``) and the model's shap
 - **Engine steps** (:mod:`.roofline`): FLOPs over sustained compute plus bytes over sustained
   bandwidth, plus tensor-parallel all-reduces over the intra-node link and fixed per-step and
   per-sequence costs. MoE weight traffic follows the tokens in the step (one token reads 4 of 128
-  experts per layer, a few hundred read all), so decode is bandwidth/overhead-bound and long
-  prefill compute-bound. Sustained compute scales with the square root of on-chip memory per
-  compute unit (GEMM tile size), which is how the H100's larger L1/shared memory shows up.
+  experts per layer, a few hundred read all), so decode is bandwidth/overhead-bound. Prefill runs
+  long prompts in chunks that share steps under load: a lone prompt rereads every expert per chunk
+  (bandwidth-bound: MI300X's 5.3 TB/s wins), a full step amortises the reads (compute-bound).
+  Sustained compute scales with the square root of on-chip memory per compute unit (GEMM tile size),
+  which is how the H100's larger L1/shared memory wins there.
 - **KV transfer** (:mod:`.kvpath`): bytes from the model's KV layout (hybrid manager aware) over
   host staging (~4 GB/s measured) or GPUDirect RDMA (NIC line rate); the path follows the
   inventory's ``kv.buffer`` rule (host memory across vendors).
@@ -20,16 +22,16 @@ What it models, from the hardware table (``hardware.yaml``) and the model's shap
   constants are fitted to the report's single-vendor tables, and the mechanism is the report's claim.
 
 What it does not model: prefix caching (off in the report), preemption and KV-capacity limits,
-speculative decoding, network contention between pairs beyond one queue per decode link, and
-software differences between vendors' engines. Absolute TTFTs come out well below the report's
-(tens of ms for an 8K prompt where the report implies hundreds): no roofline explains that gap, so
-`xpdctl bench` measurements correct TTFT and ITL per prefill and decode side (:mod:`.measured`).
-Every fitted constant lives in :mod:`.calibration` with its source.
+speculative decoding, network contention between pairs beyond one queue per decode link, host-staged
+transfers of many small-TP instances sharing one host's memory bandwidth, and software differences
+between vendors' engines. Every fitted constant lives in :mod:`.calibration` with its source; the
+prefill efficiencies (~2% of peak) are fitted to the report's engine, and `xpdctl bench` measurements
+correct TTFT and ITL per prefill and decode side for yours (:mod:`.measured`).
 
 How close it comes (``benchmarks/perfmodel_vs_report.py`` prints it beside the report): parity at
-1K/1K, the cross-vendor lead at 8K/8K from concurrency 8 and at 1K/8K at 32, and the single-vendor
-lead at 8K/1K up to concurrency 8 are reproduced; that last lead is ~1% (the host-staged transfer in
-TTFT) where the report measured 8-21%, and the 8K/1K crossover comes at concurrency 16, not 32.
-Host-staged transfers are not modelled as sharing one host's memory bandwidth when many instances
-(small TP) pull at once.
+1K/1K; the cross-vendor lead at 8K/8K from concurrency 8 (0.83/0.63/0.56 against 0.79/0.57/0.66)
+and at 1K/8K at 32 (0.65 against 0.71); the single-vendor lead at 8K/1K up to concurrency 8
+(1.07/1.04/1.01 against 1.08/1.18/1.21), with the crossover at 16 where the report has 32; geomean
+E2EL ratio over the report's grid 0.91, as in the report. TTFTs at concurrency 1 come out about
+twice the report's.
 """

@@ -58,8 +58,8 @@ class Prediction:
     e2el_s: float
     tps: float
     requests_per_s: float
-    prefill_s: float  # the prompt's own prefill steps
-    prefill_wait_s: float  # queueing ahead of it
+    prefill_s: float  # the prompt's prefill alone
+    prefill_wait_s: float  # what sharing the instance with other prompts adds
     prefill_utilization: float
     transfer_s: float
     decode_batch: float  # sequences per decode instance
@@ -88,9 +88,9 @@ def predict(dep: Deployment, work: Workload) -> Prediction:
     q_link = 0.0
     result: Prediction | None = None
     for _ in range(_ITERATIONS):
-        occupancy, own_prefill, pstep = prefill_engine.prefill_occupancy_s(work.isl, q_prefill)
-        wait_prefill = occupancy * q_prefill * seen
-        r_prefill = own_prefill + wait_prefill
+        own_prefill = prefill_engine.prefill_residence_s(work.isl, 1.0)[0]
+        r_prefill, occupancy, pstep = prefill_engine.prefill_residence_s(work.isl, 1.0 + q_prefill * seen)
+        wait_prefill = r_prefill - own_prefill
         utilization = min(1.0, x / prefill_servers * occupancy)
 
         if dep.local_prefill:

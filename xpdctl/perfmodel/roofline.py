@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from xpdctl.perfmodel.calibration import Calibration
+
+Phase = Literal["prefill", "decode"]
 from xpdctl.perfmodel.specs import HardwareProfile, ModelSpec
 
 
@@ -46,18 +49,15 @@ class InstanceModel:
     model: ModelSpec
     cal: Calibration
 
-    @property
-    def compute_efficiency(self) -> float:
-        eff = self.cal.compute_efficiency_per_sqrt_kb * math.sqrt(self.hw.onchip_kb_per_unit)
-        return min(eff, self.cal.compute_efficiency_cap)
+    def compute_efficiency(self, phase: Phase) -> float:
+        per_sqrt_kb = getattr(self.cal, f"{phase}_compute_efficiency_per_sqrt_kb")
+        return min(per_sqrt_kb * math.sqrt(self.hw.onchip_kb_per_unit), self.cal.compute_efficiency_cap)
 
-    @property
-    def flops_per_s(self) -> float:
-        return self.tp * self.hw.bf16_tflops * 1e12 * self.compute_efficiency
+    def flops_per_s(self, phase: Phase) -> float:
+        return self.tp * self.hw.bf16_tflops * 1e12 * self.compute_efficiency(phase)
 
-    @property
-    def bytes_per_s(self) -> float:
-        return self.tp * self.hw.hbm_tb_s * 1e12 * self.cal.memory_efficiency
+    def bytes_per_s(self, phase: Phase) -> float:
+        return self.tp * self.hw.hbm_tb_s * 1e12 * getattr(self.cal, f"{phase}_memory_efficiency")
 
     def fits(self, headroom: float = 0.85) -> bool:
         """Whether the weights fit in the group's memory with room left for KV and activations."""
@@ -71,8 +71,8 @@ class InstanceModel:
         per_call = self.cal.allreduce_latency_us * 1e-6 + 2 * buffer * (self.tp - 1) / self.tp / (self.hw.intra_node_gb_s * 1e9)
         return 2 * self.model.layers * per_call
 
-    def step(self, tokens: float, sequences: float, attended: float, kv_read_bytes: float) -> StepTime:
-        """One forward step over ``tokens`` tokens of ``sequences`` sequences.
+    def step(self, phase: Phase, tokens: float, sequences: float, attended: float, kv_read_bytes: float) -> StepTime:
+        """One ``phase`` step over ``tokens`` tokens of ``sequences`` sequences.
 
         ``attended`` is the sum over the step's tokens of the (layer-summed) tokens each attends to;
         ``kv_read_bytes`` the KV the step reads.
@@ -81,7 +81,7 @@ class InstanceModel:
         flops = 2 * m.active_params * tokens + 4 * m.q_heads * m.head_dim * attended
         memory = m.weight_bytes_touched(tokens) + kv_read_bytes
         overhead = (self.cal.step_overhead_ms + self.cal.per_sequence_step_ms * sequences) / 1000
-        return StepTime(overhead, self._allreduce_s(tokens), flops / self.flops_per_s, memory / self.bytes_per_s)
+        return StepTime(overhead, self._allreduce_s(tokens), flops / self.flops_per_s(phase), memory / self.bytes_per_s(phase))
 
     def prefill_step(self, tokens: float, prompt_tokens: int) -> StepTime:
         """A step carrying ``tokens`` prompt tokens from prompts of ``prompt_tokens`` tokens each.
@@ -91,23 +91,26 @@ class InstanceModel:
         sequences = max(1.0, tokens / prompt_tokens)
         attended = tokens * self.model.attended_tokens(prompt_tokens / 2)
         kv = self.model.kv_bytes(prompt_tokens / 2) * sequences
-        return self.step(tokens, sequences, attended, kv)
+        return self.step("prefill", tokens, sequences, attended, kv)
 
     def decode_step(self, batch: float, context: float) -> StepTime:
         """A decode step of ``batch`` sequences of ``context`` tokens each (one new token each)."""
         batch = max(batch, 1.0)
-        return self.step(batch, batch, batch * self.model.attended_tokens(context), batch * self.model.kv_bytes(context))
+        return self.step("decode", batch, batch, batch * self.model.attended_tokens(context), batch * self.model.kv_bytes(context))
 
-    def prefill_occupancy_s(self, prompt_tokens: int, waiting: float) -> tuple[float, float, StepTime]:
-        """How long one prompt occupies the instance, and its own latency, with ``waiting`` prompts queued.
+    def prefill_residence_s(self, prompt_tokens: int, present: float) -> tuple[float, float, StepTime]:
+        """Time a prompt spends in prefill with ``present`` prompts at the instance (itself included).
 
-        vLLM fills each step up to its token budget, so under load short prompts share steps (more
-        tokens per step: fewer weight reads per token) and long prompts run in budget-sized chunks.
-        Returns (occupancy per prompt, latency of the prompt's steps, one step).
+        A prompt runs in chunks of at most ``prefill_chunk_tokens``, one chunk per step; each step
+        carries a chunk of every prompt present, up to the ``prefill_step_tokens`` budget, so prompts
+        share steps (and the weight reads) as processor sharing does. Alone, a long prompt pays one
+        weight read per chunk (bandwidth-bound); under load the step fills (compute-bound).
+        Returns (residence, occupancy: the instance time the prompt uses, one step).
         """
-        budget = self.cal.prefill_step_tokens
-        tokens = min(budget, prompt_tokens * max(1.0, 1.0 + waiting)) if prompt_tokens < budget else budget
-        step = self.prefill_step(tokens, prompt_tokens)
-        steps_for_prompt = math.ceil(prompt_tokens / budget) if prompt_tokens > budget else 1
-        occupancy = step.total_s * prompt_tokens / tokens
-        return occupancy, step.total_s * steps_for_prompt, step
+        chunk = min(prompt_tokens, self.cal.prefill_chunk_tokens)
+        chunks = math.ceil(prompt_tokens / chunk)
+        most = max(1, self.cal.prefill_step_tokens // chunk)
+        sharing = max(1.0, min(present, most))
+        step = self.prefill_step(chunk * sharing, prompt_tokens)
+        residence = chunks * step.total_s * max(1.0, present / most)
+        return residence, chunks * step.total_s / sharing, step

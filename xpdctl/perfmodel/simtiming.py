@@ -54,7 +54,7 @@ class ProfileTiming:
 
     def prefill_s(self, prompt_tokens: int) -> float:
         self._prompt_tokens = prompt_tokens
-        _, latency, _ = self.instance.prefill_occupancy_s(prompt_tokens, waiting=0)
+        latency = self.instance.prefill_residence_s(prompt_tokens, present=1.0)[0]
         delay, self._prefill_free_at = self._fcfs(self._prefill_free_at, latency * self.time_scale)
         return delay
 
