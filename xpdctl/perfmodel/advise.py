@@ -112,9 +112,9 @@ def reasons(option: Option, out: Outcome, cal: Calibration, modeller: Modeller) 
         lines.append(f"{tag} prompts under {option.threshold} tokens are prefilled on the decode instances "
                      f"(conditional disagg): no KV transfer, but prefill takes {p.prefill_utilization:.0%} of their time")
     else:
-        wait = f", {p.prefill_wait_s * 1000:.0f} ms queued" if p.prefill_wait_s > 0.05 * p.prefill_s else ""
-        lines.append(f"{tag} prefill on {option.prefill.hardware} TP{option.prefill.tp}: {p.prefill_s * 1000:.0f} ms per prompt, "
-                     f"{p.prefill_step.bound}-bound, {p.prefill_utilization:.0%} busy{wait}")
+        wait = f" + {p.prefill_wait_s * 1000:.0f} ms sharing it" if p.prefill_wait_s > 0.05 * p.prefill_s else ""
+        lines.append(f"{tag} prefill on {option.prefill.hardware} TP{option.prefill.tp}: {p.prefill_s * 1000:.0f} ms alone{wait}; "
+                     f"steps {p.prefill_step.bound}-bound at this load, {p.prefill_utilization:.0%} busy")
         how = "through host memory" if option.path == "host" else "GPUDirect RDMA"
         lines.append(f"{tag} KV {p.kv_bytes / 1e6:.0f} MB {how}: {p.transfer_s * 1000:.0f} ms")
     line = (f"{tag} decode on {option.decode.hardware} TP{option.decode.tp}: batch {p.decode_batch:.1f} per instance, "
