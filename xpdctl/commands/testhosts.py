@@ -24,7 +24,7 @@ def command() -> None:
     output for the GPUs the host was given. Needs root; the first create builds the cache (minutes).
 
     \b
-      xpdctl testhosts create -n 3 --gpus nvidia:2,amd:2 -o /tmp/th.yaml
+      xpdctl testhosts create -n 3 --gpus nvidia:2,amd:2 --no-declare-nics -o /tmp/th.yaml
       xpdctl testhosts ssh xpd-1 nvidia-smi
       xpdctl up -i /tmp/th.yaml
       xpdctl testhosts fault xpd-2 --fail-install amdgpu-dkms
@@ -42,6 +42,10 @@ def command() -> None:
     "Hosts past the list have none (a router host).",
 )
 @click.option("--nics", type=int, default=1, show_default=True, help="RDMA NICs (mlx5_N) per GPU host.")
+@click.option("--declare-nics/--no-declare-nics", default=True, show_default=True,
+              help="List the simulated RDMA NICs under each host's nics in the inventory, for preflight and "
+              "status checks. Engines then point UCX at them, and they carry no traffic: use --no-declare-nics "
+              "to serve end to end (KV then moves over the virtual Ethernet).")  # fmt: skip
 @click.option("--subnet", default="10.88.0.0/24", show_default=True, help="The bridge's network; .1 is this machine.")
 @click.option("-o", "--inventory", "inventory_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write an xpdctl inventory for the hosts here.")  # fmt: skip
@@ -49,7 +53,14 @@ def command() -> None:
               help="Folder every host sees read-only at the same path (repeatable). Default: this Python "
               "environment and this xpdctl, so native units run the same interpreter.")  # fmt: skip
 def create(
-    fleet: str, count: int, gpus: str, nics: int, subnet: str, inventory_path: Path | None, shares: tuple[Path, ...]
+    fleet: str,
+    count: int,
+    gpus: str,
+    nics: int,
+    declare_nics: bool,
+    subnet: str,
+    inventory_path: Path | None,
+    shares: tuple[Path, ...],
 ) -> None:
     """Create N hosts (idempotent: running hosts are kept) and optionally write their inventory.
 
@@ -72,6 +83,7 @@ def create(
         inventory_path=inventory_path,
         shares=list(shares) or None,
         progress=progress,
+        declare_nics=declare_nics,
     )
     key = fleets.fleet_dirs(fleet).key
     click.echo(f"fleet {fleet}: {len(record.hosts)} hosts on {record.bridge} ({record.subnet})")

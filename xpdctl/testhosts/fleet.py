@@ -172,8 +172,12 @@ def create(
     inventory_path: Path | None = None,
     shares: list[Path] | None = None,
     progress: Progress = _quiet,
+    declare_nics: bool = True,
 ) -> FleetRecord:
-    """Create (or finish creating) a fleet; hosts already running are left as they are."""
+    """Create (or finish creating) a fleet; hosts already running are left as they are.
+
+    ``declare_nics``: list the simulated RDMA NICs in the inventory (see :func:`.inventory.build`).
+    """
     wanted = plan(name, count, gpus, nics, subnet)
     if inventory_path is not None and all(h.gpu is None for h in wanted.hosts):
         raise InputError("an inventory needs at least one GPU host; give --gpus, e.g. --gpus nvidia:2,amd:2")
@@ -219,7 +223,7 @@ def create(
     dirs.known_hosts.write_text("\n".join(known) + "\n")
     _register_host_keys(record, known)
     if inventory_path is not None:
-        inventory.write(record, dirs.key, dirs.known_hosts, inventory_path)
+        inventory.write(record, dirs.key, dirs.known_hosts, inventory_path, declare_nics)
     return record
 
 

@@ -36,14 +36,21 @@ def _pools(record: FleetRecord) -> dict[str, list[str]]:
     return pools
 
 
-def build(record: FleetRecord, key: Path) -> dict:
+def build(record: FleetRecord, key: Path, declare_nics: bool = True) -> dict:
+    """The inventory; ``declare_nics`` lists the simulated RDMA NICs under each host's ``nics``.
+
+    Declared NICs are what preflight and status check (presence, port state). But engines then get
+    UCX_NET_DEVICES naming them, and a simulated NIC carries no traffic: NIXL's UCX backend fails
+    (NIXL_ERR_BACKEND) and no KV moves. For serving end to end, leave them out; UCX then moves KV
+    over the hosts' virtual Ethernet.
+    """
     hosts = []
     for host in record.hosts:
         entry: dict = {"name": host.name, "address": host.address}
         if host.gpu is not None:
             entry["vendor"] = host.gpu.vendor
             entry["gpu"] = {"model": resolve_model(host.gpu), "count": host.gpu.count}
-        if host.nics:
+        if host.nics and declare_nics:
             entry["nics"] = list(host.nics)
         hosts.append(entry)
     plain = [h.name for h in record.hosts if h.gpu is None]
@@ -60,7 +67,7 @@ def build(record: FleetRecord, key: Path) -> dict:
     }
 
 
-def write(record: FleetRecord, key: Path, known_hosts: Path, path: Path) -> None:
+def write(record: FleetRecord, key: Path, known_hosts: Path, path: Path, declare_nics: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = HEADER.format(fleet=record.name, known_hosts=known_hosts)
-    path.write_text(text + yaml.safe_dump(build(record, key), sort_keys=False))
+    path.write_text(text + yaml.safe_dump(build(record, key, declare_nics), sort_keys=False))
