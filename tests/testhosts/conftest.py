@@ -46,6 +46,7 @@ def make_fleet():
 
     def make(name: str, count: int, gpus: list, subnet: str, **kwargs) -> FleetRecord:
         made.append(name)
+        fleet.destroy(name)  # whatever an interrupted earlier run left
         return fleet.create(name, count, gpus, subnet=subnet, **kwargs)
 
     yield make
