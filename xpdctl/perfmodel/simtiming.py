@@ -4,7 +4,9 @@ It stands in for :class:`xpdctl.sim.timing.TimingModel` (same methods) with the 
 numbers for one instance of the profile at the given TP, so a simulated H100 prefill + MI300X decode
 cluster behaves like the hardware would, on this machine's loopback:
 
-- prefill: the roofline time of the prompt, served first-come first-served (one prompt at a time);
+- prefill: first-come first-served, each prompt holding the instance for its share of the steps it
+  would share with the prompts present when it arrives (alone: its whole chunked prefill; under load:
+  less, as chunks of several prompts fill a step), so the instance saturates at the model's rate;
 - KV pull (decode side): the transfer over the configured path, one at a time per instance, then
   one decode step for the first token;
 - decode: every token of a request follows after the decode step at the batch (sequences now
@@ -38,6 +40,7 @@ class ProfileTiming:
     time_scale: float = 1.0
     clock: Callable[[], float] = time.monotonic
     _prefill_free_at: float = 0.0
+    _prefill_ends: list[float] = field(default_factory=list)
     _link_free_at: float = 0.0
     _decoding: list[tuple[float, float]] = field(default_factory=list)  # (ends at, resident KV bytes)
     _prompt_tokens: int = 1
@@ -54,8 +57,11 @@ class ProfileTiming:
 
     def prefill_s(self, prompt_tokens: int) -> float:
         self._prompt_tokens = prompt_tokens
-        latency = self.instance.prefill_residence_s(prompt_tokens, present=1.0)[0]
-        delay, self._prefill_free_at = self._fcfs(self._prefill_free_at, latency * self.time_scale)
+        now = self.clock()
+        self._prefill_ends = [end for end in self._prefill_ends if end > now]
+        occupancy = self.instance.prefill_residence_s(prompt_tokens, present=1.0 + len(self._prefill_ends))[1]
+        delay, self._prefill_free_at = self._fcfs(self._prefill_free_at, occupancy * self.time_scale)
+        self._prefill_ends.append(now + delay)
         return delay
 
     def kv_pull_s(self, prompt_tokens: int) -> float:
