@@ -1,12 +1,13 @@
 """Latency and throughput of one deployment under one closed-loop workload.
 
 ``vllm bench serve --max-concurrency C`` keeps C requests in flight: a closed system of C clients
-cycling through prefill (a queue per prefill instance: prompts wait for the steps ahead of them),
-the KV transfer (a queue per decode instance's link) and decode (all admitted sequences advance
-together, one token per step, the step slowing as the batch grows). We solve it with Schweitzer's
-approximate mean value analysis: guess the throughput, derive each station's population and
-residence time, recompute the throughput from Little's law, repeat until it settles. The request
-rate cap of the report's runs (8 requests/s) bounds the throughput from above.
+cycling through prefill (a load-dependent station per prefill instance: the prompts present share
+its steps, up to the step budget, beyond which they queue), the KV transfer (a queue per decode
+instance's link) and decode (all admitted sequences advance together, one token per step, the step
+slowing as the batch grows). We solve it with Schweitzer's approximate mean value analysis: guess
+the throughput, derive each station's population and residence time, recompute the throughput from
+Little's law, repeat until it settles. The request rate cap of the report's runs (8 requests/s)
+bounds the throughput from above.
 """
 
 from __future__ import annotations
