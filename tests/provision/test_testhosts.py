@@ -55,7 +55,23 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def faulty_run(lab):
+def fresh_check(lab):
+    """--check on fresh GPU hosts, before anything else touched them."""
+    _, loaded = lab
+    return provision(loaded, render_now(loaded), check=True, limit=f"{NVIDIA},{AMD}")
+
+
+def test_check_mode_on_fresh_hosts_runs_every_role_and_changes_nothing(lab, fresh_check):
+    record, _ = lab
+    assert fresh_check.ok, {name: host.failure for name, host in fresh_check.hosts.items()}
+    assert all(host.changed > 0 for host in fresh_check.hosts.values())
+    nvidia = next(h.address for h in record.hosts if h.name == NVIDIA)
+    found = _ssh(nvidia, "ls /etc/xpdctl /etc/modprobe.d/blacklist-nouveau.conf; dpkg -l 'nvidia-driver-*'")
+    assert found.returncode != 0 and "No such file" in found.stderr and "ii " not in found.stdout
+
+
+@pytest.fixture(scope="module")
+def faulty_run(lab, fresh_check):
     """First run: the AMD host's amdgpu-dkms fails to install, the second AMD host is unreachable."""
     record, loaded = lab
     fleet.set_faults(FLEET, AMD, fail_install=["amdgpu-dkms"])
