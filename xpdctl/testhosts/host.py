@@ -1,11 +1,13 @@
 """Boot, probe and stop one test host.
 
-A host is ``nsenter --net`` (its namespace) + ``unshare --mount --uts --ipc --pid --fork --kill-child``
-running :data:`BOOT`, started by a supervisor (:mod:`.supervise`) that boots it again after a reboot: it mounts the overlay root and the host's /proc (its kernel settings read-only but
-for the host's own copies of a few), /sys (with the fake PCI devices and RDMA class), /dev, /run, the hardware folder and the shared read-only folders, all inside the
-host's own mount namespace (so nothing is left mounted on this machine when the host dies), then
-chroots into PID 1, Debian's daemonless ``systemctl`` run as ``/sbin/init init``, which starts the enabled units (sshd) and
-reaps orphans. Killing ``unshare`` kills PID 1 and so every process of the host.
+A supervisor (:mod:`.supervise`) runs ``nsenter --net`` (the host's namespace) + ``unshare --mount --uts
+--ipc --pid --fork --kill-child`` with :data:`BOOT`, and boots the host again after a reboot. BOOT
+mounts, all inside the host's own mount namespace (so nothing stays mounted on this machine when the
+host dies): the overlay root; /proc, whose kernel settings are read-only but for the host's own copies
+of a few; /sys, read-only, with the fake PCI devices and RDMA class; /dev; /run; the hardware folder;
+the shared read-only folders. It then chroots into PID 1, Debian's daemonless ``systemctl`` run as
+``/sbin/init init``, which starts the enabled units (sshd) and reaps orphans. Killing ``unshare`` kills
+PID 1 and so every process of the host.
 """
 
 from __future__ import annotations
