@@ -1,0 +1,73 @@
+"""Helpers of the deploy tests: `xpdctl` run as a person runs it, against test hosts.
+
+Fleets here: "dpl" on 10.88.60.0/24 (simulator engines) and "dplv" on 10.88.61.0/24 (real vLLM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from xpdctl.testhosts import fleet
+from xpdctl.testhosts.layout import fleet_dirs
+
+# One `up` provisions every host and waits for every stage; a loaded machine makes it slow.
+COMMAND_TIMEOUT_S = 2400
+
+
+def skip_unless_testhosts_possible() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("test hosts need root (network namespaces, mounts)")
+    missing = [tool for tool in fleet.TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"test hosts need {', '.join(missing)} (./install.sh --test installs them)")
+
+
+def xpdctl_runner(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess]:
+    """xpdctl(*args) -> the finished `python -m xpdctl ARGS` (never raises on its exit status)."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "xpdctl", *map(str, args)], env=env, capture_output=True,
+                              text=True, timeout=COMMAND_TIMEOUT_S)  # fmt: skip
+
+    return run
+
+
+def ssh(fleet_name: str, address: str, command: str) -> subprocess.CompletedProcess:
+    """Run ``command`` on a test host over real SSH."""
+    argv = [*fleet.ssh_argv(fleet_name, address)]
+    argv[-1:-1] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+    return subprocess.run([*argv, command], capture_output=True, text=True, timeout=120)
+
+
+def state_env(tmp: Path) -> dict[str, str]:
+    return dict(os.environ, XPDCTL_STATE_DIR=str(tmp / "state"))
+
+
+def key_of(fleet_name: str) -> Path:
+    return fleet_dirs(fleet_name).key
+
+
+def complete(base_url: str, model: str, prompt: str, *, max_tokens: int = 24, timeout_s: float = 600) -> dict:
+    """One greedy completion; the parsed answer."""
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    request = urllib.request.Request(f"{base_url}/v1/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+def metric_sum(base_url: str, name: str) -> float:
+    """The sum over every label set of one Prometheus sample name on ``base_url/metrics``."""
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "))  # fmt: skip

@@ -1,0 +1,207 @@
+"""`xpdctl up` and `xpdctl status` end to end on test hosts: real Ansible and real SSH into network
+namespaces, simulator engines (runtime native, server sim) behind the real router and KV agents.
+
+The fleet: two NVIDIA-like hosts (2 x H100-SXM each, prefill), two AMD-like hosts (2 x MI300X each,
+decode) and a router host without GPUs. GPUs and vendor packages are simulated at the lowest layer
+(sysfs PCI entries, stand-in apt packages with the real names from a local signed mirror); faults are
+injected the way test hosts offer them: a package whose install script fails, a host whose link is
+down, a host showing fewer GPUs than the inventory declares. The hosts' simulated RDMA NICs are left
+out of the inventory: they carry no traffic, and KV crosses the hosts' virtual Ethernet instead.
+
+One fleet serves the whole module; the tests run in file order, each `up` building on the last.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from deploy_helpers import skip_unless_testhosts_possible, ssh, state_env, xpdctl_runner
+
+from xpdctl.testhosts import fleet
+from xpdctl.testhosts.models import GpuDecl
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+pytestmark = pytest.mark.testhosts
+
+FLEET = "dpl"
+NVIDIA, AMD, ROUTER, NVIDIA2, AMD2 = (f"{FLEET}-{i}" for i in range(1, 6))
+ENGINE_UNITS = {NVIDIA: f"xpd-{FLEET}-prefill-0", NVIDIA2: f"xpd-{FLEET}-prefill-1",
+                AMD: f"xpd-{FLEET}-decode-0", AMD2: f"xpd-{FLEET}-decode-1"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """(xpdctl runner, inventory path, fleet record); the fleet is destroyed at module end."""
+    skip_unless_testhosts_possible()
+    tmp = tmp_path_factory.mktemp("deploy-testhosts")
+    env = state_env(tmp)
+    patch = pytest.MonkeyPatch()
+    # fleet.create registers the hosts' keys in the cluster's state dir, where `up` and `status` look.
+    patch.setenv("XPDCTL_STATE_DIR", env["XPDCTL_STATE_DIR"])
+    inventory = tmp / "fleet.yaml"
+    nvidia, amd = GpuDecl(vendor="nvidia", count=2), GpuDecl(vendor="amd", count=2)
+    try:
+        record = fleet.create(FLEET, 5, [nvidia, amd, None, nvidia, amd], subnet="10.88.60.0/24",
+                              inventory_path=inventory, declare_nics=False)  # fmt: skip
+        yield xpdctl_runner(env), inventory, record
+    finally:
+        fleet.destroy(FLEET)
+        patch.undo()
+
+
+def _address(record, host: str) -> str:
+    return record.host(host).address
+
+
+def _json(done) -> dict:
+    assert done.stdout.strip(), done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def first_up(lab):
+    """`up` while NVIDIA2's driver package fails to install and AMD2 is unreachable."""
+    xpdctl, inventory, _ = lab
+    fleet.set_faults(FLEET, NVIDIA2, fail_install=["nvidia-driver-570-server-open"])
+    fleet.set_faults(FLEET, AMD2, reachable=False)
+    try:
+        done = xpdctl("up", "-i", inventory, "-o", "json", "--timeout", 600)
+    finally:
+        fleet.set_faults(FLEET, NVIDIA2, fail_install=[])
+        fleet.set_faults(FLEET, AMD2, reachable=True)
+    return done, _json(done)
+
+
+def test_a_failing_package_and_an_unreachable_host_fail_alone(first_up):
+    done, result = first_up
+    assert done.returncode == 1, done.stderr[-3000:]
+    hosts = result["hosts"]
+    failed = hosts[NVIDIA2]["provision"]
+    assert failed["status"] == "failed" and failed["failure"]["role"] == "nvidia_driver"
+    assert "could not insert 'nvidia'" in failed["failure"]["message"]
+    dark = hosts[AMD2]["provision"]
+    assert dark["status"] == "unreachable" and "10.88.60.15" in dark["failure"]["message"]
+    assert result["retry"] == f"{NVIDIA2},{AMD2}"
+    assert f"--limit {NVIDIA2},{AMD2}" in done.stderr
+    for name in (NVIDIA, AMD, ROUTER):
+        assert hosts[name]["provision"]["status"] == "changed" and hosts[name]["provision"]["failed"] == 0
+        assert {s["health"] for s in hosts[name]["services"]} == {"healthy"}, hosts[name]["services"]
+    assert {s["health"] for s in hosts[NVIDIA2]["services"]} == {f"not checked: provisioning failed on {NVIDIA2}"}
+
+
+def test_the_hosts_that_finished_serve_through_the_router(first_up):
+    _, result = first_up
+    pairs = [(p["prefill"], p["decode"], p["ok"]) for p in result["kv_pairs"]]
+    assert pairs == [(ENGINE_UNITS[NVIDIA], ENGINE_UNITS[AMD], True)]
+    assert result["reached"] == "done" and result["smoke"]["completion_tokens"] > 0
+
+
+def test_progress_is_shown_per_host_and_role_as_it_happens(first_up):
+    done, _ = first_up
+    lines = done.stderr.splitlines()
+    for host, role in ((NVIDIA, "nvidia_driver"), (AMD, "amd_rocm"), (ROUTER, "services"), (NVIDIA, "services")):
+        assert any(line.split() == [host, ">", role] for line in lines), (host, role, done.stderr[-3000:])
+    assert any(line.startswith(NVIDIA2) and "FAILED" in line for line in lines)
+    assert any(line.startswith(AMD2) and "UNREACHABLE" in line for line in lines)
+
+
+@pytest.fixture(scope="module")
+def resumed(lab, first_up):
+    xpdctl, inventory, _ = lab
+    done = xpdctl("up", "-i", inventory, "-o", "json", "--timeout", 600)
+    return done, _json(done)
+
+
+def test_a_rerun_resumes_and_brings_up_the_hosts_that_failed(resumed):
+    done, result = resumed
+    assert done.returncode == 0 and result["ok"], done.stderr[-3000:]
+    hosts = result["hosts"]
+    assert hosts[NVIDIA2]["provision"]["changed"] > 0 and hosts[AMD2]["provision"]["changed"] > 0
+    for name in (NVIDIA, AMD, ROUTER):
+        assert hosts[name]["provision"]["status"] in ("ok", "changed") and hosts[name]["provision"]["failed"] == 0
+    assert all(s["health"] == "healthy" for h in hosts.values() for s in h["services"])
+    assert len(result["kv_pairs"]) == 4 and all(p["ok"] for p in result["kv_pairs"])
+    assert result["smoke"]["text"]
+
+
+def test_every_service_is_active_on_its_host(lab, resumed):
+    _, _, record = lab
+    units = {name: [s["name"] for s in h["services"]] for name, h in resumed[1]["hosts"].items()}
+    assert units[ROUTER] == [f"xpd-{FLEET}-router"]
+    for host, names in units.items():
+        for unit in names:
+            done = ssh(FLEET, _address(record, host), f"systemctl is-active {unit}")
+            assert done.stdout.strip() == "active", (host, unit, done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="module")
+def again(lab, resumed):
+    xpdctl, inventory, _ = lab
+    return xpdctl("up", "-i", inventory)
+
+
+def test_a_second_up_changes_nothing(again):
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = {line.split()[0]: line.split() for line in again.stdout.splitlines() if line.startswith(f"{FLEET}-")}
+    # host, provision, ok, changed, failed, unreachable, services...
+    assert {host: (row[1], row[3], row[4]) for host, row in rows.items()} == {
+        host: ("ok", "0", "0") for host in (NVIDIA, AMD, ROUTER, NVIDIA2, AMD2)
+    }
+    assert f"cluster {FLEET} is up" in again.stdout and "smoke request through" in again.stdout
+
+
+def test_status_json_follows_the_schema_and_is_healthy(lab, again):
+    xpdctl, inventory, _ = lab
+    done = xpdctl("status", "-i", inventory, "-o", "json")
+    status = _json(done)
+    schema = json.loads((DOCS / "status-schema.json").read_text())
+    jsonschema.validate(status, schema)
+    errors = [p for p in status["problems"] if p["severity"] == "error"]
+    assert done.returncode == 0 and status["healthy"] and not errors, errors
+    hosts = {h["name"]: h for h in status["hosts"]}
+    assert all(h["reachable"] and h["drift_checked"] and not h["drift"] for h in hosts.values())
+    assert [g["name"] for g in hosts[NVIDIA]["accelerators"]["gpus"]] == ["NVIDIA H100 80GB HBM3"] * 2
+    assert len(hosts[AMD]["accelerators"]["gpus"]) == 2
+    assert all(e["healthy"] for h in hosts.values() for e in h["engines"])
+    assert hosts[ROUTER]["routers"][0]["healthy"]
+    assert all(p["ok"] for p in hosts[NVIDIA]["kv_agents"][0]["pairs"])
+
+
+def test_status_table_is_one_screen_and_says_healthy(lab, again):
+    xpdctl, inventory, _ = lab
+    done = xpdctl("status", "-i", inventory)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"cluster {FLEET}: healthy" in done.stdout
+    assert all(host in done.stdout for host in (NVIDIA, AMD, ROUTER, NVIDIA2, AMD2))
+
+
+def test_status_exits_non_zero_when_a_service_is_down(lab, again):
+    xpdctl, inventory, record = lab
+    unit = ENGINE_UNITS[AMD2]
+    ssh(FLEET, _address(record, AMD2), f"systemctl stop {unit}")
+    try:
+        done = xpdctl("status", "-i", inventory, "-o", "json")
+    finally:
+        ssh(FLEET, _address(record, AMD2), f"systemctl start {unit}")
+    status = _json(done)
+    assert done.returncode == 3 and not status["healthy"]
+    whats = [p["what"] for p in status["problems"] if p["severity"] == "error" and p["host"] == AMD2]
+    assert any(unit in what for what in whats), status["problems"]
+    assert "not healthy" in done.stderr
+
+
+def test_preflight_in_up_catches_a_gpu_count_that_differs_from_the_inventory(lab, again):
+    xpdctl, inventory, _ = lab
+    fleet.set_faults(FLEET, NVIDIA, gpu_count=1)
+    try:
+        done = xpdctl("up", "-i", inventory, "--check", "--limit", f"{NVIDIA},{ROUTER}")
+    finally:
+        fleet.set_faults(FLEET, NVIDIA, gpu_count=2)
+    assert done.returncode == 1
+    row = next(line for line in done.stdout.splitlines() if line.startswith(NVIDIA))
+    assert row.split()[1] == "failed" and "preflight" in row and "found 1 x nvidia" in row, done.stdout
+    router_row = next(line for line in done.stdout.splitlines() if line.startswith(ROUTER))
+    assert router_row.split()[1] == "ok"

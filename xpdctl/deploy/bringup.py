@@ -1,0 +1,168 @@
+"""``deploy()``: provision every host, then engines healthy -> KV paths verified -> router serving -> a request.
+
+Each stage works with what the previous one left standing: a host whose provisioning failed is reported
+with its failing task and its services are not waited for; pairs, the router and the smoke request use
+the hosts that finished. Running it again resumes, since every playbook task probes before it changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from xpdctl.deploy.models import DeployResult, HostDeploy, ServiceHealth, Stage
+from xpdctl.deploy.waits import wait_healthy, wait_pairs
+from xpdctl.errors import UnhealthyError
+from xpdctl.inventory import LoadedInventory
+from xpdctl.local.health import Progress, probe
+from xpdctl.local.smoke import curl_line, smoke_request
+from xpdctl.observe.targets import HostTarget, targets_from
+from xpdctl.provision import provision, render_now
+from xpdctl.provision.display import headline
+from xpdctl.provision.events import ProgressCallback
+from xpdctl.provision.models import HostResult
+
+ENGINE_ROLES = ("prefill", "decode", "both")
+FINISHED = ("ok", "changed")
+
+
+def _failure_line(name: str, result: HostResult) -> str:
+    if result.failure is None:
+        return f"{name}: provisioning {result.status}"
+    where = f"{result.failure.role}: {result.failure.task}" if result.failure.role else result.failure.task
+    return f"{name}: {result.status} at {where}: {headline(result.failure.message)}"
+
+
+def _label(host: str, service: str) -> str:
+    """How a service is named in progress and health: KV agents have one name on every host."""
+    return f"{host}/{service}"
+
+
+def _urls(targets: Iterable[HostTarget], roles: tuple[str, ...]) -> dict[str, str]:
+    return {_label(t.name, s.name): s.url for t in targets for s in t.services if s.role in roles and s.url}
+
+
+class _Run:
+    """The state one ``deploy`` carries from stage to stage."""
+
+    def __init__(self, hosts: dict[str, HostDeploy], targets: list[HostTarget], progress: Progress):
+        self.hosts = hosts
+        self.progress = progress
+        # Hosts whose services are checked: provisioned now, or left out by --limit (probed only).
+        self.live = [t for t in targets if not hosts[t.name].targeted or hosts[t.name].provision.status in FINISHED]
+        self.waited = [t for t in self.live if hosts[t.name].targeted]
+        self.health: dict[str, str] = {}
+        self.problems: list[str] = []
+        for target in targets:
+            if target not in self.live:
+                for s in target.services:
+                    self.health[_label(target.name, s.name)] = f"not checked: provisioning failed on {target.name}"
+
+    def check(self, roles: tuple[str, ...], what: str, timeout_s: float) -> dict[str, str]:
+        """Health of the live hosts' services of ``roles``: waited for where this run deployed them,
+        probed once where --limit left the host out (a never-deployed host must not cost the timeout)."""
+        waited = _urls(self.waited, roles)
+        found = {label: probe(url) for label, url in _urls(self.live, roles).items() if label not in waited}
+        if waited:
+            found.update(wait_healthy(waited, timeout_s=timeout_s, what=what, progress=self.progress))
+        self.health.update(found)
+        for label, state in sorted(found.items()):
+            if state != "healthy":
+                host, name = label.split("/", 1)
+                self.problems.append(f"{name} on {host}: not healthy ({state}); see `systemctl status {name}` there")
+        return found
+
+    def healthy(self, roles: tuple[str, ...]) -> list[str]:
+        """Names of the healthy services of ``roles``."""
+        return [label.split("/", 1)[1] for label in _urls(self.live, roles) if self.health.get(label) == "healthy"]
+
+
+def deploy(
+    loaded: LoadedInventory,
+    *,
+    limit: str | None = None,
+    check: bool = False,
+    allow_reboot: bool = False,
+    extra_vars: dict | None = None,
+    timeout_s: float = 900.0,
+    on_progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
+) -> DeployResult:
+    """Bring the inventory's hosts to serving and prove it with one request through the router.
+
+    ``check`` only reports what provisioning would change. ``timeout_s`` bounds each waiting stage.
+    Never raises for an unhealthy cluster: the result says what is wrong (``ok``, ``problems``).
+    """
+    from xpdctl.render import read_tree
+
+    progress = progress or Progress()
+    inv = loaded.inventory
+    tree = render_now(loaded)
+    run = provision(loaded, tree, limit=limit, check=check, allow_reboot=allow_reboot,
+                    extra_vars=extra_vars, on_progress=on_progress)  # fmt: skip
+    _, targets = targets_from(inv, read_tree(tree))
+    hosts = {
+        t.name: HostDeploy(host=t.name, provision=run.hosts.get(t.name) or HostResult(host=t.name, status="not run"),
+                           targeted=t.name in run.hosts)
+        for t in targets
+    }
+    state = _Run(hosts, targets, progress)
+    state.problems += [_failure_line(n, h.provision) for n, h in hosts.items() if h.targeted
+                       and h.provision.status not in FINISHED]  # fmt: skip
+    routers = [s for t in targets for s in t.services if s.role == "router" and s.url]
+    router_url = routers[0].url if routers else None
+    reached: Stage = "provision"
+    kv_pairs = []
+    smoke = None
+
+    def result() -> DeployResult:
+        for t in targets:
+            hosts[t.name].services = [
+                ServiceHealth(name=s.name, role=s.role, host=t.name, url=s.url,
+                              health=state.health.get(_label(t.name, s.name), "-"))
+                for s in t.services
+            ]
+        return DeployResult(
+            cluster=inv.cluster, check=check, ok=run.ok and not state.problems and (check or reached == "done"),
+            reached=reached, hosts=hosts, kv_pairs=kv_pairs, router_url=router_url, model=inv.model.name,
+            smoke=smoke, curl=curl_line(router_url, inv.model.name) if router_url else None,
+            problems=state.problems, retry=run.retry, artifacts=run.artifacts, rendered=str(tree),
+        )  # fmt: skip
+
+    if check:
+        return result()
+
+    reached = "engines"
+    state.check(ENGINE_ROLES, "engines", timeout_s)
+    prefill, decode = state.healthy(("prefill", "both")), state.healthy(("decode", "both"))
+    if not prefill or not decode:
+        state.problems.append("no healthy prefill and decode engine to pair: nothing can serve until one of each is up")
+        return result()
+
+    reached = "kv"
+    agents = _urls(state.live, ("kv-agent",))
+    kv_pairs, unread = wait_pairs(list(agents.values()), set(prefill + decode), timeout_s=timeout_s, progress=progress)
+    state.health.update({label: probe(url) for label, url in agents.items()})
+    state.problems += [f"KV agent: {reason}" for reason in unread]
+    state.problems += [f"KV path {p.prefill} -> {p.decode} {p.state}: {p.reason}" for p in kv_pairs if not p.ok]
+    if not any(p.ok for p in kv_pairs):
+        state.problems.append("no verified KV path between healthy engines: the router has no pair to use")
+        return result()
+
+    reached = "router"
+    if router_url is None or not any(s.role == "router" for t in state.live for s in t.services):
+        state.problems.append(f"the router's host {inv.router.host} did not finish provisioning: nothing to send to")
+        return result()
+    if "healthy" not in state.check(("router",), "router", timeout_s).values():
+        return result()
+
+    reached = "smoke"
+    progress.show(f"smoke request through {router_url}")
+    try:
+        smoke = smoke_request(router_url, inv.model.name, timeout_s=timeout_s)
+    except UnhealthyError as exc:
+        progress.done("smoke request failed")
+        state.problems.append(exc.message)
+        return result()
+    progress.done(f"smoke request: {smoke.completion_tokens} tokens in {smoke.seconds:.1f} s")
+    reached = "done"
+    return result()

@@ -1,0 +1,70 @@
+"""Waiting on remote services over HTTP without giving up on the whole cluster for one of them.
+
+Unlike the local form's waits, these never raise: a service that is still not healthy at the timeout
+is reported with its last answer, and ``deploy`` carries on with the services that are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+
+from xpdctl.local.health import Progress, probe
+from xpdctl.local.kvpath import PairReport, agent_pairs
+
+
+def wait_healthy(
+    urls: dict[str, str], *, timeout_s: float, what: str, progress: Progress, poll_s: float = 1.0
+) -> dict[str, str]:
+    """``{name: "healthy" | last reason}`` once every service answers ``/health`` or the time is up."""
+    start = time.monotonic()
+    last: dict[str, str] = {}
+    while True:
+        elapsed = time.monotonic() - start
+        for name, url in urls.items():
+            if last.get(name) != "healthy":
+                last[name] = probe(url)
+        waiting = [f"{name} {last[name]}" for name in urls if last[name] != "healthy"]
+        if not waiting:
+            progress.done(f"{what}: {len(urls)} healthy in {elapsed:.0f} s")
+            return last
+        if elapsed > timeout_s:
+            progress.done(f"{what}: not healthy after {elapsed:.0f} s: {', '.join(waiting)}")
+            return last
+        progress.show(f"{what}: waiting for {', '.join(waiting)} ({elapsed:.0f} s)")
+        time.sleep(poll_s)
+
+
+def wait_pairs(
+    agent_urls: Sequence[str], engines: Collection[str], *, timeout_s: float, progress: Progress, poll_s: float = 2.0
+) -> tuple[list[PairReport], list[str]]:
+    """The agents' verdicts on every pair between ``engines`` (service names), and the agents that
+    could not be read; returns once all are ok, any is broken, or the time is up.
+
+    Pairs with an engine outside ``engines`` (on a host that failed) are left out: they cannot work
+    yet, and the pairs that can should not wait for them.
+    """
+    start = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - start
+        reports: dict[tuple[str, str], PairReport] = {}
+        unread: list[str] = []
+        for url in agent_urls:
+            got = agent_pairs(url)
+            if isinstance(got, str):
+                unread.append(got)
+                continue
+            for pair in got:
+                if pair.prefill in engines and pair.decode in engines:
+                    # Both ends' agents list a pair; the measuring (decode) side's verdict is the same.
+                    reports.setdefault((pair.prefill, pair.decode), pair)
+        pairs = sorted(reports.values(), key=lambda p: (p.prefill, p.decode))
+        settled = pairs and all(p.state != "waiting" for p in pairs) and not unread
+        if settled or any(p.state == "broken" for p in pairs) or elapsed > timeout_s:
+            ok = sum(p.ok for p in pairs)
+            progress.done(f"KV paths: {ok} of {len(pairs)} verified in {elapsed:.0f} s"
+                          + "".join(f"; {p.prefill} -> {p.decode} {p.state}" for p in pairs if not p.ok))
+            return pairs, unread
+        waiting = [f"{p.prefill} -> {p.decode} {p.state}" for p in pairs if not p.ok] + unread
+        progress.show(f"KV paths: {', '.join(waiting) or 'waiting for the KV agents'} ({elapsed:.0f} s)")
+        time.sleep(poll_s)
