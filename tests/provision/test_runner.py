@@ -109,6 +109,17 @@ def test_check_mode_reports_the_change_without_making_it(tmp_path):
     assert not (tmp_path / "markers" / "alpha").exists()
 
 
+def test_a_run_after_a_check_run_is_not_a_check_and_forgets_its_variables(tmp_path):
+    checked, _ = run(tmp_path, limit="good", check=True)
+    assert checked.hosts["alpha"].status == "changed" and not (tmp_path / "markers" / "alpha").exists()
+    (tmp_path / "other").mkdir()
+    run_playbook(PLAYBOOKS, "tiny.yml", inventory(), tmp_path / "private", limit="good",
+                 extravars={"marker_dir": str(tmp_path / "other")})  # fmt: skip
+    assert (tmp_path / "other" / "alpha").exists()
+    real, _ = run(tmp_path, limit="good")
+    assert not real.check and (tmp_path / "markers" / "alpha").exists()
+
+
 def test_limit_selects_names_groups_and_patterns():
     inv = inventory()
     assert targeted_hosts(inv, None) == ["alpha", "beta", "gamma"]

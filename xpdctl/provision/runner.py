@@ -66,6 +66,10 @@ def run_playbook(
         )
     # ansible-runner records the environment and extra vars of each run in its artifacts.
     private_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # ansible-runner reads env/cmdline, env/extravars, ... left by an earlier run whenever this run
+    # passes none (a --check run would make the next run a check too): every input is this run's own.
+    for stale in ("env", "inventory"):
+        shutil.rmtree(private_data_dir / stale, ignore_errors=True)
     folder = EventFolder(on_progress)
     runner = ansible_runner.run(
         private_data_dir=str(private_data_dir),
