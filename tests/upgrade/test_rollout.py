@@ -110,3 +110,53 @@ def test_compat_change_refused_in_place_then_blue_green(sim_cluster, load):
     backends = json.loads(sim_cluster.xpdctl("status", "-o", "json").stdout)
     assert backends["healthy"] is True
     assert pids(sim_cluster)["xpd-local-router"] == before["xpd-local-router"]  # never restarted under load
+
+
+def test_interrupted_rollout_resumes_at_its_step(sim_cluster, load):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    router = pids(sim_cluster)["xpd-local-router"]
+    sim_cluster.write(python=str(write_release(sim_cluster.tmp / "release-2")))
+    state = sim_cluster.state_dir / "upgrade" / "rollout.json"
+    with load() as traffic:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xpdctl", "upgrade", "-i", str(sim_cluster.inventory), "--pool", "decode",
+             "--timeout", "60", "--alt-port-offset", str(sim_cluster.alt_offset)],
+            env=sim_cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # stop it like a lost terminal would, mid batch 2
+            if state.exists() and sim_cluster.rollout()["phase"] == 1 and sim_cluster.rollout()["step"] >= 4:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        stopped = sim_cluster.rollout()
+        assert stopped["status"] == "running" and stopped["phase"] == 1
+        refused = sim_cluster.upgrade(check=False)
+        assert refused.returncode == 1 and "is running at batch 2" in refused.stderr
+        resumed = json.loads(sim_cluster.upgrade("--resume", "-o", "json").stdout)
+    assert resumed["status"] == "done"
+    assert traffic.failures == [] and min(traffic.serving) >= 2
+    assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-2" for i in range(3)}
+    assert json.loads(sim_cluster.xpdctl("status", "-o", "json").stdout)["healthy"] is True
+    assert pids(sim_cluster)["xpd-local-router"] == router
+
+
+def test_prefill_pool_of_one_upgrades_through_a_surge_instance(sim_cluster, load):
+    before = pids(sim_cluster)
+    sim_cluster.write(python=str(write_release(sim_cluster.tmp / "release-2")))
+    with load() as traffic:
+        result = json.loads(sim_cluster.xpdctl(
+            "upgrade", "--pool", "prefill", "--timeout", "60", "--alt-port-offset", str(sim_cluster.alt_offset),
+            "-o", "json").stdout)
+    assert [p["name"] for p in result["phases"]] == ["surge up", "batch 1", "surge down", "record"]
+    assert traffic.failures == [] and traffic.ok > 0
+    assert releases(sim_cluster, "prefill") == {"xpd-local-prefill-0": "release-2"}
+    assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-1" for i in range(3)}
+    after = pids(sim_cluster)
+    assert after["xpd-local-prefill-0"] != before["xpd-local-prefill-0"]
+    assert not [n for n in after if n.endswith("-next")]
+    assert {n: after[n] for n in after if "decode" in n} == {n: before[n] for n in before if "decode" in n}

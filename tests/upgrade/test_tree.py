@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from xpdctl.inventory import load_inventory
 from xpdctl.plan import build_plan
-from xpdctl.render import render_files
-from xpdctl.upgrade.tree import copy_service, find_service, manifest_of, without_service
+from xpdctl.render import read_tree, render_files, write_tree
+from xpdctl.upgrade.tree import copy_service, find_service, manifest_of, without_service, write_deployed
 
 from upgrade_helpers import REPO
 
@@ -42,3 +42,18 @@ def test_without_then_copy_restores_the_tree():
     back = copy_service(gone, old, name)
     assert set(back) == set(old)
     assert {rel for rel in back if rel != "manifest.json" and back[rel] != old[rel]} == set()
+
+
+def test_write_deployed_touches_only_what_changed(tmp_path):
+    old = _render()
+    write_tree(old, tmp_path)
+    name = next(s["name"] for s in manifest_of(old)["hosts"]["mi300x-01"]["services"] if s["role"] == "decode")
+    _, entry = find_service(manifest_of(old), name)
+    untouched = {rel: (tmp_path / rel).stat().st_ino for rel in old if rel != entry["unit"]}
+    new = without_service(copy_service(old, _render(restart_sec=30), name), name)
+    write_deployed(new, tmp_path)
+    assert read_tree(tmp_path) == new
+    # Files that did not change are the same files (no rewrite that a kill could leave half done).
+    assert {rel: (tmp_path / rel).stat().st_ino for rel in new if rel != "manifest.json"} == {
+        rel: ino for rel, ino in untouched.items() if rel in new and rel != "manifest.json"}
+    assert not list(tmp_path.glob(".upgrade-*"))

@@ -24,7 +24,7 @@ from xpdctl.upgrade.routeradmin import RouterAdmin, admin_token
 from xpdctl.upgrade.state import Instance, Layout, Phase, Rollout, exclusive, load_rollout, save_rollout
 from xpdctl.upgrade.steps import STEPS, Context, Options, apply_deployed, step_health, step_pairs_ok, step_undrain
 from xpdctl.upgrade.target import Verdict, alt_plan, check_alt_ports, target_plan, verdict, with_image
-from xpdctl.upgrade.tree import copy_service, engines, find_service, manifest_of, without_service
+from xpdctl.upgrade.tree import copy_service, engines, find_service, manifest_of, without_service, write_deployed
 
 
 class Request(BaseModel):
@@ -131,7 +131,7 @@ def _rollback(ctx: Context, phase: Phase, members: list[Instance], failed_step: 
     if stopped:
         for i in olds:
             files = copy_service(files, previous, i.name)
-    write_tree(files, ctx.deployed)
+    write_deployed(files, ctx.deployed)
     if alts or stopped:
         apply_deployed(ctx)
     if stopped:

@@ -18,11 +18,11 @@ from xpdctl.local.executor import Executor
 from xpdctl.local.health import Progress, Target, wait_healthy
 from xpdctl.local.kvpath import agent_pairs
 from xpdctl.local.rendered import rendered_services
-from xpdctl.render import read_tree, write_tree
+from xpdctl.render import read_tree
 from xpdctl.router.config import load_router_config
 from xpdctl.upgrade.routeradmin import BackendView, RouterAdmin
 from xpdctl.upgrade.state import Instance, Layout, Rollout, load_held, save_held
-from xpdctl.upgrade.tree import copy_service, manifest_of, without_service
+from xpdctl.upgrade.tree import copy_service, manifest_of, without_service, write_deployed
 from xpdctl.upgrade.warmup import warm_pair
 
 
@@ -137,15 +137,11 @@ def step_wait_idle(ctx: Context, instances: list[Instance]) -> None:
         time.sleep(ctx.options.kv_grace_s)
 
 
-def _write(ctx: Context, files) -> None:
-    write_tree(files, ctx.deployed)
-
-
 def step_stop(ctx: Context, instances: list[Instance]) -> None:
     files = read_tree(ctx.deployed)
     for i in instances:
         files = without_service(files, i.name)
-    _write(ctx, files)
+    write_deployed(files, ctx.deployed)
     apply_deployed(ctx)
 
 
@@ -153,7 +149,7 @@ def step_install(ctx: Context, instances: list[Instance]) -> None:
     files = read_tree(ctx.deployed)
     for i in instances:
         files = copy_service(files, read_tree(ctx.source(i)), i.name)
-    _write(ctx, files)
+    write_deployed(files, ctx.deployed)
 
 
 def step_start(ctx: Context, instances: list[Instance]) -> None:
@@ -248,7 +244,7 @@ def step_record(ctx: Context, instances: list[Instance]) -> None:
     running = {u.name: u.content_hash for u in ctx.executor.services()}
     save_held(ctx.layout, {**load_held(ctx.layout), service["name"]: running[service["name"]]})
     files[service["config"]] = target[service["config"]]
-    _write(ctx, files)
+    write_deployed(files, ctx.deployed)
     apply_deployed(ctx)
 
 

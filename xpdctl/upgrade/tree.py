@@ -8,9 +8,11 @@ and manifest entry between trees; shared files (router.yaml, kv-agent.yaml) are 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from xpdctl.errors import ExecutionError
-from xpdctl.render import MANIFEST, RenderedFile
+from xpdctl.render import MANIFEST, RenderedFile, read_tree
 
 Files = dict[str, RenderedFile]
 
@@ -72,3 +74,34 @@ def without_service(files: Files, name: str) -> Files:
     out = {rel: f for rel, f in files.items() if rel not in _own_files(entry)}
     manifest["hosts"][host]["services"] = [s for s in manifest["hosts"][host]["services"] if s["name"] != name]
     return _with_manifest(out, manifest)
+
+
+def _replace(directory: Path, rel: str, rendered: RenderedFile) -> None:
+    # The temporary file lies outside what render owns, so a leftover one is never taken for a unit.
+    tmp = directory / f".upgrade-{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, rendered.mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(rendered.content)
+    os.chmod(tmp, rendered.mode)
+    path = directory / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, path)
+
+
+def write_deployed(files: Files, directory: Path) -> None:
+    """Make ``directory`` hold ``files``, safe against being killed at any point.
+
+    Unlike ``render.write_tree`` it rewrites only what changed, each file atomically, the manifest
+    after the files it names and removals last: an upgrade stopped mid-write leaves a tree whose
+    every file is whole and whose manifest names only files that exist, and unchanged units keep
+    their content hash (a half-written one would restart a serving service).
+    """
+    current = read_tree(directory)
+    for rel, rendered in files.items():
+        if rel != MANIFEST and current.get(rel) != rendered:
+            _replace(directory, rel, rendered)
+    if current.get(MANIFEST) != files[MANIFEST]:
+        _replace(directory, MANIFEST, files[MANIFEST])
+    for rel in current:
+        if rel not in files:
+            (directory / rel).unlink()
