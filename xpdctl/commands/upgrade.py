@@ -36,12 +36,14 @@ def command(inventory: Path, pool: str, image: str | None, max_unavailable: int,
     """Upgrade one pool to what the inventory says now, one instance (or batch) at a time, under load.
 
     \b
-    Per instance, each step recorded in <state dir>/upgrade/rollout.json before it runs:
+    Per batch of --max-unavailable instances, each step recorded in <state dir>/upgrade/rollout.json
+    before it runs:
       check-floor  the router sees enough other instances serving (pool size - max-unavailable, >= 1)
-      pull         the new image / interpreter is on the host before anything stops
+      pull         the new image / interpreter is on the host (before it is drained: pulls take minutes)
       drain        the router sends it no new requests; wait-idle: its in-flight requests finish
       stop, install, start, health
       warm-up      one request through a prefill->decode pair of its generation (the NIXL handshake)
+      pairs-ok     the KV agents report its pairs ok and the router has read that
       undrain      the router sends it requests again
     A pool of one instance first gets a surge instance (other name and ports) that serves meanwhile.
     A failed step puts the instance back on the old version, stops, and records `failed`;
