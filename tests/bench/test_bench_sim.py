@@ -120,10 +120,12 @@ def test_simulated_cluster_has_one_engine_per_pool_instance(lab_data, write_inve
     lab_data["pools"]["decode"]["tensor_parallel"] = 4
     inv = load_inventory(write_inventory(lab_data)).inventory
     with SimulatedCluster(inv, time_scale=0.1) as cluster:
-        configs = sorted((c.role, c.profile, c.profile_tp, c.kv_path) for c in cluster.engine_configs())
-        assert configs == [("decode", "MI300X", 4, "host")] * 2 + [("prefill", "H100-SXM", 4, "host")] * 2
+        engines = sorted((e["role"], e["profile"], e["tp"], e["kv_path"]) for e in cluster.engines)
+        assert engines == [("decode", "MI300X", 4, "host")] * 2 + [("prefill", "H100-SXM", 4, "host")] * 2
         assert cluster.url.startswith("http://127.0.0.1:")
-    assert cluster.engine_configs() == []
+        procs = list(cluster._procs)
+        assert len(procs) == 5 and all(p.poll() is None for p in procs)
+    assert all(p.poll() is not None for p in procs)  # every process it started is gone
 
 
 def test_only_profiled_hosts_can_be_simulated():
