@@ -87,19 +87,19 @@ def command(inventory, url, model, label, isl, osl, concurrency, report_grid, pr
     if simulate and (not inventory or url):
         raise InputError("--simulate runs an inventory's pools: give -i INVENTORY and no --url")
     grid = res.REPORT_GRID if report_grid else res.product_grid(parse_counts(isl), parse_counts(osl), parse_counts(concurrency))
-    earlier = None
-    measure = [inventory] if inventory else []
+    earlier, others = None, []
     if compare_with is not None:
         if compare_with.is_dir() or compare_with.suffix == ".json":
             earlier = res.load(compare_with).runs[0]
         else:
-            measure.append(compare_with)
+            others.append(compare_with)
     with contextlib.ExitStack() as stack:
-        urls = [_simulated_url(stack, path, time_scale) for path in measure] if simulate else [url] + [None] * (len(measure) - 1)
-        if inventory:
-            targets = [from_inventory(inventory, urls[0], model, label)] + [from_inventory(p, u) for p, u in zip(measure[1:], urls[1:])]
-        else:
-            targets = [from_url(url, model, label)]
+
+        def endpoint(path: Path, given: str | None) -> str | None:
+            return _simulated_url(stack, path, time_scale) if simulate else given
+
+        first = from_inventory(inventory, endpoint(inventory, url), model, label) if inventory else from_url(url, model, label)
+        targets = [first] + [from_inventory(path, endpoint(path, None)) for path in others]
         settings = res.Settings(grid=grid, prompts_per_concurrency=prompts_per_concurrency,
                                 request_rate=None if math.isinf(request_rate) else request_rate, warmups=warmups,
                                 seed=seed, tokenizer=str(tokenizer) if tokenizer else targets[0].tokenizer)
