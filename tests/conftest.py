@@ -79,6 +79,12 @@ def _free_port_block(count: int) -> int:
     raise RuntimeError("no block of free ports on loopback")
 
 
+@pytest.fixture(scope="session")
+def free_port_block():
+    """free_port_block(count) -> first of ``count`` consecutive free loopback ports (see _free_port_block)."""
+    return _free_port_block
+
+
 def _wait_health(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

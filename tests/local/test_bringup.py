@@ -19,29 +19,17 @@ from xpdctl.local.statefiles import Layout, live_supervisor, proc_alive, proc_pg
 REPO = Path(__file__).resolve().parents[2]
 
 
-def free_ports(count):
-    import socket
-
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.fixture
-def sim_cluster(tmp_path):
+def sim_cluster(tmp_path, free_port_block):
     data = yaml.safe_load((REPO / "inventory" / "local.yaml").read_text())
     data["engine"]["server"] = "sim"
     data["engine"]["python"] = sys.executable
     del data["model"]["builder"]  # the simulator needs no weights
     data["model"]["path"] = str(tmp_path / "no-model")
-    prefill, decode, router, agent = free_ports(4)
-    data["pools"]["prefill"]["port"], data["pools"]["decode"]["port"] = prefill, decode
-    data["router"]["port"], data["kv"]["agent_port"] = router, agent
-    data["kv"]["side_channel_port"] = free_ports(1)[0]
+    base = free_port_block(6)
+    data["pools"]["prefill"]["port"], data["pools"]["decode"]["port"] = base, base + 1
+    data["router"]["port"], data["kv"]["agent_port"] = base + 2, base + 3
+    data["kv"]["side_channel_port"] = base + 4  # and base + 5
     inventory = tmp_path / "local-sim.yaml"
     inventory.write_text(yaml.safe_dump(data))
     env = dict(os.environ, XPDCTL_STATE_DIR=str(tmp_path / "state"))
@@ -80,6 +68,7 @@ def test_up_killed_midway_then_up_status_up_again_down(sim_cluster):
     assert up["changes"] == {"xpd-local-prefill-0": "unchanged", "xpd-local-decode-0": "unchanged",
                              "xpd-local-kv-agent": "unchanged", "xpd-local-router": "started"}
     assert {u.name: u.pid for u in read_state(layout).units if u.name in engines} == engines
+    assert set(up["timings_s"]) == {"engines", "kv_paths", "services", "smoke"}
     assert up["smoke"]["completion_tokens"] > 0
     assert [p["ok"] for p in up["kv_pairs"]] == [True]
     assert up["curl"].startswith(f"curl -s {up['router_url']}/v1/completions")

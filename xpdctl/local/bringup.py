@@ -10,6 +10,7 @@ import importlib.util
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -37,6 +38,8 @@ class UpResult(BaseModel):
     smoke: SmokeResult
     curl: str
     state_dir: str
+    # Seconds each stage took: engines healthy, KV paths verified, other services healthy, smoke request.
+    timings_s: dict[str, float]
 
 
 def _preflight(plan) -> None:
@@ -117,10 +120,12 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
     def states() -> dict:
         return {u.name: u for u in executor.services()}
 
-    wait_healthy(_targets(services, ENGINE_ROLES), timeout_s=timeout_s, what="engines", unit_states=states,
-                 progress=progress)
+    timings = {"engines": wait_healthy(_targets(services, ENGINE_ROLES), timeout_s=timeout_s, what="engines",
+                                       unit_states=states, progress=progress)}
+    kv_started = time.monotonic()
     agents = [s.url for s in services if s.desired.role in KV_AGENT_ROLES and s.url]
     kv_pairs = wait_kv_paths(agents, timeout_s=timeout_s, progress=progress)
+    timings["kv_paths"] = time.monotonic() - kv_started
 
     for name, change in executor.apply([s.desired for s in services]).items():
         if changes.get(name) == "stopped" and change == "started":
@@ -128,16 +133,18 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
         elif change != "unchanged" or name not in changes:
             changes[name] = change
     others = {s.desired.role for s in services} - set(ENGINE_ROLES)
-    wait_healthy(_targets(services, others), timeout_s=timeout_s, what="services", unit_states=states,
-                 progress=progress)
+    timings["services"] = wait_healthy(_targets(services, others), timeout_s=timeout_s, what="services",
+                                       unit_states=states, progress=progress)
     url = router_url(plan)
     progress.show(f"smoke request through {url}")
     smoke = smoke_request(url, model.name, timeout_s=timeout_s)
+    timings["smoke"] = smoke.seconds
     progress.done(f"smoke request: {smoke.completion_tokens} tokens in {smoke.seconds:.1f} s")
     return UpResult(
         cluster=plan.cluster, router_url=url, model=model.name, model_path=model.weights_path,
         model_built=built, changes=changes, kv_pairs=kv_pairs, smoke=smoke,
         curl=curl_line(url, model.name), state_dir=str(state_dir),
+        timings_s={k: round(v, 1) for k, v in timings.items()},
     )
 
 
