@@ -160,3 +160,25 @@ def test_prefill_pool_of_one_upgrades_through_a_surge_instance(sim_cluster, load
     assert after["xpd-local-prefill-0"] != before["xpd-local-prefill-0"]
     assert not [n for n in after if n.endswith("-next")]
     assert {n: after[n] for n in after if "decode" in n} == {n: before[n] for n in before if "decode" in n}
+
+
+def test_blue_green_failure_takes_the_green_generation_away(sim_cluster, load):
+    before = pids(sim_cluster)
+    release = sim_cluster.tmp / "release-2"
+    # The new release fails on the second decode's green instance (its port plus the offset).
+    write_release(release, broken_port=sim_cluster.decode_ports[1] + sim_cluster.alt_offset)
+    sim_cluster.write(python=str(release), vllm_version="0.33.0")
+    with load() as traffic:
+        failed = sim_cluster.upgrade("--blue-green", check=False)
+        assert failed.returncode == 1
+        rollout = sim_cluster.rollout()
+        assert rollout["status"] == "failed" and rollout["error"].startswith("green up: health")
+        # The old generation serves as before, the green one is gone from the router and the host.
+        assert pids(sim_cluster) == before
+        assert not [n for n in deployed(sim_cluster) if n.endswith("-next")]
+        write_release(release)
+        resumed = json.loads(sim_cluster.upgrade("--blue-green", "--resume", "-o", "json").stdout)
+    assert traffic.failures == [] and min(traffic.serving) >= 3
+    assert resumed["status"] == "done"
+    assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-2" for i in range(3)}
+    assert releases(sim_cluster, "prefill") == {"xpd-local-prefill-0": "release-2"}
