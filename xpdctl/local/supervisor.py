@@ -184,7 +184,6 @@ class Supervisor:
             svc.state = "failed"
 
     def _reap(self) -> None:
-        by_pid = {s.pid: s for s in self.services.values() if s.pid is not None}
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -192,7 +191,8 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            svc = by_pid.get(pid)
+            # Looked up afresh: an exit handled in this loop may already have started the next command.
+            svc = next((s for s in self.services.values() if s.pid == pid), None)
             if svc is not None:
                 text, clean, by_signal = _describe(status)
                 self._exited(svc, text, clean=clean, by_signal=by_signal)
