@@ -29,7 +29,7 @@ def test_in_place_batches_and_surge():
     phases = in_place(_instances("d0", "d1", "d2"), _instances("d0-next"), batch=2)
     assert [(p.name, p.instances) for p in phases] == [
         ("surge up", ["d0-next"]), ("batch 1", ["d0", "d1"]), ("batch 2", ["d2"]),
-        ("surge down", ["d0-next"]), ("record", [])]
+        ("surge down", ["d0-next"])]
     assert phases[1].steps == BATCH_STEPS and phases[1].rollback
     # The image is on the host before the instance is drained, drained before it stops, warm before it serves.
     order = BATCH_STEPS.index

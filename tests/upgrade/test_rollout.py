@@ -29,7 +29,7 @@ def test_rolling_upgrade_under_load(sim_cluster, load):
     sim_cluster.write(python=str(write_release(sim_cluster.tmp / "release-2")))
     dry = json.loads(sim_cluster.upgrade("--dry-run", "-o", "json").stdout)
     assert dry["status"] == "dry-run" and dry["verdict"]["compatible"] is True
-    assert [p["name"] for p in dry["phases"]] == ["batch 1", "batch 2", "batch 3", "record"]
+    assert [p["name"] for p in dry["phases"]] == ["batch 1", "batch 2", "batch 3"]
     assert pids(sim_cluster) == before  # a dry run changes nothing
 
     with load() as traffic:
@@ -152,7 +152,7 @@ def test_prefill_pool_of_one_upgrades_through_a_surge_instance(sim_cluster, load
         result = json.loads(sim_cluster.xpdctl(
             "upgrade", "--pool", "prefill", "--timeout", "60", "--alt-port-offset", str(sim_cluster.alt_offset),
             "-o", "json").stdout)
-    assert [p["name"] for p in result["phases"]] == ["surge up", "batch 1", "surge down", "record"]
+    assert [p["name"] for p in result["phases"]] == ["surge up", "batch 1", "surge down"]
     assert traffic.failures == [] and traffic.ok > 0
     assert releases(sim_cluster, "prefill") == {"xpd-local-prefill-0": "release-2"}
     assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-1" for i in range(3)}

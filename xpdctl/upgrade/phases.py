@@ -1,7 +1,7 @@
 """The phases of a rollout: which instances move together, through which steps.
 
 In place (the new release pairs with the other pool):
-  surge up (only when the floor would otherwise reach zero) -> batch 1..n -> surge down -> record
+  surge up (only when the floor would otherwise reach zero) -> batch 1..n -> surge down
 Blue-green (it does not: a new generation):
   green up -> shift (drain the old) -> retire old -> base up -> green down -> record
 ``base up`` brings the new generation back to the inventory's own names and ports, so that what runs
@@ -36,7 +36,7 @@ def in_place(rolling: list[Instance], surges: list[Instance], batch: int) -> lis
         phases.append(Phase(name=f"batch {k // batch + 1}", instances=members, steps=BATCH_STEPS, rollback=True))
     if surges:
         phases.append(Phase(name="surge down", instances=[s.name for s in surges], steps=DOWN_STEPS))
-    return phases + [Phase(name="record", instances=[], steps=["record"])]
+    return phases
 
 
 def blue_green(old: list[Instance], greens: list[Instance]) -> list[Phase]:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -29,7 +30,7 @@ from xpdctl.upgrade.tree import copy_service, engines, find_service, manifest_of
 
 class Request(BaseModel):
     inventory: Path
-    pool: str
+    pool: Literal["prefill", "decode"]
     image: str | None = None
     max_unavailable: int = 1
     blue_green: bool = False

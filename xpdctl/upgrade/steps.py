@@ -234,8 +234,6 @@ def step_record(ctx: Context, instances: list[Instance]) -> None:
     The running router already has them (through its admin API): it is held at its running content
     hash so that writing its new config does not restart it under load.
     """
-    if ctx.rollout.mode != "blue-green":
-        return
     target = read_tree(ctx.layout.target)
     files = read_tree(ctx.deployed)
     manifest = manifest_of(files)
