@@ -22,6 +22,18 @@ from xpdctl.testhosts.models import GpuDecl
 pytestmark = pytest.mark.testhosts
 
 FLEET = "obst"
+INSTALL_NVIDIA = (
+    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+    "nvidia-driver-570-server-open nvidia-utils-570-server ibverbs-utils >/dev/null"
+)
+# As the amd_rocm role does: AMD's repositories, headers of the running kernel (DKMS builds and loads the module).
+INSTALL_AMD = (
+    'echo "deb https://repo.radeon.com/rocm/apt/6.4.1 jammy main" > /etc/apt/sources.list.d/rocm.list && '
+    'echo "deb https://repo.radeon.com/amdgpu/6.4.1/ubuntu jammy main" > /etc/apt/sources.list.d/amdgpu.list && '
+    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-headers-$(uname -r) && "
+    "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq amdgpu-dkms amd-smi-lib rocm-smi-lib rocm-core ibverbs-utils "
+    ">/dev/null"
+)
 
 
 def _ssh(address: str, command: str, stdin: str | None = None) -> str:
@@ -37,23 +49,22 @@ def _ssh(address: str, command: str, stdin: str | None = None) -> str:
         f"root@{address}",
         command,
     ]
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=300, check=True).stdout
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{command} on {address} exited {done.returncode}: {done.stderr[-2000:]}"
+    return done.stdout
 
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
     inventory_path = tmp_path_factory.mktemp("obst") / "inventory.yaml"
-    record = fleet.create(
-        FLEET, 2, [GpuDecl(vendor="nvidia", count=2), None], subnet="10.88.8.0/24", inventory_path=inventory_path
-    )
+    gpus = [GpuDecl(vendor="nvidia", count=2), GpuDecl(vendor="amd", count=2), None]
+    record = fleet.create(FLEET, 3, gpus, subnet="10.88.8.0/24", inventory_path=inventory_path)
     try:
-        gpu_host = record.hosts[0]
-        _ssh(
-            gpu_host.address,
-            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nvidia-driver-570-server-open nvidia-utils-570-server ibverbs-utils >/dev/null",
-        )
+        gpu_host, amd_host, _ = record.hosts
+        _ssh(gpu_host.address, INSTALL_NVIDIA)
+        _ssh(amd_host.address, INSTALL_AMD)
         loaded = load_inventory(inventory_path)
-        # Install what render produces on the GPU host, as `up` would; the router host gets nothing.
+        # Install what render produces on the NVIDIA host, as `up` would; the others get nothing.
         prefix = f"hosts/{gpu_host.name}"
         for rel, rendered in render_files(build_plan(loaded, {})).items():
             if rel.startswith(prefix + "/"):
@@ -69,8 +80,8 @@ def hosts(tmp_path_factory):
 def test_gpus_nics_os_and_drift_over_ssh(hosts):
     loaded, record = hosts
     status = observe_cluster(loaded, ssh_timeout_s=30, http_timeout_s=10)
-    gpu_host, router_host = status.hosts
-    assert gpu_host.reachable and router_host.reachable
+    gpu_host, amd_host, router_host = status.hosts
+    assert gpu_host.reachable and amd_host.reachable and router_host.reachable
     assert (gpu_host.os.id, gpu_host.os.version_id) == ("ubuntu", "22.04")
     assert [g.name for g in gpu_host.accelerators.gpus] == ["NVIDIA H100 80GB HBM3"] * 2
     assert gpu_host.accelerators.driver_version
@@ -78,13 +89,16 @@ def test_gpus_nics_os_and_drift_over_ssh(hosts):
     assert [(p.device, p.state) for p in gpu_host.rdma] == [("mlx5_0", "PORT_ACTIVE")]
     assert gpu_host.drift_checked and gpu_host.drift == []
     assert router_host.drift and all(d.state == "missing" for d in router_host.drift)
-    hardware = [p.what for p in gpu_host.problems if "GPU" in p.what or "RDMA" in p.what]
-    assert hardware == []
+    assert [g.name for g in amd_host.accelerators.gpus] == ["AMD Instinct MI300X"] * 2
+    assert amd_host.accelerators.rocm_version and amd_host.accelerators.driver_version
+    assert sum(d.kind == "gpu" and d.class_code.startswith("0x1200") for d in amd_host.pci) == 2
+    for host in (gpu_host, amd_host):
+        assert [p.what for p in host.problems if "GPU" in p.what or "RDMA" in p.what or "exited" in p.what] == []
 
 
 def test_faults_show_as_problems(hosts):
     loaded, record = hosts
-    gpu_host, router_host = record.hosts
+    gpu_host, _, router_host = record.hosts
     _ssh(gpu_host.address, "echo '# edited by hand' >> /etc/xpdctl/kv-agent.yaml")
     fleet.set_faults(FLEET, gpu_host.name, gpu_count=1, port_state="PORT_DOWN")
     fleet.set_faults(FLEET, router_host.name, reachable=False)
@@ -94,7 +108,7 @@ def test_faults_show_as_problems(hosts):
     finally:
         fleet.set_faults(FLEET, gpu_host.name, gpu_count=2, port_state="PORT_ACTIVE")
         fleet.set_faults(FLEET, router_host.name, reachable=True)
-    gpu, router = status.hosts
+    gpu, _, router = status.hosts
     whats = [p.what for p in gpu.problems]
     assert "1 of 2 GPUs on the PCI bus" in whats
     assert "RDMA port mlx5_0 is PORT_DOWN" in whats
