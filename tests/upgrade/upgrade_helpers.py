@@ -10,6 +10,7 @@ lowest layer because a real broken vLLM build cannot be had here.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import stat
 import subprocess
@@ -90,6 +91,36 @@ class SimCluster:
         return [json.loads(line) for line in (self.state_dir / "audit.jsonl").read_text().splitlines()]
 
 
+def start_sim_cluster(tmp_path: Path) -> SimCluster:
+    """Write the inventory (free ports, release-1) and bring the cluster up with `xpdctl up`."""
+    # Ports: prefill, 3 decodes, router, KV agent, 4 side channels; the same block again for
+    # surge/green instances (--alt-port-offset).
+    count = 10
+    base = free_port_block(2 * count)
+    data = yaml.safe_load((REPO / "inventory" / "local.yaml").read_text())
+    del data["model"]["builder"]  # the simulator needs no weights
+    data["model"]["path"] = str(tmp_path / "no-model")
+    data["engine"]["server"] = "sim"
+    data["engine"]["python"] = str(write_release(tmp_path / "release-1"))
+    data["hosts"][0]["gpu"]["count"] = 6  # in both pools: three cores each
+    data["pools"]["prefill"].update(port=base, instances_per_host=1)
+    data["pools"]["decode"].update(port=base + 1, instances_per_host=3)
+    data["router"]["port"] = base + 4
+    data["kv"].update(agent_port=base + 5, side_channel_port=base + 6)
+    inventory = tmp_path / "cluster.yaml"
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    env = dict(os.environ, XPDCTL_STATE_DIR=str(tmp_path / "state"), XPDCTL_ROUTER_ADMIN_TOKEN=TOKEN)
+    cluster = SimCluster(tmp=tmp_path, inventory=inventory, data=data, env=env,
+                         state_dir=tmp_path / "state" / data["cluster"], router_url=f"http://127.0.0.1:{base + 4}",
+                         decode_ports=[base + 1, base + 2, base + 3], alt_offset=count)
+    try:
+        cluster.xpdctl("up", "--timeout", "120")
+    except BaseException:
+        cluster.xpdctl("down", check=False)  # what did start must not outlive the failed start
+        raise
+    return cluster
+
+
 class Load:
     """Steady streaming load through the router from a few client threads, bounded in time and count,
     plus a sampler of how many decode instances the router has serving (admin API)."""
@@ -104,6 +135,7 @@ class Load:
         self.lock = threading.Lock()
         self.ok = 0
         self.failures: list[str] = []
+        self.latencies: list[float] = []  # seconds, per successful request
         self.serving: list[int] = []  # decode instances serving, per sample
         self.generations: list[set[str]] = []  # generations of serving decodes, per sample
         self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(workers)]
@@ -123,6 +155,7 @@ class Load:
                 if self.ok + len(self.failures) >= self.max_requests:
                     return
             conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+            start = time.monotonic()
             try:
                 conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
                 resp = conn.getresponse()
@@ -137,6 +170,7 @@ class Load:
                     self.failures.append(problem)
                 else:
                     self.ok += 1
+                    self.latencies.append(time.monotonic() - start)
 
     def _sampler(self) -> None:
         import time

@@ -92,6 +92,7 @@ def command(inventory: Path, pool: str, image: str | None, max_unavailable: int,
         return
     click.echo(f"{result.mode} upgrade of the {pool} pool ({result.pool_size} instances, at least {result.floor} "
                f"serving): {result.status}")
-    click.echo(table(["phase", "instances", "steps"],
-                     [[p.name, ", ".join(p.instances) or "-", " ".join(p.steps)] for p in result.phases]))
+    click.echo(table(["phase", "instances", "steps", "seconds"],
+                     [[p.name, ", ".join(p.instances) or "-", " ".join(p.steps),
+                       f"{sum(p.seconds.values()):.1f}" if p.seconds else "-"] for p in result.phases]))
     click.echo(f"state: {result.state_file}")

@@ -8,6 +8,7 @@ phase again. A rollout interrupted anywhere else continues at the step it was in
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,11 +176,13 @@ def run(ctx: Context) -> None:
                 i.status, i.error = step, None
             save_rollout(ctx.layout, r)  # recorded before it runs: a resumed rollout runs it again
             ctx.progress.show(f"{phase.name}: {step} {', '.join(phase.instances)}")
+            start = time.monotonic()
             try:
                 STEPS[step](ctx, members)
             except BaseException as exc:
                 _fail(ctx, phase, members, step, exc)
                 raise
+            phase.seconds[step] = round(time.monotonic() - start, 3)
             r.step += 1
         for i in members:
             i.status = "done"

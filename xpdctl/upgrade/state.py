@@ -43,6 +43,7 @@ class Phase(BaseModel):
     instances: list[str]
     steps: list[str]
     rollback: bool = False  # a failure puts these instances back on the old version
+    seconds: dict[str, float] = {}  # step -> how long it took (the last run of it)
 
 
 class Rollout(BaseModel):
