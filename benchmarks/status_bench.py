@@ -2,8 +2,9 @@
 """How long ``status`` takes to observe N hosts. Target: under 3 s for 32 hosts.
 
 --mode testhosts (default when run as root): N real test hosts (xpdctl.testhosts: network
-namespaces reached over real SSH, fake sysfs PCI), N-1 of them with 2 simulated NVIDIA GPUs and the
-stand-in driver packages installed (their nvidia-smi prints the real XML format), one router host.
+namespaces reached over real SSH, fake sysfs PCI), N-1 of them with 2 simulated GPUs, alternately
+NVIDIA (prefill) and AMD MI300X (decode), with the stand-in driver packages installed (their
+nvidia-smi / amd-smi print the real formats), and one router host.
 Each GPU host runs its engine as the manifest says (the simulator engine, started over SSH). Rows:
 "cold" opens a new SSH connection per host per run (a single `xpdctl status`); "warm" reuses shared
 connections (ControlMaster), as `status --watch` does after its first round.
@@ -44,6 +45,18 @@ AMD_FIXTURES = REPO / "tests" / "fixtures" / "amd"
 TARGET_S = 3.0
 FLEET = "sbench"
 FLEET_SUBNET = "10.88.9.0/24"
+# Stand-in driver packages per vendor, installed as the provisioning roles would (AMD: its repositories,
+# then DKMS against the running kernel's headers).
+_APT = "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq"
+INSTALL = {
+    "nvidia": f"apt-get update -qq && {_APT} nvidia-driver-570-server-open nvidia-utils-570-server ibverbs-utils >/dev/null",
+    "amd": (
+        'echo "deb https://repo.radeon.com/rocm/apt/6.4.1 jammy main" > /etc/apt/sources.list.d/rocm.list && '
+        'echo "deb https://repo.radeon.com/amdgpu/6.4.1/ubuntu jammy main" > /etc/apt/sources.list.d/amdgpu.list && '
+        f"apt-get update -qq && {_APT} linux-headers-$(uname -r) >/dev/null && "
+        f"{_APT} amdgpu-dkms amd-smi-lib rocm-smi-lib rocm-core ibverbs-utils >/dev/null"
+    ),
+}
 
 
 def inventory_yaml(hosts: int) -> str:
@@ -238,16 +251,13 @@ def run_testhosts(args, work: Path) -> list[tuple[str, list[float]]]:
 
     inventory_path = work / "inventory.yaml"
     started = time.monotonic()
-    gpus = [GpuDecl(vendor="nvidia", count=2)] * (args.hosts - 1) + [None]
+    # The issue's cluster: H100 prefill hosts and MI300X decode hosts, one router host.
+    gpus = [GpuDecl(vendor=("nvidia", "amd")[i % 2], count=2) for i in range(args.hosts - 1)] + [None]
     record = fleet.create(FLEET, args.hosts, gpus, subnet=FLEET_SUBNET, inventory_path=inventory_path)
     print(f"created {args.hosts} test hosts in {time.monotonic() - started:.1f} s")
     loaded = load_inventory(inventory_path)
     cluster, targets = targets_from(loaded.inventory, render_files(build_plan(loaded, {})))
     manifest = json.loads(render_files(build_plan(loaded, {}))["manifest.json"].content)
-    install = (
-        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-        "nvidia-driver-570-server-open nvidia-utils-570-server ibverbs-utils >/dev/null"
-    )
     jobs = []
     for rec in record.hosts:
         if rec.gpu is None:
@@ -257,7 +267,7 @@ def run_testhosts(args, work: Path) -> list[tuple[str, list[float]]]:
         starts = "; ".join(
             f"nohup {' '.join(shlex.quote(word) for word in s['command'])} >/dev/null 2>&1 &" for s in engines
         )
-        jobs.append((rec.address, f"{install} && {{ {starts} }}"))
+        jobs.append((rec.address, f"{INSTALL[rec.gpu.vendor]} && {{ {starts} }}"))
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda job: _ssh(*job), jobs))
@@ -271,7 +281,9 @@ def run_testhosts(args, work: Path) -> list[tuple[str, list[float]]]:
         cluster, targets, SshTransport(options=options, control_dir=work / "ssh", keep_s=30), args.repeat, netns
     )
     print()
-    print("hosts: REAL TEST HOSTS over SSH (network namespaces; simulated GPUs: fake sysfs + stand-in nvidia-smi)")
+    print(
+        "hosts: REAL TEST HOSTS over SSH (network namespaces; simulated GPUs: fake sysfs + stand-in nvidia-smi/amd-smi)"
+    )
     print(_observed_line(last))
     return [("ssh cold", cold), ("ssh warm", warm)]
 
