@@ -233,7 +233,7 @@ def test_ansible_reboot_module_reboots_a_host(hosts, tmp_path):
     target = record.hosts[1]
     boot_id = ssh(record, target.address, "cat /proc/sys/kernel/random/boot_id").stdout
     ssh(record, target.address, "touch /run/marker")
-    done = _ansible(record, tmp_path, "ansible.builtin.reboot", "reboot_timeout=120", limit=target.name)
+    done = _ansible(record, tmp_path, "ansible.builtin.reboot", "reboot_timeout=300", limit=target.name)
     assert done.returncode == 0 and '"rebooted": true' in done.stdout, done.stdout + done.stderr
     assert ssh(record, target.address, "cat /proc/sys/kernel/random/boot_id").stdout != boot_id
     assert ssh(record, target.address, "test -e /run/marker", check=False).returncode == 1
@@ -245,7 +245,7 @@ def test_poweroff_inside_leaves_the_host_stopped_until_created_again(hosts):
     target = record.hosts[1]
     dirs = fleet_dirs(FLEET).host(target.name)
     ssh(record, target.address, "poweroff")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # PID 1 stops every service first; slow on a loaded machine
     while host.pid(dirs) is not None and time.monotonic() < deadline:
         time.sleep(0.5)
     assert host.pid(dirs) is None

@@ -22,7 +22,7 @@ from xpdctl.testhosts.run import run
 
 Progress = Callable[[str], None]
 TOOLS = ("debootstrap", "ip", "unshare", "nsenter", "dpkg-deb", "openssl", "gpg", "ssh-keygen")
-SSH_WAIT_S = 60
+SSH_WAIT_S = 180  # a boot takes about a second; a machine shared by many test runs can be far slower
 PRUNE_AFTER_S = 3600
 FIRST_HOST_OFFSET = 10  # host i gets .10+i: the first addresses stay free for the bridge and routers
 
