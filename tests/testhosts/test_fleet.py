@@ -64,7 +64,7 @@ def _ansible(record, tmp_path: Path, module: str, args: str = "", limit: str = "
     argv = [str(Path(sys.executable).parent / "ansible"), limit, "-i", str(inventory), "-m", module, "-o", "-T", "5"]
     env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/root", "ANSIBLE_PYTHON_INTERPRETER": "auto_silent"}
     return subprocess.run(
-        argv + (["-a", args] if args else []), capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env
+        argv + (["-a", args] if args else []), capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env
     )
 
 
