@@ -65,7 +65,12 @@ class Cluster:
 
     @property
     def rendered(self) -> Path:
-        return self.state_dir / "rendered"
+        return rendered_dir(self.state_dir)
+
+
+def rendered_dir(state_dir: Path) -> Path:
+    """Where ``up`` renders a local cluster's files: its hosts' /etc/xpdctl as the executor sees it."""
+    return state_dir / "rendered"
 
 
 def open_cluster(inventory: Path) -> Cluster:
