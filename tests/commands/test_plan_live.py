@@ -1,6 +1,6 @@
 """`xpdctl plan` without --against: the diff between the plan and what the hosts hold.
 
-The SSH form against real hosts is covered by tests/observe/test_testhosts.py (live_tree over SSH to
+The SSH form against real hosts is covered by tests/observe/test_observe_testhosts.py (live_tree over SSH to
 network-namespace test hosts); here the command's own behaviour: the local-cluster form, and a host
 that cannot be read (exit 3, its files left out rather than reported missing).
 """
