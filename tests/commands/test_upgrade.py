@@ -11,12 +11,21 @@ def _upgrade(tmp_path, *args):
 
 
 def test_cluster_never_brought_up(tmp_path):
-    done = _upgrade(tmp_path, "-i", "inventory/lab.yaml", "--pool", "decode")
+    done = _upgrade(tmp_path, "-i", "inventory/local.yaml", "--pool", "decode")
     assert done.returncode == 2
     assert "has not been brought up" in done.stderr and "xpdctl up" in done.stderr
     # A refused upgrade is in the audit log too: who tried what, and why it did not happen.
-    [line] = [json.loads(x) for x in (tmp_path / "lab" / "audit.jsonl").read_text().splitlines()]
+    [line] = [json.loads(x) for x in (tmp_path / "local" / "audit.jsonl").read_text().splitlines()]
     assert line["command"] == "upgrade" and line["result"] == "failed" and line["args"] == {"pool": "decode"}
+
+
+def test_hosts_clusters_only_dry_run(tmp_path):
+    done = _upgrade(tmp_path, "-i", "inventory/lab.yaml", "--pool", "decode")
+    assert done.returncode == 2
+    assert "local executor only" in done.stderr and "gw-01, h100-01, mi300x-01" in done.stderr
+    assert "--dry-run" in done.stderr
+    dry = _upgrade(tmp_path, "-i", "inventory/lab.yaml", "--pool", "decode", "--dry-run")
+    assert dry.returncode == 2 and "has not been brought up" in dry.stderr
 
 
 def test_image_on_native_hosts_is_refused(tmp_path):
