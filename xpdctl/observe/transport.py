@@ -50,6 +50,11 @@ async def _run(argv: list[str], stdin: str, timeout_s: float, env: dict[str, str
 _AS_ROOT_IF_ALLOWED = 'if [ "$(id -u)" != 0 ] && sudo -n true 2>/dev/null; then exec sudo -n sh -s; else exec sh -s; fi'
 
 
+# ssh's control socket is <dir>/<%C: 40 hex chars><17-char temporary suffix> and must fit a Unix socket
+# path (108 bytes): from a deeper state dir ssh refuses to connect at all, so it goes without sharing.
+_MAX_CONTROL_DIR = 107 - 1 - 40 - 17
+
+
 @dataclass
 class SshTransport:
     """``ssh user@address`` running ``sh -s`` (as root through ``sudo -n`` when the login is not root
@@ -76,7 +81,7 @@ class SshTransport:
             "KexAlgorithms": "^curve25519-sha256,curve25519-sha256@libssh.org",
             **self.options,
         }
-        if self.control_dir is not None:
+        if self.control_dir is not None and len(str(self.control_dir)) <= _MAX_CONTROL_DIR:
             self.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             options.update(
                 ControlMaster="auto",
