@@ -36,17 +36,27 @@ def wait_healthy(
 
 
 def wait_pairs(
-    agent_urls: Sequence[str], engines: Collection[str], *, timeout_s: float, progress: Progress, poll_s: float = 2.0
+    agent_urls: Sequence[str],
+    engines: Collection[str],
+    *,
+    timeout_s: float,
+    progress: Progress,
+    poll_s: float = 2.0,
+    broken_for_s: float = 30.0,
 ) -> tuple[list[PairReport], list[str]]:
     """The agents' verdicts on every pair between ``engines`` (service names), and the agents that
-    could not be read; returns once all are ok, any is broken, or the time is up.
+    could not be read; returns once all are ok, the others have stayed broken ``broken_for_s``, or the
+    time is up.
 
     Pairs with an engine outside ``engines`` (on a host that failed) are left out: they cannot work
-    yet, and the pairs that can should not wait for them.
+    yet, and the pairs that can should not wait for them. A pair's first verdicts while the agents of
+    freshly started hosts learn of each other may say broken; only one that stays so is.
     """
     start = time.monotonic()
+    broken_since: dict[tuple[str, str], float] = {}
     while True:
-        elapsed = time.monotonic() - start
+        now = time.monotonic()
+        elapsed = now - start
         reports: dict[tuple[str, str], PairReport] = {}
         unread: list[str] = []
         for url in agent_urls:
@@ -58,9 +68,16 @@ def wait_pairs(
                 if pair.prefill in engines and pair.decode in engines:
                     # Both ends' agents list a pair; the measuring (decode) side's verdict is the same.
                     reports.setdefault((pair.prefill, pair.decode), pair)
+        for key, pair in reports.items():
+            if pair.state == "broken":
+                broken_since.setdefault(key, now)
+            else:
+                broken_since.pop(key, None)
         pairs = sorted(reports.values(), key=lambda p: (p.prefill, p.decode))
-        settled = pairs and all(p.state != "waiting" for p in pairs) and not unread
-        if settled or any(p.state == "broken" for p in pairs) or elapsed > timeout_s:
+        settled = bool(pairs) and not unread and all(
+            p.ok or now - broken_since.get((p.prefill, p.decode), now) >= broken_for_s for p in pairs
+        )
+        if settled or elapsed > timeout_s:
             ok = sum(p.ok for p in pairs)
             progress.done(f"KV paths: {ok} of {len(pairs)} verified in {elapsed:.0f} s"
                           + "".join(f"; {p.prefill} -> {p.decode} {p.state}" for p in pairs if not p.ok))
