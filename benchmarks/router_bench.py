@@ -27,18 +27,30 @@ its own NIXL side channel from ``VLLM_NIXL_SIDE_CHANNEL_HOST``/``PORT``; the dec
 request's KV lease from the prefill over it, as NIXL would). Both routers run all along, each in its
 own process; the load generator is this process (uvloop when installed).
 
-CPU pinning (``taskset``; ``--no-pin`` turns it off): the routers get the last CPU of this process's
-affinity set to themselves, the load generator and the engines share the others. With 2 cores: CPU 1
+CPU pinning (``taskset``; ``--no-pin`` turns it off): the routers get one CPU of this process's
+affinity set to themselves (``--router-cpu``, default the last), the load generator and the engines
+share the others. With 2 cores: CPU 1
 routers, CPU 0 everything else. A router on its own core is how it is deployed (its own host or
 core), and the engine and client work is the same in every mode, so the routers are compared on
-equal terms. Only one mode sends load at a time, so the two routers never compete.
+equal terms. Only one mode sends load at a time, so the two routers never compete. Other work pinned
+to the routers' CPU (e.g. a vLLM CPU worker with ``VLLM_CPU_OMP_THREADS_BIND``) starves them: check
+``Cpus_allowed_list`` in /proc/*/status and pick the other CPU with ``--router-cpu``.
 
 Columns: latencies in ms; ``+ttft``/``+e2el`` are a mode's percentile minus direct's percentile at
 the same concurrency (runs cannot be paired request by request); ``tok/s`` is output tokens per
 second over the timed part (warm-up excluded: one request per stream first); ``x direct`` and
 ``x vllm-r`` are throughput ratios; ``cpu ms/req`` is the router process's CPU time (user+system,
-all threads) per request, from /proc. ``--rounds R`` runs every mode R times per level in rotated
-order and pools the samples, so a change in the machine's background load hits all modes alike.
+all threads) per request, from /proc: at low concurrency it is mostly per-wake-up cost and the
+routers' background work (health checks; our load scrapes), at 256 streams it is the proxying itself.
+``--rounds R`` runs every mode R times per level in rotated order and pools the samples, so a change
+in the machine's background load hits all modes alike.
+
+Profiling the router under the 256-stream load (``pip install py-spy``; the router is the process
+whose command line names ``--model router-bench``):
+
+    .venv/bin/python benchmarks/router_bench.py --modes router --concurrency 256 --rounds 5 &
+    py-spy record --pid $(pgrep -f 'xpdctl router --prefill .* --model router-bench') --duration 30 \
+        --rate 250 --nonblocking --format raw -o router.raw
 
 Targets (issue 3), checked for ``router`` at the highest concurrency: added p50 <= 1 ms and added p99
 <= 5 ms (TTFT and E2EL each), throughput >= 0.98 x direct and >= 1.0 x vllm-router. The table marks
@@ -78,7 +90,7 @@ ADDED_P50_MS = 1.0
 ADDED_P99_MS = 5.0
 VS_DIRECT = 0.98
 VS_VLLM_ROUTER = 1.0
-PROMPT_WORDS = 120  # about 128 tokens with the simulator's tokenizer
+PROMPT_WORDS = 120  # plus "request N:": 123 tokens as the simulator counts them
 
 
 @dataclass
@@ -105,12 +117,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pinning(enabled: bool) -> tuple[str | None, str | None]:
+def pinning(enabled: bool, router_cpu: int | None) -> tuple[str | None, str | None]:
     """(CPUs of load generator and engines, CPU of the routers) as taskset lists; None: not pinned."""
     cpus = sorted(os.sched_getaffinity(0))
     if not enabled or len(cpus) < 2:
         return None, None
-    return ",".join(map(str, cpus[:-1])), str(cpus[-1])
+    chosen = cpus[-1] if router_cpu is None else router_cpu
+    if chosen not in cpus:
+        sys.exit(f"--router-cpu {chosen}: this process may run only on CPUs {cpus}")
+    return ",".join(str(c) for c in cpus if c != chosen), str(chosen)
 
 
 def spawn(name: str, argv: list[str], cpus: str | None, logs: Path, env: dict | None = None) -> subprocess.Popen:
@@ -200,7 +215,7 @@ Send = Callable[[aiohttp.ClientSession, str, str], Awaitable[RequestOutput]]
 
 
 def sender(mode: str, cluster: Cluster, tokens: int) -> Send:
-    prompt_len = PROMPT_WORDS + 2
+    prompt_len = PROMPT_WORDS + 3
     if mode != "direct":
         url = cluster.routers[mode].url + "/v1/completions"
         return lambda session, prompt, rid: stream_completion(session, url, MODEL, prompt, prompt_len, tokens, rid)
@@ -259,7 +274,7 @@ def measure(args: argparse.Namespace, cluster: Cluster) -> list[dict]:
             order = args.modes[r % len(args.modes):] + args.modes[:r % len(args.modes)]
             for mode in order:
                 print(f"  c={level} round {r + 1}/{args.rounds}: {mode} ({requests} streams)", file=sys.stderr, flush=True)
-                outputs, duration, cpu = run(run_mode(mode, cluster, level, requests, args.tokens))
+                outputs, duration, cpu = run_async(run_mode(mode, cluster, level, requests, args.tokens))
                 before = pooled[mode]
                 pooled[mode] = (before[0] + outputs, before[1] + duration, before[2] + cpu)
                 load.append(os.getloadavg()[0])
@@ -279,7 +294,7 @@ def measure(args: argparse.Namespace, cluster: Cluster) -> list[dict]:
     return rows
 
 
-def run(coro):
+def run_async(coro):
     try:
         import uvloop
     except ImportError:  # uvloop only makes the load generator cheaper
@@ -352,6 +367,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=2, help="runs of every mode per level, in rotated order, pooled [2]")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    ap.add_argument("--router-cpu", type=int, default=None,
+                    help="the CPU the routers get to themselves [the last one]; pick one that other work leaves free")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows and checks to this file")
     ap.add_argument("--logs", type=Path, default=None, help="folder for the engines' and routers' logs [a temporary one]")
     args = ap.parse_args(argv)
@@ -367,7 +384,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    client_cpus, router_cpus = pinning(not args.no_pin)
+    client_cpus, router_cpus = pinning(not args.no_pin, args.router_cpu)
     if client_cpus:
         os.sched_setaffinity(0, {int(c) for c in client_cpus.split(",")})
     logs = args.logs or Path(tempfile.mkdtemp(prefix="router-bench-"))
@@ -385,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     pin = (f"load generator + engines on CPU {client_cpus}, routers on CPU {router_cpus} (taskset)" if router_cpus
            else "not pinned")
     header = [
-        f"router_bench: {args.tokens} output tokens/request, prompt ~{PROMPT_WORDS + 2} tokens, sim prefill "
+        f"router_bench: {args.tokens} output tokens/request, prompt {PROMPT_WORDS + 3} tokens, sim prefill "
         f"{args.ttft_ms:g} ms, decode ITL {args.itl_ms:g} ms, {args.rounds} round(s) per mode and level",
         f"CPUs: {os.cpu_count()}; {pin}",
         f"load average (1/5/15 min) at start {' '.join(f'{x:.1f}' for x in load_start)}, "
