@@ -41,7 +41,7 @@ PACKAGES = (
     "libgomp1", "libnuma1", "g++",
 )  # fmt: skip
 # Bumped when _customize changes what it writes, so cached roots are rebuilt.
-CUSTOMIZE_VERSION = 3
+CUSTOMIZE_VERSION = 4
 COMPLETE = ".xpd-complete"
 
 OS_RELEASE = """\
@@ -127,6 +127,27 @@ _SYSTEMCTL_PATCHES = (
     ('                if enabled != "enabled": active = "unknown"\n', ""),
     # On SIGTERM, PID 1 stops the services and exits instead of crashing on a Python 2 attribute.
     ('result = e.message or "STOPPED"', 'result = getattr(e, "message", "") or "STOPPED"'),
+    # Boot time is when PID 1 started, not the mtime of /proc/1/status: the kernel drops and recreates
+    # procfs inodes (with a new mtime) under memory pressure, and every unit's status file then looked
+    # older than the "boot", was truncated, and running services were reported inactive.
+    (
+        '        for pid in xrange(10):\n'
+        '            proc = "/proc/%s/status" % pid\n'
+        '            try:\n'
+        '                if os.path.exists(proc):\n'
+        '                    return os.path.getmtime(proc)\n',
+        '        try:\n'
+        '            ticks = int(open("/proc/1/stat").read().rsplit(")", 1)[1].split()[19])\n'
+        '            btime = [int(l.split()[1]) for l in open("/proc/stat") if l.startswith("btime ")][0]\n'
+        '            return btime + ticks / float(os.sysconf("SC_CLK_TCK"))\n'
+        '        except Exception as e: # pragma: nocover\n'
+        '            logg.warning("could not read the start of PID 1: %s", e)\n'
+        '        for pid in xrange(10):\n'
+        '            proc = "/proc/%s/status" % pid\n'
+        '            try:\n'
+        '                if os.path.exists(proc):\n'
+        '                    return os.path.getmtime(proc)\n',
+    ),
 )
 
 
