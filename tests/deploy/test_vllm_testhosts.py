@@ -58,7 +58,9 @@ def pd_hosts(tmp_path_factory):
         record = fleet.create(FLEET, 2, [None, None], subnet="10.88.61.0/24")
         inventory = tmp / "inventory.yaml"
         inventory.write_text(yaml.safe_dump(_inventory(record, sys.executable), sort_keys=False))
-        done = xpdctl_runner(env)("up", "-i", inventory, "-o", "json", "--timeout", 1500)
+        # The 2 MB model needs none of the 150 GiB preflight asks for real weights by default.
+        done = xpdctl_runner(env)("up", "-i", inventory, "-o", "json", "--timeout", 1500,
+                                  "-e", "preflight_disk_model_gib=1")  # fmt: skip
         assert done.returncode == 0, done.stderr[-4000:]
         yield json.loads(done.stdout)
     finally:

@@ -14,7 +14,6 @@ from xpdctl.deploy.waits import wait_healthy, wait_pairs
 from xpdctl.errors import UnhealthyError
 from xpdctl.inventory import LoadedInventory
 from xpdctl.local.health import Progress, probe
-from xpdctl.local.kvpath import agent_pairs
 from xpdctl.local.smoke import curl_line, smoke_request
 from xpdctl.observe.targets import HostTarget, targets_from
 from xpdctl.provision import provision, render_now
@@ -40,18 +39,6 @@ def _label(host: str, service: str) -> str:
 
 def _urls(targets: Iterable[HostTarget], roles: tuple[str, ...]) -> dict[str, str]:
     return {_label(t.name, s.name): s.url for t in targets for s in t.services if s.role in roles and s.url}
-
-
-def _agent_health(url: str, engines: set[str]) -> str:
-    """A KV agent is healthy when it answers and every pair it reports between ``engines`` is ok.
-
-    Its own ``/health`` also counts pairs with engines on hosts that failed, which say nothing about it.
-    """
-    got = agent_pairs(url)
-    if isinstance(got, str):
-        return got
-    bad = [f"{p.prefill} -> {p.decode} {p.state}" for p in got if {p.prefill, p.decode} <= engines and not p.ok]
-    return "pairs not ok: " + ", ".join(bad) if bad else "healthy"
 
 
 class _Run:
@@ -154,8 +141,9 @@ def deploy(
     reached = "kv"
     agents = _urls(state.live, ("kv-agent",))
     kv_pairs, unread = wait_pairs(list(agents.values()), set(prefill + decode), timeout_s=timeout_s, progress=progress)
-    state.health.update({label: _agent_health(url, set(prefill + decode)) for label, url in agents.items()})
-    state.problems += [f"KV agent: {reason}" for reason in unread]
+    # An agent is healthy when it answers; what it says about each pair is in kv_pairs.
+    state.health.update({label: unread.get(url, "healthy") for label, url in agents.items()})
+    state.problems += [f"KV agent: {reason}" for reason in unread.values()]
     state.problems += [f"KV path {p.prefill} -> {p.decode} {p.state}: {p.reason}" for p in kv_pairs if not p.ok]
     if not any(p.ok for p in kv_pairs):
         state.problems.append("no verified KV path between healthy engines: the router has no pair to use")

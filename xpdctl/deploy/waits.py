@@ -43,9 +43,9 @@ def wait_pairs(
     progress: Progress,
     poll_s: float = 2.0,
     broken_for_s: float = 30.0,
-) -> tuple[list[PairReport], list[str]]:
-    """The agents' verdicts on every pair between ``engines`` (service names), and the agents that
-    could not be read; returns once all are ok, the others have stayed broken ``broken_for_s``, or the
+) -> tuple[list[PairReport], dict[str, str]]:
+    """The agents' verdicts on every pair between ``engines`` (service names), and why the agents that
+    could not be read (by URL) could not; returns once all are ok, the others have stayed broken ``broken_for_s``, or the
     time is up.
 
     Pairs with an engine outside ``engines`` (on a host that failed) are left out: they cannot work
@@ -58,16 +58,18 @@ def wait_pairs(
         now = time.monotonic()
         elapsed = now - start
         reports: dict[tuple[str, str], PairReport] = {}
-        unread: list[str] = []
+        unread: dict[str, str] = {}
         for url in agent_urls:
             got = agent_pairs(url)
             if isinstance(got, str):
-                unread.append(got)
+                unread[url] = got
                 continue
             for pair in got:
-                if pair.prefill in engines and pair.decode in engines:
-                    # Both ends' agents list a pair; the measuring (decode) side's verdict is the same.
-                    reports.setdefault((pair.prefill, pair.decode), pair)
+                key = (pair.prefill, pair.decode)
+                # Both ends' agents list a pair: the decode side measures it, the prefill side relays
+                # that a little later, so an ok from either is the newer verdict.
+                if pair.prefill in engines and pair.decode in engines and (key not in reports or pair.ok):
+                    reports[key] = pair
         for key, pair in reports.items():
             if pair.state == "broken":
                 broken_since.setdefault(key, now)
@@ -82,6 +84,6 @@ def wait_pairs(
             progress.done(f"KV paths: {ok} of {len(pairs)} verified in {elapsed:.0f} s"
                           + "".join(f"; {p.prefill} -> {p.decode} {p.state}" for p in pairs if not p.ok))
             return pairs, unread
-        waiting = [f"{p.prefill} -> {p.decode} {p.state}" for p in pairs if not p.ok] + unread
+        waiting = [f"{p.prefill} -> {p.decode} {p.state}" for p in pairs if not p.ok] + list(unread.values())
         progress.show(f"KV paths: {', '.join(waiting) or 'waiting for the KV agents'} ({elapsed:.0f} s)")
         time.sleep(poll_s)
