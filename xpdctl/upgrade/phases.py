@@ -16,7 +16,8 @@ from xpdctl.upgrade.state import Instance, Phase
 BATCH_STEPS = ["check-floor", "pull", "drain", "wait-idle", "stop", "install", "start", "health", "warm-up",
                "pairs-ok", "undrain"]
 UP_STEPS = ["pull", "install", "start", "health", "warm-up", "pairs-ok", "add"]
-DOWN_STEPS = ["drain", "wait-idle", "remove", "stop"]
+# Surge and green instances leave only once the instances that replace them serve.
+DOWN_STEPS = ["check-floor", "drain", "wait-idle", "remove", "stop"]
 
 
 def sizes(pool_size: int, max_unavailable: int) -> tuple[int, int, int]:

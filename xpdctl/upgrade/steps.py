@@ -119,8 +119,14 @@ def step_drain(ctx: Context, instances: list[Instance]) -> None:
 
 
 def step_undrain(ctx: Context, instances: list[Instance]) -> None:
+    """Undrain, then wait until the router serves them: a restarted instance the router's health checks
+    saw down stays out of rotation until it passes them again, and the next step may take another out."""
     for i in instances:
         ctx.admin.undrain(i.url)
+    _wait("waiting for the router to serve " + ", ".join(i.name for i in instances),
+          lambda: all((b := ctx.admin.backend(i.url)) is not None and b.serving for i in instances),
+          ctx.options.health_timeout_s, ctx,
+          lambda: f"the router does not find {', '.join(i.name for i in instances)} healthy again; see its log")
 
 
 def step_wait_idle(ctx: Context, instances: list[Instance]) -> None:
