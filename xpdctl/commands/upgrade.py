@@ -44,7 +44,7 @@ def command(inventory: Path, pool: str, image: str | None, max_unavailable: int,
       stop, install, start, health
       warm-up      one request through a prefill->decode pair of its generation (the NIXL handshake)
       pairs-ok     the KV agents report its pairs ok and the router has read that
-      undrain      the router sends it requests again
+      undrain      the router sends it requests again (done when its health checks find it serving)
     A pool of one instance first gets a surge instance (other name and ports) that serves meanwhile.
     A failed step puts the instance back on the old version, stops, and records `failed`;
     fix the cause and run the same command with --resume.
