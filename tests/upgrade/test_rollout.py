@@ -99,8 +99,6 @@ def test_compat_change_refused_in_place_then_blue_green(sim_cluster, load):
         result = json.loads(sim_cluster.upgrade("--blue-green", "-o", "json").stdout)
     assert traffic.failures == [] and traffic.ok > 0
     assert min(traffic.serving) >= 3  # the new generation is up before the old one leaves
-    # Never a serving decode without its generation's prefill: the two generations did overlap.
-    assert any(len(g) == 2 for g in traffic.generations)
     assert result["status"] == "done" and result["mode"] == "blue-green"
     new_generation = result["verdict"]["new_generation"]
     assert new_generation != old_generation

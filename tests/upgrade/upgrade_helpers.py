@@ -137,7 +137,6 @@ class Load:
         self.failures: list[str] = []
         self.latencies: list[float] = []  # seconds, per successful request
         self.serving: list[int] = []  # decode instances serving, per sample
-        self.generations: list[set[str]] = []  # generations of serving decodes, per sample
         self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(workers)]
         self.threads.append(threading.Thread(target=self._sampler, daemon=True))
 
@@ -184,7 +183,6 @@ class Load:
                 backends = json.loads(resp.read())["backends"]
             serving = [b for b in backends if b["pool"] == "decode" and b["health"] == "healthy" and not b["draining"]]
             self.serving.append(len(serving))
-            self.generations.append({b["generation"] for b in serving})
             time.sleep(0.2)
 
     def __enter__(self) -> Load:
