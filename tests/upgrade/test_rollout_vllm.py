@@ -14,6 +14,8 @@ from upgrade_helpers import Load, free_port_block
 
 
 @pytest.mark.vllm
+# Two more vLLM starts (the surge instance, then the restarted decode): minutes each on 2 shared cores.
+@pytest.mark.timeout(3600)
 def test_rolling_restart_of_single_decode_under_load(local_cluster):
     state = Path(local_cluster.env["XPDCTL_STATE_DIR"]) / local_cluster.up["cluster"]
     manifest = json.loads((state / "rendered" / "manifest.json").read_text())
