@@ -20,7 +20,9 @@ from deploy_helpers import complete, key_of, metric_sum, skip_unless_testhosts_p
 
 from xpdctl.testhosts import fleet
 
-pytestmark = [pytest.mark.vllm, pytest.mark.testhosts]
+# Provisioning two hosts and starting two engines there (about 10 min on a loaded machine), plus the
+# session's reference engine when no earlier test started it.
+pytestmark = [pytest.mark.vllm, pytest.mark.testhosts, pytest.mark.timeout(3600)]
 
 FLEET = "dplv"
 PREFILL, DECODE = f"{FLEET}-1", f"{FLEET}-2"
