@@ -33,7 +33,11 @@ async def start(config: SimConfig) -> RunningSim:
     engine = app[ENGINE_KEY]
     host = config.advertised_side_channel_host()
     if config.side_channel_port:
-        side = web.TCPSite(runner, config.side_channel_host or config.host, config.side_channel_port, reuse_address=True)
+        # Every decode pull lands here at once under load: aiohttp's default backlog of 128 overflowed
+        # at 256 streams and stalled pulls for 30 s, so it gets the main site's backlog.
+        side = web.TCPSite(
+            runner, config.side_channel_host or config.host, config.side_channel_port, backlog=4096, reuse_address=True
+        )
         await side.start()
         engine.side_channel = (host, bound_port(side))
     else:
