@@ -14,6 +14,10 @@ from upgrade_helpers import Load, free_port_block
 
 
 @pytest.mark.vllm
+# soak: ~25 minutes here, and on a starved machine the serving decode's /health can time out while the
+# surge engine compiles, so the router drops it and requests fail (seen twice at load 30-40; passed at
+# lower load). Run it on a quiet machine: `pytest -m soak`.
+@pytest.mark.soak
 # Two more vLLM starts (the surge instance, then the restarted decode): minutes each on 2 shared cores.
 @pytest.mark.timeout(3600)
 def test_rolling_restart_of_single_decode_under_load(local_cluster):
