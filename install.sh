@@ -36,11 +36,11 @@ if [ "$want_test" = 1 ]; then
   pip install -q -e ".[test]"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
-    for tool in debootstrap:debootstrap ssh:openssh-client ip:iproute2 dpkg-scanpackages:dpkg-dev openssl:openssl gpg:gnupg; do
+    for tool in debootstrap:debootstrap ssh:openssh-client ip:iproute2 dpkg-scanpackages:dpkg-dev openssl:openssl gpg:gnupg systemd-analyze:systemd; do
       command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
     done
     if [ -n "$missing" ]; then
-      step "installing$missing (test hosts)"
+      step "installing$missing (test hosts, unit checks)"
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     fi
   fi
