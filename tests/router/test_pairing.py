@@ -70,3 +70,30 @@ async def test_pairs_a_kv_agent_reports_broken_are_not_used(cluster, http, wait_
         assert bad.engine.log
     finally:
         await runner.cleanup()
+
+
+async def test_decodes_gone_during_the_prefill_leg_retry_on_another_prefill(cluster, http, wait_until):
+    """A prefill whose only compatible decode is drained while it computes (a generation being retired
+    mid-request) is not the client's problem: nothing was sent yet, so another prefill serves it."""
+    import asyncio
+
+    token = {"Authorization": "Bearer t0ken"}
+    slow_old = await cluster.sim("prefill", ttft_ms=1000)
+    old_d, new_p, new_d = await cluster.sim("decode"), await cluster.sim("prefill"), await cluster.sim("decode")
+    backends = [
+        {"url": slow_old.url, "pool": "prefill", "generation": "old"},
+        {"url": old_d.url, "pool": "decode", "generation": "old"},
+        {"url": new_d.url, "pool": "decode", "generation": "new"},
+    ]
+    router = await cluster.router(backends=backends, admin={"token": "t0ken"})
+    request = asyncio.ensure_future(http.post(router.url + "/v1/completions", json=BODY))
+    await wait_until(lambda: slow_old.engine.log)  # the prefill leg is under way on the old generation
+    async with http.post(router.url + "/admin/backends", json={"url": new_p.url, "pool": "prefill", "generation": "new"},
+                         headers=token) as resp:
+        assert resp.status == 201
+    async with http.post(router.url + "/admin/backends/drain", json={"url": old_d.url}, headers=token) as resp:
+        assert resp.status == 200
+    resp = await request
+    assert resp.status == 200, await resp.text()
+    resp.release()
+    assert not old_d.engine.log and len(new_p.engine.log) == 1 and len(new_d.engine.log) == 1

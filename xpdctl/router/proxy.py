@@ -142,7 +142,13 @@ class Proxy:
                 continue
             decode = selection.pick_decode(self.registry, prefill)
             if decode is None:
-                return error_response(503, f"no healthy decode backend pairs with prefill {prefill.url} (generation {prefill.generation!r})")
+                # Its decodes went away during the prefill leg (drained, removed, unhealthy): nothing
+                # has reached the client yet, so another prefill with live partners may still serve.
+                failure = LegFailed(
+                    503, "no_decode",
+                    f"no healthy decode backend pairs with prefill {prefill.url} (generation {prefill.generation!r})",
+                )  # fmt: skip
+                continue
             payload = orjson.dumps(pdcontract.decode_request(body, kv))
             return await self._decode_leg(request, decode, payload, chat, stream, headers, started)
         if self.config.decode_only_on_prefill_failure:
