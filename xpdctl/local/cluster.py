@@ -1,8 +1,9 @@
 """Which cluster an inventory names, where its state lives and which executor runs its services.
 
-``up``, ``status`` and ``down`` start here. Only clusters whose hosts are all this machine have an
-executor yet (:class:`~xpdctl.local.executor.LocalExecutor`); a multi-host form plugs a provisioning
-step and remote executors in at :func:`executor_for`.
+``up``, ``status``, ``down`` and ``upgrade`` start here. A cluster whose hosts are all this machine
+with runtime native (:func:`xpdctl.deploy.where.runs_locally`) runs under the
+:class:`~xpdctl.local.executor.LocalExecutor`; any other runs on its hosts through systemd over SSH
+(:class:`~xpdctl.remote.executor.RemoteExecutor`), after ``up`` provisioned them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from xpdctl.errors import InputError
 from xpdctl.local.executor import Executor, LocalExecutor
 from xpdctl.paths import cluster_state_dir
 
@@ -34,19 +34,26 @@ def is_this_machine(address: str) -> bool:
 
 
 def executor_for(plan, state_dir: Path) -> Executor:
-    """The executor that runs this plan's services. Only clusters on this machine have one yet."""
-    from xpdctl.inventory.topology import runtime_of
+    """The executor that runs this plan's services."""
+    from xpdctl.deploy.where import runs_locally
+
+    if runs_locally(plan.inventory):
+        return LocalExecutor(state_dir)
+    from xpdctl.remote.executor import RemoteExecutor
+
+    return RemoteExecutor(plan.inventory, rendered_dir(state_dir))
+
+
+def host_shell_for(plan):
+    """Runs a script on a host of this plan: this machine's shell where :func:`executor_for` runs
+    services here, SSH otherwise."""
+    from xpdctl.deploy.where import runs_locally
+    from xpdctl.observe.transport import LocalShellTransport, cluster_ssh
+    from xpdctl.remote.hostrun import HostShell, ssh_targets
 
     inv = plan.inventory
-    remote = [h.name for h in inv.hosts if not is_this_machine(h.address)]
-    containers = [h.name for h in inv.hosts if runtime_of(inv, h) != "native"]
-    if remote or containers:
-        raise InputError(
-            f"up, status and down run here only for clusters whose hosts are all this machine with "
-            f"runtime: native; {', '.join(sorted(set(remote + containers)))} are not. For real hosts, render the "
-            "cluster (`xpdctl render`) and provision it; try `xpdctl up -i inventory/local.yaml` here"
-        )
-    return LocalExecutor(state_dir)
+    transport = LocalShellTransport() if runs_locally(inv) else cluster_ssh(inv.cluster)
+    return HostShell(transport, ssh_targets(inv))
 
 
 def router_url(plan) -> str:

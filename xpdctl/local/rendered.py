@@ -57,14 +57,16 @@ def load_manifest(tree: Path) -> Manifest:
         raise InputError(f"{path}: not a manifest xpdctl understands: {exc}; render the cluster again") from exc
 
 
-def rendered_services(tree: Path) -> list[RenderedService]:
+def rendered_services(tree: Path, *, unique_names: bool = True) -> list[RenderedService]:
+    """``unique_names``: refuse a name on two hosts, as a local cluster must (every host is this
+    machine); services on real hosts are per host (each host has its ``kv-agent``)."""
     manifest = load_manifest(tree)
     services: list[RenderedService] = []
     names: dict[str, str] = {}
     for host_name, host in manifest.hosts.items():
         host_paths = HostPaths(tree / "hosts" / host_name)
         for svc in host.services:
-            if svc.name in names:
+            if svc.name in names and unique_names:
                 # Every host of a local cluster is this machine: two hosts' services may not share a name.
                 raise InputError(
                     f"{tree / 'manifest.json'}: service {svc.name} is on hosts {names[svc.name]} and {host_name}; "

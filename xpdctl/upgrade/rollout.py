@@ -193,19 +193,13 @@ def run(ctx: Context) -> None:
     save_rollout(ctx.layout, r)
 
 
-def _executor(loaded, environ: Mapping[str, str], state_dir: Path):
-    from xpdctl.inventory.topology import runtime_of
-    from xpdctl.local.cluster import executor_for, is_this_machine
+def _runners(loaded, environ: Mapping[str, str], state_dir: Path):
+    """(executor, host shell) of the cluster: this machine's for a local cluster, SSH for hosts."""
+    from xpdctl.local.cluster import executor_for, host_shell_for
     from xpdctl.plan import build_plan
 
-    inv = loaded.inventory
-    others = sorted(h.name for h in inv.hosts if not is_this_machine(h.address) or runtime_of(inv, h) != "native")
-    if others:
-        raise InputError(
-            f"upgrade changes services through the local executor only so far, and {', '.join(others)} are not "
-            "this machine with runtime native; `--dry-run` shows the verdict and the phases for any cluster"
-        )
-    return executor_for(build_plan(loaded, environ), state_dir)
+    plan = build_plan(loaded, environ)
+    return executor_for(plan, state_dir), host_shell_for(plan)
 
 
 def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapping[str, str] | None = None
@@ -218,7 +212,7 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
     state_dir = cluster_state_dir(inv.cluster)
     layout = Layout(state_dir)
     deployed_dir = state_dir / "rendered"
-    executor = None if req.dry_run else _executor(loaded, environ, state_dir)
+    executor, shell = (None, None) if req.dry_run else _runners(loaded, environ, state_dir)
     if not (deployed_dir / "manifest.json").exists():
         raise InputError(f"cluster {inv.cluster} has not been brought up (no {deployed_dir}); run `xpdctl up` first")
 
@@ -258,7 +252,7 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
         router = next(s for s in manifest["hosts"][router_host]["services"] if s["role"] == "router")
         token = admin_token(inv.router.admin_token_env, environ, deployed_dir / router["env_file"])
         ctx = Context(
-            rollout=rollout, layout=layout, deployed=deployed_dir, executor=executor,
+            rollout=rollout, layout=layout, deployed=deployed_dir, executor=executor, shell=shell,
             admin=RouterAdmin(manifest["router"]["url"], token), model=inv.model.name, options=options,
             progress=progress,
         )

@@ -7,7 +7,7 @@ service out of it, ``install`` puts the new files in, ``start`` applies it throu
 
 from __future__ import annotations
 
-import subprocess
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +18,8 @@ from xpdctl.local.executor import Executor
 from xpdctl.local.health import Progress, Target, wait_healthy
 from xpdctl.local.kvpath import agent_pairs
 from xpdctl.local.rendered import rendered_services
+from xpdctl.provision.hosts import container_image
+from xpdctl.remote.hostrun import HostShell
 from xpdctl.render import read_tree
 from xpdctl.router.config import load_router_config
 from xpdctl.upgrade.routeradmin import BackendView, RouterAdmin
@@ -46,6 +48,7 @@ class Context:
     model: str
     options: Options
     progress: Progress
+    shell: HostShell  # runs step_pull's check on an instance's host
 
     def source(self, instance: Instance) -> Path:
         return self.layout.target if instance.source == "target" else self.layout.alt
@@ -61,7 +64,7 @@ def apply_deployed(ctx: Context) -> None:
     held = {name: h for name, h in load_held(ctx.layout).items() if running.get(name) == h}
     save_held(ctx.layout, held)
     units = []
-    for s in rendered_services(ctx.deployed):
+    for s in rendered_services(ctx.deployed, unique_names=False):  # `up` checked local clusters
         unit = s.desired
         if unit.unit.name in held:
             unit = unit.model_copy(update={"unit": unit.unit.model_copy(update={"content_hash": held[unit.unit.name]})})
@@ -93,23 +96,39 @@ def step_check_floor(ctx: Context, instances: list[Instance]) -> None:
                   "Check `xpdctl status`, then run the upgrade again with --resume")
 
 
-def step_pull(ctx: Context, instances: list[Instance]) -> None:
-    """Have the new program on the host before anything stops (an image pull takes minutes).
+def _check_interpreter(argv: list[str]) -> str:
+    """Native runtime: the new interpreter runs on the host and has the engine's module."""
+    module = argv[argv.index("-m") + 1].split(".")[0] if "-m" in argv else None
+    if module is None:
+        return shlex.join([argv[0], "--version"])
+    return shlex.join([argv[0], "-c", f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 1)"])
 
-    Native runtime: the new interpreter exists and has the engine's module.
-    """
-    services = {s.desired.unit.name: s for tree in {ctx.source(i) for i in instances} for s in rendered_services(tree)}
+
+def _pull_image(argv: list[str]) -> str:
+    """Container runtime: the image is on the host before its instance stops."""
+    return shlex.join(["docker", "pull", container_image(argv)])
+
+
+# What "have the new program on the host" means per runtime; the runtime shows in the unit's command.
+PULL: dict[str, Callable[[list[str]], str]] = {"native": _check_interpreter, "container": _pull_image}
+
+
+def step_pull(ctx: Context, instances: list[Instance]) -> None:
+    """Have the new program on the instance's host before anything stops (an image pull takes minutes)."""
+    services = {(s.desired.host, s.desired.unit.name): s for tree in {ctx.source(i) for i in instances}
+                for s in rendered_services(tree, unique_names=False)}
     for i in instances:
-        argv = services[i.name].desired.unit.exec_start.argv
-        module = argv[argv.index("-m") + 1].split(".")[0] if "-m" in argv else None
-        check = ["-c", f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 1)"]
-        try:
-            done = subprocess.run([argv[0], *check] if module else [argv[0], "--version"],
-                                  capture_output=True, text=True, timeout=120)
-        except OSError as exc:
-            raise ExecutionError(f"{i.name}: the new program {argv[0]} cannot run ({exc.strerror})") from exc
-        if done.returncode != 0:
-            raise ExecutionError(f"{i.name}: {argv[0]} lacks the module {module}: {done.stderr.strip()[-300:]}")
+        argv = services[i.host, i.name].desired.unit.exec_start.argv
+        command = PULL["container" if container_image(argv) else "native"](argv)
+        ctx.progress.show(f"{i.name}: {command} on {i.host}")
+        run = ctx.shell.run(i.host, command + " 2>&1", ctx.options.health_timeout_s)
+        problem = run.problem(ctx.options.health_timeout_s)
+        if problem:
+            raise ExecutionError(f"{i.name}: getting the new program ready failed: {problem}")
+        if run.result.rc != 0:
+            said = run.result.stdout.strip()[-300:] or f"exit status {run.result.rc}"
+            raise ExecutionError(f"{i.name}: `{command}` failed on {i.host} ({said}); install the new release there "
+                                 "(or fix the image reference), then run the upgrade again with --resume")
 
 
 def step_drain(ctx: Context, instances: list[Instance]) -> None:
