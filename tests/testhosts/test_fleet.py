@@ -9,6 +9,8 @@ xpdctl's own parsers (xpdctl.probes), the same code status and preflight use on 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +25,7 @@ from xpdctl.inventory import load_inventory
 from xpdctl.probes.amd import parse_amd_smi, parse_rocm_smi_product
 from xpdctl.probes.nvidia import QUERY_ARGS, parse_query_csv, parse_query_xml
 from xpdctl.probes.pci import parse_sysfs_listing
-from xpdctl.testhosts import fleet, host, network
+from xpdctl.testhosts import fleet, host, network, supervise
 from xpdctl.testhosts.layout import fleet_dirs
 from xpdctl.testhosts.models import GpuDecl
 
@@ -238,6 +240,53 @@ def test_ansible_reboot_module_reboots_a_host(hosts, tmp_path):
     assert ssh(record, target.address, "cat /proc/sys/kernel/random/boot_id").stdout != boot_id
     assert ssh(record, target.address, "test -e /run/marker", check=False).returncode == 1
     assert ssh(record, target.address, "systemctl is-active ssh").stdout.strip() == "active"
+
+
+def _wait_rebooted(record, address: str, boot_id: str, timeout_s: float) -> str:
+    """The host's new boot_id, once it answers with one (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            now = ssh(record, address, "cat /proc/sys/kernel/random/boot_id", check=False).stdout
+        except subprocess.TimeoutExpired:
+            now = ""
+        if now.strip() and now != boot_id:
+            return now
+        time.sleep(1)
+    raise AssertionError(f"{address} did not come back within {timeout_s:.0f} s")
+
+
+def _outer_pid_1(netns: str) -> int:
+    """This machine's PID of the host's PID 1 (the process that is PID 1 in its own PID namespace)."""
+    for pid in network.netns_pids(netns):
+        status = Path(f"/proc/{pid}/status").read_text()
+        nspids = next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[1:]
+        if len(nspids) > 1 and nspids[-1] == "1":
+            return pid
+    raise AssertionError(f"no PID 1 in {netns}")
+
+
+def test_reboot_asked_while_pid_1_still_boots_is_not_lost(hosts):
+    """PID 1 (Debian's daemonless systemctl) takes SIGTERM only after starting every enabled unit; a
+    reboot asked right after SSH answers (Ansible does exactly that) must still happen."""
+    record, _ = hosts
+    target = record.hosts[1]
+    fleet.reboot(FLEET, target.name)
+    boot_id = ssh(record, target.address, "cat /proc/sys/kernel/random/boot_id; shutdown -r 0 'right after boot'").stdout
+    _wait_rebooted(record, target.address, boot_id.splitlines()[0] + "\n", 300)
+
+
+def test_pid_1_that_never_ends_is_powered_off_after_the_grace(hosts):
+    """A shutdown that hangs (here: PID 1 frozen from outside, so it never handles the request) ends
+    with the supervisor cutting the power after its grace, and the host boots again."""
+    record, _ = hosts
+    target = record.hosts[1]
+    boot_id = ssh(record, target.address, "cat /proc/sys/kernel/random/boot_id").stdout
+    os.kill(_outer_pid_1(target.netns), signal.SIGSTOP)
+    ssh(record, target.address, "reboot")
+    _wait_rebooted(record, target.address, boot_id, supervise.SHUTDOWN_GRACE_S + 300)
+    log = fleet_dirs(FLEET).host(target.name).log.read_text()
+    assert "cutting the power" in log
 
 
 def test_poweroff_inside_leaves_the_host_stopped_until_created_again(hosts):

@@ -143,7 +143,7 @@ def boot(dirs: HostDirs, netns: str, hostname: str, lower: Path, shares: list[Pa
     }
     with open(dirs.log, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "xpdctl.testhosts.supervise", netns, str(dirs.reboot_request)],
+            [sys.executable, "-m", "xpdctl.testhosts.supervise", netns, str(dirs.power_requests)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -180,7 +180,8 @@ def wait_for_ssh(address: str, port: int, deadline: float, dirs: HostDirs, boote
 
 def stop(dirs: HostDirs, netns_pids: list[int], timeout: float = 10) -> None:
     """Kill every process of the host (all live in its network namespace) and wait until they are gone."""
-    dirs.reboot_request.unlink(missing_ok=True)  # or the supervisor would boot it again
+    for request in dirs.power_requests.glob("*-requested"):
+        request.unlink(missing_ok=True)  # or the supervisor would boot it again
     outer = pid(dirs)
     kill_all(netns_pids + ([outer] if outer is not None else []), timeout)
     dirs.pid.unlink(missing_ok=True)

@@ -84,9 +84,13 @@ class HostDirs:
         return self.root / "sysctl"
 
     @property
+    def power_requests(self) -> Path:
+        # Where the host's stand-in `reboot`/`poweroff` leave their request, on its disk, for the supervisor.
+        return self.upper / "var/lib/xpd-testhost"
+
+    @property
     def reboot_request(self) -> Path:
-        # Left in the host's disk by its stand-in `reboot`; the supervisor boots the host again.
-        return self.upper / "var/lib/xpd-testhost/reboot-requested"
+        return self.power_requests / "reboot-requested"
 
     @property
     def pid(self) -> Path:
