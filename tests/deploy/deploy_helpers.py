@@ -7,28 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 
 from xpdctl.testhosts import fleet
 from xpdctl.testhosts.layout import fleet_dirs
 
 # One `up` provisions every host and waits for every stage; a loaded machine makes it slow.
 COMMAND_TIMEOUT_S = 2400
-
-
-def skip_unless_testhosts_possible() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("test hosts need root (network namespaces, mounts)")
-    missing = [tool for tool in fleet.TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"test hosts need {', '.join(missing)} (./install.sh --test installs them)")
 
 
 def xpdctl_runner(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from deploy_helpers import skip_unless_testhosts_possible, ssh, state_env, xpdctl_runner
+from deploy_helpers import ssh, state_env, xpdctl_runner
 
 from xpdctl.testhosts import fleet
 from xpdctl.testhosts.models import GpuDecl
@@ -33,9 +33,8 @@ ENGINE_UNITS = {NVIDIA: f"xpd-{FLEET}-prefill-0", NVIDIA2: f"xpd-{FLEET}-prefill
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, testhosts_possible):
     """(xpdctl runner, inventory path, fleet record); the fleet is destroyed at module end."""
-    skip_unless_testhosts_possible()
     tmp = tmp_path_factory.mktemp("deploy-testhosts")
     env = state_env(tmp)
     patch = pytest.MonkeyPatch()

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from deploy_helpers import complete, key_of, metric_sum, skip_unless_testhosts_possible, state_env, xpdctl_runner
+from deploy_helpers import complete, key_of, metric_sum, state_env, xpdctl_runner
 
 from xpdctl.testhosts import fleet
 
@@ -51,9 +50,8 @@ def _inventory(record, python: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def pd_hosts(tmp_path_factory):
+def pd_hosts(tmp_path_factory, testhosts_possible):
     """`xpdctl up -o json` of a prefill host and a decode host running real vLLM; destroyed at the end."""
-    skip_unless_testhosts_possible()
     tmp = tmp_path_factory.mktemp("deploy-vllm-testhosts")
     env = state_env(tmp)
     patch = pytest.MonkeyPatch()

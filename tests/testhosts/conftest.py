@@ -6,8 +6,6 @@ default fleet (xpd, 10.88.0.x) or other test folders' fleets.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 
 import pytest
@@ -16,14 +14,6 @@ from xpdctl.testhosts import fleet
 from xpdctl.testhosts.models import FleetRecord
 
 SSH_TIMEOUT_S = 300
-
-
-def _skip_unless_possible() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("test hosts need root (network namespaces, mounts)")
-    missing = [tool for tool in fleet.TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"test hosts need {', '.join(missing)} (./install.sh --test installs them)")
 
 
 def ssh_argv(record: FleetRecord, address: str, *options: str) -> list[str]:
@@ -39,9 +29,8 @@ def ssh(record: FleetRecord, address: str, command: str, check: bool = True) -> 
 
 
 @pytest.fixture(scope="module")
-def make_fleet():
+def make_fleet(testhosts_possible):
     """make_fleet(name, count, gpus, subnet=..., **create_kwargs) -> FleetRecord; destroyed at module end."""
-    _skip_unless_possible()
     made: list[str] = []
 
     def make(name: str, count: int, gpus: list, subnet: str, **kwargs) -> FleetRecord:
