@@ -57,7 +57,7 @@ def test_bench_compares_two_simulated_clusters_and_tables_match_json(tmp_path):
         assert len(run["points"]) == 4
         for p in run["points"]:
             m = p["metrics"]
-            assert m["completed"] == p["num_prompts"] == 4 * p["concurrency"] and m["failed"] == 0
+            assert m["completed"] == p["num_prompts"] == 4 * p["concurrency"] and m["failed"] == 0 and p["errors"] == {}
             # Exact lengths: the simulator counts each generated word as one prompt token.
             assert m["total_input_tokens"] == p["isl"] * p["num_prompts"]
             assert m["total_output_tokens"] == p["osl"] * p["num_prompts"]

@@ -35,7 +35,7 @@ def test_builtin_client_sends_exact_prompt_lengths_to_real_vllm(local_cluster, b
     assert run["url"] == local_cluster.router_url.rstrip("/")
     for p in run["points"]:
         m = p["metrics"]
-        assert p["backend"] == "builtin" and m["completed"] == p["num_prompts"] and m["failed"] == 0
+        assert p["backend"] == "builtin" and m["completed"] == p["num_prompts"] and m["failed"] == 0, p["errors"]
         # vLLM's own usage counts: the prompts have exactly ISL tokens of the model's tokenizer.
         assert m["total_input_tokens"] == 48 * p["num_prompts"]
         assert m["total_output_tokens"] == 8 * p["num_prompts"]

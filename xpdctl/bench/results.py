@@ -31,6 +31,9 @@ class Point(_Model):
     request_rate: float | None  # None = all at once
     backend: str  # builtin | vllm
     metrics: dict[str, float]
+    # Why requests failed: each distinct message with its count (the builtin client only), so a
+    # failed point says what went wrong without a rerun.
+    errors: dict[str, int] = {}
 
     @property
     def e2el_s(self) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,14 +49,17 @@ class BenchSession:
                   deployment=target.deployment)
         for spec in self.specs():
             what = f"{target.label} {spec.isl}/{spec.osl} c{spec.concurrency}"
+            errors: dict[str, int] = {}
             if self.backend == "vllm":
                 metrics = vllm_backend.run_point(target.url, target.model, self.settings.tokenizer, spec, self.folder / "vllm")
                 on_progress(spec.warmups + spec.num_prompts, what)
             else:
                 prompts = random_prompts(spec.num_prompts, spec.isl, self._tokenizer, spec.seed)
-                metrics, _ = asyncio.run(run_point(target.url, target.model, spec, prompts, lambda n, what=what: on_progress(n, what)))
+                metrics, outputs = asyncio.run(run_point(target.url, target.model, spec, prompts, lambda n, what=what: on_progress(n, what)))
+                errors = dict(Counter(o.error for o in outputs if not o.success))
             run.points.append(Point(isl=spec.isl, osl=spec.osl, concurrency=spec.concurrency, num_prompts=spec.num_prompts,
-                                    request_rate=self.settings.request_rate, backend=self.backend, metrics=metrics))
+                                    request_rate=self.settings.request_rate, backend=self.backend, metrics=metrics,
+                                    errors=errors))
         return run
 
     def finish(self, runs: list[Run]) -> Results:
