@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests import ports
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,37 +70,10 @@ def testhosts_possible() -> None:
 VLLM_START_TIMEOUT_S = 1500  # generous: the machine is shared, and starts slow down under load
 
 
-def _free_port_block(count: int) -> int:
-    """The first of ``count`` consecutive free TCP ports on loopback, below the kernel's ephemeral range.
-
-    vLLM binds its HTTP port a minute or more after it starts; a port from the ephemeral range may by
-    then be taken by any outgoing connection (vLLM's own ZMQ sockets included).
-    """
-    import random
-
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(10000, low - count)
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports on loopback")
-
-
 @pytest.fixture(scope="session")
 def free_port_block():
-    """free_port_block(count) -> first of ``count`` consecutive free loopback ports (see _free_port_block)."""
-    return _free_port_block
+    """free_port_block(count) -> first of ``count`` consecutive free loopback ports (tests/ports.py)."""
+    return ports.free_port_block
 
 
 def _wait_health(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
@@ -138,7 +112,7 @@ def _local_inventory(tmp: Path) -> Path:
     """inventory/local.yaml with free ports (a developer's own local cluster may hold the defaults)
     and the interpreter named by absolute path (the copy lives outside the repository)."""
     data = yaml.safe_load((REPO / "inventory" / "local.yaml").read_text())
-    base = _free_port_block(6)
+    base = ports.free_port_block(6)
     data["pools"]["prefill"]["port"] = base
     data["pools"]["decode"]["port"] = base + 1
     data["router"]["port"] = base + 2
@@ -175,7 +149,7 @@ def vllm_session(tmp_path_factory):
     inventory = _local_inventory(tmp)
     # The router's admin API on, for tests that drain and add backends (tests/upgrade).
     env = dict(os.environ, XPDCTL_STATE_DIR=str(tmp / "state"), XPDCTL_ROUTER_ADMIN_TOKEN="vllm-tier-admin-token")
-    agg_port = _free_port_block(1)
+    agg_port = ports.free_port_block(1)
     agg_url = f"http://127.0.0.1:{agg_port}"
     # The model must exist before the reference engine starts; `up` would build it too.
     from xpdctl.inventory import load_inventory

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from upgrade_helpers import Load, free_port_block
+from upgrade_helpers import Load
+
+from tests.ports import free_port_block
 
 
 @pytest.mark.vllm

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -20,30 +19,10 @@ from pathlib import Path
 
 import yaml
 
+from tests.ports import free_port_block
+
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "upgrade-test-token"
-
-
-def free_port_block(count: int) -> int:
-    """The first of ``count`` consecutive free TCP ports on loopback, below the ephemeral range: the
-    load's client connections take ephemeral ports and must not take the surge/green ports."""
-    import random
-
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - count)
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports on loopback")
 
 
 def write_release(path: Path, broken_port: int | None = None) -> Path:
