@@ -222,20 +222,10 @@ def run_sim(args, work: Path, workers: list[subprocess.Popen]) -> list[tuple[str
 
 
 def _ssh(address: str, command: str) -> None:
-    from xpdctl.testhosts.layout import fleet_dirs
+    from xpdctl.testhosts.fleet import ssh_argv
 
-    dirs = fleet_dirs(FLEET)
-    argv = [
-        "ssh",
-        "-i",
-        str(dirs.key),
-        "-o",
-        f"UserKnownHostsFile={dirs.known_hosts}",
-        "-o",
-        "BatchMode=yes",
-        f"root@{address}",
-        command,
-    ]
+    *argv, destination = ssh_argv(FLEET, address)
+    argv += ["-o", "BatchMode=yes", destination, command]
     subprocess.run(argv, check=True, capture_output=True, timeout=600)
 
 

@@ -16,7 +16,6 @@ from xpdctl.observe.livetree import live_tree
 from xpdctl.plan import build_plan
 from xpdctl.render import render_files
 from xpdctl.testhosts import fleet
-from xpdctl.testhosts.layout import fleet_dirs
 from xpdctl.testhosts.models import GpuDecl
 
 pytestmark = pytest.mark.testhosts
@@ -37,18 +36,8 @@ INSTALL_AMD = (
 
 
 def _ssh(address: str, command: str, stdin: str | None = None) -> str:
-    dirs = fleet_dirs(FLEET)
-    argv = [
-        "ssh",
-        "-i",
-        str(dirs.key),
-        "-o",
-        f"UserKnownHostsFile={dirs.known_hosts}",
-        "-o",
-        "BatchMode=yes",
-        f"root@{address}",
-        command,
-    ]
+    *argv, destination = fleet.ssh_argv(FLEET, address)
+    argv += ["-o", "BatchMode=yes", destination, command]
     done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{command} on {address} exited {done.returncode}: {done.stderr[-2000:]}"
     return done.stdout
