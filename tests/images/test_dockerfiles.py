@@ -86,25 +86,38 @@ def test_shipped_inventories_name_the_images_vllm_release():
         assert inventory["engine"]["vllm_version"] == release, name
 
 
+def _kv_transport(dockerfile: Dockerfile) -> str:
+    """The shared UCX/NIXL build script as the image runs it: its positional parameters replaced by the
+    arguments of the RUN that calls it (build context: images/)."""
+    copies = [shlex.split(c) for c in dockerfile.of("COPY")]
+    (source, installed), = [c for c in copies if c[0] == "engine-common/ucx-nixl.sh"]
+    (call,) = [shlex.split(r) for r in dockerfile.of("RUN") if r.startswith(installed.rsplit("/", 1)[-1])]
+    script = (IMAGES / source).read_text()
+    for i, value in enumerate(call[1:], start=1):
+        script = re.sub(rf"^(\w+)=\${i}$", lambda m, v=value: f"{m.group(1)}={v}", script, flags=re.M)
+    names = dict(re.findall(r"^(\w+)=(\S+)$", script, flags=re.M))
+    return re.sub(r"\$\{(\w+)\}", lambda m: names.get(m.group(1), m.group(0)), script)
+
+
 @pytest.mark.parametrize("name", ENGINES)
 def test_engine_images_install_vllm_ucx_and_nixl_and_check_them(name):
     dockerfile = parse(IMAGES / name / "Dockerfile")
-    run = dockerfile.run
-    plain = run.replace('"', "")  # shell quoting aside
+    run, transport = dockerfile.run, _kv_transport(dockerfile)
+    plain = (run + "\n" + transport).replace('"', "")  # shell quoting aside
     version = dockerfile.args["VLLM_VERSION"]
     assert f"vllm=={version}" in plain or f"--branch v{version} https://github.com/vllm-project/vllm" in plain
     assert f"--branch v{dockerfile.args['UCX_VERSION']} https://github.com/openucx/ucx" in plain
-    assert "--with-verbs" in run and "--with-rdmacm" in run
+    assert "--with-verbs" in transport and "--with-rdmacm" in transport
     assert f"--branch {dockerfile.args['NIXL_VERSION']} https://github.com/ai-dynamo/nixl" in plain
-    assert "ucx_path=/opt/ucx" in run, "NIXL must be built against the UCX built here"
+    assert "ucx_path=/opt/ucx" in transport, "NIXL must be built against the UCX built here"
     # The build fails unless UCX runs and vLLM (at the pinned version) and NIXL import.
-    assert "ucx_info -v" in run
+    assert transport.startswith("#!/bin/sh") and "set -eu" in transport and "ucx_info -v" in transport
     assert "import vllm, nixl" in run and f"startswith('{version}')" in run
 
 
 def test_each_engine_builds_ucx_for_its_own_gpu_memory():
-    assert "--with-cuda=" in parse(IMAGES / "engine-cuda" / "Dockerfile").run
-    assert "--with-rocm=" in parse(IMAGES / "engine-rocm" / "Dockerfile").run
+    assert "--with-cuda=/usr/local/cuda" in _kv_transport(parse(IMAGES / "engine-cuda" / "Dockerfile"))
+    assert "--with-rocm=/opt/rocm" in _kv_transport(parse(IMAGES / "engine-rocm" / "Dockerfile"))
 
 
 def test_xpdctl_image_installs_xpdctl_with_the_engines_nixl():
