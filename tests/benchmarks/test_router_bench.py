@@ -5,6 +5,7 @@ belong to the benchmark, not to a test on a shared machine."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "router_bench.py"
 MODES = ("direct", "router", "vllm-router")
+LATENCIES = ("ttft_p50", "ttft_p99", "e2el_p50", "e2el_p99")
+HOPS = ("client_to_prefill", "prefill_to_decode", "decode_to_client_first", "decode_to_client_last")
 TARGETS = ("added TTFT p50 <= 1 ms", "added TTFT p99 <= 5 ms", "added E2EL p50 <= 1 ms", "added E2EL p99 <= 5 ms",
            "throughput >= 0.98 x direct", "throughput >= 1 x vllm-router", "no failed requests")
 
@@ -31,9 +34,10 @@ def run(tmp_path_factory):
     return proc, json.loads((out / "result.json").read_text()) if (out / "result.json").exists() else None
 
 
-def _rows(stdout: str) -> tuple[list[str], list[list[str]]]:
+def _rows(stdout: str, table: int = 0) -> tuple[list[str], list[list[str]]]:
+    """Header words and rows of the ``table``-th table that starts with a CONC column."""
     lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("CONC"))
+    start = [i for i, line in enumerate(lines) if line.startswith("CONC")][table]
     header = lines[start].split()
     rows = []
     for line in lines[start + 1:]:
@@ -62,7 +66,7 @@ def test_header_names_pinning_and_load_average(run):
 def test_targets_are_marked_for_our_router_at_the_highest_concurrency(run):
     proc, data = run
     section = proc.stdout.split("Targets, xpdctl router at 3 streams:", 1)[1].strip().splitlines()
-    assert section[0].split() == ["TARGET", "MEASURED", "RESULT"]
+    assert section[0].split() == ["TARGET", "MEASURED", "UNPAIRED", "RESULT"]
     marked = {line.rsplit(None, 1)[0].split("  ")[0].strip(): line.rsplit(None, 1)[1] for line in section[1:]}
     assert set(marked) == set(TARGETS)
     assert set(marked.values()) <= {"PASS", "FAIL"}
@@ -80,3 +84,39 @@ def test_json_rows_carry_added_latency_and_ratios(run):
     assert ours["x_vllm_router"] == pytest.approx(ours["output_tok_s"] / theirs["output_tok_s"])
     assert ours["router_cpu_ms_per_req"] is not None and direct["router_cpu_ms_per_req"] is None
     assert all(r["output_tok_s"] > 0 for r in data["rows"])
+
+
+def test_paired_and_unpaired_added_latency_are_printed_side_by_side(run):
+    proc, _ = run
+    header, rows = _rows(proc.stdout, table=1)
+    assert " ".join(header) == ("CONC MODE PAIRED +TTFT P50 PAIRED +TTFT P99 PAIRED +E2EL P50 PAIRED +E2EL P99 "
+                                "UNPAIRED +TTFT P50 UNPAIRED +TTFT P99 UNPAIRED +E2EL P50 UNPAIRED +E2EL P99")
+    assert [(r[0], r[1]) for r in rows] == [(c, m) for c in ("1", "3") for m in MODES if m != "direct"]
+    assert all(len(r) == 10 and all(math.isfinite(float(x)) for x in r[2:]) for r in rows), proc.stdout
+
+
+def test_hop_breakdown_covers_every_request_of_every_mode(run):
+    proc, _ = run
+    header, rows = _rows(proc.stdout, table=2)
+    assert " ".join(header) == ("CONC MODE PAIRED IN P50 IN P99 MID P50 MID P99 OUT1 P50 OUT1 P99 OUTN P50 OUTN P99 "
+                                "OVH TTFT P50 OVH TTFT P99 OVH E2EL P50 OVH E2EL P99")
+    assert [(r[0], r[1], r[2]) for r in rows] == [(c, m, "3") for c in ("1", "3") for m in MODES]
+    assert all(len(r) == 15 and all(math.isfinite(float(x)) for x in r[3:]) for r in rows), proc.stdout
+
+
+def test_json_paired_overhead_is_the_sum_of_causal_hops(run):
+    """The engines stamp with the client's clock, so every hop is >= 0 (a request cannot arrive before
+    it was sent); a negative hop would mean the clocks or the stamps' route are wrong."""
+    _, data = run
+    by = {(r["concurrency"], r["mode"]): r for r in data["rows"]}
+    for r in data["rows"]:
+        assert r["paired"] == r["requests"]
+        assert all(math.isfinite(r[f"overhead_{k}_ms"]) for k in LATENCIES)
+        assert set(r["hops_ms"]) == set(HOPS)
+        assert all(0.0 <= r["hops_ms"][hop]["p50"] <= r["hops_ms"][hop]["p99"] for hop in HOPS), r["hops_ms"]
+    direct, ours = by[(3, "direct")], by[(3, "router")]
+    assert direct["paired_added_ttft_p50_ms"] is None
+    assert ours["paired_added_e2el_p99_ms"] == pytest.approx(ours["overhead_e2el_p99_ms"] - direct["overhead_e2el_p99_ms"])
+    judged = {t["target"]: t for t in data["targets"]}
+    assert judged["added TTFT p50 <= 1 ms"]["measured"] == pytest.approx(ours["paired_added_ttft_p50_ms"])
+    assert judged["added TTFT p50 <= 1 ms"]["unpaired"] == pytest.approx(ours["added_ttft_p50_ms"])

@@ -4,6 +4,8 @@
 - ITL: the gap between consecutive messages carrying ``choices`` (one per streamed output).
 - Latency (E2EL): from sending to the last message carrying ``choices`` (not to ``[DONE]``).
 - Output tokens: ``usage.completion_tokens`` of the final usage message; prompt tokens likewise.
+  The whole message is kept (``usage_message``): keys a server adds there, e.g. the simulator's
+  ``--timestamps``, reach the caller.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class RequestOutput:
     output_tokens: int = 0
     start_time: float = 0.0
     error: str = ""
+    usage_message: dict | None = None
 
 
 def completion_payload(model: str, prompt: str, max_tokens: int) -> dict:
@@ -80,6 +83,7 @@ async def stream_completion(session: aiohttp.ClientSession, url: str, model: str
                             out.itl.append(now - last)
                         last = now
                     elif usage := data.get("usage"):
+                        out.usage_message = data
                         out.output_tokens = usage.get("completion_tokens") or 0
                         if usage.get("prompt_tokens") is not None:
                             out.prompt_len = usage["prompt_tokens"]

@@ -30,6 +30,8 @@ from xpdctl.errors import InputError
               help="Port of the simulated NIXL side channel [default: $VLLM_NIXL_SIDE_CHANNEL_PORT, else the HTTP port].")
 @click.option("--kv-lease-s", type=float, default=None,
               help="Seconds a prefill keeps unpulled KV [default: $VLLM_NIXL_ABORT_REQUEST_TIMEOUT, else 480].")
+@click.option("--timestamps", is_flag=True, help="Add arrival and token times (time.monotonic(), CLOCK_MONOTONIC) to answers "
+              "under `xpd_sim_timestamps`, for benchmarks that subtract the engines' own time (docs/router.md).")
 @click.option("--fail-status", type=int, default=None, help="Fault: answer every generate request with this HTTP status.")
 @click.option("--fail-after-tokens", type=int, default=None, help="Fault: drop the connection after this many tokens.")
 @click.option("--first-byte-delay-ms", type=float, default=0.0, help="Fault: hold each response this long first.")

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from xpdctl.perfmodel.simtiming import timing_for
-from xpdctl.sim import kvlease, shapes, textgen
+from xpdctl.sim import kvlease, shapes, stamps, textgen
 from xpdctl.sim.config import Faults, SimConfig
 from xpdctl.sim.faults import FaultState
 from xpdctl.sim.metrics import SimMetrics
@@ -187,15 +187,25 @@ class _Job:
     def _usage(self) -> dict:
         return shapes.usage(self.prompt_tokens, len(self.tokens))
 
+    def _answer_stamps(self, first_token: float, last_token: float) -> dict:
+        return stamps.answer(self.started, first_token, last_token, self.body.get("kv_transfer_params"))
+
     async def whole(self) -> web.Response:
         kv = None
+        first = 0.0
         for i in range(len(self.tokens)):
             self._maybe_drop(i)
             await self._until(i)
             if i == 0:
+                first = time.monotonic()
                 kv = self._kv_params()
         build = shapes.chat_completion if self.chat else shapes.completion
         data = build(self.rid, self.created, self.e.config.model, "".join(self.tokens), "length", self._usage(), kv)
+        if self.e.config.timestamps:
+            if kv is not None:
+                kv[stamps.KEY] = stamps.prefill(self.started, time.monotonic())
+            else:
+                data[stamps.KEY] = self._answer_stamps(first, time.monotonic())
         self.record["tokens_sent"] = len(self.tokens)
         self._finish()
         return web.Response(body=json.dumps(data).encode(), content_type=_JSON, headers={"X-Request-Id": self.request_id})
@@ -214,12 +224,15 @@ class _Job:
             ongoing = shapes.sse_template(shapes.completion_chunk(self.rid, self.created, model, mark, None))
             final = shapes.sse_template(shapes.completion_chunk(self.rid, self.created, model, mark, "length"))
             opening = b""
+        first = sent = 0.0
         for i, token in enumerate(self.tokens):
             self._maybe_drop(i)
             if self.faults.stall_after_tokens == i and self.faults.stall_ms:
                 await asyncio.sleep(self.faults.stall_ms / 1000.0)
             await self._until(i)
+            sent = time.monotonic()
             if i == 0:
+                first = sent
                 self._kv_params()
             head, tail = final if i == last else ongoing
             await resp.write((opening if i == 0 else b"") + head + json.dumps(token).encode() + tail)
@@ -227,7 +240,10 @@ class _Job:
         options = self.body.get("stream_options") or {}
         tail = b""
         if options.get("include_usage"):
-            tail = shapes.sse(shapes.usage_chunk(self.rid, self.created, model, self.chat, self._usage()))
+            chunk = shapes.usage_chunk(self.rid, self.created, model, self.chat, self._usage())
+            if self.e.config.timestamps:
+                chunk[stamps.KEY] = self._answer_stamps(first, sent)
+            tail = shapes.sse(chunk)
         await resp.write(tail + shapes.SSE_DONE)
         self._finish()
         await resp.write_eof()

@@ -61,6 +61,9 @@ class SimConfig(_Strict):
     side_channel_port: int = Field(default_factory=lambda: _env_int("VLLM_NIXL_SIDE_CHANNEL_PORT", 0))
     # Prefill keeps KV blocks for a decode this long, then frees them (vLLM: VLLM_NIXL_ABORT_REQUEST_TIMEOUT).
     kv_lease_s: float = Field(default_factory=lambda: float(_env_int("VLLM_NIXL_ABORT_REQUEST_TIMEOUT", 480)))
+    # Opt-in: arrival and token times in the answers (xpdctl.sim.stamps), so a benchmark on the same
+    # machine can subtract the engines' own time request by request.
+    timestamps: bool = False
     faults: Faults = Faults()
 
     def advertised_side_channel_host(self) -> str:
