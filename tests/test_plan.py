@@ -27,6 +27,7 @@ def test_lab_services_per_host_in_start_order():
         "mi300x-01": [("xpd-lab-decode-0", "decode", 8200), ("xpd-lab-kv-agent", "kv-agent", 8788)],
     }
     assert plan.hosts["h100-01"].services[1].after == ("xpd-lab-prefill-0.service",)
+    assert {s.nice for h in plan.hosts.values() for s in h.services} == {0}  # GPU hosts have cores to spare
 
 
 def test_engine_env_carries_side_channel_ucx_and_visible_devices():
@@ -108,6 +109,8 @@ def test_local_native_cpu_engines():
     assert json.loads(_arg(decode.vllm_args, "--kv-transfer-config"))["kv_buffer_device"] == "cpu"
     assert services["xpd-local-router"].command[1:] == ("-m", "xpdctl", "router", "--config", "/etc/xpdctl/router.yaml")
     assert not prefill.needs_docker and prefill.stop_command is None
+    # CPU engines yield to the router and KV agent on the same cores (vendors/cpu.yaml: engine_nice).
+    assert (prefill.nice, decode.nice, services["xpd-local-router"].nice) == (10, 10, 0)
 
 
 def test_cpu_tensor_parallel_binds_one_core_group_per_rank(write_inventory):

@@ -40,6 +40,7 @@ class Service:
     secret_env: Mapping[str, str] = field(default_factory=dict)  # only ever written to the 0600 env file
     after: tuple[str, ...] = ()  # units started before this one (After= and Wants=)
     needs_docker: bool = False
+    nice: int = 0  # Nice= of the unit
     vllm_args: tuple[str, ...] | None = None
     config: str | None = None  # host path of the config file the service reads
     details: Mapping[str, object] = field(default_factory=dict)  # extra manifest fields
@@ -192,6 +193,7 @@ def _engine_service(
         env=env,
         secret_env=_secrets(inv, environ),
         needs_docker=container,
+        nice=vendor.engine_nice,
         vllm_args=None if sim else tuple(args),
         details={
             "gpus": list(p.gpus),

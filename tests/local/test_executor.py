@@ -108,6 +108,15 @@ def test_runs_units_with_their_environment_and_maps_rendered_paths(cluster):
     assert "--- xpdctl: starting" in Path(states(executor)["engine"].log).read_text()
 
 
+def test_a_unit_runs_at_its_nice_level(cluster):
+    tree, executor = cluster
+    make_tree(tree, {"plain": {}, "niced": {"pre": "Nice=7"}})
+    apply(tree, executor)
+    nice = {n: int(Path(f"/proc/{wait_for(lambda n=n: read_out(tree, n))['pid']}/stat").read_text().rsplit(")", 1)[1].split()[16])
+            for n in ("plain", "niced")}
+    assert nice == {"plain": os.getpriority(os.PRIO_PROCESS, 0), "niced": os.getpriority(os.PRIO_PROCESS, 0) + 7}
+
+
 def test_up_again_changes_only_what_changed(cluster):
     tree, executor = cluster
     make_tree(tree, {"a": {}, "b": {}})

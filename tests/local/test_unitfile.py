@@ -24,6 +24,7 @@ ExecStart=/opt/venv/bin/python -m vllm.entrypoints.openai.api_server \\
 WorkingDirectory=/tmp
 Restart=on-failure
 RestartSec=5s
+Nice=10
 
 [Install]
 WantedBy=multi-user.target
@@ -58,7 +59,7 @@ def test_parses_every_directive_and_maps_rendered_paths(tmp_path):
         "VLLM_CONFIG": f"{root}/etc/xpdctl/x.json",
     }
     assert unit.working_directory == "/tmp"
-    assert (unit.restart, unit.restart_sec) == ("on-failure", 5.0)
+    assert (unit.restart, unit.restart_sec, unit.nice) == ("on-failure", 5.0, 10)
     assert unit.after == ["network-online.target", "xpd-demo-kv-agent"]
     assert unit.requires == ["xpd-demo-kv-agent"]
     assert unit.wants == ["network-online.target"]
@@ -75,6 +76,13 @@ def test_hash_follows_environment_files(tmp_path):
 def test_unknown_service_directive_is_refused(tmp_path):
     path, host_paths = write_tree(tmp_path, UNIT.replace("Restart=on-failure", "Restart=on-failure\nPrivateTmp=yes"))
     with pytest.raises(InputError, match="PrivateTmp"):
+        load_unit(path, host_paths)
+
+
+@pytest.mark.parametrize("value", ["ten", "20", "-21"])
+def test_nice_outside_systemds_range_is_refused(tmp_path, value):
+    path, host_paths = write_tree(tmp_path, UNIT.replace("Nice=10", f"Nice={value}"))
+    with pytest.raises(InputError, match=f"Nice={value} is not a whole number from -20 to 19"):
         load_unit(path, host_paths)
 
 

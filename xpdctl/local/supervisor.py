@@ -15,6 +15,7 @@ the main thread, which lives as long as the supervisor: the loop below is delibe
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -51,9 +52,12 @@ def _log(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}", flush=True)
 
 
-def _set_pdeathsig() -> None:
+def _prepare_child(nice: int) -> None:
+    """In the child before exec: die with the supervisor, and take the unit's Nice=."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if nice:
+        os.nice(nice)
 
 
 def _describe(status: int) -> tuple[str, bool, bool]:
@@ -128,7 +132,7 @@ class Supervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_set_pdeathsig,
+                preexec_fn=functools.partial(_prepare_child, unit.nice),
             )
         except OSError as exc:
             log.write(f"--- xpdctl: cannot start: {exc}\n".encode())

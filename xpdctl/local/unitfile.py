@@ -43,11 +43,22 @@ class Unit(BaseModel):
     working_directory: str | None = None
     restart: Literal["no", "always", "on-failure", "on-abnormal", "on-abort", "on-success"] = "no"
     restart_sec: float = 0.1
+    nice: int = 0
     after: list[str] = []
     requires: list[str] = []
     wants: list[str] = []
     # Hash of the unit file and every environment file it reads: `up` restarts a unit only when it changed.
     content_hash: str = ""
+
+
+def _nice(value: str, where: str) -> int:
+    try:
+        nice = int(value)
+    except ValueError:
+        nice = None
+    if nice is None or not -20 <= nice <= 19:
+        raise InputError(f"{where}: Nice={value} is not a whole number from -20 to 19, as systemd requires")
+    return nice
 
 
 def _split_words(value: str) -> list[str]:
@@ -175,6 +186,8 @@ def load_unit(path: Path, host_paths: HostPaths) -> Unit:
             fields["restart"] = value
         elif key == "RestartSec":
             fields["restart_sec"] = _seconds(value, where)
+        elif key == "Nice":
+            fields["nice"] = _nice(value, where)
         elif key not in _IGNORED:
             raise InputError(
                 f"{where}: [Service] {key}= is not supported by the local executor; "
