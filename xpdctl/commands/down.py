@@ -14,13 +14,17 @@ from xpdctl.output import emit_json, output_option
               help="Inventory file (YAML).")
 @output_option
 def command(inventory: Path, output: str) -> None:
-    """Stop every service of the cluster (router first, engines last) and check that no process is left.
+    """Stop every service of the cluster (router first, engines last).
 
-    Logs and the rendered files stay in the state directory; `xpdctl up` starts the cluster again.
+    A cluster on this machine: its supervisor stops every process and `down` checks that none is left;
+    logs and the rendered files stay in the state directory. A cluster on hosts: every unit of the
+    cluster is stopped and disabled on every host over SSH, in parallel (listed as host:unit); unit
+    files stay, so the hosts show what was deployed. `xpdctl up` starts the cluster again.
 
     \b
     Examples:
       xpdctl down -i inventory/local.yaml
+      xpdctl down -i inventory/lab.yaml -o json
     """  # fmt: skip
     from xpdctl.local.bringup import bring_down
 

@@ -94,7 +94,8 @@ class RemoteExecutor:
             if order:
                 actions[host] = HostActions(stop=[u.name for u in order])
         self._act(files, targets, actions)
-        return sorted(u.name for s in states.values() for u in s.units.values() if u.state != "stopped")
+        # host:unit, since a unit name (the KV agent's) recurs on every host
+        return sorted(f"{u.host}:{u.name}" for s in states.values() for u in s.units.values() if u.state != "stopped")
 
     # -- helpers -------------------------------------------------------------------------------
 
