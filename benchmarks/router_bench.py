@@ -24,8 +24,9 @@ Modes, each a closed loop of C concurrent streams (completions, ``stream: true``
 
 Engines: one ``xpdctl sim --role prefill`` and one ``--role decode`` (separate processes, each with
 its own NIXL side channel from ``VLLM_NIXL_SIDE_CHANNEL_HOST``/``PORT``; the decode pulls every
-request's KV lease from the prefill over it, as NIXL would). Both routers run all along, each in its
-own process; the load generator is this process (uvloop when installed).
+request's KV lease from the prefill over it, as NIXL would; both with ``--timestamps``, see below).
+Both routers run all along, each in its own process; the load generator is this process (uvloop
+when installed).
 
 CPU pinning (``taskset``; ``--no-pin`` turns it off): the routers get one CPU of this process's
 affinity set to themselves (``--router-cpu``, default the last), the load generator and the engines
