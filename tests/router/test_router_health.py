@@ -1,5 +1,7 @@
 """Active and passive health: thresholds, exclusion, re-admission."""
 
+from xpdctl.router.config import Backend as BackendSpec
+
 
 async def _faults(http, sim, **faults):
     async with http.post(sim.url + "/sim/faults", json=faults) as resp:
@@ -60,3 +62,29 @@ async def test_a_backend_down_at_start_is_admitted_when_it_comes_up(cluster, htt
     await wait_until(lambda: backend.health == "healthy")
     async with http.post(router.url + "/v1/completions", json=BODY) as resp:
         assert resp.status == 200
+
+
+async def test_timeouts_never_take_out_the_last_usable_backend_of_a_pool(cluster, http, wait_until):
+    """A decode whose /health answers too late (CPU starved) stays in rotation while it is the only one;
+    once a second decode serves, the same timeouts take it out."""
+    prefill, slow = await cluster.sim("prefill"), await cluster.sim("decode")
+    policy = {"interval_s": 0.05, "timeout_s": 0.05, "unhealthy_threshold": 2, "healthy_threshold": 1}
+    router = await cluster.router([prefill], [slow], health=policy)
+    backend = router.router.registry.get(slow.url)
+    await _faults(http, slow, health_delay_ms=500)
+    await wait_until(lambda: backend.fails >= 4)
+    assert backend.health == "healthy"
+    async with http.post(router.url + "/v1/completions", json=BODY) as resp:
+        assert resp.status == 200
+
+    other = await cluster.sim("decode")
+    router.router.registry.add(BackendSpec(url=other.url, pool="decode"))
+    await wait_until(lambda: backend.health == "unhealthy")
+    assert router.router.registry.get(other.url).health == "healthy"
+
+
+async def test_a_refusing_last_backend_is_still_taken_out(cluster, http, wait_until):
+    prefill, decode = await cluster.sim("prefill"), await cluster.sim("decode")
+    router = await cluster.router([prefill], [decode], health={"interval_s": 0.05, "unhealthy_threshold": 2})
+    await _faults(http, decode, health_status=503)
+    await wait_until(lambda: router.router.registry.get(decode.url).health == "unhealthy")

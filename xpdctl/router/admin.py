@@ -86,7 +86,7 @@ class AdminApi:
         except KeyError:
             return _problem(409, f"backend {spec.url} already exists")
         # Admitted by its first successful check: no traffic until it has answered /health.
-        await health.check(backend, self.policy)
+        await health.check(self.registry, backend, self.policy)
         return web.json_response(backend.describe(), status=201)
 
     async def remove(self, request: web.Request) -> web.Response:

@@ -196,7 +196,7 @@ class Proxy:
 
     def _failed(self, backend: Backend, failure: LegFailed) -> LegFailed:
         self.metrics.upstream_errors.labels(backend.pool, failure.kind).inc()
-        health.record_failure(backend, self.config.health, failure.message)
+        health.record_failure(self.registry, backend, self.config.health, failure.message, slow=failure.kind == "timeout")
         return failure
 
     async def _decode_leg(self, request: web.Request, decode: Backend, payload: bytes, chat: bool, stream: bool,

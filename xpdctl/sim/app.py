@@ -266,7 +266,10 @@ async def _models(request: web.Request) -> web.Response:
 
 
 async def _health(request: web.Request) -> web.Response:
-    return web.Response(status=request.app[ENGINE_KEY].faults.current.health_status)
+    faults = request.app[ENGINE_KEY].faults.current
+    if faults.health_delay_ms:
+        await asyncio.sleep(faults.health_delay_ms / 1000)
+    return web.Response(status=faults.health_status)
 
 
 async def _metrics(request: web.Request) -> web.Response:

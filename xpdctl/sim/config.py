@@ -24,8 +24,9 @@ class Faults(_Strict):
     # Pause this long after this many streamed tokens (an idle upstream mid-stream).
     stall_after_tokens: int | None = Field(None, ge=0)
     stall_ms: float = Field(0.0, ge=0)
-    # Status of GET /health.
+    # Status of GET /health, and how long it takes to answer (an engine starved of CPU).
     health_status: int = Field(200, ge=200, le=599)
+    health_delay_ms: float = Field(0.0, ge=0)
     # Apply the generate faults to this many requests, then clear them; None: until replaced.
     times: int | None = Field(None, ge=1)
 
