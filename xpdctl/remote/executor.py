@@ -128,8 +128,8 @@ class RemoteExecutor:
             expected = host_files(files, host)
             units = {}
             for name, props in parse_show(sections["units"].text).items():
-                if props.get("LoadState") == "not-found" and name not in records:
-                    continue  # listed in the render, not installed yet
+                if props.get("LoadState") == "not-found":
+                    continue  # listed in the render and not installed yet, or a record left of a removed unit
                 entry = entries.get(host, {}).get(name)
                 role = entry["role"] if entry else _ROLE_OF_NAME.match(name.removeprefix(f"xpd-{self.cluster}-"))["role"]
                 digest = running_hash(valid_record(records.get(name), props.get("MainPID", "")), _entry_files(entry, host) if entry else [], expected,

@@ -120,7 +120,7 @@ def step_pull(ctx: Context, instances: list[Instance]) -> None:
     for i in instances:
         argv = services[i.host, i.name].desired.unit.exec_start.argv
         command = PULL["container" if container_image(argv) else "native"](argv)
-        ctx.progress.show(f"{i.name}: {command} on {i.host}")
+        ctx.progress.show(f"{i.name}: getting the new program ready on {i.host}")
         run = ctx.shell.run(i.host, command + " 2>&1", ctx.options.health_timeout_s)
         problem = run.problem(ctx.options.health_timeout_s)
         if problem:
