@@ -107,40 +107,43 @@ class RemoteExecutor:
     def _states(self, files: dict[str, RenderedFile], targets: dict[str, HostTarget]) -> dict[str, HostState]:
         manifest = json.loads(files[MANIFEST].content) if MANIFEST in files else {}
         entries = {h: {s["name"]: s for s in e.get("services", [])} for h, e in manifest.get("hosts", {}).items()}
-        deployed_hashes = {(s.desired.host, s.desired.unit.name): s.desired.unit.content_hash
-                           for s in (rendered_services(self.deployed, unique_names=False) if entries else [])}
         marker = new_marker()
         scripts = {h: (t, state_script(marker, self.cluster, sorted(entries.get(h, {})))) for h, t in targets.items()}
         runs = run_on_hosts(self.transport, scripts, self.state_timeout_s)
         problems = []
-        states = {}
         for host, run in runs.items():
             problem = run.problem(self.state_timeout_s)
             if problem is None and not finished(run.result.stdout, marker):
-                problem = (f"{host}: reading the state of its units failed ({run.result.stderr.strip()[-300:] or 'no output'}); "
+                said = run.result.stderr.strip()[-300:] or "no output"
+                problem = (f"{host}: reading the state of its units failed ({said}); "
                            "check that the login can run systemctl as root")
             if problem:
                 problems.append(problem)
-                continue
-            sections = split_sections(run.result.stdout, marker)
-            records = parse_records(sections["recorded"].text)
-            present = parse_hashes(sections["hashes"].text)
-            expected = host_files(files, host)
-            units = {}
-            for name, props in parse_show(sections["units"].text).items():
-                if props.get("LoadState") == "not-found":
-                    continue  # listed in the render and not installed yet, or a record left of a removed unit
-                entry = entries.get(host, {}).get(name)
-                role = entry["role"] if entry else _ROLE_OF_NAME.match(name.removeprefix(f"xpd-{self.cluster}-"))["role"]
-                digest = running_hash(valid_record(records.get(name), props.get("MainPID", "")), _entry_files(entry, host) if entry else [], expected,
-                                      present, deployed_hashes.get((host, name)))
-                units[name] = unit_state(name, host, role, props, digest)
-            recorded = {n: u.content_hash for n, u in units.items() if valid_record(records.get(n), u.pid)}
-            states[host] = HostState(units=units, recorded=recorded, present=present,
-                                     modes=parse_modes(sections["modes"].text))
         if problems:
             raise ExecutionError("; ".join(problems))
-        return states
+        deployed_hashes = {(s.desired.host, s.desired.unit.name): s.desired.unit.content_hash
+                           for s in (rendered_services(self.deployed, unique_names=False) if entries else [])}
+        return {host: self._host_state(host, split_sections(run.result.stdout, marker), files, entries.get(host, {}),
+                                       deployed_hashes) for host, run in runs.items()}
+
+    def _host_state(self, host: str, sections: dict, files: dict[str, RenderedFile], entries: dict[str, dict],
+                    deployed_hashes: dict[tuple[str, str], str]) -> HostState:
+        """One host's state script output, with the content hash each of its units runs with."""
+        records = parse_records(sections["recorded"].text)
+        present = parse_hashes(sections["hashes"].text)
+        expected = host_files(files, host)
+        units = {}
+        for name, props in parse_show(sections["units"].text).items():
+            if props.get("LoadState") == "not-found":
+                continue  # listed in the render and not installed yet, or a record left of a removed unit
+            entry = entries.get(name)
+            role = entry["role"] if entry else _ROLE_OF_NAME.match(name.removeprefix(f"xpd-{self.cluster}-"))["role"]
+            recorded = valid_record(records.get(name), props.get("MainPID", ""))
+            digest = running_hash(recorded, _entry_files(entry, host) if entry else [], expected, present,
+                                  deployed_hashes.get((host, name)))
+            units[name] = unit_state(name, host, role, props, digest)
+        recorded = {n: u.content_hash for n, u in units.items() if valid_record(records.get(n), u.pid)}
+        return HostState(units=units, recorded=recorded, present=present, modes=parse_modes(sections["modes"].text))
 
     def _act(self, files: dict[str, RenderedFile], targets: dict[str, HostTarget],
              actions: dict[str, HostActions]) -> None:
@@ -162,6 +165,7 @@ class RemoteExecutor:
                                 if action in ("start", "restart", "stop", "enable") else
                                 f"{host}: {action} {what} failed{detail}")
             if not finished(run.result.stdout, marker):
-                problems.append(f"{host}: the change stopped half-way ({run.result.stderr.strip()[-300:] or 'no output'})")
+                said = run.result.stderr.strip()[-300:] or "no output"
+                problems.append(f"{host}: the change stopped half-way ({said})")
         if problems:
             raise ExecutionError("; ".join(problems) + ". Fix the cause on the host, then run the command again")
