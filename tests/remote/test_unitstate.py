@@ -1,5 +1,5 @@
 """Reading `systemctl show` output: Debian's daemonless systemctl (the test hosts' PID 1, output
-captured from one) and systemd's own (the keys the state script keeps)."""
+captured from one) and systemd's (the properties the state script keeps)."""
 
 from xpdctl.remote.unitstate import last_exit, parse_show, proc_state, unit_state
 
@@ -31,7 +31,8 @@ ActiveState=active
 LoadState=loaded
 """
 
-# systemd 249, filtered to the state script's keys, as for an engine that keeps crashing.
+# systemd's own properties for a unit waiting to restart after its engine crashed, filtered to the
+# state script's keys (written from systemd's documented show output: no systemd runs here).
 SYSTEMD_CRASHING = """\
 Id=xpd-lab-decode-1.service
 LoadState=loaded
