@@ -54,6 +54,7 @@ class TransferResult(BaseModel):
     latency_ms: float | None = None
     verified: bool = False
     checked_at: str  # ISO-8601, UTC
+    timed_out: bool = False  # the probe did not finish in time (as opposed to failing)
 
 
 PairState = Literal["ok", "waiting", "broken"]

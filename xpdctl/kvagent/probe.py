@@ -107,6 +107,20 @@ def _unreported(pair: Pair, reason: str, state: str) -> PairResult:
     )
 
 
+# Probes in a row that may time out after a success before the path counts as broken. A probe that
+# does not finish on an overloaded host (an engine compiling beside it) says nothing about the path;
+# one that hangs every time does.
+SLOW_PROBES_TOLERATED = 2
+
+
+def keep_verdict_if_slow(new: TransferResult, last: TransferResult | None, failures: int) -> TransferResult:
+    """The last successful verdict, noted, when ``new`` only timed out (``failures``: probes in a row
+    that did not succeed, ``new`` included); ``new`` otherwise."""
+    if not new.timed_out or last is None or not last.ok or failures > SLOW_PROBES_TOLERATED:
+        return new
+    return last.model_copy(update={"reason": f"{new.reason}; kept the verdict of the probe at {last.checked_at}"})
+
+
 class Prober:
     """Keeps the latest probe per peer host and judges all pairs of one agent, round after round."""
 
@@ -181,13 +195,13 @@ class Prober:
         for peer, pair in by_peer.items():
             if time.monotonic() < self._due.get(peer, 0.0):
                 continue
-            result = await self._transfer(pair)
-            self._transfers[peer] = result
-            self.new_transfers.append(result)
-            if result.ok:
+            probed = await self._transfer(pair)
+            self.new_transfers.append(probed)
+            if probed.ok:
                 self._worked.add(peer)
-            failures = 0 if result.ok else self._failures.get(peer, 0) + 1
+            failures = 0 if probed.ok else self._failures.get(peer, 0) + 1
             self._failures[peer] = failures
+            self._transfers[peer] = keep_verdict_if_slow(probed, self._transfers.get(peer), failures)
             delay = self.config.probe_interval_s
             if failures:
                 delay = min(self.config.check_interval_s * 2 ** (failures - 1), delay)

@@ -60,7 +60,7 @@ async def run_transfer(
             )
         except asyncio.TimeoutError:
             return TransferResult(
-                peer_host=peer_host, ok=False, checked_at=checked_at,
+                peer_host=peer_host, ok=False, checked_at=checked_at, timed_out=True,
                 reason=f"the NIXL probe to {peer_host} did not finish within "
                 f"{timeout_s + _STARTUP_ALLOWANCE_S:.0f} s; the host is overloaded or the transfer hangs",
             )
