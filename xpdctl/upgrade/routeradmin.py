@@ -44,13 +44,38 @@ def admin_token(token_env: str, environ: dict[str, str], router_env_file: Path |
     )
 
 
+class AdminRefused(ExecutionError):
+    """The admin API answered with an error status (``status``)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 class RouterAdmin:
+    """Every call is safe to repeat (drain and undrain are idempotent, add and remove check first), so a
+    call that times out is tried again: a router on a busy host can be slow to answer its admin API."""
+
+    ATTEMPTS = 3
+
     def __init__(self, router_url: str, token: str, timeout_s: float = 10.0):
         self.base = router_url.rstrip("/") + "/admin/backends"
         self.token = token
         self.timeout_s = timeout_s
 
     def _call(self, method: str, path: str = "", body: dict | None = None) -> dict:
+        for attempt in range(1, self.ATTEMPTS + 1):
+            try:
+                return self._once(method, path, body)
+            except TimeoutError as exc:
+                if attempt == self.ATTEMPTS:
+                    raise ExecutionError(
+                        f"the router's admin API at {self.base} did not answer {method} in {self.timeout_s:g} s, "
+                        f"{self.ATTEMPTS} times; its host may be overloaded. Check `xpdctl status`, then run the "
+                        "upgrade again with --resume") from exc
+        raise AssertionError("unreachable")
+
+    def _once(self, method: str, path: str, body: dict | None) -> dict:
         request = urllib.request.Request(
             self.base + path, method=method, data=json.dumps(body).encode() if body is not None else None,
             headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
@@ -63,8 +88,15 @@ class RouterAdmin:
             if exc.code == 401:
                 raise ExecutionError(f"the router at {self.base} refused the admin token ({text}); "
                                      "export the token the router was rendered with") from exc
-            raise ExecutionError(f"router admin {method} {self.base}{path}: HTTP {exc.code} {text}") from exc
-        except (urllib.error.URLError, OSError) as exc:
+            raise AdminRefused(f"router admin {method} {self.base}{path}: HTTP {exc.code} {text}", exc.code) from exc
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise exc.reason from exc
+            raise ExecutionError(f"cannot reach the router's admin API at {self.base} ({exc}); "
+                                 "is the router running? `xpdctl status` shows it") from exc
+        except TimeoutError:
+            raise
+        except OSError as exc:
             raise ExecutionError(f"cannot reach the router's admin API at {self.base} ({exc}); "
                                  "is the router running? `xpdctl status` shows it") from exc
 
@@ -82,9 +114,19 @@ class RouterAdmin:
         self._call("POST", "/undrain", {"url": url})
 
     def add(self, url: str, pool: str, generation: str, name: str) -> None:
-        if self.backend(url) is None:  # adding twice is a 409: a resumed step may find it added
+        if self.backend(url) is not None:  # a resumed step may find it added
+            return
+        try:
             self._call("POST", "", {"url": url, "pool": pool, "generation": generation, "name": name})
+        except AdminRefused as exc:
+            if exc.status != 409:  # 409: an earlier try that timed out went through
+                raise
 
     def remove(self, url: str) -> None:
-        if self.backend(url) is not None:
+        if self.backend(url) is None:
+            return
+        try:
             self._call("DELETE", "", {"url": url})
+        except AdminRefused as exc:
+            if exc.status != 404:  # 404: an earlier try that timed out went through
+                raise
