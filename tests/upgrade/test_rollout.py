@@ -34,7 +34,7 @@ def test_rolling_upgrade_under_load(sim_cluster, load):
 
     with load() as traffic:
         result = json.loads(sim_cluster.upgrade("-o", "json").stdout)
-    assert traffic.failures == [] and traffic.ok > 0
+    assert traffic.failures == [] and traffic.ok > 0, traffic.failure_summary()
     assert min(traffic.serving) >= 2  # pool of 3, --max-unavailable 1
     assert result["status"] == "done" and result["floor"] == 2
     assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-2" for i in range(3)}
@@ -77,7 +77,7 @@ def test_failure_on_second_host_rolls_back_and_resume_completes(sim_cluster, loa
 
         write_release(release)  # the fix
         resumed = json.loads(sim_cluster.upgrade("--resume", "-o", "json").stdout)
-    assert traffic.failures == [] and traffic.ok > 0
+    assert traffic.failures == [] and traffic.ok > 0, traffic.failure_summary()
     assert min(traffic.serving) >= 2
     assert resumed["status"] == "done"
     assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-2" for i in range(3)}
@@ -97,7 +97,7 @@ def test_compat_change_refused_in_place_then_blue_green(sim_cluster, load):
 
     with load() as traffic:
         result = json.loads(sim_cluster.upgrade("--blue-green", "-o", "json").stdout)
-    assert traffic.failures == [] and traffic.ok > 0
+    assert traffic.failures == [] and traffic.ok > 0, traffic.failure_summary()
     assert min(traffic.serving) >= 3  # the new generation is up before the old one leaves
     assert result["status"] == "done" and result["mode"] == "blue-green"
     new_generation = result["verdict"]["new_generation"]
@@ -137,7 +137,7 @@ def test_interrupted_rollout_resumes_at_its_step(sim_cluster, load):
         assert refused.returncode == 1 and "is running at batch 2" in refused.stderr
         resumed = json.loads(sim_cluster.upgrade("--resume", "-o", "json").stdout)
     assert resumed["status"] == "done"
-    assert traffic.failures == [] and min(traffic.serving) >= 2
+    assert traffic.failures == [] and min(traffic.serving) >= 2, traffic.failure_summary()
     assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-2" for i in range(3)}
     assert json.loads(sim_cluster.xpdctl("status", "-o", "json").stdout)["healthy"] is True
     assert pids(sim_cluster)["xpd-local-router"] == router
@@ -151,7 +151,7 @@ def test_prefill_pool_of_one_upgrades_through_a_surge_instance(sim_cluster, load
             "upgrade", "--pool", "prefill", "--timeout", "60", "--alt-port-offset", str(sim_cluster.alt_offset),
             "-o", "json").stdout)
     assert [p["name"] for p in result["phases"]] == ["surge up", "batch 1", "surge down"]
-    assert traffic.failures == [] and traffic.ok > 0
+    assert traffic.failures == [] and traffic.ok > 0, traffic.failure_summary()
     assert releases(sim_cluster, "prefill") == {"xpd-local-prefill-0": "release-2"}
     assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-1" for i in range(3)}
     after = pids(sim_cluster)
@@ -176,7 +176,7 @@ def test_blue_green_failure_takes_the_green_generation_away(sim_cluster, load):
         assert not [n for n in deployed(sim_cluster) if n.endswith("-next")]
         write_release(release)
         resumed = json.loads(sim_cluster.upgrade("--blue-green", "--resume", "-o", "json").stdout)
-    assert traffic.failures == [] and min(traffic.serving) >= 3
+    assert traffic.failures == [] and min(traffic.serving) >= 3, traffic.failure_summary()
     assert resumed["status"] == "done"
     assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-2" for i in range(3)}
     assert releases(sim_cluster, "prefill") == {"xpd-local-prefill-0": "release-2"}

@@ -125,7 +125,7 @@ def test_rolling_upgrade_of_the_decode_pool_under_load(lab):
 
     with lab.load() as traffic:
         result = json.loads(lab.upgrade("-o", "json").stdout)
-    assert traffic.failures == [] and traffic.ok > 0
+    assert traffic.failures == [] and traffic.ok > 0, traffic.failure_summary()
     assert traffic.serving and min(traffic.serving) >= 2  # pool of 3, --max-unavailable 1
     assert result["status"] == "done" and result["floor"] == 2
     assert {h: lab.release_running(h, u) for h, u in DECODES.items()} == {h: "release-2" for h in DECODES}
@@ -158,7 +158,7 @@ def test_failure_on_the_second_decode_host_rolls_back_then_resume_completes(lab)
 
         lab.install_release("release-3", [D2])  # the fix
         resumed = json.loads(lab.upgrade("--resume", "-o", "json").stdout)
-    assert traffic.failures == [] and traffic.ok > 0
+    assert traffic.failures == [] and traffic.ok > 0, traffic.failure_summary()
     assert min(traffic.serving) >= 2
     assert resumed["status"] == "done"
     assert {h: lab.release_running(h, u) for h, u in DECODES.items()} == {h: "release-3" for h in DECODES}
@@ -174,7 +174,7 @@ def test_compat_change_refused_in_place_then_blue_green(lab):
 
     with lab.load() as traffic:
         result = json.loads(lab.upgrade("--blue-green", "-o", "json").stdout)
-    assert traffic.failures == [] and traffic.ok > 0
+    assert traffic.failures == [] and traffic.ok > 0, traffic.failure_summary()
     assert min(traffic.serving) >= 3  # the new generation is up before the old one leaves
     assert result["status"] == "done" and result["mode"] == "blue-green"
     engines = {**DECODES, PREFILL: f"xpd-{FLEET}-prefill-0"}

@@ -39,7 +39,7 @@ def test_rolling_restart_of_single_decode_under_load(local_cluster):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert [p["name"] for p in result["phases"]] == ["surge up", "batch 1", "surge down"]
-    assert traffic.failures == [] and traffic.ok > 0
+    assert traffic.failures == [] and traffic.ok > 0, traffic.failure_summary()
     assert min(traffic.serving) >= 1
     assert max(traffic.serving) == 2  # the surge instance served beside the old one
     status = local_cluster.status()

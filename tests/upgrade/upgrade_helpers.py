@@ -114,8 +114,10 @@ class Load:
         self.lock = threading.Lock()
         self.ok = 0
         self.failures: list[str] = []
+        self.failed_at: list[float] = []  # seconds since the load started, per failure
         self.latencies: list[float] = []  # seconds, per successful request
         self.serving: list[int] = []  # decode instances serving, per sample
+        self.started = 0.0
         self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(workers)]
         self.threads.append(threading.Thread(target=self._sampler, daemon=True))
 
@@ -146,6 +148,7 @@ class Load:
             with self.lock:
                 if problem:
                     self.failures.append(problem)
+                    self.failed_at.append(time.monotonic() - self.started)
                 else:
                     self.ok += 1
                     self.latencies.append(time.monotonic() - start)
@@ -158,13 +161,26 @@ class Load:
                                          headers={"Authorization": f"Bearer {self.token}"})
         deadline = time.monotonic() + self.max_seconds
         while not self.stop.is_set() and time.monotonic() < deadline:
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                backends = json.loads(resp.read())["backends"]
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    backends = json.loads(resp.read())["backends"]
+            except OSError:  # a router too busy to answer in time is no sample, not the end of sampling
+                continue
             serving = [b for b in backends if b["pool"] == "decode" and b["health"] == "healthy" and not b["draining"]]
             self.serving.append(len(serving))
             time.sleep(0.2)
 
+    def failure_summary(self) -> list[str]:
+        """Each distinct failure (its first 120 characters): count, and when it was seen first and last."""
+        seen: dict[str, list[float]] = {}
+        for problem, at in zip(self.failures, self.failed_at):
+            seen.setdefault(problem[:120], []).append(at)
+        return [f"{len(times)}x at {min(times):.0f}-{max(times):.0f} s: {problem}" for problem, times in seen.items()]
+
     def __enter__(self) -> Load:
+        import time
+
+        self.started = time.monotonic()
         for t in self.threads:
             t.start()
         return self
