@@ -52,6 +52,9 @@ class KvAgentConfig(_Strict):
     startup_grace_s: float = Field(900.0, ge=0)
     side_channel_timeout_s: float = Field(2.0, gt=0)
     probe_timeout_s: float = Field(60.0, gt=0)
+    # Probes that only time out keep a worked path's verdict until this long after its last successful
+    # probe (an overloaded host); then, or on any failed transfer, the pair is broken.
+    slow_probe_grace_s: float = Field(900.0, ge=0)
     ucx_env: dict[str, str] = {}
     pairs: list[Pair] = []
 

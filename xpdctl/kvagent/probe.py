@@ -107,16 +107,15 @@ def _unreported(pair: Pair, reason: str, state: str) -> PairResult:
     )
 
 
-# Probes in a row that may time out after a success before the path counts as broken. A probe that
-# does not finish on an overloaded host (an engine compiling beside it) says nothing about the path;
-# one that hangs every time does.
-SLOW_PROBES_TOLERATED = 2
+def keep_verdict_if_slow(new: TransferResult, last: TransferResult | None, since_success_s: float,
+                         grace_s: float) -> TransferResult:
+    """The last successful verdict, noted, when ``new`` only timed out less than ``grace_s`` after the
+    last probe that succeeded; ``new`` otherwise.
 
-
-def keep_verdict_if_slow(new: TransferResult, last: TransferResult | None, failures: int) -> TransferResult:
-    """The last successful verdict, noted, when ``new`` only timed out (``failures``: probes in a row
-    that did not succeed, ``new`` included); ``new`` otherwise."""
-    if not new.timed_out or last is None or not last.ok or failures > SLOW_PROBES_TOLERATED:
+    A probe that does not finish on an overloaded host (an engine compiling beside it: each probe is a
+    process that imports nixl and torch) says nothing about the path; probes that hang for longer than
+    the grace do. A failed transfer is never excused."""
+    if not new.timed_out or last is None or not last.ok or since_success_s > grace_s:
         return new
     return last.model_copy(update={"reason": f"{new.reason}; kept the verdict of the probe at {last.checked_at}"})
 
@@ -147,6 +146,7 @@ class Prober:
         self._failures: dict[str, int] = {}
         self._reached: set[str] = set()  # side channels seen open at least once
         self._worked: set[str] = set()  # peer hosts with a successful probe at least once
+        self._succeeded_at: dict[str, float] = {}  # peer host -> monotonic time of its last successful probe
         self.results: list[PairResult] = []
         self.new_transfers: list[TransferResult] = []  # the probes the last round ran
         self.rounds = 0
@@ -199,9 +199,12 @@ class Prober:
             self.new_transfers.append(probed)
             if probed.ok:
                 self._worked.add(peer)
+                self._succeeded_at[peer] = time.monotonic()
             failures = 0 if probed.ok else self._failures.get(peer, 0) + 1
             self._failures[peer] = failures
-            self._transfers[peer] = keep_verdict_if_slow(probed, self._transfers.get(peer), failures)
+            since_success = time.monotonic() - self._succeeded_at.get(peer, float("-inf"))
+            self._transfers[peer] = keep_verdict_if_slow(probed, self._transfers.get(peer), since_success,
+                                                         self.config.slow_probe_grace_s)
             delay = self.config.probe_interval_s
             if failures:
                 delay = min(self.config.check_interval_s * 2 ** (failures - 1), delay)
