@@ -145,6 +145,9 @@ def test_probes_that_only_time_out_after_a_success_keep_the_pair_ok_for_a_while(
         assert last.ok and last.transport == "tcp/eth0"
         assert "did not finish within 120 s" in last.reason and "kept the verdict of the probe at t0" in last.reason
     assert not keep_verdict_if_slow(_probe(False, "tN", timed_out=True), last, 901.0, 900.0).ok
+    # The pair stays ok and says why its last probe is not the one that counted.
+    kept = _judge(transfer=last)
+    assert kept.ok and "kept the verdict of the probe at t0" in kept.reason
 
 
 def test_a_failed_probe_or_a_timeout_before_any_success_is_not_excused():

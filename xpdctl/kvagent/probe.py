@@ -84,7 +84,8 @@ def judge_pair(
         **_identity(pair),
         ok=state == "ok",
         state=state,
-        reason="; ".join(broken + waiting),
+        # An ok verdict kept across timed-out probes says so (keep_verdict_if_slow).
+        reason="; ".join(broken + waiting) or (transfer.reason if transfer and transfer.ok else ""),
         side_channel_reachable=side_channel_error is None,
         transport=transfer.transport if transfer else None,
         transport_class=transfer.transport_class if transfer else None,

@@ -68,7 +68,8 @@ def _log_changes(results, last: dict[tuple[str, str], tuple[str, str]]) -> None:
         key, now = (r.prefill, r.decode), (r.state, r.reason)
         if last.get(key) != now:
             level = logging.INFO if r.ok else logging.WARNING
-            detail = f"via {r.transport}, {r.bandwidth_gbps:.2f} Gbit/s" if r.ok and r.bandwidth_gbps else r.reason
+            detail = f"via {r.transport}, {r.bandwidth_gbps:.2f} Gbit/s" if r.ok and r.bandwidth_gbps else ""
+            detail = "; ".join(filter(None, (detail, r.reason)))
             log.log(level, "pair %s -> %s: %s (%s)", r.prefill, r.decode, r.state, detail)
         last[key] = now
 
