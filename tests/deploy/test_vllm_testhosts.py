@@ -20,9 +20,9 @@ from deploy_helpers import complete, key_of, metric_sum, state_env, xpdctl_runne
 from xpdctl.testhosts import fleet
 
 # Provisioning two hosts and starting two engines there, plus the session's reference engine when no
-# earlier test started it: 28 min here at load 20-36 (21 of them for `up`); in a full run beside the
-# session's engines it adds 25-30 min, which CI's 90 minutes cannot spare (the whole run is ~65 min
-# without it). soak: run it with `pytest -m soak tests/deploy/test_vllm_testhosts.py`.
+# earlier test started it: 28 min here at load 20-36 (21 of them for `up`). A full run from a fresh clone
+# with it took 63 min of tests, ~21 of them this module's: too close to CI's 90 minutes on a slower
+# machine. soak: run it with `pytest -m soak tests/deploy/test_vllm_testhosts.py`.
 pytestmark = [pytest.mark.vllm, pytest.mark.testhosts, pytest.mark.soak, pytest.mark.timeout(3600)]
 
 FLEET = "dplv"
