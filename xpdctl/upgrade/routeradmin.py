@@ -64,18 +64,21 @@ class RouterAdmin:
         self.timeout_s = timeout_s
 
     def _call(self, method: str, path: str = "", body: dict | None = None) -> dict:
-        for attempt in range(1, self.ATTEMPTS + 1):
+        for _ in range(self.ATTEMPTS - 1):
             try:
                 return self._once(method, path, body)
-            except TimeoutError as exc:
-                if attempt == self.ATTEMPTS:
-                    raise ExecutionError(
-                        f"the router's admin API at {self.base} did not answer {method} in {self.timeout_s:g} s, "
-                        f"{self.ATTEMPTS} times; its host may be overloaded. Check `xpdctl status`, then run the "
-                        "upgrade again with --resume") from exc
-        raise AssertionError("unreachable")
+            except TimeoutError:
+                continue
+        try:
+            return self._once(method, path, body)
+        except TimeoutError as exc:
+            raise ExecutionError(
+                f"the router's admin API at {self.base} did not answer {method} in {self.timeout_s:g} s, "
+                f"{self.ATTEMPTS} times; its host may be overloaded. Check `xpdctl status`, then run the "
+                "upgrade again with --resume") from exc
 
     def _once(self, method: str, path: str, body: dict | None) -> dict:
+        """One request; a timeout is raised as TimeoutError, whichever layer noticed it."""
         request = urllib.request.Request(
             self.base + path, method=method, data=json.dumps(body).encode() if body is not None else None,
             headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
@@ -89,14 +92,9 @@ class RouterAdmin:
                 raise ExecutionError(f"the router at {self.base} refused the admin token ({text}); "
                                      "export the token the router was rendered with") from exc
             raise AdminRefused(f"router admin {method} {self.base}{path}: HTTP {exc.code} {text}", exc.code) from exc
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise exc.reason from exc
-            raise ExecutionError(f"cannot reach the router's admin API at {self.base} ({exc}); "
-                                 "is the router running? `xpdctl status` shows it") from exc
-        except TimeoutError:
-            raise
-        except OSError as exc:
+        except (urllib.error.URLError, OSError) as exc:
+            if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+                raise TimeoutError(str(exc)) from exc
             raise ExecutionError(f"cannot reach the router's admin API at {self.base} ({exc}); "
                                  "is the router running? `xpdctl status` shows it") from exc
 
