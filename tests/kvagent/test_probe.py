@@ -150,6 +150,14 @@ def test_probes_that_only_time_out_after_a_success_keep_the_pair_ok_for_a_while(
     assert kept.ok and "kept the verdict of the probe at t0" in kept.reason
 
 
+def test_a_probe_that_never_reached_the_network_keeps_the_verdict_past_the_grace():
+    """Its process was still importing torch and nixl: that is the host's load, not the path's health."""
+    stuck = _probe(False, "t9", timed_out=True).model_copy(update={"never_started": True})
+    kept = keep_verdict_if_slow(stuck, _probe(True, "t0"), 5000.0, 900.0)
+    assert kept.ok and "kept the verdict of the probe at t0" in kept.reason
+    assert not keep_verdict_if_slow(stuck, None, float("inf"), 900.0).ok  # never worked: nothing to keep
+
+
 def test_a_failed_probe_or_a_timeout_before_any_success_is_not_excused():
     assert not keep_verdict_if_slow(_probe(False, "t1"), _probe(True, "t0"), 10.0, 900.0).ok
     assert not keep_verdict_if_slow(_probe(False, "t1", timed_out=True), None, float("inf"), 900.0).ok

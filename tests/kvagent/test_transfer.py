@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,39 @@ async def test_cancelled_probe_leaves_no_worker_behind(source):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+async def _freeze_worker_once(ready) -> None:
+    """SIGSTOP the probe's worker process as soon as ``ready(pid)`` holds: a stand-in for a process the
+    scheduler does not run (an overloaded host) or a transfer that hangs."""
+    for _ in range(1200):
+        for pid in _worker_children():
+            if ready(pid):
+                os.kill(pid, signal.SIGSTOP)
+                return
+        await asyncio.sleep(0.01)
+    pytest.fail("the probe worker process never got to the point to freeze it at")
+
+
+def _result_path(pid: int) -> Path:
+    return Path((Path(f"/proc/{pid}/cmdline")).read_bytes().split(b"\0")[3].decode())
+
+
+async def test_a_probe_stuck_before_the_network_says_so(source):
+    """Frozen while it imports torch and nixl: the timeout is reported as never having started, which
+    keep_verdict_if_slow never counts against the pair."""
+    probe = asyncio.create_task(run_transfer("dst-host", "src-host", source.info, ucx_env={}, timeout_s=1, startup_s=1))
+    await _freeze_worker_once(lambda pid: True)
+    result = await probe
+    assert (result.ok, result.timed_out, result.never_started) == (False, True, True)
+    assert "did not get to the network within 2 s" in result.reason
+    assert not _worker_children()
+
+
+async def test_a_probe_stuck_after_it_started_is_a_timeout_of_the_transfer(source):
+    probe = asyncio.create_task(run_transfer("dst-host", "src-host", source.info, ucx_env={}, timeout_s=1, startup_s=60))
+    await _freeze_worker_once(lambda pid: Path(f"{_result_path(pid)}.started").exists())
+    result = await probe
+    assert (result.ok, result.timed_out, result.never_started) == (False, True, False)
+    assert "did not finish within 61 s; the host is overloaded or the transfer hangs" in result.reason
+    assert not _worker_children()

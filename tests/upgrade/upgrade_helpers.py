@@ -170,12 +170,14 @@ class Load:
             self.serving.append(len(serving))
             time.sleep(0.2)
 
-    def failure_summary(self) -> list[str]:
-        """Each distinct failure (its first 120 characters): count, and when it was seen first and last."""
+    def failure_summary(self) -> str:
+        """Each distinct failure (its first 120 characters) on a line: count, and when it was seen first
+        and last. A string, so that pytest prints it whole instead of abbreviating a list."""
         seen: dict[str, list[float]] = {}
         for problem, at in zip(self.failures, self.failed_at):
             seen.setdefault(problem[:120], []).append(at)
-        return [f"{len(times)}x at {min(times):.0f}-{max(times):.0f} s: {problem}" for problem, times in seen.items()]
+        return "\n".join(f"{len(times)}x at {min(times):.0f}-{max(times):.0f} s: {problem}"
+                         for problem, times in seen.items())
 
     def __enter__(self) -> Load:
         import time

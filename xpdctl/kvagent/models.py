@@ -55,6 +55,8 @@ class TransferResult(BaseModel):
     verified: bool = False
     checked_at: str  # ISO-8601, UTC
     timed_out: bool = False  # the probe did not finish in time (as opposed to failing)
+    # ... and never got as far as the network: its process was still importing torch and nixl.
+    never_started: bool = False
 
 
 PairState = Literal["ok", "waiting", "broken"]

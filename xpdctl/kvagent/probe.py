@@ -110,13 +110,17 @@ def _unreported(pair: Pair, reason: str, state: str) -> PairResult:
 
 def keep_verdict_if_slow(new: TransferResult, last: TransferResult | None, since_success_s: float,
                          grace_s: float) -> TransferResult:
-    """The last successful verdict, noted, when ``new`` only timed out less than ``grace_s`` after the
-    last probe that succeeded; ``new`` otherwise.
+    """The last successful verdict, noted, when ``new`` only timed out, either before it reached the
+    network or less than ``grace_s`` after the last probe that succeeded; ``new`` otherwise.
 
     A probe that does not finish on an overloaded host (an engine compiling beside it: each probe is a
-    process that imports nixl and torch) says nothing about the path; probes that hang for longer than
-    the grace do. A failed transfer is never excused."""
-    if not new.timed_out or last is None or not last.ok or since_success_s > grace_s:
+    process that imports nixl and torch) says nothing about the path; probes that hang in the transfer
+    for longer than the grace do. One that never got past its imports says nothing however long that
+    lasts (seen: 17 minutes at load 40-60 on 2 cores while a vLLM surge instance compiled). A failed
+    transfer is never excused."""
+    if not new.timed_out or last is None or not last.ok:
+        return new
+    if not new.never_started and since_success_s > grace_s:
         return new
     return last.model_copy(update={"reason": f"{new.reason}; kept the verdict of the probe at {last.checked_at}"})
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from xpdctl.kvagent.models import SourceInfo, TransferResult, WorkerRequest, WorkerResult
 from xpdctl.kvagent.ucxinfo import read_transports, transport_class
+from xpdctl.kvagent.worker import started_marker
 
 # Seconds the worker gets beyond the transfer timeout: importing torch and nixl on a busy host.
 _STARTUP_ALLOWANCE_S = 60.0
@@ -33,6 +34,7 @@ async def run_transfer(
     *,
     ucx_env: dict[str, str],
     timeout_s: float,
+    startup_s: float = _STARTUP_ALLOWANCE_S,
 ) -> TransferResult:
     """Read the peer's probe buffers from this host over NIXL; never raises for a failed probe."""
     request = WorkerRequest(
@@ -56,13 +58,20 @@ async def run_transfer(
         try:
             out, err = await asyncio.wait_for(
                 proc.communicate(request.model_dump_json().encode()),
-                timeout_s + _STARTUP_ALLOWANCE_S,
+                timeout_s + startup_s,
             )
         except asyncio.TimeoutError:
+            limit = timeout_s + startup_s
+            if not started_marker(result_path).exists():
+                return TransferResult(
+                    peer_host=peer_host, ok=False, checked_at=checked_at, timed_out=True, never_started=True,
+                    reason=f"the NIXL probe to {peer_host} did not get to the network within {limit:.0f} s "
+                    "(its process was still importing torch and nixl: this host is overloaded)",
+                )
             return TransferResult(
                 peer_host=peer_host, ok=False, checked_at=checked_at, timed_out=True,
-                reason=f"the NIXL probe to {peer_host} did not finish within "
-                f"{timeout_s + _STARTUP_ALLOWANCE_S:.0f} s; the host is overloaded or the transfer hangs",
+                reason=f"the NIXL probe to {peer_host} did not finish within {limit:.0f} s; "
+                "the host is overloaded or the transfer hangs",
             )
         finally:
             # On a timeout, or when the agent shuts down mid-probe: no worker outlives its probe.

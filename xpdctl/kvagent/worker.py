@@ -1,5 +1,9 @@
 """The initiator side of a probe, run as its own process: ``python -m xpdctl.kvagent.worker RESULT``.
 
+The worker creates the file RESULT.started once torch and nixl are imported and its agent exists:
+on an overloaded host the imports alone can outlast the probe's timeout, and a probe that never got
+that far says nothing about the path (see ``keep_verdict_if_slow``).
+
 A process of its own because UCX reads ``UCX_*`` variables (``UCX_PROTO_INFO``, ``UCX_TLS``,
 ``UCX_NET_DEVICES``) once per process and prints its protocol choices on fd 1, which the parent
 captures and parses (``xpdctl.kvagent.ucxinfo``); a UCX crash also stays out of the agent. The
@@ -58,7 +62,11 @@ def _load_peer(agent, metadata_b64: str) -> str:
         ) from exc
 
 
-def _measure(request: WorkerRequest) -> WorkerResult:
+def started_marker(result_path: Path) -> Path:
+    return result_path.with_name(result_path.name + ".started")
+
+
+def _measure(request: WorkerRequest, started: Path) -> WorkerResult:
     import torch
     from nixl._api import nixl_agent, nixl_agent_config
 
@@ -67,6 +75,7 @@ def _measure(request: WorkerRequest) -> WorkerResult:
     # No progress thread: the busy polling in _read progresses UCX, and a second spinning thread
     # would only compete with it for the CPU.
     agent = nixl_agent(request.agent_name, nixl_agent_config(enable_prog_thread=False, backends=["UCX"]))
+    started.touch()
     peer = _load_peer(agent, source.metadata_b64)
     bulk = torch.zeros(source.bulk.length, dtype=torch.uint8)
     small = torch.zeros(source.small.length, dtype=torch.uint8)
@@ -89,9 +98,9 @@ def _measure(request: WorkerRequest) -> WorkerResult:
     )
 
 
-def run(request: WorkerRequest) -> WorkerResult:
+def run(request: WorkerRequest, started: Path) -> WorkerResult:
     try:
-        return _measure(request)
+        return _measure(request, started)
     except _Failed as exc:
         return WorkerResult(ok=False, error=str(exc))
     except Exception as exc:  # the process boundary: every nixl/UCX failure becomes a reported reason
@@ -100,7 +109,7 @@ def run(request: WorkerRequest) -> WorkerResult:
 
 def main(argv: list[str]) -> int:
     result_path = Path(argv[1])
-    result = run(WorkerRequest.model_validate_json(sys.stdin.read()))
+    result = run(WorkerRequest.model_validate_json(sys.stdin.read()), started_marker(result_path))
     result_path.write_text(result.model_dump_json())
     sys.stdout.flush()
     return 0 if result.ok else 1
