@@ -88,6 +88,10 @@ class RouterConfig(_Strict):
     timeouts: Timeouts = Timeouts()
     queue: Queue = Queue()
     prefill_retries: int = 1
+    # A decode that refused or never completed the connection did not get the request, so the
+    # prefill's KV is still held for a pull: the decode leg goes to another decode (or the same
+    # one once more) up to this many times. A decode that answered anything is never retried.
+    decode_connect_retries: int = Field(2, ge=0)
     # When every prefill attempt failed (or none is usable), serve the request on a decode whole
     # instead of answering with an error. Off: llm-d removed this implicit fallback as a source of
     # surprises (a slow decode pool with no sign of why); counted in the conditional-disagg metric.

@@ -1,10 +1,14 @@
 """The PD proxy: one client request -> a prefill leg -> a decode leg whose answer is passed through.
 
-Failure semantics: a prefill failure is retried on another prefill (``prefill_retries`` times); a
-decode failure before its first byte becomes an OpenAI-style JSON error (503 unreachable, 504 timed
-out, 502 anything else); a decode failure after bytes were sent ends the stream with an SSE error
-event, and a decode is never retried. A client that goes away cancels this handler (aiohttp's
-handler cancellation), which closes the upstream connections and so aborts the legs in vLLM.
+Failure semantics: a prefill failure is retried on another prefill (``prefill_retries`` times). A
+decode leg that could not even connect (refused, unresolvable, connect timeout) never reached its
+engine, so the prefill's KV is still waiting to be pulled: it is retried on another decode that pairs
+with the prefill, or on the same one once more (``decode_connect_retries`` times). Any other decode
+failure before its first byte becomes an OpenAI-style JSON error (503 unreachable, 504 timed out, 502
+anything else); a decode failure after bytes were sent ends the stream with an SSE error event. A
+decode that answered anything is never retried: it may have pulled the KV and started. A client that
+goes away cancels this handler (aiohttp's handler cancellation), which closes the upstream
+connections and so aborts the legs in vLLM.
 """
 
 from __future__ import annotations
@@ -37,6 +41,19 @@ class LegFailed(Exception):
         self.status = status
         self.kind = kind
         self.message = message
+
+
+class _NotConnected(Exception):
+    """The decode leg failed before its connection was open: the engine never saw the request."""
+
+    def __init__(self, failure: LegFailed):
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+# What aiohttp raises only while opening a connection (DNS, TCP connect, TLS; ConnectionTimeoutError
+# is the sock_connect timeout); a read timeout is SocketTimeoutError and means the request was sent.
+_CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
 class LegAnswered(Exception):
@@ -150,7 +167,7 @@ class Proxy:
                 )  # fmt: skip
                 continue
             payload = orjson.dumps(pdcontract.decode_request(body, kv))
-            return await self._decode_leg(request, decode, payload, chat, stream, headers, started)
+            return await self._decode_leg(request, prefill, decode, payload, chat, stream, headers, started)
         if self.config.decode_only_on_prefill_failure:
             self.metrics.disagg.labels("decode_only", "prefill_failed").inc()
             return await self._decode_whole(request, raw, chat, stream, headers, started)
@@ -163,7 +180,7 @@ class Proxy:
         decode = selection.pick_decode(self.registry, None)
         if decode is None:
             return error_response(503, "no healthy decode backend; check `GET /admin/backends` and the engines' /health")
-        return await self._decode_leg(request, decode, raw, chat, stream, headers, started)
+        return await self._decode_leg(request, None, decode, raw, chat, stream, headers, started)
 
     async def _prefill_leg(self, prefill: Backend, payload: bytes, chat: bool, headers: dict) -> dict:
         url = prefill.chat_url if chat else prefill.completions_url
@@ -199,8 +216,32 @@ class Proxy:
         health.record_failure(self.registry, backend, self.config.health, failure.message, slow=failure.kind == "timeout")
         return failure
 
-    async def _decode_leg(self, request: web.Request, decode: Backend, payload: bytes, chat: bool, stream: bool,
-                          headers: dict, started: float) -> web.StreamResponse:
+    async def _decode_leg(self, request: web.Request, prefill: Backend | None, decode: Backend, payload: bytes,
+                          chat: bool, stream: bool, headers: dict, started: float) -> web.StreamResponse:
+        """``payload`` on ``decode``; while a decode cannot be connected to, on another one that may take
+        ``prefill``'s KV (any usable decode for a request without a prefill leg), else once more on the
+        same one: a decode restarted or stopped between health checks must not fail the request."""
+        unreachable: set[str] = set()
+        same_again = False
+        for attempt in range(1 + self.config.decode_connect_retries):
+            if attempt:
+                self.metrics.retries.labels("decode").inc()
+            try:
+                return await self._decode_attempt(request, decode, payload, chat, stream, headers, started)
+            except _NotConnected as exc:
+                failure = exc.failure
+            unreachable.add(decode.url)
+            other = selection.pick_decode(self.registry, prefill, exclude=unreachable)
+            if other is not None:
+                decode = other
+            elif same_again:
+                break
+            else:
+                same_again = True  # a connect that timed out under load may well succeed now
+        return error_response(failure.status, failure.message)
+
+    async def _decode_attempt(self, request: web.Request, decode: Backend, payload: bytes, chat: bool, stream: bool,
+                              headers: dict, started: float) -> web.StreamResponse:
         url: URL = decode.chat_url if chat else decode.completions_url
         decode.in_flight += 1
         upstream: aiohttp.ClientResponse | None = None
@@ -212,6 +253,8 @@ class Proxy:
                 first = await upstream.content.readany()
                 if not first:
                     raise aiohttp.ServerDisconnectedError("the decode ended its answer before any byte")
+            except _CONNECT_ERRORS as exc:
+                raise _NotConnected(self._failed(decode, _classify(exc, decode, "decode"))) from exc
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 failure = self._failed(decode, _classify(exc, decode, "decode"))
                 return error_response(failure.status, failure.message)

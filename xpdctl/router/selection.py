@@ -4,6 +4,7 @@ only prefill->decode pairs that may exchange KV (same generation label, not repo
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection
 
 from xpdctl.router.backends import Backend, Registry
 
@@ -41,11 +42,12 @@ def pick_prefill(registry: Registry, exclude: set[str]) -> Backend | None:
     return _least_loaded(candidates, "prefill")
 
 
-def pick_decode(registry: Registry, prefill: Backend | None) -> Backend | None:
+def pick_decode(registry: Registry, prefill: Backend | None, exclude: Collection[str] = ()) -> Backend | None:
     """A decode for the KV ``prefill`` computed; any usable decode when the request skips prefill."""
+    candidates = [d for d in registry.decodes if d.url not in exclude]
     if prefill is None:
-        return _least_loaded([d for d in registry.decodes if d.usable], "decode")
-    return _least_loaded([d for d in registry.decodes if pair_ok(registry, prefill, d)], "decode")
+        return _least_loaded([d for d in candidates if d.usable], "decode")
+    return _least_loaded([d for d in candidates if pair_ok(registry, prefill, d)], "decode")
 
 
 def usable_pairs(registry: Registry) -> int:
