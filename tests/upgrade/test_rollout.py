@@ -85,6 +85,67 @@ def test_failure_on_second_host_rolls_back_and_resume_completes(sim_cluster, loa
         ("upgrade", "failed"), ("upgrade", "failed"), ("upgrade", "ok")]
 
 
+def test_fix_through_the_inventory_reaches_the_hosts_not_upgraded_yet(sim_cluster, load):
+    """The first host fails on release-2; the operator's fix is release-3 at another path, given through the
+    inventory. --resume renders it again: nothing was upgraded yet, so every decode ends on release-3."""
+    release = sim_cluster.tmp / "release-2"
+    write_release(release, broken_port=sim_cluster.decode_ports[0])
+    sim_cluster.write(python=str(release))
+    with load() as traffic:
+        failed = sim_cluster.upgrade(check=False)
+        assert failed.returncode == 1
+        rollout = sim_cluster.rollout()
+        assert rollout["status"] == "failed" and rollout["image"] is None
+        assert {n: i["status"] for n, i in rollout["instances"].items()} == {
+            "xpd-local-decode-0": "failed", "xpd-local-decode-1": "pending", "xpd-local-decode-2": "pending"}
+
+        sim_cluster.write(python=str(write_release(sim_cluster.tmp / "release-3")))
+        target = sim_cluster.state_dir / "upgrade" / "target"
+        recorded = {p: p.read_bytes() for p in [sim_cluster.state_dir / "upgrade" / "rollout.json",
+                                                 *sorted(target.rglob("*.service"))]}
+        dry = json.loads(sim_cluster.upgrade("--resume", "--dry-run", "-o", "json").stdout)
+        assert dry["status"] == "dry-run" and dry["retargeted"] == [f"xpd-local-decode-{i}" for i in range(3)]
+        assert {p: p.read_bytes() for p in recorded} == recorded  # the dry run wrote nothing
+
+        resumed = sim_cluster.upgrade("--resume", "-o", "json")
+    assert traffic.failures == [] and traffic.ok > 0, traffic.failure_summary()
+    assert min(traffic.serving) >= 2
+    assert "the target changed since the rollout started: xpd-local-decode-0, xpd-local-decode-1, " \
+           "xpd-local-decode-2 get the inventory's files as they are now" in resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == "done"
+    assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-3" for i in range(3)}
+    [retarget] = sim_cluster.rollout()["retargets"]
+    assert retarget["instances"] == [f"xpd-local-decode-{i}" for i in range(3)]
+    assert json.loads(sim_cluster.xpdctl("status", "-o", "json").stdout)["healthy"] is True
+
+
+def test_fix_through_the_inventory_after_a_host_was_upgraded_is_refused(sim_cluster):
+    """The second host fails on release-2 while the first already runs it: release-3 through the inventory
+    would leave the pool on two releases, so --resume refuses and says how to go on; doing that completes."""
+    release = sim_cluster.tmp / "release-2"
+    write_release(release, broken_port=sim_cluster.decode_ports[1])
+    sim_cluster.write(python=str(release))
+    assert sim_cluster.upgrade(check=False).returncode == 1
+    before = (pids(sim_cluster), releases(sim_cluster), sim_cluster.rollout())
+
+    sim_cluster.write(python=str(write_release(sim_cluster.tmp / "release-3")))
+    for args in (["--dry-run"], []):
+        refused = sim_cluster.upgrade("--resume", *args, check=False)
+        assert refused.returncode == 2, refused.stderr
+        assert (f"xpd-local-decode-0 (the unit's ExecStart program: {release} -> {sim_cluster.tmp / 'release-3'})"
+                in refused.stderr)
+        assert "two releases" in refused.stderr and "Put the inventory back to what the rollout started with" \
+            in refused.stderr and "then run a new upgrade" in refused.stderr
+        assert (pids(sim_cluster), releases(sim_cluster), sim_cluster.rollout()) == before
+
+    # What the message says: the inventory back, release-2 fixed where it failed, resume.
+    write_release(release)
+    sim_cluster.write(python=str(release))
+    resumed = json.loads(sim_cluster.upgrade("--resume", "-o", "json").stdout)
+    assert resumed["status"] == "done" and resumed["retargeted"] == []
+    assert releases(sim_cluster) == {f"xpd-local-decode-{i}": "release-2" for i in range(3)}
+
+
 def test_compat_change_refused_in_place_then_blue_green(sim_cluster, load):
     old_generation = deployed(sim_cluster)["xpd-local-decode-0"]["generation"]
     before = pids(sim_cluster)

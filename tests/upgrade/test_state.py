@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -30,6 +31,17 @@ def test_round_trip_and_current_step(tmp_path):
     assert (phase.name, step) == ("batch 1", "stop")
     again.phase = 1
     assert again.current() is None
+
+
+def test_rollout_recorded_before_resume_could_retarget_still_loads(tmp_path):
+    layout = Layout(tmp_path)
+    save_rollout(layout, _rollout())
+    recorded = json.loads(layout.rollout.read_text())
+    for key in ("image", "alt_port_offset", "retargets"):
+        del recorded[key]
+    layout.rollout.write_text(json.dumps(recorded))
+    again = load_rollout(layout)
+    assert (again.image, again.alt_port_offset, again.retargets) == (None, 1000, [])
 
 
 def test_second_upgrade_is_refused_while_one_runs(tmp_path):

@@ -22,7 +22,9 @@ from xpdctl.output import emit_json, output_option, table
                    "new release changes a KV-compatibility factor).")
 @click.option("--restart", is_flag=True, help="Roll every instance, also those whose files did not change.")
 @click.option("--dry-run", is_flag=True, help="Show the verdict and the phases; change nothing.")
-@click.option("--resume", is_flag=True, help="Continue a failed or interrupted rollout where it stopped.")
+@click.option("--resume", is_flag=True,
+              help="Continue a failed or interrupted rollout where it stopped, with the inventory (and --image, "
+                   "else the one it started with) as they are now for instances not upgraded yet.")
 @click.option("--drain-timeout", "drain_timeout_s", type=float, default=300.0, show_default=True,
               help="Seconds a drained instance's requests may take to finish before the step fails.")
 @click.option("--timeout", "timeout_s", type=float, default=900.0, show_default=True,
@@ -47,7 +49,8 @@ def command(inventory: Path, pool: str, image: str | None, max_unavailable: int,
       undrain      the router sends it requests again (done when its health checks find it serving)
     A pool of one instance first gets a surge instance (other name and ports) that serves meanwhile.
     A failed step puts the instance back on the old version, stops, and records `failed`;
-    fix the cause and run the same command with --resume.
+    fix the cause and run the same command with --resume. A fix in the inventory or --image (a new
+    release) reaches the instances not upgraded yet; one that changes an upgraded instance is refused.
 
     \b
     When the new release changes a KV-compatibility factor (vLLM version, attention backend, KV dtype,
@@ -61,6 +64,7 @@ def command(inventory: Path, pool: str, image: str | None, max_unavailable: int,
       xpdctl upgrade -i inventory/lab.yaml --pool decode --image rocm/vllm:v0.32.1@sha256:... --dry-run
       xpdctl upgrade -i inventory/local.yaml --pool decode --restart
       xpdctl upgrade -i inventory/lab.yaml --pool decode --max-unavailable 2 -o json
+      xpdctl upgrade -i inventory/lab.yaml --pool decode --resume --dry-run   # what the fix changes
       xpdctl upgrade -i inventory/lab.yaml --pool decode --resume
       xpdctl upgrade -i inventory/lab.yaml --pool prefill --blue-green
     """  # fmt: skip
@@ -81,6 +85,7 @@ def command(inventory: Path, pool: str, image: str | None, max_unavailable: int,
             result = upgrade(req, options=options, progress=Progress())
             details.update(status=result.status, mode=result.mode,
                            instances=[i.name for i in result.instances if i.kind == "instance"],
+                           retargeted=result.retargeted,
                            generation=result.verdict.new_generation if result.verdict else None)
     if output == "json":
         emit_json(result.model_dump())
@@ -90,6 +95,9 @@ def command(inventory: Path, pool: str, image: str | None, max_unavailable: int,
     if result.status == "unchanged":
         click.echo(f"the {pool} pool already runs what the inventory says; nothing to do (--restart rolls it anyway)")
         return
+    if result.retargeted:
+        click.echo(f"the target changed since the rollout started: {', '.join(result.retargeted)} get the "
+                   "inventory's files as they are now")
     click.echo(f"{result.mode} upgrade of the {pool} pool ({result.pool_size} instances, at least {result.floor} "
                f"serving): {result.status}")
     click.echo(table(["phase", "instances", "steps", "seconds"],

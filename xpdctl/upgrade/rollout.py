@@ -2,7 +2,8 @@
 
 A failed step in a phase marked ``rollback`` puts its instances back on the old version (or takes
 surge/green instances away again), stops the rollout and records ``failed``; ``--resume`` runs that
-phase again. A rollout interrupted anywhere else continues at the step it was in.
+phase again. A rollout interrupted anywhere else continues at the step it was in. ``--resume``
+renders the inventory again: instances not upgraded yet take its files as they are then (``retarget``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from xpdctl.paths import cluster_state_dir
 from xpdctl.render import read_tree, render_files, write_tree
 from xpdctl.upgrade import phases as ph
 from xpdctl.upgrade.routeradmin import RouterAdmin, admin_token
-from xpdctl.upgrade.state import Instance, Layout, Phase, Rollout, exclusive, load_rollout, save_rollout
+from xpdctl.upgrade.retarget import decide, differences
+from xpdctl.upgrade.state import Instance, Layout, Phase, Retarget, Rollout, exclusive, load_rollout, save_rollout
 from xpdctl.upgrade.steps import STEPS, Context, Options, apply_deployed, step_health, step_pairs_ok, step_undrain
-from xpdctl.upgrade.target import Verdict, alt_plan, check_alt_ports, target_plan, verdict, with_image
+from xpdctl.upgrade.target import ALT_SUFFIX, Verdict, alt_plan, check_alt_ports, target_plan, verdict, with_image
 from xpdctl.upgrade.tree import copy_service, engines, find_service, manifest_of, without_service, write_deployed
 
 
@@ -51,6 +53,7 @@ class UpgradeResult(BaseModel):
     floor: int = 0
     phases: list[Phase] = []
     instances: list[Instance] = []
+    retargeted: list[str] = []  # --resume: instances that take the inventory's files as they are now
     state_file: str
 
 
@@ -62,12 +65,6 @@ def _instance(manifest: dict, name: str, kind: str = "instance", source: str = "
     host, entry = find_service(manifest, name)
     return Instance(name=name, host=host, role=entry["role"], url=entry["url"], kind=kind, source=source,
                     generation=entry["generation"])
-
-
-def _changed(deployed, target, manifest_d: dict, manifest_t: dict, name: str) -> bool:
-    _, old = find_service(manifest_d, name)
-    _, new = find_service(manifest_t, name)
-    return old != new or any(deployed.get(rel) != target.get(rel) for rel in (old["unit"], old["env_file"]))
 
 
 def _new_rollout(req: Request, loaded, layout: Layout, deployed_dir: Path, environ: Mapping[str, str]):
@@ -91,8 +88,7 @@ def _new_rollout(req: Request, loaded, layout: Layout, deployed_dir: Path, envir
         mode = "blue-green"
         floor = pool_size
     else:
-        rolling = [n for n in names[req.pool]
-                   if req.restart or _changed(deployed, target_files, manifest_d, manifest_t, n)]
+        rolling = [n for n in names[req.pool] if req.restart or differences(deployed, target_files, n)]
         if not rolling:
             return None, verdict_
         floor, batch, surge = ph.sizes(pool_size, req.max_unavailable)
@@ -113,12 +109,41 @@ def _new_rollout(req: Request, loaded, layout: Layout, deployed_dir: Path, envir
         cluster=loaded.inventory.cluster, pool=req.pool, mode=mode, by=who(), started_at=_now(), phases=phases,
         instances={i.name: i for i in olds + alts}, pool_size=pool_size, floor=floor,
         old_generation=verdict_.old_generation, new_generation=verdict_.new_generation,
+        image=req.image, alt_port_offset=req.alt_port_offset,
     )
     if not req.dry_run:
         write_tree(deployed, layout.previous)
         write_tree(target_files, layout.target)
         write_tree(alt_files, layout.alt)
     return rollout, verdict_
+
+
+def _retarget(req: Request, loaded, layout: Layout, rollout: Rollout, image: str | None,
+              environ: Mapping[str, str]) -> tuple[list[str], Verdict | None]:
+    """--resume: render the inventory as it is now; instances not upgraded yet whose files changed take the
+    new ones (recorded in the rollout and its target/alt trees unless dry-run). Refusals: ``retarget.decide``."""
+    recorded = {"target": read_tree(layout.target), "alt": read_tree(layout.alt)}
+    wanted = {i.name.removesuffix(ALT_SUFFIX) for i in rollout.instances.values() if i.source == "alt"}
+    new = {"target": render_files(target_plan(loaded, environ)),
+           "alt": render_files(alt_plan(loaded, environ, wanted, rollout.alt_port_offset))}
+    changed = "the inventory" + (" and --image" if image != rollout.image else "")
+    resume = f"xpdctl upgrade -i {req.inventory} --pool {rollout.pool} --resume"
+    names, v = decide(rollout, read_tree(layout.previous), recorded, new, resume=resume, changed=changed)
+    if not names:
+        return [], None
+    manifests = {source: manifest_of(files) for source, files in new.items()}
+    for n in names:
+        old = rollout.instances[n]
+        fresh = _instance(manifests[old.source], n, old.kind, old.source)
+        rollout.instances[n] = fresh.model_copy(update={"status": old.status, "error": old.error})
+    rollout.image = image
+    rollout.old_generation, rollout.new_generation = v.old_generation, v.new_generation
+    rollout.retargets.append(Retarget(at=_now(), instances=names, image=image))
+    if not req.dry_run:
+        write_tree(new["target"], layout.target)
+        write_tree(new["alt"], layout.alt)
+        save_rollout(layout, rollout)
+    return names, v
 
 
 def _rollback(ctx: Context, phase: Phase, members: list[Instance], failed_step: str) -> None:
@@ -207,7 +232,8 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
     from xpdctl.inventory import load_inventory
 
     environ = dict(os.environ if environ is None else environ)
-    loaded = with_image(load_inventory(req.inventory), req.pool, req.image)
+    inventory = load_inventory(req.inventory)
+    loaded = with_image(inventory, req.pool, req.image)
     inv = loaded.inventory
     state_dir = cluster_state_dir(inv.cluster)
     layout = Layout(state_dir)
@@ -216,12 +242,13 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
     if not (deployed_dir / "manifest.json").exists():
         raise InputError(f"cluster {inv.cluster} has not been brought up (no {deployed_dir}); run `xpdctl up` first")
 
-    def result(status: str, rollout: Rollout | None, v: Verdict | None) -> UpgradeResult:
+    def result(status: str, rollout: Rollout | None, v: Verdict | None, retargeted: list[str] | None = None
+               ) -> UpgradeResult:
         return UpgradeResult(
             cluster=inv.cluster, pool=req.pool, status=status, verdict=v, state_file=str(layout.rollout),
             mode=rollout.mode if rollout else None, pool_size=rollout.pool_size if rollout else 0,
             floor=rollout.floor if rollout else 0, phases=rollout.phases if rollout else [],
-            instances=list(rollout.instances.values()) if rollout else [],
+            instances=list(rollout.instances.values()) if rollout else [], retargeted=retargeted or [],
         )
 
     with exclusive(layout):
@@ -240,13 +267,19 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
                 raise InputError("there is no failed or interrupted rollout to resume; run the upgrade without --resume")
             if existing.pool != req.pool:
                 raise InputError(f"the unfinished rollout is of the {existing.pool} pool; resume it with --pool {existing.pool}")
-            rollout, v = existing, None
+            image = req.image if req.image is not None else existing.image
+            rollout = existing
+            retargeted, v = _retarget(req, with_image(inventory, req.pool, image), layout, rollout, image, environ)
+            if retargeted and not req.dry_run:
+                progress.done(f"the target changed since the rollout started: {', '.join(retargeted)} get the "
+                              "inventory's files as they are now")
         else:
+            retargeted = []
             rollout, v = _new_rollout(req, loaded, layout, deployed_dir, environ)
             if rollout is None:
                 return result("unchanged", None, v)
         if req.dry_run:
-            return result("dry-run", rollout, v)
+            return result("dry-run", rollout, v, retargeted)
         manifest = manifest_of(read_tree(deployed_dir))
         router_host = manifest["router"]["host"]
         router = next(s for s in manifest["hosts"][router_host]["services"] if s["role"] == "router")
@@ -257,5 +290,5 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
             progress=progress,
         )
         run(ctx)
-        return result("done", rollout, v)
+        return result("done", rollout, v, retargeted)
 

@@ -46,6 +46,14 @@ class Phase(BaseModel):
     seconds: dict[str, float] = {}  # step -> how long it took (the last run of it)
 
 
+class Retarget(BaseModel):
+    """A ``--resume`` that gave instances not upgraded yet the inventory's files as they were then."""
+
+    at: str
+    instances: list[str]
+    image: str | None = None  # the --image in effect from then on
+
+
 class Rollout(BaseModel):
     cluster: str
     pool: str
@@ -63,6 +71,9 @@ class Rollout(BaseModel):
     new_generation: str
     error: str | None = None
     finished_at: str | None = None
+    image: str | None = None  # --image it runs with; --resume keeps it unless given another
+    alt_port_offset: int = 1000  # surge and green instances: the inventory's ports plus this
+    retargets: list[Retarget] = []
 
     def current(self) -> tuple[Phase, str] | None:
         if self.phase >= len(self.phases):
@@ -79,7 +90,7 @@ class Layout:
         self.rollout = self.root / "rollout.json"
         self.lock = self.root / "lock"
         self.previous = self.root / "previous"  # the deployed render when the rollout began
-        self.target = self.root / "target"  # the render of the inventory being rolled out
+        self.target = self.root / "target"  # the render of the inventory being rolled out (again at --resume)
         self.alt = self.root / "alt"  # surge / green instances: other names, other ports
         # unit -> content hash it keeps running with although its rendered files changed (the router
         # after a blue-green rollout: its backends were changed through its admin API instead)

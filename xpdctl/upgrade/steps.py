@@ -127,8 +127,9 @@ def step_pull(ctx: Context, instances: list[Instance]) -> None:
             raise ExecutionError(f"{i.name}: getting the new program ready failed: {problem}")
         if run.result.rc != 0:
             said = run.result.stdout.strip()[-300:] or f"exit status {run.result.rc}"
-            raise ExecutionError(f"{i.name}: `{command}` failed on {i.host} ({said}); install the new release there "
-                                 "(or fix the image reference), then run the upgrade again with --resume")
+            raise ExecutionError(f"{i.name}: `{command}` failed on {i.host} ({said}); install the new release there, "
+                                 "or point the inventory (or --image) at one that is, then run the upgrade again with "
+                                 "--resume: instances not upgraded yet get what the inventory says then")
 
 
 def step_drain(ctx: Context, instances: list[Instance]) -> None:
@@ -157,7 +158,7 @@ def step_wait_idle(ctx: Context, instances: list[Instance]) -> None:
     _wait(f"waiting for in-flight requests on {', '.join(i.name for i in instances)} to finish",
           lambda: not busy(), ctx.options.drain_timeout_s, ctx,
           lambda: f"requests still in flight after {ctx.options.drain_timeout_s:.0f} s ({busy()}); stopping now would "
-                  "fail them. Run again with a larger --drain-timeout")
+                  "fail them. Run the upgrade again with --resume and a larger --drain-timeout")
     if any(i.role == "prefill" for i in instances):
         time.sleep(ctx.options.kv_grace_s)
 
