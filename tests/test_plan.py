@@ -37,6 +37,7 @@ def test_engine_env_carries_side_channel_ucx_and_visible_devices():
         "UCX_NET_DEVICES": "mlx5_0:1",
         "VLLM_NIXL_SIDE_CHANNEL_HOST": "10.0.0.11",
         "VLLM_NIXL_SIDE_CHANNEL_PORT": "5600",
+        "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60",  # far beyond the router's 4 s of idle keep-alive
     }
     assert services["xpd-lab-decode-0"].env["HIP_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
 

@@ -150,6 +150,13 @@ def _secrets(inv: Inventory, environ: Mapping[str, str]) -> dict[str, str]:
     return {key: environ[key] for key in inv.engine.secret_env if environ.get(key)}
 
 
+# Seconds vLLM's HTTP server keeps an idle connection (its default is 5). The router drops its idle
+# connections after 4 s (xpdctl/router/backends.py), but a router starved of CPU can take the last
+# second to send on one: the engine closed it meanwhile and the request failed ("Can not write request
+# body", seen once in a rolling restart on 2 loaded cores). A wide margin closes that window.
+ENGINE_KEEP_ALIVE_S = 60
+
+
 def _engine_service(
     inv: Inventory, settings: KvSettings, p: Placement, host: Host, environ: Mapping[str, str]
 ) -> Service:
@@ -158,6 +165,7 @@ def _engine_service(
     env = {
         "VLLM_NIXL_SIDE_CHANNEL_HOST": host.address,
         "VLLM_NIXL_SIDE_CHANNEL_PORT": str(p.side_channel_port),
+        "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": str(ENGINE_KEEP_ALIVE_S),
         vendor.visible_devices_env: vendor.visible_devices(list(p.gpus)),
         **vendor.engine_env,
     }

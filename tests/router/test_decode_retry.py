@@ -171,3 +171,16 @@ async def test_a_decode_that_got_the_request_is_never_retried(cluster, http):
             await d.stop()
     assert sum(d.posts for d in decodes) == 4
     assert _sample(router, "xpd_router_retries_total", {"leg": "decode"}) == 0
+
+
+async def test_the_only_prefill_is_tried_once_more_when_it_could_not_be_connected_to(cluster, http):
+    """Same reasoning for the prefill leg: a connect that failed sent nothing, so the only prefill gets a
+    second try (a connect that timed out under load may well succeed then) before the client sees 503."""
+    prefill, decode = await cluster.sim("prefill"), await cluster.sim("decode")
+    router = await cluster.router([prefill], [decode], health=RARE_CHECKS)
+    await prefill.stop()
+    status, raw = await _post(http, router, stream=False)
+    assert status == 503 and "prefill" in json.loads(raw)["error"]["message"]
+    assert _sample(router, "xpd_router_upstream_errors_total", {"pool": "prefill", "kind": "connect"}) == 2
+    assert _sample(router, "xpd_router_retries_total", {"leg": "prefill"}) == 1
+    assert not decode.engine.log

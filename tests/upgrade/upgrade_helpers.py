@@ -105,11 +105,12 @@ class Load:
     plus a sampler of how many decode instances the router has serving (admin API)."""
 
     def __init__(self, router_url: str, token: str, model: str, *, workers: int = 3, max_requests: int = 5000,
-                 max_seconds: float = 300.0):
+                 max_seconds: float = 300.0, request_timeout_s: float = 60.0):
         import threading
 
         self.router_url, self.token, self.model = router_url, token, model
         self.workers, self.max_requests, self.max_seconds = workers, max_requests, max_seconds
+        self.request_timeout_s = request_timeout_s
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.ok = 0
@@ -134,7 +135,7 @@ class Load:
             with self.lock:
                 if self.ok + len(self.failures) >= self.max_requests:
                     return
-            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=self.request_timeout_s)
             start = time.monotonic()
             try:
                 conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})

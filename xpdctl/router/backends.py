@@ -27,8 +27,9 @@ def normalize_url(url: str) -> str:
 
 def _session(timeouts: Timeouts) -> aiohttp.ClientSession:
     # One keep-alive session per upstream, with no connection cap: aiohttp's default of 100 would
-    # queue streams beyond the hundredth inside the router. Idle connections are dropped before
-    # vLLM's server (uvicorn, 5 s) drops them, so a request never lands on a connection being closed.
+    # queue streams beyond the hundredth inside the router. Idle connections are dropped well before
+    # the engines drop theirs (xpdctl.plan.ENGINE_KEEP_ALIVE_S; vLLM's own default is 5 s), so a
+    # request never lands on a connection being closed.
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=4)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s)
     # No cookie jar (engines set none); no Accept-Encoding, so answers come uncompressed and their

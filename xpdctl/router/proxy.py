@@ -36,11 +36,12 @@ _PASSED_HEADERS = ("Authorization",)
 class LegFailed(Exception):
     """A leg failed in a way that is the backend's fault; ``status`` is what the client would get."""
 
-    def __init__(self, status: int, kind: str, message: str):
+    def __init__(self, status: int, kind: str, message: str, unsent: bool = False):
         super().__init__(message)
         self.status = status
         self.kind = kind
         self.message = message
+        self.unsent = unsent  # the connection never opened: the backend did not see the request
 
 
 class _NotConnected(Exception):
@@ -143,8 +144,15 @@ class Proxy:
         prefill_payload = orjson.dumps(pdcontract.prefill_request(body, chat))
         tried: set[str] = set()
         failure: LegFailed | None = None
+        failure_url = ""
+        same_again = False
         for attempt in range(1 + self.config.prefill_retries):
             prefill = selection.pick_prefill(self.registry, tried)
+            if prefill is None and failure is not None and failure.unsent and not same_again:
+                # The only prefill left could not be connected to (a connect that timed out under load,
+                # a restart between health checks): it never saw the request, so once more may serve.
+                same_again = True
+                prefill = selection.pick_prefill(self.registry, tried - {failure_url})
             if prefill is None:
                 break
             if attempt:
@@ -155,7 +163,7 @@ class Proxy:
             except LegAnswered as answered:
                 return answered.response
             except LegFailed as exc:
-                failure = exc
+                failure, failure_url = exc, prefill.url
                 continue
             decode = selection.pick_decode(self.registry, prefill)
             if decode is None:
@@ -191,6 +199,10 @@ class Proxy:
                 data = await resp.read()
                 status = resp.status
                 content_type = resp.headers.get("Content-Type", _JSON)
+        except _CONNECT_ERRORS as exc:
+            failure = _classify(exc, prefill, "prefill")
+            failure.unsent = True
+            raise self._failed(prefill, failure) from exc
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise self._failed(prefill, _classify(exc, prefill, "prefill")) from exc
         finally:
