@@ -1,4 +1,6 @@
 import asyncio
+import contextlib
+import socket
 
 import aiohttp
 import pytest
@@ -59,3 +61,31 @@ def wait_until():
 async def http():
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@contextlib.asynccontextmanager
+async def _unanswered(port: int):
+    """A listener on ``port`` (of a stopped engine) whose accept queue is full, as on a host too loaded to
+    accept: loopback drops further SYNs, so a connect to it times out (aiohttp's ConnectionTimeoutError)."""
+    hung = socket.socket()
+    hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hung.bind(("127.0.0.1", port))
+    hung.listen(0)
+    fillers = []
+    try:
+        for _ in range(3):  # never accepted: they fill the accept queue
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        await asyncio.sleep(0.1)
+        yield
+    finally:
+        for s in [*fillers, hung]:
+            s.close()
+
+
+@pytest.fixture
+def unanswered():
+    """``async with unanswered(port):`` connects to ``port`` time out meanwhile."""
+    return _unanswered

@@ -6,7 +6,6 @@ retried leg that finishes shows the lease was still there for the second decode.
 
 import asyncio
 import json
-import socket
 
 BODY = {"model": "m", "prompt": "tell me a story about routers", "max_tokens": 8}
 # Active checks far apart: a stopped decode stays "healthy" in the router, as between two checks.
@@ -89,31 +88,17 @@ async def test_retries_can_be_turned_off(cluster, http):
     assert _sample(router, "xpd_router_retries_total", {"leg": "decode"}) == 0
 
 
-async def test_a_decode_whose_connect_never_completes_is_retried(cluster, http):
-    """A decode whose listen queue is full (a host too loaded to accept): loopback drops the SYNs, so the
-    connect times out (aiohttp's ConnectionTimeoutError) and the leg moves to the other decode."""
+async def test_a_decode_whose_connect_never_completes_is_retried(cluster, http, unanswered):
+    """A decode whose listen queue is full (a host too loaded to accept): the connect times out
+    (aiohttp's ConnectionTimeoutError) and the leg moves to the other decode."""
     prefill = await cluster.sim("prefill")
     live, doomed = await cluster.sim("decode"), await cluster.sim("decode")
     router = await cluster.router([prefill], [live, doomed], timeouts={"connect_s": 0.3}, health=RARE_CHECKS)
     await doomed.stop()
-    hung = socket.socket()
-    hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    hung.bind(("127.0.0.1", doomed.port))
-    hung.listen(0)
-    fillers = []
-    try:
-        for _ in range(3):  # never accepted: they fill the accept queue
-            filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", doomed.port))
-            fillers.append(filler)
-        await asyncio.sleep(0.1)
+    async with unanswered(doomed.port):
         for stream in (False, True, False, True):
             status, raw = await _post(http, router, stream)
             assert status == 200, raw
-    finally:
-        for s in [*fillers, hung]:
-            s.close()
     assert len(live.engine.log) == 4 and all(r["outcome"] == "finished" for r in live.engine.log)
     timeouts = _sample(router, "xpd_router_upstream_errors_total", {"pool": "decode", "kind": "timeout"})
     assert timeouts >= 1

@@ -212,28 +212,12 @@ async def test_decode_only_fallback_is_explicit(cluster, http):
         "xpd_router_disagg_decisions_total", {"decision": "decode_only", "reason": "prefill_failed"}) == 1
 
 
-async def test_unanswered_connect_hits_the_connect_timeout(cluster, http):
+async def test_unanswered_connect_hits_the_connect_timeout(cluster, http, unanswered):
     """A prefill whose listen queue is full (a hung host): SYNs go unanswered, so connect times out."""
-    import socket
-
     doomed, decode = await cluster.sim("prefill"), await cluster.sim("decode")
     router = await cluster.router([doomed], [decode], timeouts={"connect_s": 0.3}, health={"interval_s": 60})
     await doomed.stop()
-    hung = socket.socket()
-    hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    hung.bind(("127.0.0.1", doomed.port))
-    hung.listen(0)
-    fillers = []
-    try:
-        for _ in range(3):  # never accepted: they fill the accept queue
-            filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", doomed.port))
-            fillers.append(filler)
-        await asyncio.sleep(0.1)
+    async with unanswered(doomed.port):
         async with http.post(router.url + "/v1/completions", json=BODY) as resp:
             assert resp.status == 504
             assert "ConnectionTimeoutError" in (await resp.json())["error"]["message"]
-    finally:
-        for s in [*fillers, hung]:
-            s.close()
