@@ -44,14 +44,6 @@ class LegFailed(Exception):
         self.unsent = unsent  # the connection never opened: the backend did not see the request
 
 
-class _NotConnected(Exception):
-    """The decode leg failed before its connection was open: the engine never saw the request."""
-
-    def __init__(self, failure: LegFailed):
-        super().__init__(failure.message)
-        self.failure = failure
-
-
 # What aiohttp raises only while opening a connection (DNS, TCP connect, TLS; ConnectionTimeoutError
 # is the sock_connect timeout); a read timeout is SocketTimeoutError and means the request was sent.
 _CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
@@ -65,10 +57,11 @@ class LegAnswered(Exception):
 
 
 def _classify(exc: BaseException, backend: Backend, what: str) -> LegFailed:
+    unsent = isinstance(exc, _CONNECT_ERRORS)
     if isinstance(exc, asyncio.TimeoutError):  # aiohttp's connect and read timeouts are TimeoutErrors too
-        return LegFailed(504, "timeout", f"{what} {backend.url} timed out ({type(exc).__name__})")
+        return LegFailed(504, "timeout", f"{what} {backend.url} timed out ({type(exc).__name__})", unsent)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return LegFailed(503, "connect", f"{what} {backend.url} is unreachable: {exc.os_error or exc}")
+        return LegFailed(503, "connect", f"{what} {backend.url} is unreachable: {exc.os_error or exc}", unsent)
     return LegFailed(502, "broken", f"{what} {backend.url} failed: {type(exc).__name__}: {exc}")
 
 
@@ -199,10 +192,6 @@ class Proxy:
                 data = await resp.read()
                 status = resp.status
                 content_type = resp.headers.get("Content-Type", _JSON)
-        except _CONNECT_ERRORS as exc:
-            failure = _classify(exc, prefill, "prefill")
-            failure.unsent = True
-            raise self._failed(prefill, failure) from exc
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise self._failed(prefill, _classify(exc, prefill, "prefill")) from exc
         finally:
@@ -240,8 +229,8 @@ class Proxy:
                 self.metrics.retries.labels("decode").inc()
             try:
                 return await self._decode_attempt(request, decode, payload, chat, stream, headers, started)
-            except _NotConnected as exc:
-                failure = exc.failure
+            except LegFailed as exc:  # only a leg whose connection never opened is raised, not answered
+                failure = exc
             unreachable.add(decode.url)
             other = selection.pick_decode(self.registry, prefill, exclude=unreachable)
             if other is not None:
@@ -265,10 +254,10 @@ class Proxy:
                 first = await upstream.content.readany()
                 if not first:
                     raise aiohttp.ServerDisconnectedError("the decode ended its answer before any byte")
-            except _CONNECT_ERRORS as exc:
-                raise _NotConnected(self._failed(decode, _classify(exc, decode, "decode"))) from exc
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 failure = self._failed(decode, _classify(exc, decode, "decode"))
+                if failure.unsent:
+                    raise failure from exc
                 return error_response(failure.status, failure.message)
             return await self._pass_stream(request, decode, upstream, first, headers, started)
         except BaseException:
