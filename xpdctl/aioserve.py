@@ -1,4 +1,5 @@
-"""Serve an aiohttp application from a command until SIGINT/SIGTERM (the router and the simulator).
+"""Serve an aiohttp application from a command until SIGINT/SIGTERM (the router and the simulator);
+SIGHUP calls an optional reload hook.
 
 Handler cancellation is on: when a client closes its connection the handler is cancelled, which is
 how vLLM behaves (it aborts the request) and how the router passes an abort on to its upstream legs.
@@ -18,9 +19,15 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     """Start ``app`` on host:port (0 = any free port); returns the runner and the bound port."""
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
+    site = await add_site(runner, host, port)
+    return runner, bound_port(site)
+
+
+async def add_site(runner: web.AppRunner, host: str, port: int) -> web.TCPSite:
+    """Listen on one more address with the same application (a config reload moving the listen address)."""
     site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
     await site.start()
-    return runner, bound_port(site)
+    return site
 
 
 def bound_port(site: web.TCPSite) -> int:
@@ -39,8 +46,12 @@ def raise_fd_limit() -> None:
             pass  # the kernel's cap is lower: keep what we have
 
 
-def run_until_signal(serve: Callable[[asyncio.Event], object]) -> None:
-    """Run ``serve(stop)`` on a fresh event loop (uvloop when installed); ``stop`` is set on SIGINT/SIGTERM."""
+def run_until_signal(serve: Callable[[asyncio.Event], object], on_reload: Callable[[], None] | None = None) -> None:
+    """Run ``serve(stop)`` on a fresh event loop (uvloop when installed); ``stop`` is set on SIGINT/SIGTERM.
+
+    ``on_reload`` is called on the loop at each SIGHUP (systemd's ExecReload). It is installed before
+    ``serve`` starts: SIGHUP's default action would end the process.
+    """
     raise_fd_limit()
 
     async def main() -> None:
@@ -48,6 +59,8 @@ def run_until_signal(serve: Callable[[asyncio.Event], object]) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if on_reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, on_reload)
         await serve(stop)
 
     try:

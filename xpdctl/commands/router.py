@@ -37,31 +37,30 @@ def command(config_file, prefills, decodes, host, port, model, admin_token_file,
     Then:
       curl localhost:8000/v1/completions -d '{"model": "M", "prompt": "Hi", "max_tokens": 8}'
       curl -H "Authorization: Bearer $(cat token)" localhost:8000/admin/backends
+    Reload the config file without dropping a request (every field; --port still overrides it):
+      systemctl reload xpd-<cluster>-router      # or: kill -HUP <router pid>
     """
     from pydantic import ValidationError
 
-    from xpdctl.router.config import RouterConfig, load_router_config
+    from xpdctl.router.config import RouterConfig
+    from xpdctl.router.reload import read
     from xpdctl.router.server import serve
 
     quick = bool(prefills or decodes or host or model or admin_token_file or kv_agents)
     if config_file and quick:
         raise InputError("use either --config FILE or the quick-form flags (--prefill/--decode/...), not both")
     if config_file:
-        config = load_router_config(config_file)
-        if port is not None:
-            config.listen.port = port
-    else:
-        if not prefills or not decodes:
-            raise InputError("give --config FILE, or at least one --prefill URL and one --decode URL")
-        backends = [{"url": u, "pool": "prefill"} for u in prefills] + [{"url": u, "pool": "decode"} for u in decodes]
-        document = {"model": model, "backends": backends, "kv_agents": list(kv_agents),
-                    "listen": {"host": host or "0.0.0.0", "port": 8000 if port is None else port},
-                    "admin": {"token_file": admin_token_file}}
-        try:
-            config = RouterConfig.model_validate(document)
-        except ValidationError as exc:
-            raise InputError(f"invalid router flags: {exc}") from exc
-    duplicates = {b.url.rstrip("/") for b in config.backends if sum(c.url.rstrip("/") == b.url.rstrip("/") for c in config.backends) > 1}
-    if duplicates:
-        raise InputError(f"backend URL(s) listed twice: {', '.join(sorted(duplicates))}; each engine belongs to one pool once")
-    serve(config)
+        loaded = read(config_file, port)
+        serve(loaded.config, port, config_file, loaded.sha256)
+        return
+    if not prefills or not decodes:
+        raise InputError("give --config FILE, or at least one --prefill URL and one --decode URL")
+    backends = [{"url": u, "pool": "prefill"} for u in prefills] + [{"url": u, "pool": "decode"} for u in decodes]
+    document = {"model": model, "backends": backends, "kv_agents": list(kv_agents),
+                "listen": {"host": host or "0.0.0.0", "port": 8000 if port is None else port},
+                "admin": {"token_file": admin_token_file}}
+    try:
+        config = RouterConfig.model_validate(document)
+    except ValidationError as exc:
+        raise InputError(f"invalid router flags: {exc}") from exc
+    serve(config, port)

@@ -1,9 +1,8 @@
-"""The admin API: list, drain, undrain, add and remove backends. Off unless a token is configured;
-every call carries ``Authorization: Bearer <token>``."""
+"""The admin API: list, drain, undrain, add and remove backends. Off (404) unless a token is configured;
+every call carries ``Authorization: Bearer <token>``. A config reload may turn it on, off, or change the token."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 
@@ -23,11 +22,14 @@ def _problem(status: int, message: str) -> web.Response:
 
 
 class AdminApi:
-    def __init__(self, token: str, registry: Registry, policy: Health):
-        self._token = f"Bearer {token}".encode()
+    def __init__(self, token: str | None, registry: Registry, policy: Health):
         self.registry = registry
+        self.configure(token, policy)
+
+    def configure(self, token: str | None, policy: Health) -> None:
+        self.token = token or None
+        self._expected = f"Bearer {token}".encode() if token else None
         self.policy = policy
-        self._closing: set[asyncio.Task] = set()
 
     def routes(self) -> list[web.RouteDef]:
         guard = self._guard
@@ -41,8 +43,10 @@ class AdminApi:
 
     def _guard(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
+            if self._expected is None:
+                return _problem(404, "the admin API is off: the router config sets no admin.token, token_file or token_env")
             given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, self._token):
+            if not hmac.compare_digest(given, self._expected):
                 return web.json_response({"error": "missing or wrong bearer token (Authorization: Bearer <token>)"},
                                          status=401, headers={"WWW-Authenticate": "Bearer"})
             return await handler(request)
@@ -93,15 +97,5 @@ class AdminApi:
         backend = await self._target(request)
         if isinstance(backend, web.Response):
             return backend
-        self.registry.remove(backend.url)
-        task = asyncio.create_task(_close_when_idle(backend))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self.registry.retire(backend.url)
         return web.json_response(backend.describe())
-
-
-async def _close_when_idle(backend: Backend) -> None:
-    """Requests already on a removed backend finish; its connections close after the last one."""
-    while backend.in_flight:
-        await asyncio.sleep(0.1)
-    await backend.session.close()

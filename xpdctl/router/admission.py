@@ -17,11 +17,19 @@ class QueueTimeout(Exception):
 
 class Admission:
     def __init__(self, max_in_flight: int, max_waiting: int, wait_timeout_s: float):
+        self.active = 0
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.resize(max_in_flight, max_waiting, wait_timeout_s)
+
+    def resize(self, max_in_flight: int, max_waiting: int, wait_timeout_s: float) -> None:
+        """New limits (a config reload): a raise admits waiters at once; after a cut, requests over the
+        new limit finish and their slots are not passed on until ``active`` is below it. Requests already
+        waiting keep their place (and their timeout) even beyond a smaller ``max_waiting``."""
         self.max_in_flight = max_in_flight
         self.max_waiting = max_waiting
         self.wait_timeout_s = wait_timeout_s
-        self.active = 0
-        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        while self.active < self.max_in_flight and self._hand_over():
+            self.active += 1
 
     @property
     def waiting(self) -> int:
@@ -52,9 +60,15 @@ class Admission:
                 self._waiters.remove(slot)
 
     def release(self) -> None:
+        # Handing the slot over leaves ``active`` the same: the waiter now holds it.
+        if self.active > self.max_in_flight or not self._hand_over():
+            self.active -= 1
+
+    def _hand_over(self) -> bool:
+        """Wake the first live waiter; False when none waits."""
         while self._waiters:
             slot = self._waiters.popleft()
             if not slot.done():
-                slot.set_result(None)  # the slot moves to the waiter: ``active`` stays the same
-                return
-        self.active -= 1
+                slot.set_result(None)
+                return True
+        return False

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from xpdctl.router import selection
+from xpdctl.router import reload, selection
 from xpdctl.router.admin import AdminApi
 from xpdctl.router.admission import Admission
 from xpdctl.router.backends import Registry
@@ -31,24 +32,60 @@ class Router:
         self.admission = Admission(q.max_in_flight, q.max_waiting, q.wait_timeout_s)
         self.metrics = RouterMetrics(self.registry, lambda: (self.admission.active, self.admission.waiting))
         self.proxy = Proxy(config, self.registry, self.admission, self.metrics)
-        token = config.admin.resolved_token()
-        self.admin = AdminApi(token, self.registry, config.health) if token else None
-        self._tasks: list[asyncio.Task] = []
+        self.admin = AdminApi(config.admin.resolved_token(), self.registry, config.health)
+        self._loops: dict[str, asyncio.Task] = {}
 
     async def start(self, app: web.Application) -> None:
-        cfg = self.config
-        self._tasks.append(asyncio.create_task(health_loop(self.registry, cfg.health)))
-        self._tasks.append(asyncio.create_task(load_loop(self.registry, cfg.load_scrape_interval_s)))
-        if cfg.kv_agents:
-            self._tasks.append(asyncio.create_task(pairs_loop(self.registry, cfg.kv_agents, cfg.kv_agent_poll_interval_s)))
+        await self._restart_loops(None)
 
     async def stop(self, app: web.Application) -> None:
-        for task in self._tasks:
+        await self._cancel(list(self._loops))
+        await self.registry.close()
+
+    async def apply(self, config: RouterConfig, admin_token: str | None) -> list[str]:
+        """Run ``config`` from now on, keeping the runtime state of backends it keeps (a reload);
+        returns what changed, in words. The listen address is the server's business (server.py)."""
+        changes = await reload.reconcile_backends(self.registry, config.backends, config.health)
+        changes += reload.changed_settings(self.config, config, self.admin.token != admin_token)
+        self.registry.timeouts = config.timeouts
+        q = config.queue
+        self.admission.resize(q.max_in_flight, q.max_waiting, q.wait_timeout_s)
+        self.proxy.configure(config)
+        self.admin.configure(admin_token, config.health)
+        old, self.config = self.config, config
+        await self._restart_loops(old)
+        return changes
+
+    def _loop_factories(self, cfg: RouterConfig) -> dict[str, tuple[object, Callable[[], Coroutine]]]:
+        """Each background loop with the settings it was started from."""
+        loops = {
+            "health": (cfg.health, lambda: health_loop(self.registry, cfg.health)),
+            "load": (cfg.load_scrape_interval_s, lambda: load_loop(self.registry, cfg.load_scrape_interval_s)),
+        }
+        if cfg.kv_agents:
+            pairs_settings = (cfg.kv_agents, cfg.kv_agent_poll_interval_s)
+            loops["pairs"] = (pairs_settings, lambda: pairs_loop(self.registry, cfg.kv_agents, cfg.kv_agent_poll_interval_s))
+        return loops
+
+    async def _restart_loops(self, old: RouterConfig | None) -> None:
+        """(Re)start the loops whose settings differ from ``old``'s (all of them at start)."""
+        before = self._loop_factories(old) if old is not None else {}
+        after = self._loop_factories(self.config)
+        stale = [name for name in self._loops if name not in after or before.get(name, (None,))[0] != after[name][0]]
+        await self._cancel(stale)
+        if "pairs" in stale and "pairs" not in after:
+            self.registry.broken_pairs = set()  # no agent left to report a pair broken
+        for name, (_, loop) in after.items():
+            if name not in self._loops:
+                self._loops[name] = asyncio.create_task(loop())
+
+    async def _cancel(self, names: list[str]) -> None:
+        tasks = [self._loops.pop(name) for name in names]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.gather(*(b.session.close() for b in self.registry))
 
     async def health(self, request: web.Request) -> web.Response:
         pairs = selection.usable_pairs(self.registry)
@@ -86,8 +123,8 @@ def build_app(config: RouterConfig) -> web.Application:
     app.router.add_get("/v1/models", router.models)
     app.router.add_get("/health", router.health)
     app.router.add_get("/metrics", router.metrics_page)
-    if router.admin is not None:
-        app.router.add_routes(router.admin.routes())
+    # Always routed: a reload may turn the admin API on; without a token it answers 404 and says why.
+    app.router.add_routes(router.admin.routes())
     app.on_startup.append(router.start)
     app.on_cleanup.append(router.stop)
     return app

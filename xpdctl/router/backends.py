@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -83,8 +84,10 @@ class Registry:
     """Every backend the router knows, plus the prefill->decode pairs KV agents report broken."""
 
     def __init__(self, timeouts: Timeouts):
-        self._timeouts = timeouts
+        # Only for the sessions of backends added from now on; every request passes its own timeout.
+        self.timeouts = timeouts
         self._backends: dict[str, Backend] = {}
+        self._retiring: dict[Backend, asyncio.Task] = {}
         self.prefills: list[Backend] = []
         self.decodes: list[Backend] = []
         self.broken_pairs: set[tuple[str, str]] = set()
@@ -96,7 +99,10 @@ class Registry:
         return self._backends.get(normalize_url(url))
 
     def add(self, spec: BackendSpec) -> Backend:
-        backend = Backend(spec, self._timeouts)
+        return self.insert(Backend(spec, self.timeouts))
+
+    def insert(self, backend: Backend) -> Backend:
+        """A backend record made (and maybe checked) beforehand."""
         if backend.url in self._backends:
             raise KeyError(backend.url)
         self._backends[backend.url] = backend
@@ -108,6 +114,25 @@ class Registry:
         backend.removed = True
         self._reindex()
         return backend
+
+    def retire(self, url: str) -> Backend:
+        """Remove a backend; requests already on it finish, then its connections close."""
+        backend = self.remove(url)
+        task = asyncio.create_task(self._close_when_idle(backend))
+        self._retiring[backend] = task
+        return backend
+
+    async def _close_when_idle(self, backend: Backend) -> None:
+        while backend.in_flight:
+            await asyncio.sleep(0.1)
+        await backend.session.close()
+        del self._retiring[backend]
+
+    async def close(self) -> None:
+        """At shutdown: every session, those of retired backends still finishing included."""
+        for task in self._retiring.values():
+            task.cancel()
+        await asyncio.gather(*(b.session.close() for b in [*self._backends.values(), *self._retiring]))
 
     def _reindex(self) -> None:
         self.prefills = [b for b in self._backends.values() if b.pool == "prefill"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from xpdctl.errors import InputError
 
@@ -103,12 +103,29 @@ class RouterConfig(_Strict):
     kv_agent_poll_interval_s: float = 5.0
     load_scrape_interval_s: float = 1.0
 
+    @model_validator(mode="after")
+    def _one_entry_per_url(self) -> RouterConfig:
+        urls = [b.url.rstrip("/") for b in self.backends]
+        twice = sorted({u for u in urls if urls.count(u) > 1})
+        if twice:
+            raise ValueError(f"backend URL(s) listed twice: {', '.join(twice)}; each engine belongs to one pool once")
+        return self
+
 
 def load_router_config(path: Path) -> RouterConfig:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read router config: {exc.strerror}") from exc
+    return parse_router_config(text, path)
+
+
+def parse_router_config(text: bytes, path: Path) -> RouterConfig:
+    """``text`` read from ``path`` (named in errors)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
     try:
         return RouterConfig.model_validate(data or {})
     except Exception as exc:  # pydantic.ValidationError: shown as one line per problem

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 
 from xpdctl.router.backends import Registry
@@ -53,6 +53,14 @@ class RouterMetrics:
         self.upstream_errors = Counter("xpd_router_upstream_errors", "Failed legs by pool and kind.", ["pool", "kind"], registry=r)
         self.disagg = Counter("xpd_router_disagg_decisions", "Conditional disaggregation decisions.", ["decision", "reason"], registry=r)
         self.rejected = Counter("xpd_router_queue_rejected", "Requests turned away by the admission queue.", ["reason"], registry=r)
+        self.config_reloads = Counter("xpd_router_config_reloads", "Config file reloads (SIGHUP) by result: ok or error.",
+                                      ["result"], registry=r)
+        for result in ("ok", "error"):
+            self.config_reloads.labels(result)
+        # What a script compares with the file on disk to know the router runs it: the sha256 of the
+        # bytes last loaded (empty when the router was started from flags, without a file).
+        self.config_file = Info("xpd_router_config", "The config file the router runs.", registry=r)
+        self.config_file.info({"path": "", "sha256": ""})
 
     def request(self, route: str, status: int) -> None:
         child = self._request_children.get((route, status))

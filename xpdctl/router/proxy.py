@@ -67,16 +67,21 @@ def _classify(exc: BaseException, backend: Backend, what: str) -> LegFailed:
 
 class Proxy:
     def __init__(self, config: RouterConfig, registry: Registry, admission: Admission, metrics: RouterMetrics):
-        self.config = config
         self.registry = registry
         self.admission = admission
         self.metrics = metrics
-        t = config.timeouts
-        # sock_read bounds every wait for upstream bytes; it is first_byte_s until the first byte of
-        # the answer, then idle_s (set on the connection) between chunks.
-        self._leg_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.first_byte_s)
+        self.configure(config)
         # Queue slots free up as streams end, which at serving rates is well within a second.
         self._retry_after = {"Retry-After": "1"}
+
+    def configure(self, config: RouterConfig) -> None:
+        """Settings for requests from now on (a config reload); legs under way keep the timeouts they started with."""
+        self.config = config
+        t = config.timeouts
+        # sock_read bounds every wait for upstream bytes; it is first_byte_s until the first byte of
+        # the answer, then idle_s (set on the connection) between chunks. Passed with every leg, so a
+        # reloaded connect_s reaches the sessions of backends that were already there.
+        self._leg_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.first_byte_s)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, chat=False)

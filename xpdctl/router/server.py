@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
 from xpdctl.aioserve import announce, run_until_signal, start_site
+from xpdctl.router import reload
 from xpdctl.router.app import ROUTER_KEY, Router, build_app
 from xpdctl.router.config import RouterConfig
+
+log = logging.getLogger(__name__)
 
 # Allocations between young-generation collections (Python's default: 700). See quiet_gc.
 GC_THRESHOLD = 20_000
@@ -22,6 +26,9 @@ class RunningRouter:
     runner: web.AppRunner
     port: int
     router: Router
+    # The command line's --port (0 in tests: any free port): it overrides the file's at every reload.
+    port_override: int | None = None
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def url(self) -> str:
@@ -34,9 +41,11 @@ class RunningRouter:
 
 async def start(config: RouterConfig, port: int | None = None) -> RunningRouter:
     """``port`` overrides the configured one; 0 takes any free port (tests)."""
+    if port is not None:
+        config = config.model_copy(update={"listen": config.listen.model_copy(update={"port": port})})
     app = build_app(config)
-    runner, port = await start_site(app, config.listen.host, config.listen.port if port is None else port)
-    return RunningRouter(runner, port, app[ROUTER_KEY])
+    runner, bound = await start_site(app, config.listen.host, config.listen.port)
+    return RunningRouter(runner, bound, app[ROUTER_KEY], port)
 
 
 def quiet_gc() -> None:
@@ -54,16 +63,34 @@ def quiet_gc() -> None:
     gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
-def serve(config: RouterConfig) -> None:
+def serve(config: RouterConfig, port: int | None = None, path: Path | None = None, sha256: str = "") -> None:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads ``path``, the file ``config`` was read from (its bytes' ``sha256``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    running: RunningRouter | None = None
+    reloads: set[asyncio.Task] = set()
+
+    def on_reload() -> None:
+        if path is None:
+            log.info("SIGHUP ignored: the router was started from flags, without a --config file to reload")
+        elif running is None:
+            log.warning("SIGHUP ignored: the router is still starting; send it again once it listens")
+        else:
+            task = asyncio.create_task(reload.reload_file(running, path))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
 
     async def main(stop: asyncio.Event) -> None:
-        running = await start(config)
+        nonlocal running
+        running = await start(config, port)
+        if path is not None:
+            running.router.metrics.config_file.info({"path": str(path), "sha256": sha256})
         quiet_gc()
         announce("xpdctl router", config.listen.host, running.port)
         try:
             await stop.wait()
         finally:
+            for task in reloads:
+                task.cancel()
             await running.stop()
 
-    run_until_signal(main)
+    run_until_signal(main, on_reload)
