@@ -105,12 +105,13 @@ class Load:
     plus a sampler of how many decode instances the router has serving (admin API)."""
 
     def __init__(self, router_url: str, token: str, model: str, *, workers: int = 3, max_requests: int = 5000,
-                 max_seconds: float = 300.0, request_timeout_s: float = 60.0):
+                 max_seconds: float = 300.0, request_timeout_s: float = 60.0, pause_s: float = 0.0):
+        """``pause_s``: each client waits this long after each answer before its next request."""
         import threading
 
         self.router_url, self.token, self.model = router_url, token, model
         self.workers, self.max_requests, self.max_seconds = workers, max_requests, max_seconds
-        self.request_timeout_s = request_timeout_s
+        self.request_timeout_s, self.pause_s = request_timeout_s, pause_s
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.ok = 0
@@ -153,6 +154,7 @@ class Load:
                 else:
                     self.ok += 1
                     self.latencies.append(time.monotonic() - start)
+            self.stop.wait(self.pause_s)
 
     def _sampler(self) -> None:
         import time
