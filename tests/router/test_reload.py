@@ -225,6 +225,19 @@ async def test_a_new_health_policy_takes_effect(cluster, http, tmp_path, wait_un
     await wait_until(lambda: router.router.registry.get(decode.url).health == "unhealthy")
 
 
+async def test_a_new_connect_timeout_reaches_existing_backends(cluster, http, tmp_path, unanswered):
+    """The prefill's session was made under connect_s 600: after the reload its legs give up after 0.3 s."""
+    doomed, decode = await cluster.sim("prefill"), await cluster.sim("decode")
+    doc = {**document([doomed], [decode]), "health": {"interval_s": 60}}
+    router = await start(cluster, {**doc, "timeouts": {"connect_s": 600}})
+    assert await reload_with(router, tmp_path / "router.yaml", {**doc, "timeouts": {"connect_s": 0.3}})
+    await doomed.stop()
+    async with unanswered(doomed.port):
+        resp = await asyncio.wait_for(http.post(router.url + "/v1/completions", json=BODY), 60)
+        async with resp:
+            assert resp.status == 504 and "ConnectionTimeoutError" in (await resp.json())["error"]["message"]
+
+
 async def _line(stream: asyncio.StreamReader) -> str:
     return (await asyncio.wait_for(stream.readline(), 60)).decode()
 
@@ -289,6 +302,43 @@ async def test_router_process_reloads_on_sighup(cluster, http, tmp_path, wait_un
     text = log.read_text()
     assert f"reloaded {path}: +1 backend, -1 backend, admin token" in text
     assert f"reload of {path} failed, still running the previous config: {path}: invalid router config" in text
+
+
+async def test_router_process_moves_its_listen_address(cluster, http, tmp_path, wait_until):
+    """Under the process's own event loop (uvloop when installed): the old site stops listening, its stream finishes."""
+    prefill, decode = await cluster.sim("prefill"), await cluster.sim("decode", itl_ms=20)
+    path, log = tmp_path / "router.yaml", tmp_path / "router.log"
+    first, second = _free_port(), _free_port()
+    doc = document([prefill], [decode])
+    path.write_text(yaml.safe_dump({**doc, "listen": {"host": "127.0.0.1", "port": first}}))
+    with log.open("w") as stderr:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "xpdctl", "router", "--config", str(path),
+                                                    stdout=asyncio.subprocess.PIPE, stderr=stderr)
+    try:
+        old = (await _line(proc.stdout)).rsplit(" ", 1)[1].strip()
+        assert old == f"http://127.0.0.1:{first}"
+        for _ in range(600):
+            async with http.get(old + "/health") as resp:
+                if resp.status == 200:
+                    break
+            await asyncio.sleep(0.05)
+        stream = await http.post(old + "/v1/completions", json=LONG)
+        await stream.content.readline()
+
+        path.write_text(yaml.safe_dump({**doc, "listen": {"host": "127.0.0.1", "port": second}}))
+        proc.send_signal(signal.SIGHUP)
+        await wait_until(lambda: "reloaded" in log.read_text(), timeout_s=60)
+        assert f"reloaded {path}: listen" in log.read_text()
+        async with http.post(f"http://127.0.0.1:{second}/v1/completions", json=BODY) as resp:
+            assert resp.status == 200
+        async with aiohttp.ClientSession() as fresh:
+            with pytest.raises(aiohttp.ClientConnectorError):
+                await fresh.get(old + "/health")
+        assert (await stream.read()).endswith(b"data: [DONE]\n\n")
+        stream.release()
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
 
 
 async def test_quick_form_logs_and_ignores_sighup(cluster, http, tmp_path, wait_until):
