@@ -14,7 +14,9 @@ import sys
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 
+from xpdctl.aioserve import start_site
 from xpdctl.router.config import RouterConfig
 from xpdctl.router.reload import reload_file
 from xpdctl.router.server import start as start_router
@@ -87,7 +89,7 @@ async def test_a_kept_backend_keeps_its_drain_flag_and_health(cluster, http, tmp
     kept = router.router.registry.get(drained.url)
 
     assert await reload_with(router, tmp_path / "router.yaml",
-                             {**document([prefill], [drained, spare]), "admin": {"token": TOKEN}, "prefill_retries": 3})
+                             {**document([prefill], [drained, spare]), "admin": {"token": TOKEN}, "prefill_retries": 3, "model": "m2"})
     assert router.router.registry.get(drained.url) is kept
     assert kept.draining and kept.health == "healthy"
     async with http.get(router.url + "/admin/backends", headers=auth) as resp:
@@ -96,7 +98,9 @@ async def test_a_kept_backend_keeps_its_drain_flag_and_health(cluster, http, tmp
     async with http.post(router.url + "/v1/completions", json=BODY) as resp:
         assert resp.status == 200
     assert not drained.engine.log and len(spare.engine.log) == 1
-    assert "+1 backend, prefill_retries" in caplog.text and router.router.config.prefill_retries == 3
+    assert "+1 backend, model, prefill_retries" in caplog.text and router.router.config.prefill_retries == 3
+    async with http.get(router.url + "/v1/models") as resp:
+        assert (await resp.json())["data"][0]["id"] == "m2"
 
 
 async def test_a_kept_url_with_another_generation_is_replaced(cluster, tmp_path, caplog):
@@ -223,6 +227,33 @@ async def test_a_new_health_policy_takes_effect(cluster, http, tmp_path, wait_un
     async with http.post(decode.url + "/sim/faults", json={"health_status": 503}) as resp:
         assert resp.status == 200
     await wait_until(lambda: router.router.registry.get(decode.url).health == "unhealthy")
+
+
+async def test_kv_agents_added_and_removed_by_a_reload(cluster, http, tmp_path, wait_until):
+    """The agent is a stand-in serving the /pairs contract (as in test_pairing.py)."""
+    prefill, good, bad = await cluster.sim("prefill"), await cluster.sim("decode"), await cluster.sim("decode")
+    report = {"pairs": [{"prefill_url": prefill.url, "decode_url": bad.url, "ok": False, "reason": "probe failed"}]}
+    agent = web.Application()
+
+    async def pairs(request):
+        return web.json_response(report)
+
+    agent.router.add_get("/pairs", pairs)
+    runner, port = await start_site(agent, "127.0.0.1", 0)
+    try:
+        doc = document([prefill], [good, bad])
+        router = await start(cluster, doc)
+        path = tmp_path / "router.yaml"
+        assert await reload_with(router, path, {**doc, "kv_agents": [f"http://127.0.0.1:{port}"], "kv_agent_poll_interval_s": 0.05})
+        await wait_until(lambda: router.router.registry.broken_pairs == {(prefill.url, bad.url)})
+        for _ in range(4):
+            async with http.post(router.url + "/v1/completions", json=BODY) as resp:
+                assert resp.status == 200
+        assert not bad.engine.log
+        assert await reload_with(router, path, doc)
+        assert not router.router.registry.broken_pairs  # no agent left to report the pair broken
+    finally:
+        await runner.cleanup()
 
 
 async def test_a_new_connect_timeout_reaches_existing_backends(cluster, http, tmp_path, unanswered):
