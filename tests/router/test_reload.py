@@ -166,6 +166,27 @@ async def test_listen_port_change_serves_on_the_new_port_and_finishes_streams_on
         await router.stop()
 
 
+async def test_a_listen_address_in_use_fails_the_reload_and_changes_nothing(cluster, http, tmp_path, caplog, wait_until):
+    prefill, decode = await cluster.sim("prefill"), await cluster.sim("decode")
+    listen = {"host": "127.0.0.1", "port": _free_port()}
+    router = await start_router(RouterConfig.model_validate({**document([prefill], [decode]), "listen": listen}))
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            port = taken.getsockname()[1]
+            assert not await reload_with(router, tmp_path / "router.yaml",
+                                         {**document([prefill], []), "listen": {"host": "127.0.0.1", "port": port}})
+        assert f"cannot listen on 127.0.0.1:{port}" in caplog.text
+        assert router.router.registry.get(decode.url) is not None  # the rest of the file was not applied either
+        assert router.port == listen["port"]
+        await wait_until(lambda: all(b.health == "healthy" for b in router.router.registry))
+        async with http.post(router.url + "/v1/completions", json=BODY) as resp:  # still where it was
+            assert resp.status == 200
+    finally:
+        await router.stop()
+
+
 async def test_queue_limits_change_at_reload(cluster, http, tmp_path, wait_until):
     prefill, decode = await cluster.sim("prefill"), await cluster.sim("decode", itl_ms=20)
     doc = document([prefill], [decode])

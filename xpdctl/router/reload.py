@@ -87,6 +87,7 @@ async def _apply(running: RunningRouter, loaded: LoadedFile) -> list[str]:
         for previous in [s for s in running.runner.sites if s is not site]:
             await previous.stop()  # stops listening; connections already open are served to the end
         running.port = bound_port(site)
+        changes = [f"listen {new.host}:{running.port}" if c == "listen" else c for c in changes]
     return changes
 
 
