@@ -78,6 +78,23 @@ async def test_reload_swaps_a_decode_while_a_stream_is_in_flight_on_it(cluster, 
     await wait_until(lambda: retired.session.closed)  # its connections close once it is idle
 
 
+async def test_a_new_backend_that_fails_its_first_checks_is_added_but_not_used(cluster, http, tmp_path, wait_until, caplog):
+    prefill, decode = await cluster.sim("prefill"), await cluster.sim("decode")
+    sick = await cluster.sim("decode", faults={"health_status": 503})
+    router = await start(cluster, document([prefill], [decode]))
+    assert await reload_with(router, tmp_path / "router.yaml", document([prefill], [decode, sick]))
+    assert f"new backend {sick.url} failed its first 3 health checks" in caplog.text
+    added = router.router.registry.get(sick.url)
+    assert added is not None and not added.usable
+    for _ in range(3):
+        async with http.post(router.url + "/v1/completions", json=BODY) as resp:
+            assert resp.status == 200
+    assert not sick.engine.log
+    async with http.delete(sick.url + "/sim/faults") as resp:
+        assert resp.status == 200
+    await wait_until(lambda: added.usable)
+
+
 async def test_a_kept_backend_keeps_its_drain_flag_and_health(cluster, http, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="xpdctl.router.reload")
     prefill, drained, spare = await cluster.sim("prefill"), await cluster.sim("decode"), await cluster.sim("decode")

@@ -102,10 +102,7 @@ async def reconcile_backends(registry: Registry, specs: list[BackendSpec], polic
             fresh.append(Backend(spec, registry.timeouts))
             replaced += have is not None
     try:
-        # Checked before anything is removed, so a reload that swaps one engine for another leaves no
-        # moment without a usable backend; a backend whose first check fails is added all the same and
-        # admitted by a later one, as with the admin API's add.
-        await asyncio.gather(*(health.check(registry, b, policy) for b in fresh))
+        await _first_checks(registry, fresh, policy)
     except BaseException:
         await asyncio.gather(*(b.session.close() for b in fresh))
         raise
@@ -119,6 +116,25 @@ async def reconcile_backends(registry: Registry, specs: list[BackendSpec], polic
     added = len(fresh) - replaced
     counts = [f"+{added} {_backends(added)}", f"-{len(gone)} {_backends(len(gone))}", f"{replaced} {_backends(replaced)} replaced"]
     return [words for n, words in zip((added, len(gone), replaced), counts) if n]
+
+
+async def _first_checks(registry: Registry, fresh: list[Backend], policy: Health) -> None:
+    """Check new backends before anything is removed, so a reload that swaps one engine for another
+    leaves no moment without a usable backend. A check that fails is tried again, ``interval_s`` apart,
+    up to ``unhealthy_threshold`` times in all (one missed check under load emptied the decode pool in
+    benchmarks/router_reload_bench.py); a backend still not healthy is added all the same and admitted
+    by a later check, as with the admin API's add."""
+    pending = fresh
+    for attempt in range(policy.unhealthy_threshold):
+        if attempt:
+            await asyncio.sleep(policy.interval_s)
+        await asyncio.gather(*(health.check(registry, b, policy) for b in pending))
+        pending = [b for b in pending if b.health != "healthy"]
+        if not pending:
+            return
+    for backend in pending:
+        log.warning("reload: new backend %s failed its first %d health checks; added, and admitted once a check passes",
+                    backend.url, policy.unhealthy_threshold)
 
 
 def _backends(n: int) -> str:
