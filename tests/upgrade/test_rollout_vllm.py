@@ -41,6 +41,10 @@ def test_rolling_restart_of_single_decode_under_load(local_cluster):
             [sys.executable, "-m", "xpdctl", "upgrade", "-i", str(local_cluster.inventory), "--pool", "decode",
              "--restart", "--alt-port-offset", str(offset), "--timeout", "2400", "-o", "json"],
             env=local_cluster.env, capture_output=True, text=True, timeout=4800)
+    # For the record of a run (pytest -s): what the load saw.
+    print(f"\nload: {traffic.ok} ok, {len(traffic.failures)} failed; decodes serving "
+          f"{min(traffic.serving, default=0)}-{max(traffic.serving, default=0)}; median latency "
+          f"{sorted(traffic.latencies)[len(traffic.latencies) // 2] if traffic.latencies else 0:.1f} s")
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert [p["name"] for p in result["phases"]] == ["surge up", "batch 1", "surge down"]
