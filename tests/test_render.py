@@ -195,10 +195,12 @@ def test_units_pass_systemd_analyze_verify(tmp_path, name):
         shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
         (root / "etc/systemd/system/docker.service").write_text("[Service]\nExecStart=/usr/bin/docker\n")
         for service in entry["services"]:
-            program = root / service["command"][0].lstrip("/")
-            program.parent.mkdir(parents=True, exist_ok=True)
-            program.write_text("#!/bin/sh\n")
-            program.chmod(0o755)
+            # ExecReload= of a service that reloads its config runs /bin/kill (as on Ubuntu 22.04).
+            for path in [service["command"][0]] + (["/bin/kill"] if service.get("reloads_config") else []):
+                program = root / path.lstrip("/")
+                program.parent.mkdir(parents=True, exist_ok=True)
+                program.write_text("#!/bin/sh\n")
+                program.chmod(0o755)
         units = [Path(s["unit"]).name for s in entry["services"]]
         result = subprocess.run([analyze, "verify", "--man=no", f"--root={root}", *units],
                                 capture_output=True, text=True, timeout=120)

@@ -43,6 +43,9 @@ class Service:
     nice: int = 0  # Nice= of the unit
     vllm_args: tuple[str, ...] | None = None
     config: str | None = None  # host path of the config file the service reads
+    # ExecReload= sends this signal, on which the service applies its config file again without a
+    # restart: a change to that file alone reloads it (the router: no request in flight is dropped).
+    reload_signal: str | None = None
     details: Mapping[str, object] = field(default_factory=dict)  # extra manifest fields
 
     @property
@@ -217,7 +220,8 @@ def _engine_service(
 
 
 def _xpdctl_service(
-    inv: Inventory, host: Host, role: str, port: int, config: str, after: list[str], flags: list[str]
+    inv: Inventory, host: Host, role: str, port: int, config: str, after: list[str], flags: list[str],
+    reload_signal: str | None = None,
 ) -> Service:
     name = service_name(inv.cluster, role)
     module_args = ["-m", "xpdctl", role, "--config", config]
@@ -243,6 +247,7 @@ def _xpdctl_service(
         after=tuple(f"{a}.service" for a in after),
         needs_docker=container,
         config=config,
+        reload_signal=reload_signal,
         details={"url": url(host, port)},
     )
 
@@ -323,7 +328,7 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
     router_host = hosts[inv.router.host]
     before_router = [s.name for s in plans[router_host.name].services]
     router = _xpdctl_service(
-        inv, router_host, "router", inv.router.port, f"{ETC}/router.yaml", before_router, []
+        inv, router_host, "router", inv.router.port, f"{ETC}/router.yaml", before_router, [], reload_signal="HUP"
     )
     token_env = inv.router.admin_token_env
     if environ.get(token_env):

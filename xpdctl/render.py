@@ -95,6 +95,7 @@ def _manifest_service(service: Service, host: str) -> dict:
     }
     if service.config:
         entry["config"] = _host_path(host, service.config)
+        entry["reloads_config"] = service.reload_signal is not None
     return entry
 
 

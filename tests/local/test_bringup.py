@@ -9,11 +9,13 @@ import os
 import subprocess
 import sys
 import time
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.router_reloads import router_config_sha256, router_reloads
 from xpdctl.local.statefiles import Layout, live_supervisor, proc_alive, proc_pgid, read_state
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,17 +85,22 @@ def test_up_killed_midway_then_up_status_up_again_down(sim_cluster):
 
     again = json.loads(xpdctl("up", "-o", "json", "--timeout", "120").stdout)
     assert set(again["changes"].values()) == {"unchanged"}
-    assert {s["name"]: s["pid"] for s in json.loads(xpdctl("status", "-o", "json").stdout)["services"]} == {
-        s["name"]: s["pid"] for s in status["services"]}
+    again_status = json.loads(xpdctl("status", "-o", "json").stdout)
+    assert {s["name"]: s["pid"] for s in again_status["services"]} == {s["name"]: s["pid"] for s in status["services"]}
 
-    # A changed router config restarts the router alone.
+    # A changed router config reloads the router (ExecReload=: SIGHUP) and touches nothing else.
     data = yaml.safe_load(inventory.read_text())
     data["router"]["conditional_disagg"] = True
     inventory.write_text(yaml.safe_dump(data))
     changed = json.loads(xpdctl("up", "-o", "json", "--timeout", "120").stdout)["changes"]
     assert changed == {"xpd-local-prefill-0": "unchanged", "xpd-local-decode-0": "unchanged",
-                       "xpd-local-kv-agent": "unchanged", "xpd-local-router": "restarted"}
+                       "xpd-local-kv-agent": "unchanged", "xpd-local-router": "reloaded"}
     status = json.loads(xpdctl("status", "-o", "json").stdout)
+    router_pid = {s["name"]: s["pid"] for s in status["services"]}["xpd-local-router"]
+    assert router_pid == {s["name"]: s["pid"] for s in again_status["services"]}["xpd-local-router"]
+    assert router_reloads(up["router_url"]) == 1
+    router_yaml = state_dir / "rendered/hosts/local/etc/xpdctl/router.yaml"
+    assert router_config_sha256(up["router_url"]) == sha256(router_yaml.read_bytes()).hexdigest()
 
     pids = {p for s in status["services"] for p in map(int, filter(str.isdigit, os.listdir("/proc")))
             if proc_pgid(p) == s["pid"]}

@@ -211,3 +211,47 @@ def test_units_removed_from_the_tree_are_stopped(cluster):
     assert apply(tree, executor) == {"a": "unchanged", "b": "stopped"}
     assert not alive(b)
     assert list(states(executor)) == ["a"]
+
+
+# A service that applies its config file again on SIGHUP, as the router does, and logs each load.
+RELOADING = r"""
+import signal, sys, time
+config, out = sys.argv[1], sys.argv[2]
+def load(*_):
+    with open(out, "a") as f:
+        f.write(open(config).read().strip() + "\n")
+signal.signal(signal.SIGHUP, load)
+load()
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_a_change_to_the_config_alone_reloads_the_unit_and_anything_else_restarts_it(cluster):
+    tree, executor = cluster
+    make_tree(tree, {"router": {}})
+    (tree / "reloading.py").write_text(RELOADING)
+    config = tree / "hosts/local/etc/xpdctl/router.yaml"
+    unit = tree / "hosts/local/etc/systemd/system/router.service"
+    log = tree / "router.loads"
+    unit.write_text(f"""[Service]
+EnvironmentFile=/etc/xpdctl/router.env
+ExecStart={sys.executable} {tree / "reloading.py"} /etc/xpdctl/router.yaml {log}
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+""")
+    config.write_text("v1\n")
+    assert apply(tree, executor) == {"router": "started"}
+    wait_for(lambda: log.exists() and log.read_text() == "v1\n")
+    pid = states(executor)["router"].pid
+
+    config.write_text("v2\n")
+    assert apply(tree, executor) == {"router": "reloaded"}
+    wait_for(lambda: log.read_text() == "v1\nv2\n")
+    assert states(executor)["router"].pid == pid
+    # The state records the new hash: applying again has nothing to do.
+    assert apply(tree, executor) == {"router": "unchanged"}
+
+    (tree / "hosts/local/etc/xpdctl/router.env").write_text("A=2\n")
+    assert apply(tree, executor) == {"router": "restarted"}
+    wait_for(lambda: (s := states(executor)["router"]).state == "running" and s.pid != pid)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from xpdctl.errors import InputError
-from xpdctl.local.unitfile import HostPaths, load_unit, parse_env_file
+from xpdctl.local.unitfile import HostPaths, load_unit, parse_env_file, reload_suffices
 
 UNIT = """\
 [Unit]
@@ -104,3 +104,28 @@ def test_hash_follows_config_files_the_command_names(tmp_path):
     before = load_unit(path, host_paths).content_hash
     config.write_text("a: 2\n")
     assert load_unit(path, host_paths).content_hash != before
+
+
+def test_a_reloadable_units_config_files_are_hashed_apart(tmp_path):
+    """With ExecReload=, a change to the config file alone is one `reload_suffices` accepts; a change
+    to the unit or its environment file is not."""
+    reloadable = UNIT.replace("Nice=10\n", "Nice=10\nExecReload=/bin/kill -HUP $MAINPID\n")
+    path, host_paths = write_tree(tmp_path, reloadable)
+    config = host_paths.host_root / "etc/xpdctl/engine.yaml"
+    config.write_text("a: 1\n")
+    unit = load_unit(path, host_paths)
+    assert unit.exec_reload is not None and unit.exec_reload.argv == ["/bin/kill", "-HUP", "$MAINPID"]
+    before = unit.content_hash
+    config.write_text("a: 2\n")
+    after = load_unit(path, host_paths).content_hash
+    assert after != before and reload_suffices(before, after)
+    assert not reload_suffices(after, after)
+    env = host_paths.host_root / "etc/xpdctl/prefill-0.env"
+    env.write_text(env.read_text() + "NEW=1\n")
+    assert not reload_suffices(after, load_unit(path, host_paths).content_hash)
+    # A unit without ExecReload= has one hash: any change restarts it.
+    plain, plain_paths = write_tree(tmp_path / "plain")
+    (plain_paths.host_root / "etc/xpdctl/engine.yaml").write_text("a: 1\n")
+    first = load_unit(plain, plain_paths).content_hash
+    (plain_paths.host_root / "etc/xpdctl/engine.yaml").write_text("a: 2\n")
+    assert not reload_suffices(first, load_unit(plain, plain_paths).content_hash)

@@ -65,7 +65,15 @@ def test_services_start_engines_first_and_list_the_files_they_read(lab):
     agent = services[1]
     assert agent["unit"] == "/etc/systemd/system/xpd-lab-kv-agent.service"
     assert agent["files"] == ["/etc/xpdctl/xpd-lab-kv-agent.env", "/etc/xpdctl/kv-agent.yaml"]
+    assert agent["reload_files"] == []
     assert (agent["port"], agent["host"]) == (8788, "10.0.0.11")
+
+
+def test_the_routers_config_is_a_file_it_reloads_not_one_it_restarts_for(lab):
+    _, _, inventory = lab
+    [router] = inventory["all"]["hosts"]["gw-01"]["xpd_services"]
+    assert router["files"] == ["/etc/xpdctl/xpd-lab-router.env"]
+    assert router["reload_files"] == ["/etc/xpdctl/router.yaml"]
 
 
 def test_rendered_files_keep_their_modes_so_secrets_stay_private(lab):

@@ -1,23 +1,7 @@
 """What one remote `apply` does on a host: start, restart, stop, leave alone; which files to write."""
 
-from xpdctl.local.statefiles import UnitState
 from xpdctl.observe.drift import ExpectedFile
-from xpdctl.remote.decide import UNKNOWN_HASH, decide, host_actions, parse_records, running_hash, valid_record
-
-
-def unit(name, digest, state="running"):
-    return UnitState(name=name, host="h", role="decode", content_hash=digest, state=state, log="")
-
-
-def test_start_restart_stop_unchanged():
-    current = {"a": unit("a", "1"), "b": unit("b", "1"), "c": unit("c", "1"), "d": unit("d", "1", "failed")}
-    changes = decide({"a": "1", "b": "2", "d": "1", "e": "1"}, current)
-    assert changes == {"a": "unchanged", "b": "restarted", "d": "started", "e": "started", "c": "stopped"}
-
-
-def test_held_unit_is_not_restarted_though_its_files_changed():
-    # steps.apply_deployed passes a held unit with the hash it runs with, not its new files' hash.
-    assert decide({"router": "old"}, {"router": unit("router", "old")}) == {"router": "unchanged"}
+from xpdctl.remote.decide import UNKNOWN_HASH, host_actions, parse_records, running_hash, valid_record
 
 
 def test_records_count_while_the_recorded_process_runs():
@@ -56,3 +40,5 @@ def test_host_actions():
     idle = host_actions({"a": "unchanged"}, {"a": "1"}, {"a": "1"}, {k: v for k, v in expected.items() if "a." in k},
                         {"/etc/xpdctl/a.env": "x"}, {"/etc/xpdctl/a.env": 0o600})
     assert not idle.needed()
+    reload = host_actions({"r": "reloaded"}, {"r": "u+c2"}, {"r": "u+c1"}, {}, {}, {})
+    assert reload.reload == ["r"] and reload.restart == [] and reload.record == {"r": "u+c2"} and reload.needed()

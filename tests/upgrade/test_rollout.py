@@ -6,8 +6,11 @@ requests and the capacity floor (sampled from the router's admin API) are checke
 from __future__ import annotations
 
 import json
+from hashlib import sha256
 
 from upgrade_helpers import write_release
+
+from tests.router_reloads import router_config_sha256, router_reloads
 
 
 def deployed(cluster) -> dict:
@@ -169,6 +172,10 @@ def test_compat_change_refused_in_place_then_blue_green(sim_cluster, load):
     backends = json.loads(sim_cluster.xpdctl("status", "-o", "json").stdout)
     assert backends["healthy"] is True
     assert pids(sim_cluster)["xpd-local-router"] == before["xpd-local-router"]  # never restarted under load
+    # The router reloaded its new config at `record` (SIGHUP, no restart): it runs the file on disk.
+    assert router_reloads(sim_cluster.router_url) == 1
+    assert router_config_sha256(sim_cluster.router_url) == sha256(
+        (sim_cluster.state_dir / "rendered/hosts/local/etc/xpdctl/router.yaml").read_bytes()).hexdigest()
 
 
 def test_interrupted_rollout_resumes_at_its_step(sim_cluster, load):

@@ -25,6 +25,8 @@ import pytest
 import yaml
 from upgrade_helpers import TOKEN, Load, write_release
 
+from tests.router_reloads import router_reloads
+
 from xpdctl.testhosts import fleet
 from xpdctl.testhosts.models import GpuDecl
 
@@ -180,7 +182,8 @@ def test_compat_change_refused_in_place_then_blue_green(lab):
     engines = {**DECODES, PREFILL: f"xpd-{FLEET}-prefill-0"}
     assert {h: lab.release_running(h, u) for h, u in engines.items()} == {h: "release-4" for h in engines}
     router = (ROUTER, f"xpd-{FLEET}-router")
-    assert lab.main_pid(*router) == others[router]  # held through the new config: never restarted under load
+    assert lab.main_pid(*router) == others[router]  # never restarted under load: it reloaded its new config
+    assert router_reloads(lab.manifest()["router"]["url"]) == 1
     for host in ENGINE_HOSTS:  # the green instances are gone, files and all
         assert "-next" not in lab.on(host, "ls /etc/systemd/system /etc/xpdctl")
 

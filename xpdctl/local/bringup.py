@@ -17,11 +17,12 @@ from pydantic import BaseModel
 
 from xpdctl.errors import InputError
 from xpdctl.local.cluster import ENGINE_ROLES, KV_AGENT_ROLES, LATE_ROLES, open_cluster, router_url
-from xpdctl.local.executor import Change
+from xpdctl.local.changes import Change
 from xpdctl.local.health import Progress, Target, wait_healthy
 from xpdctl.local.kvpath import PairReport, wait_kv_paths
 from xpdctl.local.rendered import RenderedService, rendered_services
 from xpdctl.local.smoke import SmokeResult, curl_line, smoke_request
+from xpdctl.local.unitfile import reload_suffices
 
 # Python modules an engine interpreter must have, per engine server; `./install.sh` installs them.
 ENGINE_MODULES = {"vllm": ("vllm", "nixl"), "sim": ("xpdctl",)}
@@ -109,8 +110,11 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
     current = {u.name: u for u in executor.services()}
 
     def keeps_running(s: RenderedService) -> bool:
+        """Running, and either unchanged or changed only in what it reloads without a restart."""
         now = current.get(s.desired.unit.name)
-        return now is not None and now.content_hash == s.desired.unit.content_hash and now.state == "running"
+        wanted = s.desired.unit.content_hash
+        return (now is not None and now.state == "running"
+                and (now.content_hash == wanted or reload_suffices(now.content_hash, wanted)))
 
     _check_ports_free([s for s in services if current.get(s.desired.unit.name) is None
                        or current[s.desired.unit.name].state in ("failed", "stopped")])

@@ -14,9 +14,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from xpdctl.errors import ExecutionError
+from xpdctl.local.changes import Change, decide
 from xpdctl.local.statefiles import (
     Desired,
     DesiredUnit,
@@ -30,9 +31,6 @@ from xpdctl.local.statefiles import (
     write_model,
 )
 from xpdctl.local.supervisor import STOP_TIMEOUT_S
-
-Change = Literal["started", "restarted", "unchanged", "stopped"]
-
 
 class Executor(Protocol):
     def apply(self, units: Sequence[DesiredUnit]) -> dict[str, Change]:
@@ -64,20 +62,7 @@ class LocalExecutor:
         self.layout.root.mkdir(parents=True, exist_ok=True)
         pid = live_supervisor(self.layout)
         current = {u.name: u for u in self.services()} if pid else {}
-        changes: dict[str, Change] = {}
-        for d in units:
-            now = current.get(d.unit.name)
-            if now is None:
-                changes[d.unit.name] = "started"
-            elif now.content_hash != d.unit.content_hash:
-                changes[d.unit.name] = "restarted"
-            elif now.state in ("failed", "stopped"):
-                changes[d.unit.name] = "started"
-            else:
-                changes[d.unit.name] = "unchanged"
-        for name in current:
-            if name not in changes:
-                changes[name] = "stopped"
+        changes = decide({d.unit.name: d.unit.content_hash for d in units}, current)
         previous = read_state(self.layout)
         generation = (previous.applied_generation if previous else 0) + 1
         write_model(self.layout.desired, Desired(generation=generation, units=list(units)))

@@ -5,8 +5,9 @@ killing ``xpdctl`` leaves the cluster running and the next ``up`` adopts it. Eac
 its own process group (vLLM forks engine-core workers: stopping a service stops the whole group)
 with PR_SET_PDEATHSIG, so services die with the supervisor instead of becoming orphans.
 
-Control is by files and signals: SIGHUP = read ``desired.json`` and converge, SIGTERM = stop every
-service and exit. Run as ``python -m xpdctl.local.supervisor STATE_DIR``.
+Control is by files and signals: SIGHUP = read ``desired.json`` and converge (a unit whose config
+files alone changed is reloaded through its ExecReload=, as ``systemctl reload`` does), SIGTERM = stop
+every service and exit. Run as ``python -m xpdctl.local.supervisor STATE_DIR``.
 
 PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so every child is forked from
 the main thread, which lives as long as the supervisor: the loop below is deliberately single-threaded.
@@ -35,7 +36,7 @@ from xpdctl.local.statefiles import (
     write_model,
     write_pid_file,
 )
-from xpdctl.local.unitfile import ExecCommand
+from xpdctl.local.unitfile import ExecCommand, reload_suffices
 
 _PR_SET_PDEATHSIG = 1
 # What a service sees of the supervisor's environment, like systemd's clean environment plus the
@@ -222,6 +223,27 @@ class Supervisor:
             self._reap()
         self.dirty = True
 
+    def _reload(self, svc: Service, spec: DesiredUnit) -> bool:
+        """Run the new unit's ExecReload= against the running process (``$MAINPID``); on success the
+        service runs ``spec`` from now on. False when the command failed: the caller restarts it."""
+        command = spec.unit.exec_reload
+        assert command is not None and svc.pid is not None
+        argv = [w.replace("${MAINPID}", str(svc.pid)).replace("$MAINPID", str(svc.pid)) for w in command.argv]
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _log(f"{svc.name}: reload ({' '.join(argv)}) failed: {exc}; restarting it instead")
+            return False
+        if done.returncode != 0 and not command.ignore_failure:
+            said = (done.stderr or done.stdout).strip()[-300:]
+            _log(f"{svc.name}: reload ({' '.join(argv)}) exited {done.returncode}: {said}; restarting it instead")
+            return False
+        _log(f"{svc.name}: reloaded pid {svc.pid}: {' '.join(argv)}")
+        svc.spec = spec
+        svc.commands = [*spec.unit.exec_start_pre, spec.unit.exec_start]
+        self.dirty = True
+        return True
+
     # -- desired state -------------------------------------------------------------------------
 
     def _converge(self) -> None:
@@ -232,10 +254,14 @@ class Supervisor:
             return
         wanted = {d.unit.name: d for d in desired.units}
         gone = [s for n, s in self.services.items() if n not in wanted]
-        changed = [
-            s for n, s in self.services.items()
-            if n in wanted and s.spec.unit.content_hash != wanted[n].unit.content_hash
-        ]
+        changed = []
+        for n, s in self.services.items():
+            if n not in wanted or s.spec.unit.content_hash == wanted[n].unit.content_hash:
+                continue
+            new = wanted[n]
+            reloadable = s.state == "running" and new.unit.exec_reload is not None
+            if not (reloadable and reload_suffices(s.spec.unit.content_hash, new.unit.content_hash) and self._reload(s, new)):
+                changed.append(s)
         # Reverse start order: dependents stop before what they depend on.
         self._stop(list(reversed(gone + changed)))
         for svc in gone:

@@ -47,8 +47,20 @@ class Unit(BaseModel):
     after: list[str] = []
     requires: list[str] = []
     wants: list[str] = []
-    # Hash of the unit file and every environment file it reads: `up` restarts a unit only when it changed.
+    # ExecReload=: makes the service apply its config files again without a restart.
+    exec_reload: ExecCommand | None = None
+    # Hash of the unit file and every file it reads: `up` restarts a unit only when it changed. A unit
+    # with ExecReload= has "<unit and env files>+<config files>", so that a change to its config files
+    # alone is a reload (reload_suffices).
     content_hash: str = ""
+
+
+def reload_suffices(running: str, wanted: str) -> bool:
+    """Whether a unit running with content hash ``running`` gets to ``wanted`` by a reload: only the
+    config files it reloads differ."""
+    base, sep, config = running.partition("+")
+    wanted_base, wanted_sep, wanted_config = wanted.partition("+")
+    return bool(sep and wanted_sep) and base == wanted_base and config != wanted_config
 
 
 def _nice(value: str, where: str) -> int:
@@ -166,6 +178,8 @@ def load_unit(path: Path, host_paths: HostPaths) -> Unit:
             exec_start = _exec(value, host_paths)
         elif key == "ExecStartPre":
             fields["exec_start_pre"].append(_exec(value, host_paths))
+        elif key == "ExecReload":
+            fields["exec_reload"] = _exec(value, host_paths)
         elif key == "Environment":
             for word in _split_words(value):
                 k, _, v = word.partition("=")
@@ -198,15 +212,17 @@ def load_unit(path: Path, host_paths: HostPaths) -> Unit:
     # A config file the service reads (router.yaml, kv-agent.yaml) changes the service as much as
     # its unit does: hash every rendered file its command line or environment names.
     words = [w for c in [*fields["exec_start_pre"], exec_start] for w in c.argv] + list(fields["environment"].values())
+    configs = hashlib.sha256()
     for referenced in sorted({p for w in words if (p := host_paths.rendered_file(w)) is not None}):
-        digest.update(referenced.read_bytes())
+        (configs if "exec_reload" in fields else digest).update(referenced.read_bytes())
+    content_hash = digest.hexdigest() + (f"+{configs.hexdigest()}" if "exec_reload" in fields else "")
     return Unit(
         **fields,
         exec_start=exec_start,
         after=deps["After"],
         requires=deps["Requires"] + deps["BindsTo"],
         wants=deps["Wants"],
-        content_hash=digest.hexdigest(),
+        content_hash=content_hash,
     )
 
 

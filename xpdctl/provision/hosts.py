@@ -69,10 +69,13 @@ def rendered_files(render_dir: Path, host: str) -> list[dict[str, str]]:
 
 
 def services(manifest_host: dict[str, Any], host: str, address: str) -> list[dict[str, Any]]:
-    """The host's services in start order, with the files each one reads (a change restarts it)."""
+    """The host's services in start order, with the files each one reads: a change to ``files``
+    restarts the service, a change to ``reload_files`` only (its config, for a service that applies
+    it on `systemctl reload`) reloads it."""
     entries = []
     for service in manifest_host.get("services", []):
-        reads = [service[key] for key in ("env_file", "config") if service.get(key)]
+        reloads = [service["config"]] if service.get("config") and service.get("reloads_config") else []
+        reads = [service[key] for key in ("env_file", "config") if service.get(key) and service[key] not in reloads]
         entries.append(
             {
                 "name": service["name"],
@@ -81,6 +84,7 @@ def services(manifest_host: dict[str, Any], host: str, address: str) -> list[dic
                 "port": service.get("port"),
                 "host": address,
                 "files": [_host_path(rel, host) for rel in reads],
+                "reload_files": [_host_path(rel, host) for rel in reloads],
             }
         )
     return sorted(entries, key=lambda s: START_ORDER.get(s["role"], 1))

@@ -12,8 +12,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel
 
-from xpdctl.local.executor import Change
-from xpdctl.local.statefiles import UnitState
+from xpdctl.local.changes import Change
 from xpdctl.observe.drift import ExpectedFile
 
 UNKNOWN_HASH = ""
@@ -51,39 +50,21 @@ def running_hash(recorded: str | None, unit_files: list[str], expected: Mapping[
     return UNKNOWN_HASH
 
 
-def decide(desired: Mapping[str, str], current: Mapping[str, UnitState]) -> dict[str, Change]:
-    """unit -> change, for the units wanted (name -> content hash) and those the host has now."""
-    changes: dict[str, Change] = {}
-    for name, wanted in desired.items():
-        now = current.get(name)
-        if now is None:
-            changes[name] = "started"
-        elif now.content_hash != wanted:
-            changes[name] = "restarted"
-        elif now.state in ("failed", "stopped"):
-            changes[name] = "started"
-        else:
-            changes[name] = "unchanged"
-    for name in current:
-        if name not in desired:
-            changes[name] = "stopped"
-    return changes
-
-
 class HostActions(BaseModel):
     """What the apply script does on one host, in this order: stop (and disable) units no longer
     wanted, write the render's files that differ, remove xpdctl's files the render no longer has,
-    reload systemd, start, restart; record the hash of every wanted unit."""
+    reload systemd, start, restart, reload units; record the hash of every wanted unit."""
 
     stop: list[str] = []
     write: list[str] = []  # host paths
     remove: list[str] = []
     start: list[str] = []
     restart: list[str] = []
+    reload: list[str] = []  # units that apply their changed config files on `systemctl reload`
     record: dict[str, str] = {}  # unit -> content hash to record (only where the record differs)
 
     def needed(self) -> bool:
-        return bool(self.stop or self.write or self.remove or self.start or self.restart or self.record)
+        return bool(self.stop or self.write or self.remove or self.start or self.restart or self.reload or self.record)
 
 
 def host_actions(changes: Mapping[str, Change], desired: Mapping[str, str], recorded: Mapping[str, str],
@@ -97,5 +78,6 @@ def host_actions(changes: Mapping[str, Change], desired: Mapping[str, str], reco
         remove=sorted(p for p in present if p not in expected),
         start=sorted(n for n, c in changes.items() if c == "started"),
         restart=sorted(n for n, c in changes.items() if c == "restarted"),
+        reload=sorted(n for n, c in changes.items() if c == "reloaded"),
         record={n: h for n, h in sorted(desired.items()) if recorded.get(n) != h},
     )

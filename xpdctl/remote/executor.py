@@ -16,14 +16,14 @@ from pathlib import Path
 
 from xpdctl.errors import ExecutionError, InputError
 from xpdctl.inventory.schema import Inventory
-from xpdctl.local.executor import Change
+from xpdctl.local.changes import Change, decide
 from xpdctl.local.rendered import rendered_services
 from xpdctl.local.statefiles import DesiredUnit, UnitState
 from xpdctl.observe.drift import host_files, parse_hashes, parse_modes
 from xpdctl.observe.script import new_marker, split_sections
 from xpdctl.observe.targets import HostTarget
 from xpdctl.observe.transport import SshTransport, cluster_ssh
-from xpdctl.remote.decide import HostActions, decide, host_actions, parse_records, running_hash, valid_record
+from xpdctl.remote.decide import HostActions, host_actions, parse_records, running_hash, valid_record
 from xpdctl.remote.hostrun import run_on_hosts, ssh_targets
 from xpdctl.remote.script import apply_script, failures, finished, state_script
 from xpdctl.remote.unitstate import parse_show, unit_state

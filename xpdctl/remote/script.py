@@ -88,7 +88,7 @@ def apply_script(marker: str, cluster: str, actions: HostActions, files: dict[st
         lines.append(f"rm -f {q(path)} || fail remove {q(posixpath.basename(path))} 'cannot remove {path}'")
     if actions.write or actions.remove or actions.start or actions.restart:
         lines.append("run daemon-reload systemd systemctl daemon-reload")
-    for verb, names in (("start", actions.start), ("restart", actions.restart)):
+    for verb, names in (("start", actions.start), ("restart", actions.restart), ("reload", actions.reload)):
         for name in names:
             unit = q(f"{name}.service")
             record = f" && rec {q(name)} {q(actions.record[name])}" if name in actions.record else ""
@@ -96,7 +96,7 @@ def apply_script(marker: str, cluster: str, actions: HostActions, files: dict[st
                 lines.append(f"run enable {q(name)} systemctl enable {unit}")
             lines.append(f"run {verb} {q(name)} systemctl {verb} {unit}{record}")
     for name, digest in actions.record.items():
-        if name not in actions.start and name not in actions.restart:
+        if name not in actions.start and name not in actions.restart and name not in actions.reload:
             lines.append(f"rec {q(name)} {q(digest)}")
     lines.append("printf '%s end 0\\n' \"$M\"")
     return "\n".join(lines) + "\n"

@@ -92,9 +92,6 @@ class Layout:
         self.previous = self.root / "previous"  # the deployed render when the rollout began
         self.target = self.root / "target"  # the render of the inventory being rolled out (again at --resume)
         self.alt = self.root / "alt"  # surge / green instances: other names, other ports
-        # unit -> content hash it keeps running with although its rendered files changed (the router
-        # after a blue-green rollout: its backends were changed through its admin API instead)
-        self.held = self.root / "held.json"
 
 
 def load_rollout(layout: Layout) -> Rollout | None:
@@ -122,14 +119,3 @@ def exclusive(layout: Layout) -> Iterator[None]:
                 f"another `xpdctl upgrade` of this cluster is running (it holds {layout.lock}); wait for it"
             ) from None
         yield
-
-
-def load_held(layout: Layout) -> dict[str, str]:
-    return json.loads(layout.held.read_text()) if layout.held.exists() else {}
-
-
-def save_held(layout: Layout, held: dict[str, str]) -> None:
-    layout.root.mkdir(parents=True, exist_ok=True)
-    tmp = layout.held.with_suffix(".tmp")
-    tmp.write_text(json.dumps(held, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, layout.held)

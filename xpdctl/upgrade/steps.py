@@ -23,7 +23,7 @@ from xpdctl.remote.hostrun import HostShell
 from xpdctl.render import read_tree
 from xpdctl.router.config import load_router_config
 from xpdctl.upgrade.routeradmin import BackendView, RouterAdmin
-from xpdctl.upgrade.state import Instance, Layout, Rollout, load_held, save_held
+from xpdctl.upgrade.state import Instance, Layout, Rollout
 from xpdctl.upgrade.tree import copy_service, manifest_of, without_service, write_deployed
 from xpdctl.upgrade.warmup import warm_pair
 
@@ -58,18 +58,9 @@ Step = Callable[[Context, list[Instance]], None]
 
 
 def apply_deployed(ctx: Context) -> None:
-    """Run exactly what the deployed render lists; held units keep running as they are."""
-    running = {u.name: u.content_hash for u in ctx.executor.services()}
-    # A hold lasts while the unit runs with the held hash: once restarted (by `up`), it has its new files.
-    held = {name: h for name, h in load_held(ctx.layout).items() if running.get(name) == h}
-    save_held(ctx.layout, held)
-    units = []
-    for s in rendered_services(ctx.deployed, unique_names=False):  # `up` checked local clusters
-        unit = s.desired
-        if unit.unit.name in held:
-            unit = unit.model_copy(update={"unit": unit.unit.model_copy(update={"content_hash": held[unit.unit.name]})})
-        units.append(unit)
-    ctx.executor.apply(units)
+    """Run exactly what the deployed render lists."""
+    # `up` checked local clusters; a unit name recurs on several hosts (the KV agent).
+    ctx.executor.apply([s.desired for s in rendered_services(ctx.deployed, unique_names=False)])
 
 
 def _wait(what: str, done: Callable[[], bool], timeout_s: float, ctx: Context, failure: Callable[[], str]) -> None:
@@ -257,16 +248,14 @@ def step_remove(ctx: Context, instances: list[Instance]) -> None:
 def step_record(ctx: Context, instances: list[Instance]) -> None:
     """Blue-green: the router's backends now are the target's; its config on disk says so too.
 
-    The running router already has them (through its admin API): it is held at its running content
-    hash so that writing its new config does not restart it under load.
+    The running router already has them (through its admin API); its unit reloads the new config
+    (ExecReload=) rather than restarting, so nothing in flight is dropped.
     """
     target = read_tree(ctx.layout.target)
     files = read_tree(ctx.deployed)
     manifest = manifest_of(files)
     router = manifest["router"]["host"]
     service = next(s for s in manifest["hosts"][router]["services"] if s["role"] == "router")
-    running = {u.name: u.content_hash for u in ctx.executor.services()}
-    save_held(ctx.layout, {**load_held(ctx.layout), service["name"]: running[service["name"]]})
     files[service["config"]] = target[service["config"]]
     write_deployed(files, ctx.deployed)
     apply_deployed(ctx)
