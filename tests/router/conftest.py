@@ -58,6 +58,32 @@ def wait_until():
 
 
 @pytest.fixture
+async def kv_agent():
+    """``kv_agent(report) -> url``: a stand-in KV agent serving the /pairs contract with ``report``
+    (a dict the test may change later). Stopped after the test."""
+    from aiohttp import web
+
+    from xpdctl.aioserve import start_site
+
+    runners = []
+
+    async def serve(report: dict) -> str:
+        agent = web.Application()
+
+        async def pairs(request):
+            return web.json_response(report)
+
+        agent.router.add_get("/pairs", pairs)
+        runner, port = await start_site(agent, "127.0.0.1", 0)
+        runners.append(runner)
+        return f"http://127.0.0.1:{port}"
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
 async def http():
     async with aiohttp.ClientSession() as session:
         yield session

@@ -1,9 +1,5 @@
 """Only compatible pairs carry traffic: equal generation labels, and not reported broken by a KV agent."""
 
-from aiohttp import web
-
-from xpdctl.aioserve import start_site
-
 BODY = {"model": "m", "prompt": "hello", "max_tokens": 2}
 
 
@@ -40,36 +36,26 @@ async def test_a_generation_without_a_decode_gets_no_prefill_traffic(cluster, ht
     assert not lonely.engine.log and len(paired.engine.log) == 4
 
 
-async def test_pairs_a_kv_agent_reports_broken_are_not_used(cluster, http, wait_until):
+async def test_pairs_a_kv_agent_reports_broken_are_not_used(cluster, http, wait_until, kv_agent):
     prefill = await cluster.sim("prefill")
     good, bad = await cluster.sim("decode"), await cluster.sim("decode")
     report = {"pairs": [
         {"prefill_url": prefill.url + "/", "decode_url": bad.url, "ok": False, "reason": "NIXL probe fell back to TCP"},
         {"prefill_url": prefill.url, "decode_url": good.url, "ok": True, "reason": ""},
     ]}
-    agent = web.Application()
+    router = await cluster.router([prefill], [good, bad], kv_agents=[await kv_agent(report)], kv_agent_poll_interval_s=0.05)
+    await wait_until(lambda: router.router.registry.broken_pairs)
+    for _ in range(4):
+        async with http.post(router.url + "/v1/completions", json=BODY) as resp:
+            assert resp.status == 200
+    assert not bad.engine.log and len(good.engine.log) == 4
 
-    async def pairs(request):
-        return web.json_response(report)
-
-    agent.router.add_get("/pairs", pairs)
-    runner, port = await start_site(agent, "127.0.0.1", 0)
-    try:
-        router = await cluster.router([prefill], [good, bad], kv_agents=[f"http://127.0.0.1:{port}"], kv_agent_poll_interval_s=0.05)
-        await wait_until(lambda: router.router.registry.broken_pairs)
-        for _ in range(4):
-            async with http.post(router.url + "/v1/completions", json=BODY) as resp:
-                assert resp.status == 200
-        assert not bad.engine.log and len(good.engine.log) == 4
-
-        report["pairs"][0]["ok"] = True  # the agent sees the pair healthy again
-        await wait_until(lambda: not router.router.registry.broken_pairs)
-        for _ in range(4):
-            async with http.post(router.url + "/v1/completions", json=BODY) as resp:
-                assert resp.status == 200
-        assert bad.engine.log
-    finally:
-        await runner.cleanup()
+    report["pairs"][0]["ok"] = True  # the agent sees the pair healthy again
+    await wait_until(lambda: not router.router.registry.broken_pairs)
+    for _ in range(4):
+        async with http.post(router.url + "/v1/completions", json=BODY) as resp:
+            assert resp.status == 200
+    assert bad.engine.log
 
 
 async def test_decodes_gone_during_the_prefill_leg_retry_on_another_prefill(cluster, http, wait_until):

@@ -14,9 +14,7 @@ import sys
 import aiohttp
 import pytest
 import yaml
-from aiohttp import web
 
-from xpdctl.aioserve import start_site
 from xpdctl.router.config import RouterConfig
 from xpdctl.router.reload import reload_file
 from xpdctl.router.server import start as start_router
@@ -267,31 +265,22 @@ async def test_a_new_health_policy_takes_effect(cluster, http, tmp_path, wait_un
     await wait_until(lambda: router.router.registry.get(decode.url).health == "unhealthy")
 
 
-async def test_kv_agents_added_and_removed_by_a_reload(cluster, http, tmp_path, wait_until):
-    """The agent is a stand-in serving the /pairs contract (as in test_pairing.py)."""
+async def test_kv_agents_added_and_removed_by_a_reload(cluster, http, tmp_path, wait_until, kv_agent):
+    """The agent is a stand-in serving the /pairs contract."""
     prefill, good, bad = await cluster.sim("prefill"), await cluster.sim("decode"), await cluster.sim("decode")
     report = {"pairs": [{"prefill_url": prefill.url, "decode_url": bad.url, "ok": False, "reason": "probe failed"}]}
-    agent = web.Application()
-
-    async def pairs(request):
-        return web.json_response(report)
-
-    agent.router.add_get("/pairs", pairs)
-    runner, port = await start_site(agent, "127.0.0.1", 0)
-    try:
-        doc = document([prefill], [good, bad])
-        router = await start(cluster, doc)
-        path = tmp_path / "router.yaml"
-        assert await reload_with(router, path, {**doc, "kv_agents": [f"http://127.0.0.1:{port}"], "kv_agent_poll_interval_s": 0.05})
-        await wait_until(lambda: router.router.registry.broken_pairs == {(prefill.url, bad.url)})
-        for _ in range(4):
-            async with http.post(router.url + "/v1/completions", json=BODY) as resp:
-                assert resp.status == 200
-        assert not bad.engine.log
-        assert await reload_with(router, path, doc)
-        assert not router.router.registry.broken_pairs  # no agent left to report the pair broken
-    finally:
-        await runner.cleanup()
+    agent = await kv_agent(report)
+    doc = document([prefill], [good, bad])
+    router = await start(cluster, doc)
+    path = tmp_path / "router.yaml"
+    assert await reload_with(router, path, {**doc, "kv_agents": [agent], "kv_agent_poll_interval_s": 0.05})
+    await wait_until(lambda: router.router.registry.broken_pairs == {(prefill.url, bad.url)})
+    for _ in range(4):
+        async with http.post(router.url + "/v1/completions", json=BODY) as resp:
+            assert resp.status == 200
+    assert not bad.engine.log
+    assert await reload_with(router, path, doc)
+    assert not router.router.registry.broken_pairs  # no agent left to report the pair broken
 
 
 async def test_a_new_connect_timeout_reaches_existing_backends(cluster, http, tmp_path, unanswered):
