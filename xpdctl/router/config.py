@@ -113,11 +113,14 @@ class RouterConfig(_Strict):
 
 
 def load_router_config(path: Path) -> RouterConfig:
+    return parse_router_config(read_router_file(path), path)
+
+
+def read_router_file(path: Path) -> bytes:
     try:
-        text = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read router config: {exc.strerror}") from exc
-    return parse_router_config(text, path)
 
 
 def parse_router_config(text: bytes, path: Path) -> RouterConfig:

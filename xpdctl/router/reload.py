@@ -22,7 +22,7 @@ from xpdctl.errors import InputError, XpdError
 from xpdctl.router import health
 from xpdctl.router.backends import Backend, Registry, normalize_url
 from xpdctl.router.config import Backend as BackendSpec
-from xpdctl.router.config import Health, RouterConfig, parse_router_config
+from xpdctl.router.config import Health, RouterConfig, parse_router_config, read_router_file
 
 if TYPE_CHECKING:
     from xpdctl.router.server import RunningRouter
@@ -42,10 +42,7 @@ class LoadedFile:
 
 def read(path: Path, port: int | None) -> LoadedFile:
     """The file as the router would run it: ``port`` (the command line's --port) overrides its own."""
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read router config: {exc.strerror}") from exc
+    text = read_router_file(path)
     config = parse_router_config(text, path)
     if port is not None:
         config.listen.port = port
