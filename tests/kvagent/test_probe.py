@@ -102,7 +102,7 @@ def test_require_ok_names_each_failing_pair():
 def test_prober_refuses_a_pair_of_other_hosts():
     config = KvAgentConfig(host="other", address="10.0.0.9", pairs=[_pair()])
     with pytest.raises(InputError, match="neither side"):
-        Prober(config, session=None, source=None)
+        Prober(config, session=None, source=None, workers=None)
 
 
 def _dead_url() -> str:
@@ -115,7 +115,7 @@ async def test_decode_host_reports_a_prefill_host_without_an_agent(dead_side_cha
     )
     config = KvAgentConfig(host="dec", address="127.0.0.1", startup_grace_s=0, pairs=[pair])
     async with aiohttp.ClientSession() as session:
-        [result] = await Prober(config, session, source=None).round()
+        [result] = await Prober(config, session, source=None, workers=None).round()
     assert (result.ok, result.state, result.measured_by) == (False, "broken", "dec")
     assert "cannot get NIXL metadata from the KV agent of pf" in result.reason
     assert "not reachable" in result.reason  # the side channel, reported alongside
@@ -125,7 +125,7 @@ async def test_prefill_host_reports_a_decode_host_without_an_agent():
     pair = _pair(prefill_host="pf", decode_host="dec").model_copy(update={"peer_agent": _dead_url()})
     config = KvAgentConfig(host="pf", address="127.0.0.1", startup_grace_s=0, pairs=[pair])
     async with aiohttp.ClientSession() as session:
-        [result] = await Prober(config, session, source=None).round()
+        [result] = await Prober(config, session, source=None, workers=None).round()
     assert (result.ok, result.state, result.measured_by) == (False, "broken", "dec")
     assert "cannot reach the KV agent of decode host dec" in result.reason
 

@@ -19,7 +19,7 @@ from xpdctl.kvagent.config import KvAgentConfig, Pair
 from xpdctl.kvagent.models import PairResult, SourceInfo, TransferResult
 from xpdctl.kvagent.sidechannel import check_side_channel
 from xpdctl.kvagent.source import LazySource
-from xpdctl.kvagent.transfer import now_iso, run_transfer
+from xpdctl.kvagent.transfer import ProbeWorkers, now_iso, run_transfer
 
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
@@ -133,6 +133,7 @@ class Prober:
         config: KvAgentConfig,
         session: aiohttp.ClientSession,
         source: LazySource,
+        workers: ProbeWorkers,
         *,
         startup_grace_s: float | None = None,
     ):
@@ -145,6 +146,7 @@ class Prober:
         self.config = config
         self._session = session
         self._source = source
+        self._workers = workers
         self._grace_until = time.monotonic() + (config.startup_grace_s if startup_grace_s is None else startup_grace_s)
         self._transfers: dict[str, TransferResult] = {}
         self._due: dict[str, float] = {}
@@ -187,7 +189,7 @@ class Prober:
                 reason=f"cannot set up this host's NIXL probe buffer: {exc}",
             )
         return await run_transfer(
-            self.config.host, peer, source,
+            self.config.host, peer, source, workers=self._workers,
             ucx_env=self.config.ucx_env, timeout_s=self.config.probe_timeout_s,
         )
 
@@ -280,8 +282,9 @@ async def probe_pairs_async(
     environment); cross-host pairs need ``xpdctl kv-agent`` serving on the peer host.
     """
     deadline = time.monotonic() + wait_s
-    async with aiohttp.ClientSession() as session:
-        prober = Prober(config, session, LazySource(config.host, config.probe_size_mib), startup_grace_s=wait_s)
+    async with aiohttp.ClientSession() as session, ProbeWorkers() as workers:
+        source = LazySource(config.host, config.probe_size_mib)
+        prober = Prober(config, session, source, workers, startup_grace_s=wait_s)
         while True:
             results = await prober.round()
             if on_round:

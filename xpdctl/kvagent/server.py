@@ -19,6 +19,7 @@ from xpdctl.kvagent.config import KvAgentConfig
 from xpdctl.kvagent.metrics import AgentMetrics
 from xpdctl.kvagent.probe import Prober
 from xpdctl.kvagent.source import LazySource
+from xpdctl.kvagent.transfer import ProbeWorkers
 
 log = logging.getLogger("xpdctl.kvagent")
 
@@ -95,8 +96,8 @@ def build_app(config: KvAgentConfig) -> web.Application:
     app[_METRICS] = AgentMetrics()
 
     async def lifecycle(app: web.Application):
-        async with aiohttp.ClientSession() as session:
-            app[_PROBER] = Prober(config, session, app[_SOURCE])
+        async with aiohttp.ClientSession() as session, ProbeWorkers() as workers:
+            app[_PROBER] = Prober(config, session, app[_SOURCE], workers)
             task = asyncio.create_task(_probe_loop(app))
             yield
             task.cancel()

@@ -1,8 +1,9 @@
-"""Run one NIXL probe in a worker process and turn what it printed into a ``TransferResult``."""
+"""Run NIXL probes in long-lived worker processes and turn what they print into ``TransferResult``s."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import sys
@@ -12,10 +13,81 @@ from pathlib import Path
 
 from xpdctl.kvagent.models import SourceInfo, TransferResult, WorkerRequest, WorkerResult
 from xpdctl.kvagent.ucxinfo import read_transports, transport_class
-from xpdctl.kvagent.worker import started_marker
+from xpdctl.kvagent.worker import READY, RESULT
 
-# Seconds the worker gets beyond the transfer timeout: importing torch and nixl on a busy host.
+# Seconds a worker gets beyond the transfer timeout when it must start first: importing torch and
+# nixl on a busy host.
 _STARTUP_ALLOWANCE_S = 60.0
+_READY_MARGIN_S = 10.0
+
+
+class _Worker:
+    """One worker process (``xpdctl.kvagent.worker``) and what it printed to stderr."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, stderr_path: Path):
+        self.proc = proc
+        self.stderr_path = stderr_path
+        self.ready = False
+
+    def stderr_tail(self) -> str:
+        try:
+            return _last_lines(self.stderr_path.read_text(errors="replace"))
+        except OSError:
+            return ""
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+class ProbeWorkers:
+    """The probe worker processes of one KV agent, one per UCX environment, started on first use.
+
+    A worker that timed out, failed to answer or was cancelled mid-probe is killed (its output can no
+    longer be matched to a probe); the next probe starts a new one. ``close()`` stops them all.
+    """
+
+    def __init__(self) -> None:
+        self._workers: dict[tuple[tuple[str, str], ...], _Worker] = {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="xpd-kvprobe-")
+
+    async def _start(self, ucx_env: dict[str, str]) -> _Worker:
+        env = {**os.environ, **ucx_env, "UCX_PROTO_INFO": "y"}
+        # With a log file set, UCX writes its protocol tables there instead of stdout, where they are read.
+        env.pop("UCX_LOG_FILE", None)
+        stderr_path = Path(self._tmp.name) / f"worker-{secrets.token_hex(4)}.stderr"
+        with stderr_path.open("wb") as stderr:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "xpdctl.kvagent.worker",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env,
+                limit=1 << 22,  # UCX's protocol tables come as long lines
+            )
+        return _Worker(proc, stderr_path)
+
+    async def worker(self, ucx_env: dict[str, str]) -> _Worker:
+        key = tuple(sorted(ucx_env.items()))
+        worker = self._workers.get(key)
+        if worker is None or worker.proc.returncode is not None:
+            worker = self._workers[key] = await self._start(ucx_env)
+        return worker
+
+    async def discard(self, worker: _Worker) -> None:
+        for key, known in list(self._workers.items()):
+            if known is worker:
+                del self._workers[key]
+        await worker.kill()
+
+    async def close(self) -> None:
+        for worker in list(self._workers.values()):
+            await self.discard(worker)
+        self._tmp.cleanup()
+
+    async def __aenter__(self) -> ProbeWorkers:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
 
 
 def now_iso() -> str:
@@ -27,11 +99,32 @@ def _last_lines(text: str, count: int = 3) -> str:
     return " | ".join(lines[-count:])
 
 
+async def _exchange(worker: _Worker, request: WorkerRequest) -> tuple[str, WorkerResult | None]:
+    """Send one probe; everything the worker printed before its result line, and the result (None when
+    the worker exited without one)."""
+    if not worker.ready:
+        while (line := await worker.proc.stdout.readline()) and line.decode(errors="replace").strip() != READY:
+            pass
+        if not line:
+            return "", None
+        worker.ready = True
+    worker.proc.stdin.write(request.model_dump_json().encode() + b"\n")
+    await worker.proc.stdin.drain()
+    printed: list[str] = []
+    while line := await worker.proc.stdout.readline():
+        text = line.decode(errors="replace")
+        if text.startswith(RESULT):
+            return "".join(printed), WorkerResult.model_validate_json(text[len(RESULT):])
+        printed.append(text)
+    return "".join(printed), None
+
+
 async def run_transfer(
     host: str,
     peer_host: str,
     source: SourceInfo,
     *,
+    workers: ProbeWorkers,
     ucx_env: dict[str, str],
     timeout_s: float,
     startup_s: float = _STARTUP_ALLOWANCE_S,
@@ -42,61 +135,52 @@ async def run_transfer(
         source=source,
         timeout_s=timeout_s,
     )
-    env = {**os.environ, **ucx_env, "UCX_PROTO_INFO": "y"}
-    # With a log file set, UCX writes its protocol tables there instead of stdout, where they are read.
-    env.pop("UCX_LOG_FILE", None)
     checked_at = now_iso()
-    with tempfile.TemporaryDirectory(prefix="xpd-kvprobe-") as tmp:
-        result_path = Path(tmp) / "result.json"
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "xpdctl.kvagent.worker", str(result_path),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
+    worker = await workers.worker(ucx_env)
+    # A ready worker only creates an agent before the transfer; the margin keeps its own timeout
+    # report (request.timeout_s) ahead of this one.
+    limit = timeout_s + (_READY_MARGIN_S if worker.ready else startup_s)
+    done = False
+    try:
         try:
-            out, err = await asyncio.wait_for(
-                proc.communicate(request.model_dump_json().encode()),
-                timeout_s + startup_s,
-            )
-        except asyncio.TimeoutError:
-            limit = timeout_s + startup_s
-            if not started_marker(result_path).exists():
-                return TransferResult(
-                    peer_host=peer_host, ok=False, checked_at=checked_at, timed_out=True, never_started=True,
-                    reason=f"the NIXL probe to {peer_host} did not get to the network within {limit:.0f} s "
-                    "(its process was still importing torch and nixl: this host is overloaded)",
-                )
+            printed, result = await asyncio.wait_for(_exchange(worker, request), limit)
+        except (BrokenPipeError, ConnectionResetError):  # the worker died before it read the request
+            printed, result = "", None
+        done = result is not None
+    except asyncio.TimeoutError:
+        if not worker.ready:
             return TransferResult(
-                peer_host=peer_host, ok=False, checked_at=checked_at, timed_out=True,
-                reason=f"the NIXL probe to {peer_host} did not finish within {limit:.0f} s; "
-                "the host is overloaded or the transfer hangs",
+                peer_host=peer_host, ok=False, checked_at=checked_at, timed_out=True, never_started=True,
+                reason=f"the NIXL probe to {peer_host} did not get to the network within {limit:.0f} s "
+                "(its process was still importing torch and nixl: this host is overloaded)",
             )
-        finally:
-            # On a timeout, or when the agent shuts down mid-probe: no worker outlives its probe.
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
-        if not result_path.exists():
-            return TransferResult(
-                peer_host=peer_host, ok=False, checked_at=checked_at,
-                reason=f"the NIXL probe worker exited with status {proc.returncode} without a result: "
-                f"{_last_lines(stderr) or _last_lines(stdout) or 'no output'}",
-            )
-        worker = WorkerResult.model_validate_json(result_path.read_text())
-    transports = read_transports(stdout)
+        return TransferResult(
+            peer_host=peer_host, ok=False, checked_at=checked_at, timed_out=True,
+            reason=f"the NIXL probe to {peer_host} did not finish within {limit:.0f} s; "
+            "the host is overloaded or the transfer hangs",
+        )
+    finally:
+        # A worker that did not answer (timeout, cancelled, died) is mid-probe or gone: never reused.
+        if not done:
+            with contextlib.suppress(ProcessLookupError):
+                await workers.discard(worker)
+    if result is None:
+        return TransferResult(
+            peer_host=peer_host, ok=False, checked_at=checked_at,
+            reason=f"the NIXL probe worker exited with status {worker.proc.returncode} without a result: "
+            f"{worker.stderr_tail() or _last_lines(printed) or 'no output'}",
+        )
+    transports = read_transports(printed)
     transport = ",".join(transports) or None
     classes = sorted({transport_class(t) for t in transports})
     return TransferResult(
         peer_host=peer_host,
-        ok=worker.ok,
-        reason="" if worker.ok else f"NIXL transfer from {peer_host} failed: {worker.error}",
+        ok=result.ok,
+        reason="" if result.ok else f"NIXL transfer from {peer_host} failed: {result.error}",
         transport=transport,
         transport_class=",".join(classes) or None,
-        bandwidth_gbps=worker.bandwidth_gbps,
-        latency_ms=worker.latency_ms,
-        verified=worker.verified,
+        bandwidth_gbps=result.bandwidth_gbps,
+        latency_ms=result.latency_ms,
+        verified=result.verified,
         checked_at=checked_at,
     )

@@ -1,24 +1,28 @@
-"""The initiator side of a probe, run as its own process: ``python -m xpdctl.kvagent.worker RESULT``.
+"""The initiator side of probes, a long-lived process of its own: ``python -m xpdctl.kvagent.worker``.
 
-The worker creates the file RESULT.started once torch and nixl are imported and its agent exists:
-on an overloaded host the imports alone can outlast the probe's timeout, and a probe that never got
-that far says nothing about the path (see ``keep_verdict_if_slow``).
+The worker imports torch and nixl once, prints ``XPD-READY`` on stdout, then runs one probe per line
+of stdin (a ``WorkerRequest`` as JSON): a new NIXL agent reads the source's buffers, and the
+``WorkerResult`` follows on stdout as one ``XPD-RESULT <json>`` line. It ends when stdin closes (the
+KV agent stopped or died). Importing torch and nixl costs seconds of CPU; a process per probe paid
+it every probe interval (``xpdctl.kvagent.transfer.ProbeWorkers`` keeps one process alive instead).
 
 A process of its own because UCX reads ``UCX_*`` variables (``UCX_PROTO_INFO``, ``UCX_TLS``,
-``UCX_NET_DEVICES``) once per process and prints its protocol choices on fd 1, which the parent
-captures and parses (``xpdctl.kvagent.ucxinfo``); a UCX crash also stays out of the agent. The
-request (``WorkerRequest``) comes as JSON on stdin, the ``WorkerResult`` goes to the file RESULT,
-since stdout carries UCX's tables.
+``UCX_NET_DEVICES``) once per process (so one worker per transport setting) and prints its protocol
+choices on fd 1, which the parent parses (``xpdctl.kvagent.ucxinfo``); a UCX crash also stays out of
+the agent. Each probe's agent is new, so UCX selects protocols, and prints its tables, again for
+every probe (checked: three probes in one process printed the same tables three times). C stdio
+buffers those tables; they are flushed before the result line, so everything before a result line
+belongs to that probe.
 """
 
 from __future__ import annotations
 
 import base64
+import ctypes
 import hashlib
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from xpdctl.kvagent.models import Region, WorkerRequest, WorkerResult
 
@@ -62,11 +66,11 @@ def _load_peer(agent, metadata_b64: str) -> str:
         ) from exc
 
 
-def started_marker(result_path: Path) -> Path:
-    return result_path.with_name(result_path.name + ".started")
+READY = "XPD-READY"
+RESULT = "XPD-RESULT "
 
 
-def _measure(request: WorkerRequest, started: Path) -> WorkerResult:
+def _measure(request: WorkerRequest) -> WorkerResult:
     import torch
     from nixl._api import nixl_agent, nixl_agent_config
 
@@ -75,20 +79,27 @@ def _measure(request: WorkerRequest, started: Path) -> WorkerResult:
     # No progress thread: the busy polling in _read progresses UCX, and a second spinning thread
     # would only compete with it for the CPU.
     agent = nixl_agent(request.agent_name, nixl_agent_config(enable_prog_thread=False, backends=["UCX"]))
-    started.touch()
-    peer = _load_peer(agent, source.metadata_b64)
     bulk = torch.zeros(source.bulk.length, dtype=torch.uint8)
     small = torch.zeros(source.small.length, dtype=torch.uint8)
-    agent.register_memory([bulk, small])
-    small_handle = _prepare(agent, peer, small, source.small)
-    bulk_handle = _prepare(agent, peer, bulk, source.bulk)
-    # The first read also sets up the UCX endpoint (wire-up): keep it out of the latency figure.
-    _read(agent, small_handle, deadline)
-    _verify(small, source.small, "small")
-    small_times = [_read(agent, small_handle, deadline) for _ in range(request.small_reads)]
-    bulk_times = [_read(agent, bulk_handle, deadline)]
-    _verify(bulk, source.bulk, "bulk")
-    bulk_times += [_read(agent, bulk_handle, deadline) for _ in range(request.bulk_reads - 1)]
+    peer = _load_peer(agent, source.metadata_b64)
+    registered = agent.register_memory([bulk, small])
+    handles = []
+    try:
+        handles = [_prepare(agent, peer, small, source.small), _prepare(agent, peer, bulk, source.bulk)]
+        small_handle, bulk_handle = handles
+        # The first read also sets up the UCX endpoint (wire-up): keep it out of the latency figure.
+        _read(agent, small_handle, deadline)
+        _verify(small, source.small, "small")
+        small_times = [_read(agent, small_handle, deadline) for _ in range(request.small_reads)]
+        bulk_times = [_read(agent, bulk_handle, deadline)]
+        _verify(bulk, source.bulk, "bulk")
+        bulk_times += [_read(agent, bulk_handle, deadline) for _ in range(request.bulk_reads - 1)]
+    finally:
+        # The process outlives the probe: give back what this probe's agent holds.
+        for handle in handles:
+            agent.release_xfer_handle(handle)
+        agent.deregister_memory(registered)
+        agent.remove_remote_agent(peer)
     seconds = statistics.median(bulk_times)
     return WorkerResult(
         ok=True,
@@ -98,22 +109,35 @@ def _measure(request: WorkerRequest, started: Path) -> WorkerResult:
     )
 
 
-def run(request: WorkerRequest, started: Path) -> WorkerResult:
+def run(request: WorkerRequest) -> WorkerResult:
     try:
-        return _measure(request, started)
+        return _measure(request)
     except _Failed as exc:
         return WorkerResult(ok=False, error=str(exc))
     except Exception as exc:  # the process boundary: every nixl/UCX failure becomes a reported reason
         return WorkerResult(ok=False, error=f"{type(exc).__name__}: {exc}")
 
 
-def main(argv: list[str]) -> int:
-    result_path = Path(argv[1])
-    result = run(WorkerRequest.model_validate_json(sys.stdin.read()), started_marker(result_path))
-    result_path.write_text(result.model_dump_json())
-    sys.stdout.flush()
-    return 0 if result.ok else 1
+def serve(lines, out, flush_c_stdio) -> None:
+    import nixl._api  # noqa: F401 - the slow imports, paid once before READY
+    import torch  # noqa: F401
+
+    out.write(READY + "\n")
+    out.flush()
+    for line in lines:
+        if not line.strip():
+            continue
+        result = run(WorkerRequest.model_validate_json(line))
+        flush_c_stdio()  # UCX's tables of this probe go out before its result line
+        out.write(RESULT + result.model_dump_json() + "\n")
+        out.flush()
+
+
+def main() -> int:
+    libc = ctypes.CDLL(None)
+    serve(sys.stdin, sys.stdout, lambda: libc.fflush(None))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())
