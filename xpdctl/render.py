@@ -17,7 +17,7 @@ import jinja2
 import yaml
 
 from xpdctl.paths import data_dir
-from xpdctl.plan import ETC, Plan, Service
+from xpdctl.plan import ENGINE_HOOK_DIR, ETC, Plan, Service
 
 MANIFEST = "manifest.json"
 HOSTS = "hosts"
@@ -135,6 +135,9 @@ def render_files(plan: Plan) -> dict[str, RenderedFile]:
                 unit.render(s=s, cluster=plan.cluster, restart_sec=plan.restart_sec), 0o644
             )
             files[_host_path(name, s.env_file)] = RenderedFile(env_file.render(s=s, env=_env_items(s)), 0o600)
+        if any(s.env.get("PYTHONPATH") == ENGINE_HOOK_DIR for s in host.services):
+            hook = data_dir("templates") / "engine" / "sitecustomize.py"
+            files[_host_path(name, f"{ENGINE_HOOK_DIR}/sitecustomize.py")] = RenderedFile(hook.read_text(), 0o644)
         if host.router_config is not None:
             files[_host_path(name, f"{ETC}/router.yaml")] = RenderedFile(
                 _config(jinja, plan, name, "Router config", "xpdctl.router.config.RouterConfig", host.router_config),

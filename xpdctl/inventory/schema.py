@@ -62,6 +62,10 @@ class Kv(_Strict):
     allow_cross_vendor_tp_mismatch: bool = False
     side_channel_port: int = Field(5600, ge=1, le=65535)  # first NIXL side-channel port on each host
     agent_port: int = Field(8788, ge=1, le=65535)
+    # How long NIXL's progress thread in each vLLM engine sleeps while no KV moves (it still wakes at
+    # once for a transfer). 0 keeps NIXL's own default: a thread polling without sleep, one busy core
+    # per engine worker even when idle. docs/kv-agent.md ("Idle engines") has the measurements.
+    nixl_progress_poll_ms: int = Field(100, ge=0, le=10_000)
 
 
 class Ssh(_Strict):
