@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from xpdctl.local.statefiles import Layout, read_state  # noqa: E402
+import children  # noqa: E402 - benchmarks/children.py, next to this script
 
 PROMPT = " ".join(f"word{i % 97} and number {i}," for i in range(60))
 
@@ -155,6 +156,7 @@ def run_variant(poll_ms: int, args, tmp: Path) -> dict:
 
 
 def main() -> int:
+    children.install()  # SIGTERM/SIGHUP still run the finally that stops the cluster
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", default="0,100", help="kv.nixl_progress_poll_ms values; the first is the baseline")
     parser.add_argument("--idle-s", type=float, default=30.0)

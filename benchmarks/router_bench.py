@@ -99,6 +99,8 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
+import children  # noqa: E402 - benchmarks/children.py, next to this script
+
 from xpdctl.bench import metrics
 from xpdctl.bench.client import RequestOutput, completion_payload, stream_completion
 from xpdctl.output import table
@@ -157,8 +159,8 @@ def spawn(name: str, argv: list[str], cpus: str | None, logs: Path, env: dict | 
     log = logs / f"{name}.log"
     command = (["taskset", "-c", cpus] if cpus else []) + argv
     with log.open("wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                start_new_session=True)
+        return children.track(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                               env={**os.environ, **(env or {})}, start_new_session=True))
 
 
 def wait_healthy(service: Service, timeout_s: float = 120.0) -> None:
@@ -470,6 +472,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    children.install()
     args = parse_args(argv)
     clocks = {name: time.get_clock_info(name).implementation for name in ("perf_counter", "monotonic")}
     if len(set(clocks.values())) > 1:
@@ -481,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = args.logs or Path(tempfile.mkdtemp(prefix="router-bench-"))
     logs.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()
+    # Engines started before a later start fails (vllm-router missing) are stopped by children.stop_all.
     cluster = start_cluster(args, logs, client_cpus, router_cpus)
     try:
         for service in cluster.services():

@@ -28,6 +28,7 @@ import yaml
 
 from xpdctl.sim.config import SimConfig
 from xpdctl.sim.server import start as start_sim
+import children  # noqa: E402 - benchmarks/children.py, next to this script
 
 BODY = {"model": "m", "prompt": "reload under load", "max_tokens": 40, "stream": True}
 
@@ -109,6 +110,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    children.install()  # SIGTERM/SIGHUP unwind through the finally that stops the router
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reloads", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=32)

@@ -38,6 +38,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+import children  # noqa: E402 - benchmarks/children.py, next to this script
 
 REPO = Path(__file__).resolve().parents[1]
 NVIDIA_XML = REPO.parent / "shared" / "fixtures" / "nvidia-h200-x2" / "nvidia-smi-q.xml"
@@ -122,9 +123,10 @@ def start_sims(engines: list[dict], processes: int, workers: list[subprocess.Pop
     for chunk in (engines[i::processes] for i in range(processes)):
         if not chunk:
             continue
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-sims", json.dumps(chunk)], stdout=subprocess.PIPE, text=True
-        )
+        proc = children.track(subprocess.Popen(
+            [sys.executable, __file__, "--serve-sims", json.dumps(chunk)], stdout=subprocess.PIPE, text=True,
+            start_new_session=True,
+        ))
         workers.append(proc)
     for proc in workers:
         line = proc.stdout.readline()
@@ -135,8 +137,8 @@ def start_sims(engines: list[dict], processes: int, workers: list[subprocess.Pop
 def _cpu_s() -> float:
     """CPU seconds of this process and its finished children (ssh clients, or local shells and all
     they ran): unlike wall time, barely moved by other load on the machine."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    own, waited = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
 
 
 def _netns_cpu_s(netns: list[str]) -> float:
@@ -279,6 +281,7 @@ def run_testhosts(args, work: Path) -> list[tuple[str, list[float]]]:
 
 
 def main() -> int:
+    children.install()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=5)

@@ -19,6 +19,7 @@ from xpdctl.output import table
 from xpdctl.testhosts import fleet
 from xpdctl.testhosts.layout import cache_root, fleet_dirs
 from xpdctl.testhosts.models import GpuDecl
+import children  # noqa: E402 - benchmarks/children.py, next to this script
 
 FLEET, SUBNET = "thbn", "10.88.22.0/24"
 NVIDIA = "nvidia-driver-570-server-open nvidia-utils-570-server nvidia-fabricmanager-570"
@@ -43,6 +44,7 @@ def _ssh(record, address: str, command: str) -> None:
 
 
 def main() -> None:
+    children.install()  # SIGTERM/SIGHUP still run the finally that destroys the hosts
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=4)
     args = parser.parse_args()

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "upgrade"
 from upgrade_helpers import TOKEN, Load, start_sim_cluster, write_release  # noqa: E402
 
 from xpdctl.output import table  # noqa: E402
+import children  # noqa: E402 - benchmarks/children.py, next to this script
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -28,6 +29,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
+    children.install()  # SIGTERM/SIGHUP still run the finally that destroys the hosts
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=3, help="client threads streaming through the router")
     args = parser.parse_args()

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,53 @@ def test_json_paired_overhead_is_the_sum_of_causal_hops(run):
     judged = {t["target"]: t for t in data["targets"]}
     assert judged["added TTFT p50 <= 1 ms"]["measured"] == pytest.approx(ours["paired_added_ttft_p50_ms"])
     assert judged["added TTFT p50 <= 1 ms"]["unpaired"] == pytest.approx(ours["added_ttft_p50_ms"])
+
+
+def _sessions_of_children(pid: int) -> set[int]:
+    sessions = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        if int(fields[1]) == pid:  # ppid
+            sessions.add(int(fields[3]))  # session id
+    return sessions
+
+
+def _alive_in(sessions: set[int]) -> list[int]:
+    alive = []
+    for proc in Path("/proc").iterdir():
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        if int(fields[3]) in sessions and fields[0] != "Z":
+            alive.append(int(proc.name))
+    return alive
+
+
+def test_a_terminated_benchmark_stops_everything_it_started(tmp_path):
+    """SIGTERM (a shell's timeout, a CI runner) in the middle of a run: the engines and the router, each
+    in a session of its own, are stopped before the benchmark exits."""
+    bench = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--modes", "direct,router", "--concurrency", "2",
+         "--requests-per-level", "100000", "--tokens", "3", "--ttft-ms", "1", "--itl-ms", "1", "--rounds", "1",
+         "--logs", str(tmp_path / "logs")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO, start_new_session=True)
+    try:
+        sessions: set[int] = set()
+        deadline = time.monotonic() + 120
+        while len(sessions) < 3 and time.monotonic() < deadline and bench.poll() is None:
+            sessions |= _sessions_of_children(bench.pid) - {os.getsid(bench.pid)}
+            time.sleep(0.2)
+        assert len(sessions) == 3, f"expected 2 engines and a router, saw sessions {sessions}"
+        time.sleep(3)  # into the load
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=60) == 128 + signal.SIGTERM
+        assert _alive_in(sessions) == []
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        for pid in _alive_in(sessions):
+            os.kill(pid, signal.SIGKILL)

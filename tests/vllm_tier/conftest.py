@@ -1,14 +1,8 @@
-"""Fixtures of the real-vLLM tier (the shared cluster itself is in tests/conftest.py) and its test order."""
+"""Fixtures of the real-vLLM tier (the shared cluster itself and the test order are in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
-
-
-def pytest_collection_modifyitems(items):
-    # The lifecycle tests kill the decode engine and finally stop the cluster; every other test of
-    # the session's shared cluster runs before them.
-    items.sort(key=lambda item: item.nodeid.startswith("tests/vllm_tier/test_lifecycle.py"))
 
 
 @pytest.fixture(scope="session")
