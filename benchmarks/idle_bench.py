@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,38 +41,16 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.ports import free_port_block  # noqa: E402
 from xpdctl.local.statefiles import Layout, read_state  # noqa: E402
 import children  # noqa: E402 - benchmarks/children.py, next to this script
 
 PROMPT = " ".join(f"word{i % 97} and number {i}," for i in range(60))
 
 
-def _free_port_block(count: int) -> int:
-    """The first of ``count`` consecutive free loopback ports."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count >= 65535:
-            continue
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no block of free loopback ports")
-
-
 def _inventory(tmp: Path, poll_ms: int) -> Path:
     data = yaml.safe_load((REPO / "inventory" / "local.yaml").read_text())
-    base = _free_port_block(6)
+    base = free_port_block(6)  # below the ephemeral range: vLLM binds its ports minutes after start
     data["pools"]["prefill"]["port"] = base
     data["pools"]["decode"]["port"] = base + 1
     data["router"]["port"] = base + 2
