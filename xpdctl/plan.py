@@ -15,7 +15,7 @@ from xpdctl.inventory import LoadedInventory
 from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, runtime_of, vllm_version_of
 from xpdctl.kvagent.config import KvAgentConfig, Pair
-from xpdctl.kvcompat import CONNECTOR, KvSettings, generation, generation_factors
+from xpdctl.inventory.kvcompat import CONNECTOR, KvSettings, generation, generation_factors
 from xpdctl.models import builder_vllm_args
 from xpdctl.router.config import Admin, Backend, ConditionalDisagg, Listen, RouterConfig
 from xpdctl.vendors import VendorProfile, vendor_profiles
