@@ -48,8 +48,8 @@ def host_shell_for(plan):
     """Runs a script on a host of this plan: this machine's shell where :func:`executor_for` runs
     services here, SSH otherwise."""
     from xpdctl.deploy.where import runs_locally
-    from xpdctl.observe.transport import LocalShellTransport, cluster_ssh
-    from xpdctl.remote.hostrun import HostShell, ssh_targets
+    from xpdctl.ssh.transport import LocalShellTransport, cluster_ssh
+    from xpdctl.ssh.hostrun import HostShell, ssh_targets
 
     inv = plan.inventory
     transport = LocalShellTransport() if runs_locally(inv) else cluster_ssh(inv.cluster)

@@ -19,9 +19,9 @@ from xpdctl.local.health import Progress, Target, wait_healthy
 from xpdctl.local.kvpath import agent_pairs
 from xpdctl.local.rendered import rendered_services
 from xpdctl.provision.hosts import container_image
-from xpdctl.remote.hostrun import HostShell
 from xpdctl.render import read_tree
 from xpdctl.router.config import load_router_config
+from xpdctl.ssh.hostrun import HostShell
 from xpdctl.upgrade.routeradmin import BackendView, RouterAdmin
 from xpdctl.upgrade.state import Instance, Layout, Rollout
 from xpdctl.upgrade.tree import copy_service, manifest_of, without_service, write_deployed
