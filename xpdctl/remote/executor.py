@@ -16,9 +16,6 @@ from pathlib import Path
 
 from xpdctl.errors import ExecutionError, InputError
 from xpdctl.inventory.schema import Inventory
-from xpdctl.local.changes import Change, decide
-from xpdctl.local.rendered import rendered_services
-from xpdctl.local.statefiles import DesiredUnit, UnitState
 from xpdctl.observe.drift import host_files, parse_hashes, parse_modes
 from xpdctl.remote.decide import HostActions, host_actions, parse_records, running_hash, valid_record
 from xpdctl.remote.script import apply_script, failures, finished, state_script
@@ -28,6 +25,9 @@ from xpdctl.ssh.hostrun import run_on_hosts, ssh_targets
 from xpdctl.ssh.sections import new_marker, split_sections
 from xpdctl.ssh.target import HostLink
 from xpdctl.ssh.transport import SshTransport, cluster_ssh
+from xpdctl.units.changes import decide
+from xpdctl.units.rendered import rendered_services
+from xpdctl.units.state import Change, DesiredUnit, UnitState
 
 # `down` stops what clients reach first, engines last (as the local executor does).
 STOP_ORDER = {"router": 0, "kv-agent": 1}

@@ -56,7 +56,7 @@ def ssh_targets(inventory: Inventory) -> dict[str, HostLink]:
 @dataclass
 class HostShell:
     """Runs a script on one host of a cluster: over SSH, or with this machine's shell for a cluster
-    whose hosts are all this machine (:func:`xpdctl.local.cluster.host_shell_for` picks)."""
+    whose hosts are all this machine (:func:`xpdctl.deploy.where.host_shell_for` picks)."""
 
     transport: SshTransport | LocalShellTransport
     targets: dict[str, HostLink]
