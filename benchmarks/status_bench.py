@@ -188,7 +188,7 @@ def _observed_line(status) -> str:
 def run_sim(args, work: Path, workers: list[subprocess.Popen]) -> list[tuple[str, list[float]]]:
     from xpdctl.inventory import load_inventory
     from xpdctl.observe.targets import targets_from
-    from xpdctl.observe.transport import LocalShellTransport
+    from xpdctl.ssh.transport import LocalShellTransport
     from xpdctl.plan import build_plan
     from xpdctl.render import render_files
 
@@ -234,7 +234,7 @@ def _ssh(address: str, command: str) -> None:
 def run_testhosts(args, work: Path) -> list[tuple[str, list[float]]]:
     from xpdctl.inventory import load_inventory
     from xpdctl.observe.targets import targets_from
-    from xpdctl.observe.transport import SshTransport
+    from xpdctl.ssh.transport import SshTransport
     from xpdctl.paths import cluster_state_dir
     from xpdctl.plan import build_plan
     from xpdctl.render import render_files

@@ -68,7 +68,7 @@ def test_observed_status_validates_against_the_published_schema(tmp_path):
 
     from xpdctl.observe.cluster import observe_targets
     from xpdctl.observe.targets import HostTarget
-    from xpdctl.observe.transport import LocalShellTransport
+    from xpdctl.ssh.transport import LocalShellTransport
 
     capture = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "nvidia-h200-x2" / "nvidia-smi-q.xml"
     tools = tmp_path / "usr" / "bin"

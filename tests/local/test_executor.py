@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from xpdctl.local.executor import LocalExecutor
-from xpdctl.local.rendered import rendered_services
 from xpdctl.local.statefiles import live_supervisor, proc_alive
+from xpdctl.units.rendered import rendered_services
 
 # A service that records its environment and argv, forks a worker (as vLLM forks its engine core)
 # and sleeps.

@@ -2,7 +2,7 @@ import pytest
 
 from xpdctl.errors import InputError
 from xpdctl.local.order import start_order
-from xpdctl.local.unitfile import ExecCommand, Unit
+from xpdctl.units.unitfile import ExecCommand, Unit
 
 
 def unit(name, after=()):

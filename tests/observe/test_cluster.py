@@ -14,10 +14,10 @@ import pytest
 from xpdctl.observe.cluster import observe_targets
 from xpdctl.observe.drift import host_files, owned_globs
 from xpdctl.observe.targets import HostTarget, ServiceTarget
-from xpdctl.observe.transport import LocalShellTransport, SshTransport
 from xpdctl.render import RenderedFile
 from xpdctl.sim.config import Faults, SimConfig
 from xpdctl.sim.server import start
+from xpdctl.ssh.transport import LocalShellTransport, SshTransport
 
 UNIT = "etc/systemd/system/xpd-t-decode-0.service"
 CONFIG = "etc/xpdctl/t/decode-0.env"

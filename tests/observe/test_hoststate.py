@@ -8,8 +8,8 @@ from observe_helpers import sections_text
 
 from xpdctl.observe.hoststate import host_status
 from xpdctl.observe.judge import judge
-from xpdctl.observe.script import new_marker, split_sections
 from xpdctl.observe.targets import HostTarget, ServiceTarget
+from xpdctl.ssh.sections import new_marker, split_sections
 from xpdctl.status_model import HostStatus, KvAgentStatus, KvPairHealth
 
 MI300X_PCI = (

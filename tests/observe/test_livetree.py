@@ -10,10 +10,10 @@ import os
 from xpdctl.diff import diff_trees
 from xpdctl.observe.drift import host_files, owned_globs
 from xpdctl.observe.livetree import fetch_script, fetch_targets, parse_fetch
-from xpdctl.observe.script import new_marker
 from xpdctl.observe.targets import HostTarget
-from xpdctl.observe.transport import LocalShellTransport
 from xpdctl.render import RenderedFile
+from xpdctl.ssh.sections import new_marker
+from xpdctl.ssh.transport import LocalShellTransport
 
 RENDERED = {
     "hosts/h1/etc/systemd/system/xpd-t-decode-0.service": RenderedFile("[Service]\nExecStart=/bin/true\n", 0o644),

@@ -7,9 +7,10 @@ import asyncio
 from observe_helpers import sections_text
 
 from xpdctl.observe.hoststate import host_status
-from xpdctl.observe.script import build_script, new_marker, split_sections
+from xpdctl.observe.script import build_script
 from xpdctl.observe.targets import HostTarget
-from xpdctl.observe.transport import LocalShellTransport
+from xpdctl.ssh.sections import new_marker, split_sections
+from xpdctl.ssh.transport import LocalShellTransport
 
 
 def test_sections_rc_absent_and_bodies():

@@ -9,9 +9,9 @@ import socket
 import aiohttp
 import pytest
 
+from xpdctl.aioserve import start_site
 from xpdctl.kvagent.config import KvAgentConfig, Pair
 from xpdctl.kvagent.server import build_app as build_kv_agent
-from xpdctl.aioserve import start_site
 from xpdctl.observe import http
 from xpdctl.router.config import RouterConfig
 from xpdctl.router.server import start as start_router

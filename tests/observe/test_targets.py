@@ -10,10 +10,10 @@ from xpdctl.errors import InputError
 from xpdctl.inventory import load_inventory
 from xpdctl.observe.cluster import observe_cluster
 from xpdctl.observe.targets import targets_from
-from xpdctl.observe.transport import LocalShellTransport
 from xpdctl.paths import data_dir
 from xpdctl.plan import build_plan
 from xpdctl.render import MANIFEST, render_files, write_tree
+from xpdctl.ssh.transport import LocalShellTransport
 
 
 @pytest.fixture(scope="module")

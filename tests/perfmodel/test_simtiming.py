@@ -9,10 +9,10 @@ from xpdctl.cli import cli
 from xpdctl.perfmodel import kvpath
 from xpdctl.perfmodel.calibration import DEFAULT
 from xpdctl.perfmodel.roofline import InstanceModel
-from xpdctl.perfmodel.simtiming import ProfileTiming, timing_for
+from xpdctl.perfmodel.simtiming import ProfileTiming
 from xpdctl.perfmodel.specs import hardware, model_spec
 from xpdctl.sim.config import SimConfig
-from xpdctl.sim.timing import TimingModel
+from xpdctl.sim.timing import TimingModel, timing_for
 
 GPT = model_spec("gpt-oss-120b")
 

@@ -6,10 +6,10 @@ here (whether systemctl is installed or not), which is exactly the failure repor
 import os
 import subprocess
 
-from xpdctl.observe.script import new_marker
 from xpdctl.remote.decide import HostActions
 from xpdctl.remote.script import apply_script, failures, finished
 from xpdctl.render import RenderedFile
+from xpdctl.ssh.sections import new_marker
 
 
 def run(script: str) -> str:

@@ -26,12 +26,11 @@ def command(inventory: Path, output: str) -> None:
       xpdctl down -i inventory/local.yaml
       xpdctl down -i inventory/lab.yaml -o json
     """  # fmt: skip
-    from xpdctl.local.bringup import bring_down
-
     from xpdctl.audit import audited, cluster_of
+    from xpdctl.deploy.where import open_cluster
 
     with audited(cluster_of(inventory), "down") as details:
-        stopped = bring_down(inventory)
+        stopped = open_cluster(inventory).executor.down()
         details["stopped"] = stopped
     if output == "json":
         emit_json({"stopped": stopped})

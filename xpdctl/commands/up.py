@@ -75,7 +75,7 @@ def command(inventory: Path, timeout_s: float, limit: str | None, check: bool, a
             "this machine, where `up` runs the services itself: drop them"
         )
     from xpdctl.local.bringup import bring_up
-    from xpdctl.local.health import Progress
+    from xpdctl.verify.health import Progress
 
     from xpdctl.audit import audited, cluster_of
 
@@ -105,7 +105,7 @@ def _up_hosts(loaded, inventory: Path, *, limit: str | None, check: bool, allow_
     from xpdctl.deploy import deploy
     from xpdctl.deploy.display import deploy_text
     from xpdctl.errors import ExecutionError, UnhealthyError
-    from xpdctl.local.health import Progress
+    from xpdctl.verify.health import Progress
     from xpdctl.provision.display import parse_extra_vars, print_progress
 
     variables = parse_extra_vars(extra_vars)

@@ -69,7 +69,7 @@ def command(inventory: Path, pool: str, image: str | None, max_unavailable: int,
       xpdctl upgrade -i inventory/lab.yaml --pool prefill --blue-green
     """  # fmt: skip
     from xpdctl.audit import audited, cluster_of
-    from xpdctl.local.health import Progress
+    from xpdctl.verify.health import Progress
     from xpdctl.upgrade import Request, upgrade
     from xpdctl.upgrade.steps import Options
 

@@ -13,15 +13,15 @@ from xpdctl.deploy.models import DeployResult, HostDeploy, ServiceHealth, Stage
 from xpdctl.deploy.waits import wait_healthy, wait_pairs
 from xpdctl.errors import UnhealthyError
 from xpdctl.inventory import LoadedInventory
-from xpdctl.local.health import Progress, probe
-from xpdctl.local.smoke import curl_line, smoke_request
 from xpdctl.observe.targets import HostTarget, targets_from
+from xpdctl.plan import ENGINE_ROLES
 from xpdctl.provision import provision, render_now
 from xpdctl.provision.display import headline
 from xpdctl.provision.events import ProgressCallback
 from xpdctl.provision.models import HostResult
+from xpdctl.verify.health import Progress, probe
+from xpdctl.verify.smoke import curl_line, smoke_request
 
-ENGINE_ROLES = ("prefill", "decode", "both")
 FINISHED = ("ok", "changed")
 
 
@@ -133,7 +133,7 @@ def deploy(
 
     reached = "engines"
     state.check(ENGINE_ROLES, "engines", timeout_s)
-    prefill, decode = state.healthy(("prefill", "both")), state.healthy(("decode", "both"))
+    prefill, decode = state.healthy(("prefill",)), state.healthy(("decode",))
     if not prefill or not decode:
         state.problems.append("no healthy prefill and decode engine to pair: nothing can serve until one of each is up")
         return result()

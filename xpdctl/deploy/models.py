@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from xpdctl.local.kvpath import PairReport
-from xpdctl.local.smoke import SmokeResult
 from xpdctl.provision.models import HostResult
+from xpdctl.verify.kvpath import PairReport
+from xpdctl.verify.smoke import SmokeResult
 
 Stage = Literal["provision", "engines", "kv", "router", "smoke", "done"]
 

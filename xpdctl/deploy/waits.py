@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 
-from xpdctl.local.health import Progress, probe
-from xpdctl.local.kvpath import PairReport, agent_pairs
+from xpdctl.verify.health import Progress, probe
+from xpdctl.verify.kvpath import PairReport, agent_pairs
 
 
 def wait_healthy(

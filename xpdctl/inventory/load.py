@@ -18,7 +18,7 @@ from xpdctl.inventory.problems import Problem, raise_if_any
 from xpdctl.inventory.rules import check_rules
 from xpdctl.inventory.schema import Inventory
 from xpdctl.inventory.yamlsource import LineMap, Loc, load_yaml
-from xpdctl.kvcompat import KvDecision, decide
+from xpdctl.inventory.kvcompat import KvDecision, decide
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Rules that relate several inventory fields. Each returns every problem it finds, never the first only.
 
-KV-compatibility rules live in :mod:`xpdctl.kvcompat`; these are about the cluster's shape.
+KV-compatibility rules live in :mod:`xpdctl.inventory.kvcompat`; these are about the cluster's shape.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The inventory file's schema: the single source of truth for a cluster.
 
 Only shape and per-field ranges live here; rules that relate several fields (pools naming hosts,
-GPU counts, ports, KV compatibility) live in :mod:`xpdctl.inventory.rules` and :mod:`xpdctl.kvcompat`
+GPU counts, ports, KV compatibility) live in :mod:`xpdctl.inventory.rules` and :mod:`xpdctl.inventory.kvcompat`
 so each can report every problem at once with the file line of the field to change.
 """
 

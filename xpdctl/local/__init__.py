@@ -1,2 +1,2 @@
 """Running a cluster's rendered services on this machine (``runtime: native``): the local executor,
-its supervisor, and the ``up``/``status``/``down`` steps built on them."""
+its supervisor, and the local forms of ``up`` and ``status`` built on them."""

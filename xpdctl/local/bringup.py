@@ -16,13 +16,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from xpdctl.errors import InputError
-from xpdctl.local.cluster import ENGINE_ROLES, KV_AGENT_ROLES, LATE_ROLES, open_cluster, router_url
-from xpdctl.local.changes import Change
-from xpdctl.local.health import Progress, Target, wait_healthy
-from xpdctl.local.kvpath import PairReport, wait_kv_paths
-from xpdctl.local.rendered import RenderedService, rendered_services
-from xpdctl.local.smoke import SmokeResult, curl_line, smoke_request
-from xpdctl.local.unitfile import reload_suffices
+from xpdctl.local.cluster import KV_AGENT_ROLES, LATE_ROLES, open_cluster, router_url
+from xpdctl.plan import ENGINE_ROLES
+from xpdctl.units.changes import change_for
+from xpdctl.units.rendered import RenderedService, rendered_services
+from xpdctl.units.state import Change
+from xpdctl.verify.health import Progress, Target, wait_healthy
+from xpdctl.verify.kvpath import PairReport, wait_kv_paths
+from xpdctl.verify.smoke import SmokeResult, curl_line, smoke_request
 
 # Python modules an engine interpreter must have, per engine server; `./install.sh` installs them.
 ENGINE_MODULES = {"vllm": ("vllm", "nixl"), "sim": ("xpdctl",)}
@@ -114,7 +115,7 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
         now = current.get(s.desired.unit.name)
         wanted = s.desired.unit.content_hash
         return (now is not None and now.state == "running"
-                and (now.content_hash == wanted or reload_suffices(now.content_hash, wanted)))
+                and change_for(now.state, now.content_hash, wanted) in ("unchanged", "reloaded"))
 
     _check_ports_free([s for s in services if current.get(s.desired.unit.name) is None
                        or current[s.desired.unit.name].state in ("failed", "stopped")])
@@ -150,8 +151,3 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
         curl=curl_line(url, model.name), state_dir=str(state_dir),
         timings_s={k: round(v, 1) for k, v in timings.items()},
     )
-
-
-def bring_down(inventory: Path) -> list[str]:
-    """Stop every service of the cluster; the names of those that were running."""
-    return open_cluster(inventory).executor.down()

@@ -1,9 +1,8 @@
-"""Which cluster an inventory names, where its state lives and which executor runs its services.
+"""A cluster on this machine: which inventory, where its state lives, its router's address.
 
-``up``, ``status``, ``down`` and ``upgrade`` start here. A cluster whose hosts are all this machine
-with runtime native (:func:`xpdctl.deploy.where.runs_locally`) runs under the
-:class:`~xpdctl.local.executor.LocalExecutor`; any other runs on its hosts through systemd over SSH
-(:class:`~xpdctl.remote.executor.RemoteExecutor`), after ``up`` provisioned them.
+A cluster whose hosts are all this machine with runtime native (:func:`xpdctl.deploy.where.runs_locally`)
+runs under the :class:`~xpdctl.local.executor.LocalExecutor`; :mod:`xpdctl.deploy.where` picks the
+executor of any cluster.
 """
 
 from __future__ import annotations
@@ -11,13 +10,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from xpdctl.local.executor import Executor, LocalExecutor
+from xpdctl.inventory import load_inventory
+from xpdctl.local.executor import LocalExecutor
 from xpdctl.paths import cluster_state_dir
+from xpdctl.plan import build_plan
+from xpdctl.units.state import Executor
 
-ENGINE_ROLES = ("prefill", "decode")
 # Started only once the engines answer and the KV path is verified, so the first request a client
 # sends through the router can succeed.
 LATE_ROLES = ("router",)
@@ -31,29 +33,6 @@ def is_this_machine(address: str) -> bool:
     except ValueError:
         pass
     return address in {"localhost", socket.gethostname(), socket.getfqdn()}
-
-
-def executor_for(plan, state_dir: Path) -> Executor:
-    """The executor that runs this plan's services."""
-    from xpdctl.deploy.where import runs_locally
-
-    if runs_locally(plan.inventory):
-        return LocalExecutor(state_dir)
-    from xpdctl.remote.executor import RemoteExecutor
-
-    return RemoteExecutor(plan.inventory, rendered_dir(state_dir))
-
-
-def host_shell_for(plan):
-    """Runs a script on a host of this plan: this machine's shell where :func:`executor_for` runs
-    services here, SSH otherwise."""
-    from xpdctl.deploy.where import runs_locally
-    from xpdctl.observe.transport import LocalShellTransport, cluster_ssh
-    from xpdctl.remote.hostrun import HostShell, ssh_targets
-
-    inv = plan.inventory
-    transport = LocalShellTransport() if runs_locally(inv) else cluster_ssh(inv.cluster)
-    return HostShell(transport, ssh_targets(inv))
 
 
 def router_url(plan) -> str:
@@ -80,10 +59,10 @@ def rendered_dir(state_dir: Path) -> Path:
     return state_dir / "rendered"
 
 
-def open_cluster(inventory: Path) -> Cluster:
-    from xpdctl.inventory import load_inventory
-    from xpdctl.plan import build_plan
-
+def open_cluster(inventory: Path, executor_for: Callable[[object, Path], Executor] | None = None) -> Cluster:
+    """The cluster ``inventory`` names, run by ``executor_for(plan, state_dir)``: by default this
+    machine's executor (:func:`xpdctl.deploy.where.executor_for` picks for any cluster)."""
     plan = build_plan(load_inventory(inventory), os.environ)
     state_dir = cluster_state_dir(plan.cluster)
-    return Cluster(plan=plan, state_dir=state_dir, executor=executor_for(plan, state_dir))
+    executor = executor_for(plan, state_dir) if executor_for else LocalExecutor(state_dir)
+    return Cluster(plan=plan, state_dir=state_dir, executor=executor)

@@ -1,8 +1,7 @@
 """Runs a cluster's rendered units on this machine, through the cluster's detached supervisor.
 
-:class:`Executor` is what ``up``, ``status`` and ``down`` need from any way of running services;
-:class:`LocalExecutor` is the one for ``runtime: native`` clusters on this machine. A remote executor
-(systemd over SSH on real hosts) implements the same three calls.
+:class:`LocalExecutor` is the :class:`~xpdctl.units.state.Executor` for ``runtime: native``
+clusters on this machine; :class:`~xpdctl.remote.executor.RemoteExecutor` runs them on hosts.
 """
 
 from __future__ import annotations
@@ -14,15 +13,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 from xpdctl.errors import ExecutionError
-from xpdctl.local.changes import Change, decide
 from xpdctl.local.statefiles import (
     Desired,
-    DesiredUnit,
     Layout,
-    UnitState,
     live_supervisor,
     proc_alive,
     proc_pgid,
@@ -31,16 +26,8 @@ from xpdctl.local.statefiles import (
     write_model,
 )
 from xpdctl.local.supervisor import STOP_TIMEOUT_S
-
-class Executor(Protocol):
-    def apply(self, units: Sequence[DesiredUnit]) -> dict[str, Change]:
-        """Make exactly these units run: start new ones, restart changed ones, stop the rest."""
-
-    def services(self) -> list[UnitState]:
-        """Every unit the executor runs, with its process state."""
-
-    def down(self) -> list[str]:
-        """Stop every unit; return the names of the units that were stopped."""
+from xpdctl.units.changes import decide
+from xpdctl.units.state import Change, DesiredUnit, UnitState
 
 
 def _group_members(pgid: int) -> list[int]:

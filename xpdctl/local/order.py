@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from xpdctl.errors import InputError
-from xpdctl.local.unitfile import Unit
+from xpdctl.units.unitfile import Unit
 
 
 def start_order(units: Sequence[Unit]) -> list[Unit]:

@@ -9,42 +9,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel
 
-from xpdctl.local.unitfile import Unit
-
-ProcState = Literal["starting", "running", "restarting", "failed", "stopped"]
-
-
-class DesiredUnit(BaseModel):
-    unit: Unit
-    host: str
-    role: str
+from xpdctl.units.state import DesiredUnit, UnitState
 
 
 class Desired(BaseModel):
     # Bumped on every write; the supervisor echoes the generation it has applied in state.json.
     generation: int
     units: list[DesiredUnit]
-
-
-class UnitState(BaseModel):
-    name: str
-    host: str
-    role: str
-    content_hash: str
-    state: ProcState
-    pid: int | None = None
-    pgid: int | None = None
-    # Kernel start time (clock ticks since boot) of the group leader: tells a live group from a
-    # recycled pid when the supervisor is gone and `down` has to clean up after it.
-    leader_start_ticks: int | None = None
-    started_at: float | None = None
-    restarts: int = 0
-    last_exit: str | None = None  # "exit 1", "signal SIGKILL"
-    log: str
 
 
 class SupervisorState(BaseModel):

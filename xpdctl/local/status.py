@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from xpdctl.local.cluster import LATE_ROLES, open_cluster, router_url
-from xpdctl.local.health import probe
-from xpdctl.local.rendered import rendered_services
+from xpdctl.units.rendered import rendered_services
+from xpdctl.verify.health import probe
 
 
 class ServiceStatus(BaseModel):

@@ -28,15 +28,15 @@ from pathlib import Path
 from xpdctl.local.order import start_order
 from xpdctl.local.statefiles import (
     Desired,
-    DesiredUnit,
     Layout,
     SupervisorState,
-    UnitState,
     proc_start_ticks,
     write_model,
     write_pid_file,
 )
-from xpdctl.local.unitfile import ExecCommand, reload_suffices
+from xpdctl.units.changes import change_for
+from xpdctl.units.state import DesiredUnit, UnitState
+from xpdctl.units.unitfile import ExecCommand
 
 _PR_SET_PDEATHSIG = 1
 # What a service sees of the supervisor's environment, like systemd's clean environment plus the
@@ -259,8 +259,8 @@ class Supervisor:
             if n not in wanted or s.spec.unit.content_hash == wanted[n].unit.content_hash:
                 continue
             new = wanted[n]
-            reloadable = s.state == "running" and new.unit.exec_reload is not None
-            if not (reloadable and reload_suffices(s.spec.unit.content_hash, new.unit.content_hash) and self._reload(s, new)):
+            reloads = change_for(s.state, s.spec.unit.content_hash, new.unit.content_hash) == "reloaded"
+            if not (reloads and new.unit.exec_reload is not None and self._reload(s, new)):
                 changed.append(s)
         # Reverse start order: dependents stop before what they depend on.
         self._stop(list(reversed(gone + changed)))

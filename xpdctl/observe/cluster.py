@@ -14,9 +14,10 @@ from xpdctl.inventory.load import LoadedInventory
 from xpdctl.observe import http
 from xpdctl.observe.hoststate import host_status
 from xpdctl.observe.judge import judge
-from xpdctl.observe.script import build_script, new_marker, split_sections
+from xpdctl.observe.script import build_script
 from xpdctl.observe.targets import HostTarget, ServiceTarget, targets_from
-from xpdctl.observe.transport import Transport, cluster_ssh
+from xpdctl.ssh.sections import new_marker, split_sections
+from xpdctl.ssh.transport import Transport, cluster_ssh
 from xpdctl.status_model import ClusterStatus, HostStatus
 
 

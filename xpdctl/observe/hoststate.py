@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 from xpdctl.errors import ExecutionError
 from xpdctl.observe import drift
-from xpdctl.observe.script import TIMED_OUT, UNFINISHED, Section
+from xpdctl.observe.script import TIMED_OUT, UNFINISHED
 from xpdctl.observe.targets import HostTarget
 from xpdctl.probes import amd, host, nvidia, pci, rdma
+from xpdctl.ssh.sections import Section
 from xpdctl.status_model import Accelerators, HostStatus, UnitState
 
 

@@ -19,10 +19,10 @@ import shlex
 from dataclasses import dataclass, field
 
 from xpdctl.inventory.load import LoadedInventory
-from xpdctl.observe.script import new_marker, quote_glob
 from xpdctl.observe.targets import HostTarget, targets_from
-from xpdctl.observe.transport import Transport, cluster_ssh
 from xpdctl.render import HOSTS, RenderedFile
+from xpdctl.ssh.sections import new_marker, quote_glob
+from xpdctl.ssh.transport import Transport, cluster_ssh
 
 
 @dataclass

@@ -11,23 +11,12 @@ script is POSIX sh, forks little (one sha256sum and one stat for all files) and 
 
 from __future__ import annotations
 
-import secrets
 import shlex
-from dataclasses import dataclass
 
-ABSENT = None
+from xpdctl.ssh.sections import quote_glob
+
 UNFINISHED = -1  # a probe that never finished (killed, or the host stopped it)
 TIMED_OUT = 124  # exit status of coreutils' timeout, which bounds every probe on the host
-
-
-@dataclass(frozen=True)
-class Section:
-    rc: int | None  # None: the tool is not installed on the host; -1: it never finished
-    text: str
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
 
 
 # Files read as they are (a section each; ``-`` when the host has no such file).
@@ -82,10 +71,6 @@ pci() {{
 """
 
 
-def new_marker() -> str:
-    return f"@@xpd-{secrets.token_hex(6)}@@"
-
-
 def build_script(
     marker: str, *, units: list[str], files: list[str], extra_globs: list[str], probe_timeout_s: int = 6
 ) -> str:
@@ -132,33 +117,3 @@ def build_script(
     lines.append("printf '%s %s 0\\n' \"$M\" end")
     return "\n".join(lines) + "\n"
 
-
-def quote_glob(pattern: str) -> str:
-    """Quote everything but the ``*`` so only the intended wildcard expands."""
-    return "*".join(shlex.quote(part) if part else "" for part in pattern.split("*"))
-
-
-def split_sections(output: str, marker: str) -> dict[str, Section]:
-    """The sections of the script's output. A host that stopped mid-way lacks the ``end`` section."""
-    sections: dict[str, Section] = {}
-    name: str | None = None
-    rc: int | None = None
-    body: list[str] = []
-
-    def close() -> None:
-        if name is not None:
-            # The newline printed after a section (output may lack a final one) is not output.
-            sections[name] = Section(rc, "\n".join(body).strip("\n"))
-
-    for line in output.splitlines():
-        if line.startswith(marker + " "):
-            close()
-            parts = line[len(marker) + 1 :].split()
-            name = parts[0] if parts else "?"
-            status = parts[1] if len(parts) > 1 else "-1"
-            rc = int(status) if status.lstrip("-").isdigit() else ABSENT
-            body = []
-        elif name is not None:
-            body.append(line)
-    close()
-    return sections

@@ -16,16 +16,11 @@ from xpdctl.errors import InputError
 from xpdctl.inventory.schema import Inventory
 from xpdctl.observe.drift import ExpectedFile, host_files, owned_globs
 from xpdctl.render import HOSTS, MANIFEST, RenderedFile
+from xpdctl.ssh.target import HostLink, SshTarget
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class SshTarget(_Model):
-    user: str = "root"
-    port: int = 22
-    key: str | None = None
 
 
 class ServiceTarget(_Model):
@@ -38,10 +33,7 @@ class ServiceTarget(_Model):
     admin_token: str | None = None
 
 
-class HostTarget(_Model):
-    name: str
-    address: str
-    ssh: SshTarget = SshTarget()
+class HostTarget(HostLink):
     # sysfs vendor id of the GPUs the inventory says the host has, and how many; None: no check.
     gpu_pci_vendor: str | None = None
     gpu_count: int | None = None
@@ -50,8 +42,6 @@ class HostTarget(_Model):
     expected_files: dict[str, ExpectedFile] = {}  # absolute host path -> the rendered file's hash and mode
     owned_globs: list[str] = []
     drift_checked: bool = False
-    # Prefix of every host path, for simulated hosts that share one filesystem (benchmarks).
-    root: str = ""
 
 
 def _manifest(files: dict[str, RenderedFile]) -> dict:

@@ -30,7 +30,6 @@ from xpdctl.perfmodel import kvpath
 from xpdctl.perfmodel.calibration import Calibration
 from xpdctl.perfmodel.kvpath import KvPath
 from xpdctl.perfmodel.roofline import InstanceModel
-from xpdctl.perfmodel.specs import hardware, model_spec
 
 
 @dataclass
@@ -86,13 +85,3 @@ class ProfileTiming:
         self._decoding.append((ends, self.instance.model.kv_bytes(self._prompt_tokens + count / 2)))
         return times
 
-
-def timing_for(config):
-    """The simulator's timing: the profile's when ``config.profile`` names one, else the fixed numbers."""
-    from xpdctl.perfmodel.calibration import DEFAULT
-    from xpdctl.sim.timing import TimingModel
-
-    if not config.profile:
-        return TimingModel.from_config(config)
-    instance = InstanceModel(hardware(config.profile), config.profile_tp, model_spec(config.model_spec), DEFAULT)
-    return ProfileTiming(instance, config.kv_path, config.time_scale)

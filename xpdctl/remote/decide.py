@@ -1,6 +1,6 @@
 """What one ``apply`` does on one host, decided from the host's state (pure functions).
 
-A unit's content hash (of its unit file and every file it reads: see ``xpdctl.local.unitfile``) is
+A unit's content hash (of its unit file and every file it reads: see ``xpdctl.units.unitfile``) is
 recorded on the host when the executor (re)starts it. A unit started by Ansible (``up``) has no
 record yet: it runs the files it has on the host, so when they are the deployed render's its hash is
 the render's, and the first ``apply`` records it.
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel
 
-from xpdctl.local.changes import Change
 from xpdctl.observe.drift import ExpectedFile
+from xpdctl.units.state import Change
 
 UNKNOWN_HASH = ""
 # A record is (content hash, main pid of the unit when it was written).

@@ -16,18 +16,18 @@ from pathlib import Path
 
 from xpdctl.errors import ExecutionError, InputError
 from xpdctl.inventory.schema import Inventory
-from xpdctl.local.changes import Change, decide
-from xpdctl.local.rendered import rendered_services
-from xpdctl.local.statefiles import DesiredUnit, UnitState
 from xpdctl.observe.drift import host_files, parse_hashes, parse_modes
-from xpdctl.observe.script import new_marker, split_sections
-from xpdctl.observe.targets import HostTarget
-from xpdctl.observe.transport import SshTransport, cluster_ssh
 from xpdctl.remote.decide import HostActions, host_actions, parse_records, running_hash, valid_record
-from xpdctl.remote.hostrun import run_on_hosts, ssh_targets
 from xpdctl.remote.script import apply_script, failures, finished, state_script
 from xpdctl.remote.unitstate import parse_show, unit_state
 from xpdctl.render import HOSTS, MANIFEST, RenderedFile, read_tree
+from xpdctl.ssh.hostrun import run_on_hosts, ssh_targets
+from xpdctl.ssh.sections import new_marker, split_sections
+from xpdctl.ssh.target import HostLink
+from xpdctl.ssh.transport import SshTransport, cluster_ssh
+from xpdctl.units.changes import decide
+from xpdctl.units.rendered import rendered_services
+from xpdctl.units.state import Change, DesiredUnit, UnitState
 
 # `down` stops what clients reach first, engines last (as the local executor does).
 STOP_ORDER = {"router": 0, "kv-agent": 1}
@@ -99,12 +99,12 @@ class RemoteExecutor:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _render(self) -> tuple[dict[str, RenderedFile], dict[str, HostTarget]]:
+    def _render(self) -> tuple[dict[str, RenderedFile], dict[str, HostLink]]:
         """The deployed render (none yet: no files, no services) and one SSH target per inventory host."""
         files = read_tree(self.deployed) if (self.deployed / MANIFEST).exists() else {}
         return files, ssh_targets(self.inventory)
 
-    def _states(self, files: dict[str, RenderedFile], targets: dict[str, HostTarget]) -> dict[str, HostState]:
+    def _states(self, files: dict[str, RenderedFile], targets: dict[str, HostLink]) -> dict[str, HostState]:
         manifest = json.loads(files[MANIFEST].content) if MANIFEST in files else {}
         entries = {h: {s["name"]: s for s in e.get("services", [])} for h, e in manifest.get("hosts", {}).items()}
         marker = new_marker()
@@ -145,7 +145,7 @@ class RemoteExecutor:
         recorded = {n: u.content_hash for n, u in units.items() if valid_record(records.get(n), u.pid)}
         return HostState(units=units, recorded=recorded, present=present, modes=parse_modes(sections["modes"].text))
 
-    def _act(self, files: dict[str, RenderedFile], targets: dict[str, HostTarget],
+    def _act(self, files: dict[str, RenderedFile], targets: dict[str, HostLink],
              actions: dict[str, HostActions]) -> None:
         marker = new_marker()
         scripts = {}

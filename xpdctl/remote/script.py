@@ -1,7 +1,6 @@
 """The shell scripts the remote executor runs on a host (POSIX sh, as root), and their output.
 
-Output is sectioned like status's script (:mod:`xpdctl.observe.script`): ``<marker> <name> <rc>``
-lines with a random marker, so no file or tool output can forge a section.
+Output is sectioned (:mod:`xpdctl.ssh.sections`) like status's script.
 """
 
 from __future__ import annotations
@@ -11,10 +10,10 @@ import posixpath
 import shlex
 
 from xpdctl.observe.drift import owned_globs
-from xpdctl.observe.script import quote_glob
 from xpdctl.remote.decide import HostActions
 from xpdctl.remote.unitstate import KEYS
 from xpdctl.render import RenderedFile
+from xpdctl.ssh.sections import quote_glob
 
 
 def record_dir(cluster: str) -> str:

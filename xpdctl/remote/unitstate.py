@@ -7,7 +7,7 @@ a blank line. The state script keeps just the keys below.
 
 from __future__ import annotations
 
-from xpdctl.local.statefiles import ProcState, UnitState
+from xpdctl.units.state import ProcState, UnitState
 
 KEYS = ("Id", "LoadState", "ActiveState", "SubState", "MainPID", "ExecMainStatus", "Result", "NRestarts")
 

@@ -28,7 +28,7 @@ class Backend(_Strict):
     url: str
     pool: Literal["prefill", "decode"]
     # Only a prefill and a decode of the same generation are ever paired: the plan gives one label to
-    # every instance whose KV-compatibility factors are equal (see xpdctl.kvcompat).
+    # every instance whose KV-compatibility factors are equal (see xpdctl.inventory.kvcompat).
     generation: str = "default"
     name: str = ""
 

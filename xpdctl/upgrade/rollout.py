@@ -19,16 +19,16 @@ from pydantic import BaseModel
 
 from xpdctl.audit import who
 from xpdctl.errors import ExecutionError, InputError, XpdError
-from xpdctl.local.health import Progress
 from xpdctl.paths import cluster_state_dir
 from xpdctl.render import read_tree, render_files, write_tree
 from xpdctl.upgrade import phases as ph
-from xpdctl.upgrade.routeradmin import RouterAdmin, admin_token
 from xpdctl.upgrade.retarget import decide, differences
+from xpdctl.upgrade.routeradmin import RouterAdmin, admin_token
 from xpdctl.upgrade.state import Instance, Layout, Phase, Retarget, Rollout, exclusive, load_rollout, save_rollout
 from xpdctl.upgrade.steps import STEPS, Context, Options, apply_deployed, step_health, step_pairs_ok, step_undrain
 from xpdctl.upgrade.target import ALT_SUFFIX, Verdict, alt_plan, check_alt_ports, target_plan, verdict, with_image
 from xpdctl.upgrade.tree import copy_service, engines, find_service, manifest_of, without_service, write_deployed
+from xpdctl.verify.health import Progress
 
 
 class Request(BaseModel):
@@ -220,7 +220,7 @@ def run(ctx: Context) -> None:
 
 def _runners(loaded, environ: Mapping[str, str], state_dir: Path):
     """(executor, host shell) of the cluster: this machine's for a local cluster, SSH for hosts."""
-    from xpdctl.local.cluster import executor_for, host_shell_for
+    from xpdctl.deploy.where import executor_for, host_shell_for
     from xpdctl.plan import build_plan
 
     plan = build_plan(loaded, environ)

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from xpdctl.errors import ExecutionError, InputError
-from xpdctl.local.unitfile import parse_env_file
+from xpdctl.units.unitfile import parse_env_file
 
 
 class BackendView(BaseModel):

@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xpdctl.errors import ExecutionError
-from xpdctl.local.executor import Executor
-from xpdctl.local.health import Progress, Target, wait_healthy
-from xpdctl.local.kvpath import agent_pairs
-from xpdctl.local.rendered import rendered_services
 from xpdctl.provision.hosts import container_image
-from xpdctl.remote.hostrun import HostShell
 from xpdctl.render import read_tree
 from xpdctl.router.config import load_router_config
+from xpdctl.ssh.hostrun import HostShell
+from xpdctl.units.rendered import rendered_services
+from xpdctl.units.state import Executor
 from xpdctl.upgrade.routeradmin import BackendView, RouterAdmin
 from xpdctl.upgrade.state import Instance, Layout, Rollout
 from xpdctl.upgrade.tree import copy_service, manifest_of, without_service, write_deployed
 from xpdctl.upgrade.warmup import warm_pair
+from xpdctl.verify.health import Progress, Target, wait_healthy
+from xpdctl.verify.kvpath import agent_pairs
 
 
 @dataclass

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from xpdctl.errors import InputError
-from xpdctl.local.unitfile import HostPaths, load_unit, parse_env_file, reload_suffices
+from xpdctl.units.unitfile import HostPaths, load_unit, parse_env_file, reload_suffices
 
 UNIT = """\
 [Unit]

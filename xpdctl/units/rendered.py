@@ -8,8 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from xpdctl.errors import InputError
-from xpdctl.local.statefiles import DesiredUnit
-from xpdctl.local.unitfile import HostPaths, load_unit
+from xpdctl.units.state import DesiredUnit
+from xpdctl.units.unitfile import HostPaths, load_unit
 
 
 class ManifestService(BaseModel):

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from xpdctl.errors import ExecutionError
-from xpdctl.local.statefiles import UnitState
+from xpdctl.units.state import UnitState
 
 
 class Target(BaseModel):

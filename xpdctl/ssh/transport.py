@@ -1,5 +1,5 @@
-"""How the status script reaches a host: SSH, or a local shell standing in for hosts that share this
-machine (simulated hosts in benchmarks, the local cluster)."""
+"""How a script reaches a host: SSH, or a local shell standing in for hosts that share this machine
+(simulated hosts in benchmarks, the local cluster)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xpdctl.observe.targets import HostTarget
 from xpdctl.paths import cluster_state_dir
+from xpdctl.ssh.target import HostLink
 
 
 @dataclass
@@ -68,7 +68,7 @@ class SshTransport:
     control_dir: Path | None = None
     keep_s: int = 120
 
-    def argv(self, target: HostTarget) -> list[str]:
+    def argv(self, target: HostLink) -> list[str]:
         options = {
             "BatchMode": "yes",
             "ConnectTimeout": str(int(max(1, self.connect_timeout_s))),
@@ -99,7 +99,7 @@ class SshTransport:
             argv += ["-i", os.path.expanduser(target.ssh.key)]
         return argv + [f"{target.ssh.user}@{target.address}", _AS_ROOT_IF_ALLOWED]
 
-    async def run(self, target: HostTarget, script: str, timeout_s: float) -> RunResult:
+    async def run(self, target: HostLink, script: str, timeout_s: float) -> RunResult:
         result = await _run(self.argv(target), script, timeout_s)
         if result.rc == 255:
             # ssh's own failure (refused, no route, auth): its last stderr line says which.
@@ -114,7 +114,7 @@ class LocalShellTransport:
     ``root`` folder, for files (drift) and for tools (``<root>/usr/bin`` comes first on PATH, where a
     simulated host keeps stand-in ``nvidia-smi`` or ``amd-smi``)."""
 
-    async def run(self, target: HostTarget, script: str, timeout_s: float) -> RunResult:
+    async def run(self, target: HostLink, script: str, timeout_s: float) -> RunResult:
         env = dict(os.environ)
         if target.root:
             env["PATH"] = f"{target.root}/usr/bin:{env.get('PATH', '')}"

@@ -8,10 +8,10 @@ import pytest
 
 from xpdctl.errors import ExecutionError
 from xpdctl.inventory import load_inventory
-from xpdctl.observe.targets import HostTarget, SshTarget
-from xpdctl.observe.transport import SshTransport
 from xpdctl.remote.executor import RemoteExecutor
-from xpdctl.remote.hostrun import run_on_hosts, ssh_targets
+from xpdctl.ssh.hostrun import run_on_hosts, ssh_targets
+from xpdctl.ssh.target import HostLink, SshTarget
+from xpdctl.ssh.transport import SshTransport
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,8 +32,8 @@ def silent_port():
         yield s.getsockname()[1]
 
 
-def target(port: int) -> HostTarget:
-    return HostTarget(name="h1", address="127.0.0.1", ssh=SshTarget(user="root", port=port))
+def target(port: int) -> HostLink:
+    return HostLink(name="h1", address="127.0.0.1", ssh=SshTarget(user="root", port=port))
 
 
 def test_refused_host_is_named(closed_port, tmp_path):

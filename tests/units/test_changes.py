@@ -1,7 +1,7 @@
 """What `apply` does to each unit (both executors): start, restart, reload, stop, leave alone."""
 
-from xpdctl.local.changes import decide
-from xpdctl.local.statefiles import UnitState
+from xpdctl.units.changes import decide
+from xpdctl.units.state import UnitState
 
 
 def unit(name, digest, state="running"):
@@ -15,7 +15,7 @@ def test_start_restart_stop_unchanged():
 
 
 def test_a_running_unit_whose_config_alone_changed_is_reloaded():
-    # "<unit and env files>+<config files>": the form a unit with ExecReload= has (xpdctl.local.unitfile).
+    # "<unit and env files>+<config files>": the form a unit with ExecReload= has (xpdctl.units.unitfile).
     current = {"router": unit("router", "u1+c1"), "stopped": unit("stopped", "u1+c1", "stopped"),
                "starting": unit("starting", "u1+c1", "starting"), "unit": unit("unit", "u1+c1")}
     changes = decide({"router": "u1+c2", "stopped": "u1+c2", "starting": "u1+c2", "unit": "u2+c2"}, current)

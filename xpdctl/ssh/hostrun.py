@@ -1,6 +1,6 @@
 """One shell script per host over SSH, every host at once, with bounded waits.
 
-The SSH transport is status's (:mod:`xpdctl.observe.transport`): the cluster's known_hosts, BatchMode,
+Through :mod:`xpdctl.ssh.transport`, as ``status`` does: the cluster's known_hosts, BatchMode,
 ConnectTimeout and shared connections, so a rollout's frequent state reads skip the handshake.
 """
 
@@ -10,13 +10,13 @@ import asyncio
 from dataclasses import dataclass
 
 from xpdctl.inventory.schema import Inventory
-from xpdctl.observe.targets import HostTarget, SshTarget
-from xpdctl.observe.transport import LocalShellTransport, RunResult, SshTransport
+from xpdctl.ssh.target import HostLink, SshTarget
+from xpdctl.ssh.transport import LocalShellTransport, RunResult, SshTransport
 
 
 @dataclass
 class HostRun:
-    target: HostTarget
+    target: HostLink
     result: RunResult
 
     def problem(self, timeout_s: float) -> str | None:
@@ -32,7 +32,7 @@ class HostRun:
         return None
 
 
-def run_on_hosts(transport: SshTransport, scripts: dict[str, tuple[HostTarget, str]], timeout_s: float
+def run_on_hosts(transport: SshTransport, scripts: dict[str, tuple[HostLink, str]], timeout_s: float
                  ) -> dict[str, HostRun]:
     """host name -> what its script did; the scripts run in parallel, each bounded by ``timeout_s``."""
 
@@ -43,12 +43,12 @@ def run_on_hosts(transport: SshTransport, scripts: dict[str, tuple[HostTarget, s
     return {name: HostRun(target, result) for (name, (target, _)), result in zip(scripts.items(), results)}
 
 
-def ssh_targets(inventory: Inventory) -> dict[str, HostTarget]:
+def ssh_targets(inventory: Inventory) -> dict[str, HostLink]:
     """host name -> where and how to reach it, from the inventory (its host or default ssh settings)."""
     targets = {}
     for host in inventory.hosts:
         ssh = host.ssh or inventory.defaults.ssh
-        targets[host.name] = HostTarget(name=host.name, address=host.address,
+        targets[host.name] = HostLink(name=host.name, address=host.address,
                                         ssh=SshTarget(user=ssh.user, port=ssh.port, key=ssh.key))
     return targets
 
@@ -56,10 +56,10 @@ def ssh_targets(inventory: Inventory) -> dict[str, HostTarget]:
 @dataclass
 class HostShell:
     """Runs a script on one host of a cluster: over SSH, or with this machine's shell for a cluster
-    whose hosts are all this machine (:func:`xpdctl.local.cluster.host_shell_for` picks)."""
+    whose hosts are all this machine (:func:`xpdctl.deploy.where.host_shell_for` picks)."""
 
     transport: SshTransport | LocalShellTransport
-    targets: dict[str, HostTarget]
+    targets: dict[str, HostLink]
 
     def run(self, host: str, script: str, timeout_s: float) -> HostRun:
         target = self.targets[host]

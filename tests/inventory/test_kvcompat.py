@@ -4,7 +4,7 @@ import pytest
 
 from xpdctl.errors import InputError
 from xpdctl.inventory import load_inventory
-from xpdctl.kvcompat import generation, generation_factors
+from xpdctl.inventory.kvcompat import generation, generation_factors
 from xpdctl.vendors import vendor_profiles
 
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from xpdctl.errors import UnhealthyError
-from xpdctl.local.health import Progress
-from xpdctl.local.kvpath import agent_pairs, wait_kv_paths
+from xpdctl.verify.health import Progress
+from xpdctl.verify.kvpath import agent_pairs, wait_kv_paths
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from xpdctl.errors import ExecutionError
-from xpdctl.local.health import Progress, Target, probe, wait_healthy
-from xpdctl.local.statefiles import UnitState
+from xpdctl.units.state import UnitState
+from xpdctl.verify.health import Progress, Target, probe, wait_healthy
 
 
 def unit(name, state, log, last_exit=None):

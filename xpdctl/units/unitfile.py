@@ -205,7 +205,7 @@ def load_unit(path: Path, host_paths: HostPaths) -> Unit:
         elif key not in _IGNORED:
             raise InputError(
                 f"{where}: [Service] {key}= is not supported by the local executor; "
-                "remove it from the template or teach xpdctl/local/unitfile.py what it means"
+                "remove it from the template or teach xpdctl/units/unitfile.py what it means"
             )
     if exec_start is None:
         raise InputError(f"{where}: no ExecStart=; every rendered service needs one")

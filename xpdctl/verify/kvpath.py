@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 from xpdctl.errors import UnhealthyError
-from xpdctl.local.health import Progress
+from xpdctl.verify.health import Progress
 
 
 class PairReport(BaseModel):
