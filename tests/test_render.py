@@ -91,7 +91,7 @@ def test_manifest_lists_every_service_with_paths_relative_to_the_render(tmp_path
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["cluster"] == "local"
     assert manifest["model"]["builder"] == "tiny-gpt-oss"
-    assert manifest["router"] == {"host": "local", "url": "http://127.0.0.1:8000"}
+    assert manifest["router"] == {"hosts": ["local"], "url": "http://127.0.0.1:8000"}
     services = manifest["hosts"]["local"]["services"]
     assert [(s["name"], s["role"], s["port"]) for s in services] == [
         ("xpd-local-prefill-0", "prefill", 8100),
@@ -110,7 +110,7 @@ def test_manifest_lists_every_service_with_paths_relative_to_the_render(tmp_path
 def test_stale_files_of_an_earlier_render_are_removed(tmp_path, write_inventory, lab_data):
     write_tree(_files("inventory/lab.yaml"), tmp_path)
     lab_data["pools"]["decode"]["tensor_parallel"] = 8
-    lab_data["router"]["host"] = "mi300x-01"
+    lab_data["router"]["hosts"] = ["mi300x-01"]
     removed = write_tree(_files(write_inventory(lab_data)), tmp_path)
     assert sorted(removed) == [
         "hosts/gw-01/etc/systemd/system/xpd-lab-router.service",

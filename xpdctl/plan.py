@@ -325,16 +325,16 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         plans[name].kv_agent_config = _kv_agent_config(inv, host, engines, hosts)
         agents.append(agent)
 
-    router_host = hosts[inv.router.host]
-    before_router = [s.name for s in plans[router_host.name].services]
-    router = _xpdctl_service(
-        inv, router_host, "router", inv.router.port, f"{ETC}/router.yaml", before_router, [], reload_signal="HUP"
-    )
-    token_env = inv.router.admin_token_env
-    if environ.get(token_env):
-        router = replace(router, secret_env={token_env: environ[token_env]})
-    plans[router_host.name].services.append(router)
-    plans[router_host.name].router_config = _router_config(inv, engines, agents, bool(router.secret_env))
+    for router_host in (hosts[name] for name in inv.router.hosts):
+        before_router = [s.name for s in plans[router_host.name].services]
+        router = _xpdctl_service(
+            inv, router_host, "router", inv.router.port, f"{ETC}/router.yaml", before_router, [], reload_signal="HUP"
+        )
+        token_env = inv.router.admin_token_env
+        if environ.get(token_env):
+            router = replace(router, secret_env={token_env: environ[token_env]})
+        plans[router_host.name].services.append(router)
+        plans[router_host.name].router_config = _router_config(inv, engines, agents, bool(router.secret_env))
     return Plan(
         cluster=inv.cluster,
         inventory=inv,

@@ -151,7 +151,7 @@ def deploy(
 
     reached = "router"
     if router_url is None or not any(s.role == "router" for t in state.live for s in t.services):
-        state.problems.append(f"the router's host {inv.router.host} did not finish provisioning: nothing to send to")
+        state.problems.append(f"the router's host {', '.join(inv.router.hosts)} did not finish provisioning: nothing to send to")
         return result()
     if "healthy" not in state.check(("router",), "router", timeout_s).values():
         return result()

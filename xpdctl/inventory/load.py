@@ -71,6 +71,14 @@ def _schema_problem(error: dict) -> Problem:
     return Problem(loc, f"{error['msg']}{shown}; fix the value")
 
 
+def _renamed_keys(data: dict) -> list[Problem]:
+    """Keys of older inventories, refused with the rewrite to make rather than as unknown keys."""
+    router = data.get("router")
+    if isinstance(router, dict) and "host" in router and "hosts" not in router:
+        return [Problem(("router", "host"), f"renamed to router.hosts, a list; write `hosts: [{router['host']}]`")]
+    return []
+
+
 def _resolve_paths(inv: Inventory, base: Path) -> Inventory:
     """Relative paths in the file are relative to the file, not to wherever xpdctl runs."""
 
@@ -105,6 +113,8 @@ def load_inventory(path: Path | str) -> LoadedInventory:
         raise_if_any(path, lines, problems)
     # Top-level x-* keys hold YAML anchors for hosts to merge (<<: *gpu-node), as in compose files.
     data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+    problems.extend(_renamed_keys(data))
+    raise_if_any(path, lines, problems)
     try:
         inventory = Inventory.model_validate(data)
     except ValidationError as exc:

@@ -254,7 +254,7 @@ def step_record(ctx: Context, instances: list[Instance]) -> None:
     target = read_tree(ctx.layout.target)
     files = read_tree(ctx.deployed)
     manifest = manifest_of(files)
-    router = manifest["router"]["host"]
+    router = manifest["router"]["hosts"][0]
     service = next(s for s in manifest["hosts"][router]["services"] if s["role"] == "router")
     files[service["config"]] = target[service["config"]]
     write_deployed(files, ctx.deployed)
