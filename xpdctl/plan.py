@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from xpdctl.inventory import LoadedInventory
+from xpdctl.inventory.clientkeys import HashedKey
 from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, runtime_of, vllm_version_of
 from xpdctl.kvagent.config import KvAgentConfig, Pair
 from xpdctl.kvcompat import CONNECTOR, KvSettings, generation, generation_factors
 from xpdctl.models import builder_vllm_args
-from xpdctl.router.config import Admin, Backend, ConditionalDisagg, Listen, RouterConfig
+from xpdctl.router.config import Admin, Auth, Backend, ClientKey, ConditionalDisagg, Listen, RouterConfig
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
 ETC = "/etc/xpdctl"  # every xpdctl-owned file on a host lives here
@@ -74,6 +75,8 @@ class Plan:
     hosts: dict[str, HostPlan]
     restart_sec: int
     engines: list[Service]  # prefill then decode instances, in pool order (also in hosts)
+    # The client key xpdctl presents to its router (auth mode keys), e.g. for up's smoke request.
+    router_client_key: str | None = None
 
     def services(self) -> list[Service]:
         return [s for h in self.hosts.values() for s in h.services]
@@ -287,7 +290,8 @@ def _kv_agent_config(inv: Inventory, host: Host, engines: list[Service], hosts: 
     )
 
 
-def _router_config(inv: Inventory, engines: list[Service], agents: list[Service], admin: bool) -> RouterConfig:
+def _router_config(inv: Inventory, engines: list[Service], agents: list[Service], admin: bool,
+                   keys: list[HashedKey]) -> RouterConfig:
     return RouterConfig(
         listen=Listen(host=inv.router.listen, port=inv.router.port),
         model=inv.model.name,
@@ -298,6 +302,7 @@ def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]
         conditional_disagg=ConditionalDisagg(enabled=inv.router.conditional_disagg),
         kv_agents=[str(a.details["url"]) for a in agents],
         admin=Admin(token_env=inv.router.admin_token_env) if admin else Admin(),
+        auth=Auth(mode=inv.router.auth.mode, keys=[ClientKey(**vars(k)) for k in keys]),
     )
 
 
@@ -334,7 +339,8 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         if environ.get(token_env):
             router = replace(router, secret_env={token_env: environ[token_env]})
         plans[router_host.name].services.append(router)
-        plans[router_host.name].router_config = _router_config(inv, engines, agents, bool(router.secret_env))
+        plans[router_host.name].router_config = _router_config(
+            inv, engines, agents, bool(router.secret_env), loaded.client_keys)
     return Plan(
         cluster=inv.cluster,
         inventory=inv,
@@ -342,4 +348,5 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         hosts=dict(sorted(plans.items())),
         restart_sec=inv.engine.restart_sec,
         engines=engines,
+        router_client_key=loaded.own_key,
     )

@@ -21,7 +21,7 @@ hosts:
   - {name: h100-02, address: 10.0.0.12, vendor: nvidia, gpu: {model: H100, count: eight}}
 pools:
   prefill: {hosts: [h100-01], tensor_parallel: 8}
-router: {hosts: [h100-02], port: 8000}
+router: {hosts: [h100-02], port: 8000, auth: {mode: open}}
 """
 
 

@@ -325,6 +325,25 @@ def loopback_not_mixed_with_network(inv: Inventory) -> list[Problem]:
     ]
 
 
+def router_auth_consistent(inv: Inventory) -> list[Problem]:
+    auth = inv.router.auth
+    if auth.mode == "keys" and not auth.keys_file:
+        return [Problem(("router", "auth", "mode"), "mode keys needs keys_file, the 0600 file of client keys "
+                                                    "(docs/router.md, Client keys); add it or set mode: open")]
+    if auth.mode == "open" and auth.keys_file:
+        return [Problem(("router", "auth", "keys_file"), "open mode reads no keys; remove keys_file or set mode: keys")]
+    return []
+
+
+def exposure_warnings(inv: Inventory) -> list[Problem]:
+    """What is allowed but probably not meant: ``check`` prints these, nothing is refused."""
+    if inv.router.auth.mode == "open" and not _is_loopback(inv.router.listen):
+        return [Problem(("router", "auth", "mode"),
+                        f"the router listens on {inv.router.listen}, beyond loopback, and serves anyone who reaches "
+                        "it; set mode: keys with a keys_file, or listen: 127.0.0.1")]
+    return []
+
+
 RULES = (
     unique_hosts,
     pools_name_known_hosts,
@@ -335,6 +354,7 @@ RULES = (
     ports_unique_per_host,
     loopback_not_mixed_with_network,
     extra_args_leave_managed_flags_alone,
+    router_auth_consistent,
 )
 
 

@@ -105,6 +105,13 @@ class Pools(_Strict):
     decode: Pool
 
 
+class RouterAuth(_Strict):
+    # open: anyone who reaches the router is served (say so on purpose); keys: only clients with a key
+    # from keys_file, a 0600 YAML file (docs/router.md, Client keys), relative to the inventory file.
+    mode: Literal["open", "keys"]
+    keys_file: str | None = None
+
+
 class Router(_Strict):
     # One host is the common case; two or more share a virtual address (not yet supported: refused by
     # the rules). The old single `host:` key is refused at load with the rewrite to make.
@@ -115,6 +122,7 @@ class Router(_Strict):
     # When this variable is set at render time, its value becomes the admin API token (kept only in
     # the router's 0600 env file); unset, the admin API stays off.
     admin_token_env: str = Field("XPDCTL_ROUTER_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    auth: RouterAuth = Field(description="write auth: {mode: keys, keys_file: FILE} (client keys) or auth: {mode: open}")
 
 
 class Inventory(_Strict):
