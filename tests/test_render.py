@@ -76,6 +76,15 @@ def test_secrets_only_in_0600_env_files(tmp_path):
     assert manifest["hosts"]["h100-01"]["services"][0]["secret_env"] == ["HF_TOKEN"]
 
 
+def test_engine_api_key_reaches_engines_and_router_only_in_0600_env_files(tmp_path):
+    write_tree(_files("inventory/lab.yaml", {"XPDCTL_ENGINE_API_KEY": "engine_very_secret"}), tmp_path)
+    holders = {p.name: p.read_text() for p in tmp_path.rglob("*") if p.is_file() and "engine_very_secret" in p.read_text()}
+    assert sorted(holders) == ["xpd-lab-decode-0.env", "xpd-lab-prefill-0.env", "xpd-lab-router.env"]
+    assert "VLLM_API_KEY=" in holders["xpd-lab-prefill-0.env"] and "XPDCTL_ENGINE_API_KEY=" in holders["xpd-lab-router.env"]
+    router = load_router_config(tmp_path / "hosts/gw-01/etc/xpdctl/router.yaml")
+    assert router.engine_api_key_env == "XPDCTL_ENGINE_API_KEY" and router.admin.token_env is None
+
+
 def test_rendered_configs_load_with_the_router_and_kv_agent_schemas(tmp_path):
     loaded = load_inventory("inventory/lab.yaml")
     plan = build_plan(loaded, {})

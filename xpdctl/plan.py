@@ -149,11 +149,14 @@ def _container(
 
 def secret_names(inv: Inventory) -> set[str]:
     """Every environment variable render may copy into an env file: never shown in clear."""
-    return {*inv.engine.secret_env, inv.router.admin_token_env}
+    return {*inv.engine.secret_env, inv.router.admin_token_env, inv.engine.api_key_env, "VLLM_API_KEY"}
 
 
 def _secrets(inv: Inventory, environ: Mapping[str, str]) -> dict[str, str]:
-    return {key: environ[key] for key in inv.engine.secret_env if environ.get(key)}
+    secrets = {key: environ[key] for key in inv.engine.secret_env if environ.get(key)}
+    if environ.get(inv.engine.api_key_env):  # vLLM reads VLLM_API_KEY as --api-key (docs/security.md)
+        secrets["VLLM_API_KEY"] = environ[inv.engine.api_key_env]
+    return secrets
 
 
 # Seconds vLLM's HTTP server keeps an idle connection (its default is 5). The router drops its idle
@@ -291,7 +294,7 @@ def _kv_agent_config(inv: Inventory, host: Host, engines: list[Service], hosts: 
 
 
 def _router_config(inv: Inventory, engines: list[Service], agents: list[Service], admin: bool,
-                   keys: list[HashedKey]) -> RouterConfig:
+                   keys: list[HashedKey], engine_key_env: str | None) -> RouterConfig:
     return RouterConfig(
         listen=Listen(host=inv.router.listen, port=inv.router.port),
         model=inv.model.name,
@@ -303,6 +306,7 @@ def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]
         kv_agents=[str(a.details["url"]) for a in agents],
         admin=Admin(token_env=inv.router.admin_token_env) if admin else Admin(),
         auth=Auth(mode=inv.router.auth.mode, keys=[ClientKey(**vars(k)) for k in keys]),
+        engine_api_key_env=engine_key_env,
     )
 
 
@@ -335,12 +339,12 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         router = _xpdctl_service(
             inv, router_host, "router", inv.router.port, f"{ETC}/router.yaml", before_router, [], reload_signal="HUP"
         )
-        token_env = inv.router.admin_token_env
-        if environ.get(token_env):
-            router = replace(router, secret_env={token_env: environ[token_env]})
+        router = replace(router, secret_env={
+            name: environ[name] for name in (inv.router.admin_token_env, inv.engine.api_key_env) if environ.get(name)})
         plans[router_host.name].services.append(router)
         plans[router_host.name].router_config = _router_config(
-            inv, engines, agents, bool(router.secret_env), loaded.client_keys)
+            inv, engines, agents, bool(environ.get(inv.router.admin_token_env)), loaded.client_keys,
+            inv.engine.api_key_env if environ.get(inv.engine.api_key_env) else None)
     return Plan(
         cluster=inv.cluster,
         inventory=inv,

@@ -46,6 +46,9 @@ class Engine(_Strict):
     python: str | None = None
     # Environment variables copied from the environment at render time into 0600 env files only.
     secret_env: list[str] = ["HF_TOKEN"]  # names of environment variables
+    # When this variable is set at render time, its value becomes the engines' internal API key
+    # (VLLM_API_KEY in their 0600 env files), which the router presents; unset, engines take no key.
+    api_key_env: str = Field("XPDCTL_ENGINE_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     extra_args: list[str] = []  # appended to every engine's vLLM arguments
     restart_sec: int = Field(10, ge=0)
 

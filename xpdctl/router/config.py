@@ -129,6 +129,9 @@ class RouterConfig(_Strict):
     conditional_disagg: ConditionalDisagg = ConditionalDisagg()
     admin: Admin = Admin()
     auth: Auth = Auth()
+    # Name of an environment variable holding the engines' internal API key (vLLM's VLLM_API_KEY),
+    # presented on every leg; the client's own Authorization never reaches an engine.
+    engine_api_key_env: str | None = None
     # KV agents whose /pairs report is consulted: a pair reported broken is not used.
     kv_agents: list[str] = []
     kv_agent_poll_interval_s: float = 5.0

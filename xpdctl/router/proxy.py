@@ -14,6 +14,7 @@ connections and so aborts the legs in vLLM.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 
@@ -32,7 +33,6 @@ from xpdctl.router.metrics import RouterMetrics
 from xpdctl.router.openai_errors import error_response, sse_error
 
 _JSON = "application/json"
-_PASSED_HEADERS = ("Authorization",)
 
 
 class LegFailed(Exception):
@@ -80,6 +80,8 @@ class Proxy:
     def configure(self, config: RouterConfig) -> None:
         """Settings for requests from now on (a config reload); legs under way keep the timeouts they started with."""
         self.config = config
+        engine_key = os.environ.get(config.engine_api_key_env) if config.engine_api_key_env else None
+        self._engine_auth = f"Bearer {engine_key}" if engine_key else None
         t = config.timeouts
         # sock_read bounds every wait for upstream bytes; it is first_byte_s until the first byte of
         # the answer, then idle_s (set on the connection) between chunks. Passed with every leg, so a
@@ -131,9 +133,8 @@ class Proxy:
             raw = orjson.dumps(body)
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         headers = {"X-Request-Id": request_id, "Content-Type": _JSON}
-        for name in _PASSED_HEADERS:
-            if name in request.headers:
-                headers[name] = request.headers[name]
+        if self._engine_auth:
+            headers["Authorization"] = self._engine_auth
         try:
             await self.admission.acquire()
         except QueueFull:

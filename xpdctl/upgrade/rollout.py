@@ -287,7 +287,7 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
         ctx = Context(
             rollout=rollout, layout=layout, deployed=deployed_dir, executor=executor, shell=shell,
             admin=RouterAdmin(manifest["router"]["url"], token), model=inv.model.name, options=options,
-            progress=progress,
+            progress=progress, engine_key=environ.get(inv.engine.api_key_env) or None,
         )
         run(ctx)
         return result("done", rollout, v, retargeted)
