@@ -109,8 +109,15 @@ class Auth(_Strict):
         return self
 
 
+class Tls(_Strict):
+    # PEM files on the router's host; a reload reads them again (docs/router.md, TLS).
+    cert_file: Path
+    key_file: Path
+
+
 class RouterConfig(_Strict):
     listen: Listen = Listen()
+    tls: Tls | None = None  # None: plain HTTP
     # The model name clients send; /v1/models lists it.
     model: str
     backends: list[Backend] = []
