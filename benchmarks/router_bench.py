@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import socket
@@ -203,6 +204,8 @@ def start_cluster(args: argparse.Namespace, logs: Path, engine_cpus: str | None,
         port = free_port()
         argv = [py, "-m", "xpdctl", "router", "--prefill", p, "--decode", d, "--host", "127.0.0.1", "--port", str(port),
                 "--model", MODEL]
+        if args.keys:
+            argv = [py, "-m", "xpdctl", "router", "--config", str(keyed_config(logs, p, d, args.keys)), "--port", str(port)]
         cluster.routers["router"] = Service("router", f"http://127.0.0.1:{port}", spawn("router", argv, router_cpus, logs),
                                             logs / "router.log")
     if "vllm-router" in args.modes:
@@ -213,6 +216,23 @@ def start_cluster(args: argparse.Namespace, logs: Path, engine_cpus: str | None,
         cluster.routers["vllm-router"] = Service("vllm-router", f"http://127.0.0.1:{port}",
                                                  spawn("vllm-router", argv, router_cpus, logs), logs / "vllm-router.log")
     return cluster
+
+
+def bench_key(i: int) -> str:
+    return f"router-bench-key-{i:04d}-" + "x" * 24
+
+
+def keyed_config(folder: Path, prefill: str, decode: str, keys: int) -> Path:
+    """The quick form's config with client keys on: every key has all three limits, set high enough that
+    none refuses a request here, so each request pays for the whole check (hash, lookup, buckets, usage)."""
+    auth = {"mode": "keys", "keys": [
+        {"id": f"bench-{i}", "sha256": hashlib.sha256(bench_key(i).encode()).hexdigest(),
+         "requests_per_minute": 10**7, "tokens_per_minute": 10**9, "max_concurrent": 10**4} for i in range(keys)]}
+    document = {"model": MODEL, "listen": {"host": "127.0.0.1", "port": 8000}, "auth": auth,
+                "backends": [{"url": prefill, "pool": "prefill"}, {"url": decode, "pool": "decode"}]}
+    path = folder / "router-keys.yaml"
+    path.write_text(json.dumps(document))
+    return path
 
 
 def stop_cluster(cluster: Cluster) -> None:
@@ -242,10 +262,14 @@ def prompts(count: int) -> list[str]:
 Send = Callable[[aiohttp.ClientSession, str, str], Awaitable[RequestOutput]]
 
 
-def sender(mode: str, cluster: Cluster, tokens: int) -> Send:
+def sender(mode: str, cluster: Cluster, tokens: int, keys: int = 0) -> Send:
     prompt_len = PROMPT_WORDS + 3
     if mode != "direct":
         url = cluster.routers[mode].url + "/v1/completions"
+        if mode == "router" and keys:
+            # Request ids are unique per request: they spread the requests over the keys.
+            return lambda session, prompt, rid: stream_completion(session, url, MODEL, prompt, prompt_len, tokens, rid,
+                                                                  api_key=bench_key(hash(rid) % keys))
         return lambda session, prompt, rid: stream_completion(session, url, MODEL, prompt, prompt_len, tokens, rid)
     prefill_url = cluster.prefill.url + "/v1/completions"
     decode_url = cluster.decode.url + "/v1/completions"
@@ -267,9 +291,10 @@ def sender(mode: str, cluster: Cluster, tokens: int) -> Send:
     return direct
 
 
-async def run_mode(mode: str, cluster: Cluster, concurrency: int, requests: int, tokens: int) -> tuple[list[RequestOutput], float, float]:
+async def run_mode(mode: str, cluster: Cluster, concurrency: int, requests: int, tokens: int,
+                   keys: int = 0) -> tuple[list[RequestOutput], float, float]:
     """(outputs, timed duration, router CPU seconds) of ``requests`` streams, ``concurrency`` at a time."""
-    send = sender(mode, cluster, tokens)
+    send = sender(mode, cluster, tokens, keys)
     texts = prompts(max(requests, concurrency))
     slots = asyncio.Semaphore(concurrency)
     tag = uuid.uuid4().hex[:8]
@@ -335,7 +360,7 @@ def measure(args: argparse.Namespace, cluster: Cluster) -> list[dict]:
             order = args.modes[r % len(args.modes):] + args.modes[:r % len(args.modes)]
             for mode in order:
                 print(f"  c={level} round {r + 1}/{args.rounds}: {mode} ({requests} streams)", file=sys.stderr, flush=True)
-                outputs, duration, cpu = run_async(run_mode(mode, cluster, level, requests, args.tokens))
+                outputs, duration, cpu = run_async(run_mode(mode, cluster, level, requests, args.tokens, args.keys))
                 before = pooled[mode]
                 pooled[mode] = (before[0] + outputs, before[1] + duration, before[2] + cpu)
                 load.append(os.getloadavg()[0])
@@ -458,6 +483,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     ap.add_argument("--router-cpu", type=int, default=None,
                     help="the CPU the routers get to themselves [the last one]; pick one that other work leaves free")
+    ap.add_argument("--keys", type=int, default=0,
+                    help="our router with client keys on: this many keys, each with every limit (none reached) [0: open]")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows and checks to this file")
     ap.add_argument("--logs", type=Path, default=None, help="folder for the engines' and routers' logs [a temporary one]")
     args = ap.parse_args(argv)

@@ -79,7 +79,7 @@ def inventory_yaml(hosts: int) -> str:
         # Ports away from the defaults: a local cluster on this machine listens on 0.0.0.0:8100.
         f"  prefill: {{hosts: [{', '.join(prefill)}], tensor_parallel: 2, port: 18100}}",
         f"  decode: {{hosts: [{', '.join(decode)}], tensor_parallel: 2, port: 18200}}",
-        f"router: {{host: {prefill[0]}, port: 18000}}",
+        f"router: {{hosts: [{prefill[0]}], port: 18000, auth: {{mode: open}}}}",
         "kv: {agent_port: 18788}",
     ]
     return "\n".join(lines) + "\n"

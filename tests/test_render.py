@@ -77,6 +77,15 @@ def test_secrets_only_in_0600_env_files(tmp_path):
     assert manifest["hosts"]["h100-01"]["services"][0]["secret_env"] == ["HF_TOKEN"]
 
 
+def test_engine_api_key_reaches_engines_and_router_only_in_0600_env_files(tmp_path):
+    write_tree(_files("inventory/lab.yaml", {"XPDCTL_ENGINE_API_KEY": "engine_very_secret"}), tmp_path)
+    holders = {p.name: p.read_text() for p in tmp_path.rglob("*") if p.is_file() and "engine_very_secret" in p.read_text()}
+    assert sorted(holders) == ["xpd-lab-decode-0.env", "xpd-lab-prefill-0.env", "xpd-lab-router.env"]
+    assert "VLLM_API_KEY=" in holders["xpd-lab-prefill-0.env"] and "XPDCTL_ENGINE_API_KEY=" in holders["xpd-lab-router.env"]
+    router = load_router_config(tmp_path / "hosts/gw-01/etc/xpdctl/router.yaml")
+    assert router.engine_api_key_env == "XPDCTL_ENGINE_API_KEY" and router.admin.token_env is None
+
+
 def test_rendered_configs_load_with_the_router_and_kv_agent_schemas(tmp_path):
     loaded = load_inventory("inventory/lab.yaml")
     plan = build_plan(loaded, {})
@@ -92,7 +101,7 @@ def test_manifest_lists_every_service_with_paths_relative_to_the_render(tmp_path
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["cluster"] == "local"
     assert manifest["model"]["builder"] == "tiny-gpt-oss"
-    assert manifest["router"] == {"host": "local", "url": "http://127.0.0.1:8000"}
+    assert manifest["router"] == {"hosts": ["local"], "url": "http://127.0.0.1:8000"}
     services = manifest["hosts"]["local"]["services"]
     assert [(s["name"], s["role"], s["port"]) for s in services] == [
         ("xpd-local-prefill-0", "prefill", 8100),
@@ -111,7 +120,7 @@ def test_manifest_lists_every_service_with_paths_relative_to_the_render(tmp_path
 def test_stale_files_of_an_earlier_render_are_removed(tmp_path, write_inventory, lab_data):
     write_tree(_files("inventory/lab.yaml"), tmp_path)
     lab_data["pools"]["decode"]["tensor_parallel"] = 8
-    lab_data["router"]["host"] = "mi300x-01"
+    lab_data["router"]["hosts"] = ["mi300x-01"]
     removed = write_tree(_files(write_inventory(lab_data)), tmp_path)
     assert sorted(removed) == [
         "hosts/gw-01/etc/systemd/system/xpd-lab-router.service",

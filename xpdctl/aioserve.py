@@ -10,22 +10,24 @@ from __future__ import annotations
 import asyncio
 import resource
 import signal
+import ssl
 from collections.abc import Callable
 
 from aiohttp import web
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_site(app: web.Application, host: str, port: int,
+                     ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
     """Start ``app`` on host:port (0 = any free port); returns the runner and the bound port."""
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = await add_site(runner, host, port)
+    site = await add_site(runner, host, port, ssl_context)
     return runner, bound_port(site)
 
 
-async def add_site(runner: web.AppRunner, host: str, port: int) -> web.TCPSite:
+async def add_site(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> web.TCPSite:
     """Listen on one more address with the same application (a config reload moving the listen address)."""
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     return site
 

@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from xpdctl.inventory import LoadedInventory
+from xpdctl.inventory.clientkeys import HashedKey
 from xpdctl.inventory.kvcompat import CONNECTOR, KvSettings, generation, generation_factors
 from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, runtime_of, vllm_version_of
 from xpdctl.kvagent.config import KvAgentConfig, Pair
 from xpdctl.models import builder_vllm_args
-from xpdctl.router.config import Admin, Backend, ConditionalDisagg, Listen, RouterConfig
+from xpdctl.router.config import Admin, Auth, Backend, ClientKey, ConditionalDisagg, Listen, RouterConfig
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
 ETC = "/etc/xpdctl"  # every xpdctl-owned file on a host lives here
@@ -79,6 +80,8 @@ class Plan:
     hosts: dict[str, HostPlan]
     restart_sec: int
     engines: list[Service]  # prefill then decode instances, in pool order (also in hosts)
+    # The client key xpdctl presents to its router (auth mode keys), e.g. for up's smoke request.
+    router_client_key: str | None = None
 
     def services(self) -> list[Service]:
         return [s for h in self.hosts.values() for s in h.services]
@@ -151,11 +154,14 @@ def _container(
 
 def secret_names(inv: Inventory) -> set[str]:
     """Every environment variable render may copy into an env file: never shown in clear."""
-    return {*inv.engine.secret_env, inv.router.admin_token_env}
+    return {*inv.engine.secret_env, inv.router.admin_token_env, inv.engine.api_key_env, "VLLM_API_KEY"}
 
 
 def _secrets(inv: Inventory, environ: Mapping[str, str]) -> dict[str, str]:
-    return {key: environ[key] for key in inv.engine.secret_env if environ.get(key)}
+    secrets = {key: environ[key] for key in inv.engine.secret_env if environ.get(key)}
+    if environ.get(inv.engine.api_key_env):  # vLLM reads VLLM_API_KEY as --api-key (docs/security.md)
+        secrets["VLLM_API_KEY"] = environ[inv.engine.api_key_env]
+    return secrets
 
 
 # Seconds vLLM's HTTP server keeps an idle connection (its default is 5). The router drops its idle
@@ -296,7 +302,8 @@ def _kv_agent_config(inv: Inventory, host: Host, engines: list[Service], hosts: 
     )
 
 
-def _router_config(inv: Inventory, engines: list[Service], agents: list[Service], admin: bool) -> RouterConfig:
+def _router_config(inv: Inventory, engines: list[Service], agents: list[Service], admin: bool,
+                   keys: list[HashedKey], engine_key_env: str | None) -> RouterConfig:
     return RouterConfig(
         listen=Listen(host=inv.router.listen, port=inv.router.port),
         model=inv.model.name,
@@ -307,6 +314,8 @@ def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]
         conditional_disagg=ConditionalDisagg(enabled=inv.router.conditional_disagg),
         kv_agents=[str(a.details["url"]) for a in agents],
         admin=Admin(token_env=inv.router.admin_token_env) if admin else Admin(),
+        auth=Auth(mode=inv.router.auth.mode, keys=[ClientKey(**vars(k)) for k in keys]),
+        engine_api_key_env=engine_key_env,
     )
 
 
@@ -334,16 +343,17 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         plans[name].kv_agent_config = _kv_agent_config(inv, host, engines, hosts)
         agents.append(agent)
 
-    router_host = hosts[inv.router.host]
-    before_router = [s.name for s in plans[router_host.name].services]
-    router = _xpdctl_service(
-        inv, router_host, "router", inv.router.port, f"{ETC}/router.yaml", before_router, [], reload_signal="HUP"
-    )
-    token_env = inv.router.admin_token_env
-    if environ.get(token_env):
-        router = replace(router, secret_env={token_env: environ[token_env]})
-    plans[router_host.name].services.append(router)
-    plans[router_host.name].router_config = _router_config(inv, engines, agents, bool(router.secret_env))
+    for router_host in (hosts[name] for name in inv.router.hosts):
+        before_router = [s.name for s in plans[router_host.name].services]
+        router = _xpdctl_service(
+            inv, router_host, "router", inv.router.port, f"{ETC}/router.yaml", before_router, [], reload_signal="HUP"
+        )
+        router = replace(router, secret_env={
+            name: environ[name] for name in (inv.router.admin_token_env, inv.engine.api_key_env) if environ.get(name)})
+        plans[router_host.name].services.append(router)
+        plans[router_host.name].router_config = _router_config(
+            inv, engines, agents, bool(environ.get(inv.router.admin_token_env)), loaded.client_keys,
+            inv.engine.api_key_env if environ.get(inv.engine.api_key_env) else None)
     return Plan(
         cluster=inv.cluster,
         inventory=inv,
@@ -351,4 +361,5 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         hosts=dict(sorted(plans.items())),
         restart_sec=inv.engine.restart_sec,
         engines=engines,
+        router_client_key=loaded.own_key,
     )

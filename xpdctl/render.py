@@ -101,7 +101,7 @@ def _manifest_service(service: Service, host: str) -> dict:
 
 def manifest(plan: Plan) -> dict:
     inv = plan.inventory
-    router_host = inv.router.host
+    router_hosts = inv.router.hosts
     return {
         "cluster": plan.cluster,
         "model": {
@@ -111,8 +111,8 @@ def manifest(plan: Plan) -> dict:
             "max_model_len": inv.model.max_model_len,
         },
         "router": {
-            "host": router_host,
-            "url": f"http://{plan.hosts[router_host].address}:{inv.router.port}",
+            "hosts": list(router_hosts),
+            "url": f"http://{plan.hosts[router_hosts[0]].address}:{inv.router.port}",
         },
         "hosts": {
             name: {

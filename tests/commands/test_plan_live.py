@@ -68,7 +68,7 @@ hosts:
 pools:
   prefill: {{hosts: [a], tensor_parallel: 1}}
   decode: {{hosts: [b], tensor_parallel: 1}}
-router: {{host: a, port: 8000}}
+router: {{hosts: [a], port: 8000, auth: {{mode: open}}}}
 """
     )
     result = _plan("-i", str(path), "--timeout", "10", "-o", "json", state_dir=tmp_path / "state")

@@ -45,7 +45,7 @@ def _inventory(record, python: str) -> dict:
         "defaults": {"ssh": {"user": "root", "key": str(key_of(FLEET))}},
         "hosts": [{"name": h.name, "address": h.address, **cpu} for h in record.hosts],
         "pools": {"prefill": {"hosts": [PREFILL]}, "decode": {"hosts": [DECODE]}},
-        "router": {"host": PREFILL},
+        "router": {"hosts": [PREFILL], "auth": {"mode": "open"}},
     }  # fmt: skip
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from xpdctl.inventory.load import _unwrap
+from xpdctl.inventory.problems import _unwrap
 from xpdctl.inventory.schema import Inventory
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "inventory.md"

@@ -21,7 +21,7 @@ hosts:
   - {name: h100-02, address: 10.0.0.12, vendor: nvidia, gpu: {model: H100, count: eight}}
 pools:
   prefill: {hosts: [h100-01], tensor_parallel: 8}
-router: {host: h100-02, port: 8000}
+router: {hosts: [h100-02], port: 8000, auth: {mode: open}}
 """
 
 
@@ -110,3 +110,12 @@ def test_x_keys_hold_anchors_for_hosts(write_inventory):
     )
     inv = load_inventory(write_inventory(text)).inventory
     assert inv.hosts[1].vendor == "amd" and inv.hosts[1].gpu.count == 8
+
+
+def test_router_host_of_older_inventories_names_the_rewrite(write_inventory, lab_data):
+    lab_data["router"] = {"host": "gw-01", "port": 8000}
+    path = write_inventory(lab_data)
+    (detail,) = _details(path)
+    assert detail.endswith(": router.host: renamed to router.hosts, a list; write `hosts: [gw-01]`")
+    line = int(detail.split(":")[1])
+    assert path.read_text().splitlines()[line - 1].strip().startswith("host: gw-01")

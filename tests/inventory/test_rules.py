@@ -42,9 +42,16 @@ def test_host_listed_twice_in_a_pool(problems, lab_data):
 
 
 def test_router_on_unknown_host(problems, lab_data):
-    lab_data["router"]["host"] = "gw-02"
+    lab_data["router"]["hosts"] = ["gw-02"]
     (found,) = problems(lab_data)
-    assert "router.host: no host named 'gw-02'" in found
+    assert "router.hosts[0]: no host named 'gw-02'" in found
+
+
+def test_two_routers_refused_until_a_virtual_address_is_managed(problems, lab_data):
+    lab_data["router"]["hosts"] = ["gw-01", "gw-01", "h100-01"]
+    found = problems(lab_data)
+    assert any("router.hosts[1]: 'gw-01' is listed twice" in p for p in found)
+    assert any("router.hosts: two or more routers need a virtual address" in p for p in found)
 
 
 def test_pooled_host_needs_vendor_and_gpu(problems, lab_data):
@@ -112,7 +119,7 @@ def test_containers_need_the_xpdctl_image(problems, lab_data):
 
 def test_port_clash_points_at_the_port_written_down(problems, lab_data, tmp_path):
     lab_data["pools"]["prefill"]["port"] = 5600  # the default NIXL side channel
-    lab_data["router"]["host"] = "mi300x-01"
+    lab_data["router"]["hosts"] = ["mi300x-01"]
     lab_data["router"]["port"] = 8788  # the default KV agent port
     found = problems(lab_data)
     text = (tmp_path / "inventory.yaml").read_text().splitlines()
@@ -128,7 +135,7 @@ def test_port_clash_points_at_the_port_written_down(problems, lab_data, tmp_path
 def test_all_problems_reported_together_in_file_order(problems, lab_data):
     lab_data["hosts"][1]["vendor"] = "amdd"
     lab_data["pools"]["decode"]["hosts"].append("nope")
-    lab_data["router"]["host"] = "gw-02"
+    lab_data["router"]["hosts"] = ["gw-02"]
     found = problems(lab_data)
     assert len(found) == 3
     lines = [int(p.split(":")[0]) for p in found]

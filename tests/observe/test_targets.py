@@ -77,3 +77,12 @@ def test_observe_cluster_checks_every_rendered_file(tmp_path, from_dir):
     assert {"hosts/local" + entry.path for entry in host.drift if entry.state != "extra"} <= expected
     assert {u.role for u in host.units} == {"prefill", "decode", "kv-agent", "router"}
     assert {e.role for e in host.engines} == {"prefill", "decode"}
+
+
+def test_engines_are_probed_with_their_internal_key(lab):
+    loaded, _ = lab
+    files = render_files(build_plan(loaded, {"XPDCTL_ENGINE_API_KEY": "engine-key"}))
+    _, targets = targets_from(loaded.inventory, files)
+    keys = {s.name: s.api_key for t in targets for s in t.services}
+    assert keys == {"xpd-lab-prefill-0": "engine-key", "xpd-lab-decode-0": "engine-key",
+                    "xpd-lab-kv-agent": None, "xpd-lab-router": None}

@@ -18,7 +18,7 @@ def test_nvidia_prefill_amd_decode_router_on_plain_host(tmp_path):
     record = plan("th", 3, [GpuDecl(vendor="nvidia", count=8), GpuDecl(vendor="amd", count=8)], 1, "10.88.9.0/24")
     inv = _write(tmp_path, record, declare_nics=False)
     assert inv.pools.prefill.hosts == ["th-1"] and inv.pools.decode.hosts == ["th-2"]
-    assert inv.router.host == "th-3"
+    assert inv.router.hosts == ["th-3"]
     assert (inv.engine.runtime, inv.engine.server) == ("native", "sim")
     assert inv.defaults.ssh.user == "root" and inv.defaults.ssh.key == str(tmp_path / "id_ed25519")
     nvidia = inv.hosts[0]
@@ -36,4 +36,4 @@ def test_simulated_nics_are_declared_unless_asked_not_to(tmp_path):
 def test_one_vendor_splits_gpu_hosts_between_pools(tmp_path):
     record = plan("th", 2, [GpuDecl(vendor="nvidia", count=2)] * 2, 0, "10.88.9.0/24")
     inv = _write(tmp_path, record)
-    assert (inv.pools.prefill.hosts, inv.pools.decode.hosts, inv.router.host) == (["th-1"], ["th-2"], "th-1")
+    assert (inv.pools.prefill.hosts, inv.pools.decode.hosts, inv.router.hosts) == (["th-1"], ["th-2"], ["th-1"])

@@ -52,11 +52,13 @@ def _messages(buffer: bytearray) -> list[str]:
 
 async def stream_completion(session: aiohttp.ClientSession, url: str, model: str, prompt: str, prompt_len: int,
                             max_tokens: int, request_id: str | None = None, *, extra: dict | None = None,
-                            start: float | None = None) -> RequestOutput:
+                            start: float | None = None, api_key: str | None = None) -> RequestOutput:
     """``extra`` is merged into the request body; ``start`` (a ``time.perf_counter()`` value) times the
     request from an earlier moment, e.g. before a prefill leg the caller sent itself."""
     out = RequestOutput(prompt_len=prompt_len)
     headers = {"x-request-id": request_id} if request_id else {}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     start = time.perf_counter() if start is None else start
     out.start_time = start
     last = start

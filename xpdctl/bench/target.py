@@ -32,11 +32,9 @@ def from_inventory(path: Path, url: str | None = None, model: str | None = None,
     from xpdctl.perfmodel.options import current_option
 
     inv = load_inventory(path).inventory
-    router = hosts_by_name(inv).get(inv.router.host)
     if url is None:
-        if router is None:
-            raise InputError(f"{path}: router.host {inv.router.host!r} is not a declared host; fix the inventory or pass --url")
-        url = f"http://{router.address}:{inv.router.port}"
+        # load_inventory checked that every router host is declared; the first is the one to measure.
+        url = f"http://{hosts_by_name(inv)[inv.router.hosts[0]].address}:{inv.router.port}"
     option = current_option(inv)
     return Target(label or inv.cluster, url, model or inv.model.name, str(path),
                   option.signature() if option else None, local_tokenizer(inv.model.path))

@@ -34,7 +34,8 @@ def command(inventory: Path, output: str) -> None:
     """Validate INVENTORY and explain, for every prefill->decode host pair, how KV moves and why.
 
     Problems are printed one per line as `file.yaml:LINE: field: what is wrong; what to do`, all of
-    them at once; the exit status is then 2. A valid inventory exits 0.
+    them at once; the exit status is then 2. A valid inventory exits 0. Warnings (allowed, probably
+    not meant: e.g. a router open to every client beyond loopback) go to stderr, same form, exit 0.
 
     \b
     Examples:
@@ -52,6 +53,8 @@ def command(inventory: Path, output: str) -> None:
             emit_json({"inventory": str(inventory), "valid": False, "problems": exc.details or [exc.message]})
         raise
     decision = loaded.kv
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning}", err=True)
     # Secrets play no part in a check: plan without them.
     instances = [
         {"name": s.name, "role": s.role, "host": s.host, "port": s.port, **s.details}
@@ -62,6 +65,7 @@ def command(inventory: Path, output: str) -> None:
             "inventory": str(inventory),
             "cluster": loaded.inventory.cluster,
             "valid": True,
+            "warnings": loaded.warnings,
             "cluster_settings": {
                 "kv_buffer": decision.settings.buffer,
                 "attention_backend_forced": decision.settings.forced_backend,

@@ -124,7 +124,7 @@ def deploy(
         return DeployResult(
             cluster=inv.cluster, check=check, ok=run.ok and not state.problems and (check or reached == "done"),
             reached=reached, hosts=hosts, kv_pairs=kv_pairs, router_url=router_url, model=inv.model.name,
-            smoke=smoke, curl=curl_line(router_url, inv.model.name) if router_url else None,
+            smoke=smoke, curl=curl_line(router_url, inv.model.name, loaded.own_key is not None) if router_url else None,
             problems=state.problems, retry=run.retry, artifacts=run.artifacts, rendered=str(tree),
         )  # fmt: skip
 
@@ -151,7 +151,7 @@ def deploy(
 
     reached = "router"
     if router_url is None or not any(s.role == "router" for t in state.live for s in t.services):
-        state.problems.append(f"the router's host {inv.router.host} did not finish provisioning: nothing to send to")
+        state.problems.append(f"the router's host {', '.join(inv.router.hosts)} did not finish provisioning: nothing to send to")
         return result()
     if "healthy" not in state.check(("router",), "router", timeout_s).values():
         return result()
@@ -159,7 +159,7 @@ def deploy(
     reached = "smoke"
     progress.show(f"smoke request through {router_url}")
     try:
-        smoke = smoke_request(router_url, inv.model.name, timeout_s=timeout_s)
+        smoke = smoke_request(router_url, inv.model.name, timeout_s=timeout_s, api_key=loaded.own_key)
     except UnhealthyError as exc:
         progress.done("smoke request failed")
         state.problems.append(exc.message)

@@ -63,10 +63,17 @@ def pools_name_known_hosts(inv: Inventory) -> list[Problem]:
                 problems.append(
                     Problem(loc, f"{name!r} is listed twice; use instances_per_host for more instances")
                 )
-    if inv.router.host not in known:
-        problems.append(
-            Problem(("router", "host"), f"no host named {inv.router.host!r}; declare it under hosts")
-        )
+    for j, name in enumerate(inv.router.hosts):
+        if name not in known:
+            problems.append(Problem(("router", "hosts", j), f"no host named {name!r}; declare it under hosts"))
+        elif inv.router.hosts.index(name) != j:
+            problems.append(Problem(("router", "hosts", j), f"{name!r} is listed twice; list each router host once"))
+    if len(inv.router.hosts) > 1:
+        problems.append(Problem(
+            ("router", "hosts"),
+            "two or more routers need a virtual address held by keepalived, which xpdctl does not manage yet; "
+            "list one host",
+        ))
     return problems
 
 
@@ -166,8 +173,7 @@ def runtimes_have_what_they_run(inv: Inventory) -> list[Problem]:
         needs_xpdctl_image[name] = None  # the KV agent, and the simulator when server is sim
         if inv.engine.server == "vllm" and host.vendor in vendors and host.vendor not in inv.engine.images:
             missing_images.setdefault(host.vendor, name)
-    router_host = hosts.get(inv.router.host)
-    if router_host is not None:
+    for router_host in (hosts[n] for n in inv.router.hosts if n in hosts):
         if runtime_of(inv, router_host) == "native":
             needs_python[router_host.name] = None
         else:
@@ -248,8 +254,8 @@ def ports_unique_per_host(inv: Inventory) -> list[Problem]:
     for name in dict.fromkeys(p.host for p in placements):
         explicit = "agent_port" in inv.kv.model_fields_set
         claim(name, inv.kv.agent_port, "the KV agent", ("kv", "agent_port"), explicit)
-    if inv.router.host in hosts:
-        claim(inv.router.host, inv.router.port, "the router", ("router", "port"), "port" in inv.router.model_fields_set)
+    for name in dict.fromkeys(n for n in inv.router.hosts if n in hosts):
+        claim(name, inv.router.port, "the router", ("router", "port"), "port" in inv.router.model_fields_set)
     return problems
 
 
@@ -303,7 +309,7 @@ def loopback_not_mixed_with_network(inv: Inventory) -> list[Problem]:
     """Engines publish their address as the NIXL side channel and the router dials it: a loopback
     address is reachable only from the same machine, so it cannot sit beside networked hosts.
     (All-loopback clusters, e.g. several simulated hosts on one machine, are consistent.)"""
-    used = {p.host for p in place(inv)} | {inv.router.host}
+    used = {p.host for p in place(inv)} | set(inv.router.hosts)
     hosts = [(i, h) for i, h in enumerate(inv.hosts) if h.name in used]
     networked = [h.name for _, h in hosts if not _is_loopback(h.address)]
     if not networked:
@@ -319,6 +325,25 @@ def loopback_not_mixed_with_network(inv: Inventory) -> list[Problem]:
     ]
 
 
+def router_auth_consistent(inv: Inventory) -> list[Problem]:
+    auth = inv.router.auth
+    if auth.mode == "keys" and not auth.keys_file:
+        return [Problem(("router", "auth", "mode"), "mode keys needs keys_file, the 0600 file of client keys "
+                                                    "(docs/router.md, Client keys); add it or set mode: open")]
+    if auth.mode == "open" and auth.keys_file:
+        return [Problem(("router", "auth", "keys_file"), "open mode reads no keys; remove keys_file or set mode: keys")]
+    return []
+
+
+def exposure_warnings(inv: Inventory) -> list[Problem]:
+    """What is allowed but probably not meant: ``check`` prints these, nothing is refused."""
+    if inv.router.auth.mode == "open" and not _is_loopback(inv.router.listen):
+        return [Problem(("router", "auth", "mode"),
+                        f"the router listens on {inv.router.listen}, beyond loopback, and serves anyone who reaches "
+                        "it; set mode: keys with a keys_file, or listen: 127.0.0.1")]
+    return []
+
+
 RULES = (
     unique_hosts,
     pools_name_known_hosts,
@@ -329,6 +354,7 @@ RULES = (
     ports_unique_per_host,
     loopback_not_mixed_with_network,
     extra_args_leave_managed_flags_alone,
+    router_auth_consistent,
 )
 
 

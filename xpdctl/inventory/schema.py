@@ -46,6 +46,9 @@ class Engine(_Strict):
     python: str | None = None
     # Environment variables copied from the environment at render time into 0600 env files only.
     secret_env: list[str] = ["HF_TOKEN"]  # names of environment variables
+    # When this variable is set at render time, its value becomes the engines' internal API key
+    # (VLLM_API_KEY in their 0600 env files), which the router presents; unset, engines take no key.
+    api_key_env: str = Field("XPDCTL_ENGINE_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     extra_args: list[str] = []  # appended to every engine's vLLM arguments
     restart_sec: int = Field(10, ge=0)
 
@@ -109,14 +112,24 @@ class Pools(_Strict):
     decode: Pool
 
 
+class RouterAuth(_Strict):
+    # open: anyone who reaches the router is served (say so on purpose); keys: only clients with a key
+    # from keys_file, a 0600 YAML file (docs/router.md, Client keys), relative to the inventory file.
+    mode: Literal["open", "keys"]
+    keys_file: str | None = None
+
+
 class Router(_Strict):
-    host: str
+    # One host is the common case; two or more share a virtual address (not yet supported: refused by
+    # the rules). The old single `host:` key is refused at load with the rewrite to make.
+    hosts: list[str] = Field(min_length=1)
     port: int = Field(8000, ge=1, le=65535)
     listen: str = "0.0.0.0"
     conditional_disagg: bool = False
     # When this variable is set at render time, its value becomes the admin API token (kept only in
     # the router's 0600 env file); unset, the admin API stays off.
     admin_token_env: str = Field("XPDCTL_ROUTER_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    auth: RouterAuth = Field(description="write auth: {mode: keys, keys_file: FILE} (client keys) or auth: {mode: open}")
 
 
 class Inventory(_Strict):

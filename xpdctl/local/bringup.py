@@ -142,12 +142,12 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
                                        unit_states=states, progress=progress)
     url = router_url(plan)
     progress.show(f"smoke request through {url}")
-    smoke = smoke_request(url, model.name, timeout_s=timeout_s)
+    smoke = smoke_request(url, model.name, timeout_s=timeout_s, api_key=plan.router_client_key)
     timings["smoke"] = smoke.seconds
     progress.done(f"smoke request: {smoke.completion_tokens} tokens in {smoke.seconds:.1f} s")
     return UpResult(
         cluster=plan.cluster, router_url=url, model=model.name, model_path=model.weights_path,
         model_built=built, changes=changes, kv_pairs=kv_pairs, smoke=smoke,
-        curl=curl_line(url, model.name), state_dir=str(state_dir),
+        curl=curl_line(url, model.name, plan.router_client_key is not None), state_dir=str(state_dir),
         timings_s={k: round(v, 1) for k, v in timings.items()},
     )

@@ -37,7 +37,7 @@ def is_this_machine(address: str) -> bool:
 
 def router_url(plan) -> str:
     inv = plan.inventory
-    host = next(h for h in inv.hosts if h.name == inv.router.host)
+    host = next(h for h in inv.hosts if h.name == inv.router.hosts[0])
     listen = inv.router.listen
     address = host.address if listen in ("0.0.0.0", "::") else listen
     return f"http://{address}:{inv.router.port}"

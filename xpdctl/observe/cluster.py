@@ -22,7 +22,7 @@ from xpdctl.status_model import ClusterStatus, HostStatus
 
 
 def _engine(session: aiohttp.ClientSession, service: ServiceTarget, url: str):
-    return http.probe_engine(session, service=service.name, role=service.role, url=url)
+    return http.probe_engine(session, service=service.name, role=service.role, url=url, api_key=service.api_key)
 
 
 def _router(session: aiohttp.ClientSession, service: ServiceTarget, url: str):

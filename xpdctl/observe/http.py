@@ -62,11 +62,12 @@ def parse_engine_metrics(text: str) -> dict[str, float]:
     return found
 
 
-async def probe_engine(session: aiohttp.ClientSession, *, service: str, role: str, url: str) -> EngineStatus:
+async def probe_engine(session: aiohttp.ClientSession, *, service: str, role: str, url: str,
+                       api_key: str | None = None) -> EngineStatus:
     health, metrics, models, version = await asyncio.gather(
         _get(session, f"{url}/health", want="text"),
         _get(session, f"{url}/metrics", want="text"),
-        _get(session, f"{url}/v1/models", want="json"),
+        _get(session, f"{url}/v1/models", want="json", headers={"Authorization": f"Bearer {api_key}"} if api_key else None),
         _get(session, f"{url}/version", want="json"),
         return_exceptions=True,
     )

@@ -31,6 +31,8 @@ class ServiceTarget(_Model):
     url: str | None = None  # base URL this machine reaches the service at
     # Router admin API token, when render put one in the router's config.
     admin_token: str | None = None
+    # An engine's internal API key (VLLM_API_KEY in its rendered env file): vLLM checks it under /v1.
+    api_key: str | None = None
 
 
 class HostTarget(HostLink):
@@ -64,6 +66,14 @@ def _router_token(files: dict[str, RenderedFile], host: str, config_rel: str | N
     return (token_file.content.strip() or None) if token_file else None
 
 
+def _env_value(files: dict[str, RenderedFile], env_file: str | None, name: str) -> str | None:
+    """``name``'s value in a rendered env file (``KEY=value`` lines), if render wrote one."""
+    rendered = files.get(env_file) if env_file else None
+    if rendered is None:
+        return None
+    return next((line.split("=", 1)[1] for line in rendered.content.splitlines() if line.startswith(f"{name}=")), None)
+
+
 def _service(files: dict[str, RenderedFile], host: str, address: str, entry: dict) -> ServiceTarget:
     port = entry.get("port")
     return ServiceTarget(
@@ -74,6 +84,7 @@ def _service(files: dict[str, RenderedFile], host: str, address: str, entry: dic
         port=port,
         url=entry.get("url") or (f"http://{address}:{port}" if port else None),
         admin_token=_router_token(files, host, entry.get("config")) if entry["role"] == "router" else None,
+        api_key=_env_value(files, entry.get("env_file"), "VLLM_API_KEY"),
     )
 
 

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from xpdctl.router import reload, selection
 from xpdctl.router.admin import AdminApi
 from xpdctl.router.admission import Admission
+from xpdctl.router.auth import KeyCollector, KeyGate, Refused
 from xpdctl.router.backends import Registry
 from xpdctl.router.config import RouterConfig
 from xpdctl.router.health import health_loop
@@ -31,7 +32,9 @@ class Router:
         q = config.queue
         self.admission = Admission(q.max_in_flight, q.max_waiting, q.wait_timeout_s)
         self.metrics = RouterMetrics(self.registry, lambda: (self.admission.active, self.admission.waiting))
-        self.proxy = Proxy(config, self.registry, self.admission, self.metrics)
+        self.keys = KeyGate(config.auth)
+        self.metrics.registry.register(KeyCollector(self.keys))
+        self.proxy = Proxy(config, self.registry, self.admission, self.metrics, self.keys)
         self.admin = AdminApi(config.admin.resolved_token(), self.registry, config.health)
         self._loops: dict[str, asyncio.Task] = {}
 
@@ -51,6 +54,7 @@ class Router:
         q = config.queue
         self.admission.resize(q.max_in_flight, q.max_waiting, q.wait_timeout_s)
         self.proxy.configure(config)
+        self.keys.configure(config.auth)
         self.admin.configure(admin_token, config.health)
         old, self.config = self.config, config
         await self._restart_loops(old)
@@ -97,6 +101,10 @@ class Router:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def models(self, request: web.Request) -> web.Response:
+        try:
+            self.keys.identify(request)
+        except Refused as refused:
+            return refused.response
         if self.config.model:
             card = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "xpdctl", "root": self.config.model, "parent": None}
             return web.json_response({"object": "list", "data": [card]})

@@ -79,8 +79,45 @@ class Admin(_Strict):
         return None
 
 
+class Limits(_Strict):
+    # None: no limit of that kind. See docs/router.md (Client keys) for how each is counted.
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)  # prompt plus generated, from the engines' usage
+    max_concurrent: int | None = Field(None, ge=1)
+
+
+class ClientKey(Limits):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # in metrics and logs; not secret
+    # sha256 of the key, hex: the config never holds a key. Keys are random and long (at least 32
+    # characters, checked where they are read), so an unsalted hash gives nothing to guess from.
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Auth(_Strict):
+    # open: anyone who reaches the router is served; keys: only requests with a listed key.
+    mode: Literal["open", "keys"] = "open"
+    keys: list[ClientKey] = []
+
+    @model_validator(mode="after")
+    def _keys_mode_has_unique_keys(self) -> Auth:
+        if self.mode == "keys" and not self.keys:
+            raise ValueError("auth.mode keys lists no key: every request would be refused; add keys or use mode open")
+        for field in ("id", "sha256"):
+            values = [getattr(k, field) for k in self.keys]
+            if len(set(values)) != len(values):
+                raise ValueError(f"auth.keys: two keys share one {field}; each client key is listed once")
+        return self
+
+
+class Tls(_Strict):
+    # PEM files on the router's host; a reload reads them again (docs/router.md, TLS).
+    cert_file: Path
+    key_file: Path
+
+
 class RouterConfig(_Strict):
     listen: Listen = Listen()
+    tls: Tls | None = None  # None: plain HTTP
     # The model name clients send; /v1/models lists it.
     model: str
     backends: list[Backend] = []
@@ -98,6 +135,10 @@ class RouterConfig(_Strict):
     decode_only_on_prefill_failure: bool = False
     conditional_disagg: ConditionalDisagg = ConditionalDisagg()
     admin: Admin = Admin()
+    auth: Auth = Auth()
+    # Name of an environment variable holding the engines' internal API key (vLLM's VLLM_API_KEY),
+    # presented on every leg; the client's own Authorization never reaches an engine.
+    engine_api_key_env: str | None = None
     # KV agents whose /pairs report is consulted: a pair reported broken is not used.
     kv_agents: list[str] = []
     kv_agent_poll_interval_s: float = 5.0

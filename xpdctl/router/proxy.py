@@ -14,6 +14,7 @@ connections and so aborts the legs in vLLM.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 
@@ -22,15 +23,16 @@ import orjson  # each request is parsed twice and encoded twice: the stdlib's js
 from aiohttp import web
 from yarl import URL
 
-from xpdctl.router import disagg, health, pdcontract, selection
+from xpdctl.router import disagg, health, pdcontract, selection, usage
 from xpdctl.router.admission import Admission, QueueFull, QueueTimeout
+from xpdctl.router.auth import KeyGate, Refused
 from xpdctl.router.backends import Backend, Registry
 from xpdctl.router.config import RouterConfig
+from xpdctl.router.limits import KeyState
 from xpdctl.router.metrics import RouterMetrics
 from xpdctl.router.openai_errors import error_response, sse_error
 
 _JSON = "application/json"
-_PASSED_HEADERS = ("Authorization",)
 
 
 class LegFailed(Exception):
@@ -66,9 +68,10 @@ def _classify(exc: BaseException, backend: Backend, what: str) -> LegFailed:
 
 
 class Proxy:
-    def __init__(self, config: RouterConfig, registry: Registry, admission: Admission, metrics: RouterMetrics):
+    def __init__(self, config: RouterConfig, registry: Registry, admission: Admission, metrics: RouterMetrics, keys: KeyGate):
         self.registry = registry
         self.admission = admission
+        self.keys = keys
         self.metrics = metrics
         self.configure(config)
         # Queue slots free up as streams end, which at serving rates is well within a second.
@@ -77,6 +80,8 @@ class Proxy:
     def configure(self, config: RouterConfig) -> None:
         """Settings for requests from now on (a config reload); legs under way keep the timeouts they started with."""
         self.config = config
+        engine_key = os.environ.get(config.engine_api_key_env) if config.engine_api_key_env else None
+        self._engine_auth = f"Bearer {engine_key}" if engine_key else None
         t = config.timeouts
         # sock_read bounds every wait for upstream bytes; it is first_byte_s until the first byte of
         # the answer, then idle_s (set on the connection) between chunks. Passed with every leg, so a
@@ -102,6 +107,20 @@ class Proxy:
             self.metrics.e2e.observe(time.monotonic() - started)
 
     async def _admit(self, request: web.Request, chat: bool, started: float) -> web.StreamResponse:
+        try:
+            key = self.keys.admit(request)
+        except Refused as refused:
+            return refused.response
+        if key is None:
+            return await self._validated(request, chat, started, None)
+        response: web.StreamResponse | None = None
+        try:
+            response = await self._validated(request, chat, started, key)
+            return response
+        finally:
+            key.finish(response.status if response is not None else 499, _answer_usage(response))
+
+    async def _validated(self, request: web.Request, chat: bool, started: float, key: KeyState | None) -> web.StreamResponse:
         raw = await request.read()
         try:
             body = orjson.loads(raw)
@@ -110,11 +129,12 @@ class Proxy:
         why = pdcontract.problem(body, chat)
         if why:
             return error_response(400, why)
+        if key is not None and usage.with_stream_usage(body):  # a keyed stream's tokens are counted from it
+            raw = orjson.dumps(body)
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         headers = {"X-Request-Id": request_id, "Content-Type": _JSON}
-        for name in _PASSED_HEADERS:
-            if name in request.headers:
-                headers[name] = request.headers[name]
+        if self._engine_auth:
+            headers["Authorization"] = self._engine_auth
         try:
             await self.admission.acquire()
         except QueueFull:
@@ -297,12 +317,13 @@ class Proxy:
         await out.prepare(request)
         await out.write(first)
         self.metrics.ttft.observe(time.monotonic() - started)
+        before = b""
         last = first
         read = upstream.content.readany
         try:
             while chunk := await read():
                 await out.write(chunk)
-                last = chunk
+                before, last = last, chunk
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             failure = self._failed(decode, _classify(exc, decode, "decode"))
             # The status line is long gone: the error travels as one more SSE event, after closing
@@ -310,6 +331,7 @@ class Proxy:
             await out.write((b"" if last.endswith(b"\n\n") else b"\n\n") + sse_error(failure.status, failure.message + " (mid-stream; not retried)"))
         else:
             health.record_request_success(decode)
+            out.tail = before + last
         await out.write_eof()
         return out
 
@@ -319,6 +341,15 @@ class _PassThrough(web.StreamResponse):
     # StreamResponse sends them alone at prepare(), which costs a syscall and wakes the client for
     # nothing on every request.
     _send_headers_immediately = False
+    tail = b""  # the last two chunks of a stream that ended well: where its usage event is
+
+
+def _answer_usage(response: web.StreamResponse | None) -> tuple[int, int] | None:
+    if isinstance(response, _PassThrough):
+        return usage.of_stream_tail(response.tail)
+    if isinstance(response, web.Response) and response.status == 200 and isinstance(response.body, bytes):
+        return usage.of_body(response.body)
+    return None
 
 
 def _idle(upstream: aiohttp.ClientResponse, idle_s: float) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from xpdctl.aioserve import add_site, bound_port
 from xpdctl.errors import InputError, XpdError
-from xpdctl.router import health
+from xpdctl.router import health, tls
 from xpdctl.router.backends import Backend, Registry, normalize_url
 from xpdctl.router.config import Backend as BackendSpec
 from xpdctl.router.config import Health, RouterConfig, parse_router_config, read_router_file
@@ -72,10 +72,11 @@ async def reload_file(running: RunningRouter, path: Path) -> bool:
 
 async def _apply(running: RunningRouter, loaded: LoadedFile) -> list[str]:
     old, new = running.router.config.listen, loaded.config.listen
+    tls.reload_context(running.tls, loaded.config.tls)
     site = None
     if (old.host, old.port) != (new.host, new.port):
         try:
-            site = await add_site(running.runner, new.host, new.port)
+            site = await add_site(running.runner, new.host, new.port, running.tls)
         except OSError as exc:
             raise XpdError(f"cannot listen on {new.host}:{new.port}: {exc.strerror or exc}; "
                            "free the address or choose another listen.port") from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from xpdctl.aioserve import announce, run_until_signal, start_site
 from xpdctl.router import reload
 from xpdctl.router.app import ROUTER_KEY, Router, build_app
 from xpdctl.router.config import RouterConfig
+from xpdctl.router.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +30,14 @@ class RunningRouter:
     router: Router
     # The command line's --port (0 in tests: any free port): it overrides the file's at every reload.
     port_override: int | None = None
+    tls: ssl.SSLContext | None = None
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def url(self) -> str:
         host = self.router.config.listen.host
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -43,9 +47,10 @@ async def start(config: RouterConfig, port: int | None = None) -> RunningRouter:
     """``port`` overrides the configured one; 0 takes any free port (tests)."""
     if port is not None:
         config = config.model_copy(update={"listen": config.listen.model_copy(update={"port": port})})
+    tls = server_context(config.tls)
     app = build_app(config)
-    runner, bound = await start_site(app, config.listen.host, config.listen.port)
-    return RunningRouter(runner, bound, app[ROUTER_KEY], port)
+    runner, bound = await start_site(app, config.listen.host, config.listen.port, tls)
+    return RunningRouter(runner, bound, app[ROUTER_KEY], port, tls)
 
 
 def quiet_gc() -> None:

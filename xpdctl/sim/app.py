@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
 import time
 import uuid
 from typing import Any
@@ -323,8 +324,23 @@ async def _close_session(app: web.Application) -> None:
         await app[ENGINE_KEY].session.close()
 
 
+def _api_key_guard(key: str):
+    """vLLM's --api-key / VLLM_API_KEY check: a bearer token on paths under /v1 only (vLLM's
+    AuthenticationMiddleware, GUARDED_PREFIX); /health, /metrics and the rest stay open."""
+    expected = f"Bearer {key}"
+
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        if request.path.startswith("/v1") and request.headers.get("Authorization") != expected:
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return await handler(request)
+
+    return guard
+
+
 def build_app(config: SimConfig) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    key = os.environ.get("VLLM_API_KEY")
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_api_key_guard(key)] if key else [])
     app[ENGINE_KEY] = Engine(config)
     app.router.add_post("/v1/completions", _completions)
     app.router.add_post("/v1/chat/completions", _chat)

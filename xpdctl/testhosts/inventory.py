@@ -63,7 +63,7 @@ def build(record: FleetRecord, key: Path, declare_nics: bool = True) -> dict:
         "hosts": hosts,
         # One instance per host: a test machine runs every host's engines on two cores.
         "pools": {role: {"hosts": names, "instances_per_host": 1} for role, names in pools.items()},
-        "router": {"host": (plain or [record.hosts[0].name])[0]},
+        "router": {"hosts": [(plain or [record.hosts[0].name])[0]], "auth": {"mode": "open"}},
     }
 
 

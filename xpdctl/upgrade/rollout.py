@@ -281,13 +281,13 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
         if req.dry_run:
             return result("dry-run", rollout, v, retargeted)
         manifest = manifest_of(read_tree(deployed_dir))
-        router_host = manifest["router"]["host"]
+        router_host = manifest["router"]["hosts"][0]  # one router until VRRP lands (router.hosts rule)
         router = next(s for s in manifest["hosts"][router_host]["services"] if s["role"] == "router")
         token = admin_token(inv.router.admin_token_env, environ, deployed_dir / router["env_file"])
         ctx = Context(
             rollout=rollout, layout=layout, deployed=deployed_dir, executor=executor, shell=shell,
             admin=RouterAdmin(manifest["router"]["url"], token), model=inv.model.name, options=options,
-            progress=progress,
+            progress=progress, engine_key=environ.get(inv.engine.api_key_env) or None,
         )
         run(ctx)
         return result("done", rollout, v, retargeted)

@@ -49,6 +49,7 @@ class Context:
     options: Options
     progress: Progress
     shell: HostShell  # runs step_pull's check on an instance's host
+    engine_key: str | None = None  # the engines' internal API key (inventory engine.api_key_env), for the warm-up
 
     def source(self, instance: Instance) -> Path:
         return self.layout.target if instance.source == "target" else self.layout.alt
@@ -197,7 +198,7 @@ def step_warm_up(ctx: Context, instances: list[Instance]) -> None:
     for i in instances:
         partner = _partner(ctx, i, instances)
         prefill, decode = (i.url, partner) if i.role == "prefill" else (partner, i.url)
-        seconds = warm_pair(prefill, decode, ctx.model, timeout_s=ctx.options.health_timeout_s)
+        seconds = warm_pair(prefill, decode, ctx.model, timeout_s=ctx.options.health_timeout_s, api_key=ctx.engine_key)
         ctx.progress.done(f"warm-up {prefill} -> {decode}: {seconds:.1f} s")
 
 
@@ -254,7 +255,7 @@ def step_record(ctx: Context, instances: list[Instance]) -> None:
     target = read_tree(ctx.layout.target)
     files = read_tree(ctx.deployed)
     manifest = manifest_of(files)
-    router = manifest["router"]["host"]
+    router = manifest["router"]["hosts"][0]
     service = next(s for s in manifest["hosts"][router]["services"] if s["role"] == "router")
     files[service["config"]] = target[service["config"]]
     write_deployed(files, ctx.deployed)

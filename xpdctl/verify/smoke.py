@@ -26,15 +26,16 @@ def completion_body(model: str, max_tokens: int = 16) -> dict:
     return {"model": model, "prompt": SMOKE_PROMPT, "max_tokens": max_tokens, "temperature": 0}
 
 
-def curl_line(router_url: str, model: str) -> str:
+def curl_line(router_url: str, model: str, keyed: bool = False) -> str:
     body = json.dumps(completion_body(model))
+    key = " -H \"Authorization: Bearer $XPDCTL_CLIENT_KEY\"" if keyed else ""
     return (
-        f"curl -s {router_url}/v1/completions -H 'Content-Type: application/json' "
+        f"curl -s {router_url}/v1/completions -H 'Content-Type: application/json'{key} "
         f"-d {shlex.quote(body)}"
     )
 
 
-def smoke_request(router_url: str, model: str, *, timeout_s: float) -> SmokeResult:
+def smoke_request(router_url: str, model: str, *, timeout_s: float, api_key: str | None = None) -> SmokeResult:
     """Send one greedy completion; retry while the router still waits for its backends to pass health checks."""
     deadline = time.monotonic() + timeout_s
     body = json.dumps(completion_body(model)).encode()
@@ -42,7 +43,8 @@ def smoke_request(router_url: str, model: str, *, timeout_s: float) -> SmokeResu
     while True:
         start = time.monotonic()
         request = urllib.request.Request(
-            f"{router_url}/v1/completions", data=body, headers={"Content-Type": "application/json"}
+            f"{router_url}/v1/completions", data=body,
+            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
         )
         try:
             with urllib.request.urlopen(request, timeout=max(5.0, deadline - start)) as resp:
