@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xpdctl.local.executor import Executor, LocalExecutor
-from xpdctl.paths import cluster_state_dir
+from xpdctl.paths import cluster_state_path
 
 ENGINE_ROLES = ("prefill", "decode")
 # Started only once the engines answer and the KV path is verified, so the first request a client
@@ -52,7 +52,7 @@ def host_shell_for(plan):
     from xpdctl.remote.hostrun import HostShell, ssh_targets
 
     inv = plan.inventory
-    transport = LocalShellTransport() if runs_locally(inv) else cluster_ssh(inv.cluster)
+    transport = LocalShellTransport() if runs_locally(inv) else cluster_ssh(inv.cluster, record=True)
     return HostShell(transport, ssh_targets(inv))
 
 
@@ -85,5 +85,6 @@ def open_cluster(inventory: Path) -> Cluster:
     from xpdctl.plan import build_plan
 
     plan = build_plan(load_inventory(inventory), os.environ)
-    state_dir = cluster_state_dir(plan.cluster)
+    # Not created here: status only reads it; up's executor and render create what they write.
+    state_dir = cluster_state_path(plan.cluster)
     return Cluster(plan=plan, state_dir=state_dir, executor=executor_for(plan, state_dir))
