@@ -52,7 +52,9 @@ def _private_dir(path: Path) -> Path:
     info = path.stat()
     # Under a shared temp dir another user could have made it first: it holds rendered secrets.
     if info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise ExecutionError(f"{path} belongs to another user or is open to others; remove it and run again")
+        raise ExecutionError(
+            f"{path} belongs to another user or others may read it; make it yours with mode 0700 or remove it"
+        )
     return path
 
 

@@ -68,6 +68,8 @@ def test_read_only_commands_write_no_state(xpdctl, unreachable, tmp_path):
     assert [row.split()[0] for row in rows] == ["gw-01", "h100-01", "mi300x-01"]
     assert all("FAIL" in row and "Connection refused" in row for row in rows)
 
+    # `provision --check` takes the same path (render_now(record=False), provision(check=True)): one
+    # Ansible run fewer in CI's budget.
     check = xpdctl("up", "-i", inv, "--check")
     assert check.returncode == 1 and "Traceback" not in check.stderr, check.stderr
     assert _untouched(tmp_path) == []
