@@ -38,7 +38,8 @@ def command(inventory: Path, limit: str | None, extra_vars: tuple[str, ...], out
 
     variables = parse_extra_vars(extra_vars)
     loaded = load_inventory(inventory)
-    result = preflight(loaded, render_now(loaded, record=False), limit=limit, extra_vars=variables, on_progress=print_progress)
+    result = preflight(loaded, render_now(loaded, record=False), limit=limit, extra_vars=variables,
+                       on_progress=print_progress)  # fmt: skip
     if output == "json":
         emit_json(result.model_dump())
     else:

@@ -361,7 +361,8 @@ def values_vllm_accepts(inv: Inventory) -> list[Problem]:
             problems.append(Problem(where, (
                 f"vLLM {release} is not in {VLLM_VALUES.name} (it has {', '.join(table)}), so what it accepts is "
                 f"unknown; add its entry to xpdctl/inventory/{VLLM_VALUES.name} "
-                f"(python -m xpdctl.inventory.vllm_source <vllm package dir of {release}> {release}; see docs/inventory.md)"
+                f"(python -m xpdctl.inventory.vllm_source <vllm package dir of {release}> {release}; "
+                "see docs/inventory.md)"
             )))  # fmt: skip
             continue
         for loc, value, key, what in fields:
