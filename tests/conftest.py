@@ -45,6 +45,13 @@ def pytest_collection_modifyitems(items):
     items.sort(key=_tier)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_in_tmp(tmp_path_factory):
+    """Read-only runs (preflight, --check, status) keep scratch files in XPDCTL_SCRATCH_DIR (xpdctl/paths.py):
+    here in pytest's temporary folder, so tests leave nothing in the machine's temp dir."""
+    os.environ["XPDCTL_SCRATCH_DIR"] = str(tmp_path_factory.mktemp("scratch"))
+
+
 # --- inventories (xpdctl/inventory, kvcompat, plan, render) -------------------------------------
 
 _LAB = yaml.safe_load((REPO / "inventory" / "lab.yaml").read_text())

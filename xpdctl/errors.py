@@ -25,6 +25,13 @@ class InputError(XpdError):
     exit_code = 2
 
 
+class NotInstalledError(XpdError):
+    """This machine lacks a program or Python package the command needs: exit status 2. The message
+    names the command that installs it."""
+
+    exit_code = 2
+
+
 class ExecutionError(XpdError):
     """Something failed while changing or probing hosts or services."""
 

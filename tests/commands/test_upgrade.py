@@ -13,7 +13,7 @@ def _upgrade(tmp_path, *args):
 def test_cluster_never_brought_up(tmp_path):
     done = _upgrade(tmp_path, "-i", "inventory/local.yaml", "--pool", "decode")
     assert done.returncode == 2
-    assert "has not been brought up" in done.stderr and "xpdctl up" in done.stderr
+    assert "is not deployed" in done.stderr and "xpdctl up" in done.stderr
     # A refused upgrade is in the audit log too: who tried what, and why it did not happen.
     [line] = [json.loads(x) for x in (tmp_path / "local" / "audit.jsonl").read_text().splitlines()]
     assert line["command"] == "upgrade" and line["result"] == "failed" and line["args"] == {"pool": "decode"}
@@ -21,9 +21,9 @@ def test_cluster_never_brought_up(tmp_path):
 
 def test_hosts_cluster_never_brought_up(tmp_path):
     done = _upgrade(tmp_path, "-i", "inventory/lab.yaml", "--pool", "decode")
-    assert done.returncode == 2 and "has not been brought up" in done.stderr and "xpdctl up" in done.stderr
+    assert done.returncode == 2 and "is not deployed" in done.stderr and "xpdctl up" in done.stderr
     dry = _upgrade(tmp_path, "-i", "inventory/lab.yaml", "--pool", "decode", "--dry-run")
-    assert dry.returncode == 2 and "has not been brought up" in dry.stderr
+    assert dry.returncode == 2 and "is not deployed" in dry.stderr
 
 
 def test_image_on_native_hosts_is_refused(tmp_path):

@@ -118,9 +118,9 @@ def test_fp8_kv_cache_within_one_vendor_is_allowed(decide, lab_data):
 
 
 def test_different_vllm_versions_are_refused(refusals, lab_data):
-    lab_data["hosts"][1]["vllm_version"] = "0.16.0"
+    lab_data["hosts"][1]["vllm_version"] = "0.32.0"  # a release vllm_values.yaml knows
     (found,) = refusals(lab_data)
-    assert found.startswith("hosts[1].vllm_version: h100-01 runs vLLM 0.15.0 and mi300x-01 0.16.0: the NIXL "
+    assert found.startswith("hosts[1].vllm_version: h100-01 runs vLLM 0.15.0 and mi300x-01 0.32.0: the NIXL "
                             "handshake refuses different versions")
 
 

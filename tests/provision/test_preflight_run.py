@@ -66,7 +66,7 @@ def test_preflight_catches_a_gpu_count_that_differs_from_the_inventory(inventory
     loaded = load_inventory(inventory)
     progress = []
     result = preflight(
-        loaded, render_now(loaded), limit="h100-01,h100-02", extra_vars=_extra_vars(simulated_sysfs),
+        loaded, render_now(loaded, record=False), limit="h100-01,h100-02", extra_vars=_extra_vars(simulated_sysfs),
         on_progress=progress.append,
     )  # fmt: skip
     hosts = {h.host: h for h in result.hosts}
@@ -84,13 +84,13 @@ def test_preflight_catches_a_gpu_count_that_differs_from_the_inventory(inventory
     assert any(p.host == "h100-02" and p.kind == "failed" and "gpus" not in p.task for p in progress)
 
 
-def test_cli_prints_the_report_as_json_and_exits_3(inventory, simulated_sysfs, tmp_path):
+def test_cli_prints_the_report_as_json_and_exits_1(inventory, simulated_sysfs, tmp_path):
     args = [sys.executable, "-m", "xpdctl", "preflight", "-i", str(inventory), "--limit", "h100-02", "-o", "json"]
     for key, value in _extra_vars(simulated_sysfs).items():
         args += ["-e", f"{key}={json.dumps(value)}"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "XPDCTL_STATE_DIR": str(tmp_path / "state")})  # fmt: skip
-    assert done.returncode == 3, done.stderr
+    assert done.returncode == 1, done.stderr
     report = json.loads(done.stdout)
     (host,) = report["hosts"]
     assert host["host"] == "h100-02" and host["ok"] is False

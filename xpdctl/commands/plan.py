@@ -84,9 +84,9 @@ def _live(loaded, timeout_s: float):
 
     if runs_locally(loaded.inventory):
         from xpdctl.local.cluster import rendered_dir
-        from xpdctl.paths import cluster_state_dir
+        from xpdctl.paths import cluster_state_path
 
-        rendered = rendered_dir(cluster_state_dir(loaded.inventory.cluster))
+        rendered = rendered_dir(cluster_state_path(loaded.inventory.cluster))
         if not rendered.is_dir():
             return {}, {}
         return {p: f for p, f in read_tree(rendered).items() if p.startswith("hosts/")}, {}

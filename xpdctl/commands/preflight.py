@@ -31,18 +31,19 @@ def command(inventory: Path, limit: str | None, extra_vars: tuple[str, ...], out
       xpdctl preflight -i inventory/lab.yaml
       xpdctl preflight -i inventory/lab.yaml --limit amd -o json | jq '.hosts[] | select(.ok | not)'
     """  # fmt: skip
-    from xpdctl.errors import UnhealthyError
+    from xpdctl.errors import ExecutionError
     from xpdctl.inventory import load_inventory
     from xpdctl.provision import preflight, render_now
     from xpdctl.provision.display import parse_extra_vars, preflight_table, print_progress
 
     variables = parse_extra_vars(extra_vars)
     loaded = load_inventory(inventory)
-    result = preflight(loaded, render_now(loaded), limit=limit, extra_vars=variables, on_progress=print_progress)
+    result = preflight(loaded, render_now(loaded, record=False), limit=limit, extra_vars=variables,
+                       on_progress=print_progress)  # fmt: skip
     if output == "json":
         emit_json(result.model_dump())
     else:
         click.echo(preflight_table(result))
     failed = [host.host for host in result.hosts if not host.ok]
     if failed:
-        raise UnhealthyError(f"preflight failed on {', '.join(failed)}; fix what the table says, then re-run")
+        raise ExecutionError(f"preflight failed on {', '.join(failed)}; fix what the table says, then re-run")

@@ -58,7 +58,7 @@ def command(inventory: Path, limit: str | None, check: bool, allow_reboot: bool,
 
     variables = parse_extra_vars(extra_vars)
     loaded = load_inventory(inventory)
-    tree = render_dir or render_now(loaded)
+    tree = render_dir or render_now(loaded, record=not check)
     # --check changes no host: only real runs go to the audit log.
     audit = nullcontext({}) if check else audited(
         loaded.inventory.cluster, "provision", limit=limit, allow_reboot=allow_reboot, extra_vars=sorted(variables))

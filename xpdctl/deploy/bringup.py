@@ -96,7 +96,7 @@ def deploy(
 
     progress = progress or Progress()
     inv = loaded.inventory
-    tree = render_now(loaded)
+    tree = render_now(loaded, record=not check)
     run = provision(loaded, tree, limit=limit, check=check, allow_reboot=allow_reboot,
                     extra_vars=extra_vars, on_progress=on_progress)  # fmt: skip
     _, targets = targets_from(inv, read_tree(tree))

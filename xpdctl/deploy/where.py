@@ -38,7 +38,7 @@ def host_shell_for(plan) -> HostShell:
     """Runs a script on a host of this plan: this machine's shell where :func:`executor_for` runs
     services here, SSH otherwise."""
     inv = plan.inventory
-    transport = LocalShellTransport() if runs_locally(inv) else cluster_ssh(inv.cluster)
+    transport = LocalShellTransport() if runs_locally(inv) else cluster_ssh(inv.cluster, record=True)
     return HostShell(transport, ssh_targets(inv))
 
 

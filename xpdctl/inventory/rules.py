@@ -5,9 +5,11 @@ KV-compatibility rules live in :mod:`xpdctl.inventory.kvcompat`; these are about
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from collections import Counter
 
+from xpdctl.inventory.accepted import GPU_CATALOG, VLLM_VALUES, Accepted, gpu_models, vllm_values
 from xpdctl.inventory.problems import Problem
 from xpdctl.inventory.schema import Inventory
 from xpdctl.inventory.topology import (
@@ -344,10 +346,83 @@ def exposure_warnings(inv: Inventory) -> list[Problem]:
     return []
 
 
+def _releases(inv: Inventory) -> dict[str, tuple]:
+    """The vLLM releases the engines run, each with where the inventory sets it first."""
+    pooled = {name for role in ROLES for name in pool(inv, role).hosts}
+    found: dict[str, tuple] = {}
+    engines = [(i, h) for i, h in enumerate(inv.hosts) if h.name in pooled]
+    if not engines or any(h.vllm_version is None for _, h in engines):
+        found[inv.engine.vllm_version] = ("engine", "vllm_version")
+    for i, host in engines:
+        if host.vllm_version is not None:
+            found.setdefault(host.vllm_version, ("hosts", i, "vllm_version"))
+    return found
+
+
+def _not_accepted(value: str, accepted: Accepted, what: str, release: str) -> str:
+    close = difflib.get_close_matches(value, accepted.values, n=1) or [
+        v for v in accepted.values if v.lower() == value.lower()
+    ]
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (f"{value!r} is not a {what} vLLM {release} accepts; {hint}use one of "
+            f"{', '.join(accepted.values)} (read from {accepted.source})")  # fmt: skip
+
+
+def values_vllm_accepts(inv: Inventory) -> list[Problem]:
+    """Fields that reach vLLM's command line hold values the engines' vLLM release accepts."""
+    if inv.engine.server != "vllm":
+        return []  # xpdctl's simulator takes them as labels; no vLLM parses them
+    table = vllm_values()
+    fields = (
+        (("model", "quantization"), inv.model.quantization, "quantization", "quantization method"),
+        (("model", "dtype"), inv.model.dtype, "dtype", "dtype"),
+        (("model", "kv_cache_dtype"), inv.model.kv_cache_dtype, "kv_cache_dtype", "KV cache dtype"),
+        (("kv", "attention_backend"), inv.kv.attention_backend, "attention_backend", "attention backend"),
+    )
+    problems = []
+    for release, where in _releases(inv).items():
+        values = table.get(release)
+        if values is None:
+            problems.append(Problem(where, (
+                f"vLLM {release} is not in {VLLM_VALUES.name} (it has {', '.join(table)}), so what it accepts is "
+                f"unknown; add its entry to xpdctl/inventory/{VLLM_VALUES.name} "
+                f"(python -m xpdctl.inventory.vllm_source <vllm package dir of {release}> {release}; "
+                "see docs/inventory.md)"
+            )))  # fmt: skip
+            continue
+        for loc, value, key, what in fields:
+            accepted: Accepted = getattr(values, key)
+            if value is not None and value not in accepted.values:
+                problems.append(Problem(loc, _not_accepted(value, accepted, what, release)))
+    return problems
+
+
+def gpu_models_known(inv: Inventory) -> list[Problem]:
+    """GPU hosts name a model of the catalog preflight identifies GPUs by (PCI device IDs)."""
+    vendors = vendor_profiles()
+    known = gpu_models()
+    lowered = {model.lower() for model in known}
+    problems = []
+    for i, host in enumerate(inv.hosts):
+        profile = vendors.get(host.vendor or "")
+        # Only PCI GPUs have catalog entries: a cpu host's "GPUs" are cores.
+        if host.gpu is None or profile is None or not profile.pci_vendor_id:
+            continue
+        if host.gpu.model.lower() not in lowered:
+            close = difflib.get_close_matches(host.gpu.model, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(Problem(("hosts", i, "gpu", "model"), (
+                f"unknown GPU model {host.gpu.model!r}; {hint}use one of {', '.join(known)}, or add the model "
+                f"with its PCI device IDs to playbooks/{GPU_CATALOG[0]} ({GPU_CATALOG[1]})"
+            )))  # fmt: skip
+    return problems
+
+
 RULES = (
     unique_hosts,
     pools_name_known_hosts,
     engine_hosts_have_gpus,
+    gpu_models_known,
     gpus_suffice,
     runtimes_have_what_they_run,
     images_known_and_pinned,
@@ -355,6 +430,7 @@ RULES = (
     loopback_not_mixed_with_network,
     extra_args_leave_managed_flags_alone,
     router_auth_consistent,
+    values_vllm_accepts,
 )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from xpdctl.inventory import load_inventory
 from xpdctl.local.executor import LocalExecutor
-from xpdctl.paths import cluster_state_dir
+from xpdctl.paths import cluster_state_path
 from xpdctl.plan import build_plan
 from xpdctl.units.state import Executor
 
@@ -63,6 +63,7 @@ def open_cluster(inventory: Path, executor_for: Callable[[object, Path], Executo
     """The cluster ``inventory`` names, run by ``executor_for(plan, state_dir)``: by default this
     machine's executor (:func:`xpdctl.deploy.where.executor_for` picks for any cluster)."""
     plan = build_plan(load_inventory(inventory), os.environ)
-    state_dir = cluster_state_dir(plan.cluster)
+    # Not created here: status only reads it; up's executor and render create what they write.
+    state_dir = cluster_state_path(plan.cluster)
     executor = executor_for(plan, state_dir) if executor_for else LocalExecutor(state_dir)
     return Cluster(plan=plan, state_dir=state_dir, executor=executor)

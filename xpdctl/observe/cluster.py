@@ -141,4 +141,4 @@ def observe_cluster(
     else:
         files = render_files(build_plan(inventory, os.environ))
     cluster, targets = targets_from(inventory.inventory, files)
-    return asyncio.run(observe_targets(cluster, targets, transport or cluster_ssh(cluster), **options))
+    return asyncio.run(observe_targets(cluster, targets, transport or cluster_ssh(cluster, record=False), **options))

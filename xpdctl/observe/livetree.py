@@ -100,4 +100,4 @@ def live_tree(inventory: LoadedInventory, *, transport: Transport | None = None,
     from xpdctl.render import render_files
 
     cluster, targets = targets_from(inventory.inventory, render_files(build_plan(inventory, os.environ)))
-    return asyncio.run(fetch_targets(targets, transport or cluster_ssh(cluster), timeout_s=timeout_s))
+    return asyncio.run(fetch_targets(targets, transport or cluster_ssh(cluster, record=False), timeout_s=timeout_s))

@@ -11,20 +11,30 @@ from pathlib import Path
 from typing import Any
 
 from xpdctl.inventory import LoadedInventory
-from xpdctl.paths import cluster_state_dir, data_dir
+from xpdctl.paths import cluster_scratch_dir, cluster_state_dir, cluster_state_path, data_dir, known_hosts_file
 from xpdctl.provision.events import ProgressCallback
 from xpdctl.provision.hosts import ansible_inventory
 from xpdctl.provision.models import PreflightHost, PreflightResult, ProvisionResult, RunResult
 from xpdctl.provision.preflight_checks import HostReport
-from xpdctl.provision.runner import run_playbook, targeted_hosts
+from xpdctl.provision.runner import ensure_ansible, run_playbook, targeted_hosts
 
 
-def render_now(loaded: LoadedInventory) -> Path:
-    """Render the plan into the cluster's state directory (where `up` keeps it) and return that."""
+def work_dir(cluster: str, *, record: bool) -> Path:
+    """Where a run keeps its render and Ansible's output. Runs that change hosts ``record`` into the
+    cluster's state dir, whose ``rendered/`` `upgrade`, `down` and `plan` then take as deployed;
+    read-only runs (preflight, ``--check``) use the cluster's scratch dir and leave no state behind."""
+    return cluster_state_dir(cluster) if record else cluster_scratch_dir(cluster)
+
+
+def render_now(loaded: LoadedInventory, *, record: bool = True) -> Path:
+    """Render the plan into the run's :func:`work_dir` and return where. Every run starts here, so a
+    machine without Ansible fails before its first run records a render."""
     from xpdctl.plan import build_plan
     from xpdctl.render import render_files, write_tree
 
-    tree = cluster_state_dir(loaded.inventory.cluster) / "rendered"
+    ensure_ansible()
+
+    tree = work_dir(loaded.inventory.cluster, record=record) / "rendered"
     write_tree(render_files(build_plan(loaded, os.environ)), tree)
     return tree
 
@@ -42,17 +52,18 @@ def _run(
     *,
     limit: str | None,
     check: bool,
+    record: bool,
     extravars: dict[str, Any],
     on_progress: ProgressCallback | None,
 ) -> RunResult:
-    state_dir = cluster_state_dir(loaded.inventory.cluster)
-    source_dir = _model_source_dir(loaded, state_dir)
+    cluster = loaded.inventory.cluster
+    source_dir = _model_source_dir(loaded, cluster_state_path(cluster))
     inventory = ansible_inventory(
-        loaded.inventory, render_dir, known_hosts=state_dir / "known_hosts", model_source_dir=source_dir
+        loaded.inventory, render_dir, known_hosts=known_hosts_file(cluster, record=record), model_source_dir=source_dir
     )
     targets = targeted_hosts(inventory, limit)
     needs_model = any(inventory["all"]["hosts"][name]["xpd_model"] for name in targets)
-    if source_dir is not None and needs_model and playbook == "site.yml" and not check:
+    if source_dir is not None and needs_model and record:
         from xpdctl.models import ensure_model
 
         ensure_model(loaded.inventory.model.builder or "", source_dir)
@@ -60,7 +71,7 @@ def _run(
         data_dir("playbooks"),
         playbook,
         inventory,
-        state_dir / "ansible",
+        work_dir(cluster, record=record) / "ansible",
         extravars=extravars,
         limit=limit,
         check=check,
@@ -92,7 +103,7 @@ def preflight(
 ) -> PreflightResult:
     """Read-only checks of every host against the inventory and the rendered plan."""
     run = _run(
-        loaded, render_dir, "preflight.yml", limit=limit, check=False,
+        loaded, render_dir, "preflight.yml", limit=limit, check=False, record=False,
         extravars=dict(extra_vars or {}), on_progress=on_progress,
     )  # fmt: skip
     hosts = _preflight_hosts(run)
@@ -121,7 +132,8 @@ def provision(
     probes before it changes anything. ``check`` changes nothing and reports what would change.
     """
     extravars = {**(extra_vars or {}), "xpd_allow_reboot": allow_reboot}
-    run = _run(loaded, render_dir, "site.yml", limit=limit, check=check, extravars=extravars, on_progress=on_progress)
+    run = _run(loaded, render_dir, "site.yml", limit=limit, check=check, record=not check, extravars=extravars,
+               on_progress=on_progress)
     pending = run.stats.get("xpd_reboot_pending") or {}
     hosts = {
         name: result.model_copy(update={"reboot_pending": list(pending.get(name, []))})

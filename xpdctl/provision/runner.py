@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-from xpdctl.errors import ExecutionError
+from xpdctl.errors import ExecutionError, NotInstalledError
 from xpdctl.provision.events import EventFolder, ProgressCallback
 from xpdctl.provision.models import RunResult
 
@@ -17,15 +18,47 @@ from xpdctl.provision.models import RunResult
 _KEEP_RUNS = 20
 
 
+def _requirement(distribution: str) -> str:
+    """xpdctl's own requirement on ``distribution`` (e.g. ``ansible-runner>=2.4``), from its metadata."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        wanted = requires("xpdctl") or []
+    except PackageNotFoundError:
+        wanted = []
+    base = [r for r in wanted if ";" not in r]  # not an extra's
+    return next((r for r in base if re.split(r"[<>=!~ \[]", r, maxsplit=1)[0].lower() == distribution), distribution)
+
+
+def _not_installed(what: str, distribution: str) -> NotInstalledError:
+    return NotInstalledError(
+        f"{what} is not installed in {sys.prefix}; install it with ./install.sh (in the xpdctl checkout) "
+        f"or {sys.executable} -m pip install '{_requirement(distribution)}'"
+    )
+
+
+def _ansible_runner():
+    try:
+        import ansible_runner
+    except ImportError:
+        raise _not_installed("ansible-runner (Python package)", "ansible-runner") from None
+    return ansible_runner
+
+
 def _search_path() -> str:
     """PATH with this Python environment's bin first: xpdctl is often run without activating it, and
     the playbooks' preflight filter imports xpdctl, so ansible-playbook must be this environment's."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     if shutil.which("ansible-playbook", path=path) is None:
-        raise ExecutionError(
-            "ansible-playbook is not installed; install xpdctl's provisioning extras: pip install 'xpdctl[provision]'"
-        )
+        raise _not_installed("ansible-playbook (from ansible-core)", "ansible-core")
     return path
+
+
+def ensure_ansible() -> None:
+    """Raise :class:`NotInstalledError` naming the install command unless ansible-runner and
+    ansible-playbook are here."""
+    _ansible_runner()
+    _search_path()
 
 
 def targeted_hosts(inventory: dict[str, Any], limit: str | None) -> list[str]:
@@ -56,8 +89,8 @@ def run_playbook(
     check: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> RunResult:
-    import ansible_runner
-
+    ansible_runner = _ansible_runner()
+    search_path = _search_path()
     hosts = targeted_hosts(inventory, limit)
     if not hosts:
         raise ExecutionError(
@@ -83,7 +116,7 @@ def run_playbook(
             "ANSIBLE_CONFIG": str(playbook_dir / "ansible.cfg"),
             # Events carry the results; the human stdout is only kept in the artifacts.
             "ANSIBLE_NOCOLOR": "1",
-            "PATH": _search_path(),
+            "PATH": search_path,
         },
         event_handler=folder.handle,
         rotate_artifacts=_KEEP_RUNS,

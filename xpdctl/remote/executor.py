@@ -54,7 +54,7 @@ class RemoteExecutor:
         self.inventory = inventory
         self.cluster = inventory.cluster
         self.deployed = deployed
-        self.transport = transport or cluster_ssh(self.cluster)
+        self.transport = transport or cluster_ssh(self.cluster, record=True)
         self.state_timeout_s = state_timeout_s
         self.apply_timeout_s = apply_timeout_s
 

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xpdctl.paths import cluster_state_dir
+from xpdctl.paths import cluster_scratch_dir, known_hosts_file
 from xpdctl.ssh.target import HostLink
 
 
@@ -51,7 +51,7 @@ _AS_ROOT_IF_ALLOWED = 'if [ "$(id -u)" != 0 ] && sudo -n true 2>/dev/null; then 
 
 
 # ssh's control socket is <dir>/<%C: 40 hex chars><17-char temporary suffix> and must fit a Unix socket
-# path (108 bytes): from a deeper state dir ssh refuses to connect at all, so it goes without sharing.
+# path (108 bytes): from a deeper dir ssh refuses to connect at all, so it goes without sharing.
 _MAX_CONTROL_DIR = 107 - 1 - 40 - 17
 
 
@@ -124,9 +124,12 @@ class LocalShellTransport:
 Transport = SshTransport | LocalShellTransport
 
 
-def cluster_ssh(cluster: str) -> SshTransport:
+def cluster_ssh(cluster: str, *, record: bool) -> SshTransport:
     """SSH as xpdctl uses it for a cluster: the host keys file provisioning uses (accept-new, so a
-    host re-installed at the same address does not trip over the operator's own known_hosts), and
-    shared connections in the cluster's state dir."""
-    state = cluster_state_dir(cluster)
-    return SshTransport(options={"UserKnownHostsFile": str(state / "known_hosts")}, control_dir=state / "ssh")
+    host re-installed at the same address does not trip over the operator's own known_hosts; commands
+    that change nothing pass ``record=False`` and record no new key), and connections shared between
+    commands in the cluster's scratch dir."""
+    return SshTransport(
+        options={"UserKnownHostsFile": str(known_hosts_file(cluster, record=record))},
+        control_dir=cluster_scratch_dir(cluster) / "ssh",
+    )

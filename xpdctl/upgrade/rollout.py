@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from xpdctl.audit import who
 from xpdctl.errors import ExecutionError, InputError, XpdError
-from xpdctl.paths import cluster_state_dir
+from xpdctl.paths import cluster_state_path
 from xpdctl.render import read_tree, render_files, write_tree
 from xpdctl.upgrade import phases as ph
 from xpdctl.upgrade.retarget import decide, differences
@@ -235,12 +235,16 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
     inventory = load_inventory(req.inventory)
     loaded = with_image(inventory, req.pool, req.image)
     inv = loaded.inventory
-    state_dir = cluster_state_dir(inv.cluster)
+    state_dir = cluster_state_path(inv.cluster)
     layout = Layout(state_dir)
+    # Only a real `up` (or `provision`) renders here: --check, preflight and status use a scratch dir.
     deployed_dir = state_dir / "rendered"
-    executor, shell = (None, None) if req.dry_run else _runners(loaded, environ, state_dir)
     if not (deployed_dir / "manifest.json").exists():
-        raise InputError(f"cluster {inv.cluster} has not been brought up (no {deployed_dir}); run `xpdctl up` first")
+        raise InputError(
+            f"cluster {inv.cluster} is not deployed: no `xpdctl up` recorded it ({deployed_dir} does not exist); "
+            f"run `xpdctl up -i {req.inventory}` first"
+        )
+    executor, shell = (None, None) if req.dry_run else _runners(loaded, environ, state_dir)
 
     def result(status: str, rollout: Rollout | None, v: Verdict | None, retargeted: list[str] | None = None
                ) -> UpgradeResult:
