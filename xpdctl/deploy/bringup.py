@@ -22,7 +22,8 @@ from xpdctl.provision.events import ProgressCallback
 from xpdctl.provision.models import HostResult
 
 ENGINE_ROLES = ("prefill", "decode", "both")
-FINISHED = ("ok", "changed")
+# "not checked" comes only from --check: steps it could not check without changing the host.
+FINISHED = ("ok", "changed", "not checked")
 
 
 def _failure_line(name: str, result: HostResult) -> str:

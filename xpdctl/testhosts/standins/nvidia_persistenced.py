@@ -3,10 +3,6 @@
 module of this package's version is loaded, and otherwise exits as the real daemon does when it
 cannot initialise the driver ("nvidia-persistenced failed to initialize. Check syslog for more details.")."""
 
-import signal
-import sys
-import time
-
 import xpd_standin
 
 
@@ -15,10 +11,7 @@ def main():
     loaded = xpd_standin.loaded_module("nvidia")
     if loaded != own:
         xpd_standin.die("nvidia-persistenced failed to initialize. Check syslog for more details.", 1)
-    print(f"nvidia-persistenced {own}: persistence mode enabled on every GPU", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    while True:
-        time.sleep(3600)
+    xpd_standin.serve_forever(f"nvidia-persistenced {own}: persistence mode enabled on every GPU")
 
 
 if __name__ == "__main__":
