@@ -23,7 +23,7 @@ pytestmark = pytest.mark.testhosts
 FLEET = "obst"
 INSTALL_NVIDIA = (
     "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-    "nvidia-driver-570-server-open nvidia-utils-570-server ibverbs-utils >/dev/null"
+    "linux-headers-$(uname -r) nvidia-driver-570-server-open nvidia-utils-570-server ibverbs-utils >/dev/null"
 )
 # As the amd_rocm role does: AMD's repositories, headers of the running kernel (DKMS builds and loads the module).
 INSTALL_AMD = (

@@ -33,6 +33,16 @@ pytestmark = pytest.mark.testhosts
 
 FLEET, SUBNET = "thst", "10.88.20.0/24"
 APT = "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --allow-downgrades "
+
+
+def _with_sources(*lines: str) -> str:
+    """APT after adding vendor sources (the mirror serves each package only in its own repository)."""
+    return "".join(f"echo '{line}' > /etc/apt/sources.list.d/test-{i}.list && " for i, line in enumerate(lines)) + APT
+
+
+AMD_SOURCES = ("deb https://repo.radeon.com/amdgpu/6.4.1/ubuntu jammy main", "deb https://repo.radeon.com/rocm/apt/6.4.1 jammy main")
+CONTAINER_SOURCES = ("deb https://download.docker.com/linux/ubuntu jammy stable",
+                     "deb https://nvidia.github.io/libnvidia-container/stable/deb/amd64 /")  # fmt: skip
 PCI_LISTING = (
     'for d in /sys/bus/pci/devices/*; do echo "${d##*/} $(cat $d/vendor) $(cat $d/device) $(cat $d/class)"; done'
 )
@@ -40,8 +50,11 @@ NVIDIA_OLD, NVIDIA_NEW = "570.148.08-0ubuntu0.22.04.1", "570.172.08-0ubuntu0.22.
 
 
 def _nvidia_packages(version: str) -> str:
-    names = ("nvidia-driver-570-server-open", "nvidia-utils-570-server", "nvidia-fabricmanager-570")
-    return " ".join(f"{name}={version}" for name in names)
+    """The driver at one version: its exact-version dependencies named too, and the running kernel's
+    headers, which its DKMS build needs."""
+    names = ("nvidia-driver-570-server-open", "nvidia-dkms-570-server-open", "nvidia-utils-570-server",
+             "nvidia-compute-utils-570-server", "nvidia-fabricmanager-570")  # fmt: skip
+    return "linux-headers-$(uname -r) " + " ".join(f"{name}={version}" for name in names)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +123,7 @@ def test_standin_nvidia_smi_reports_the_declared_gpus(hosts):
 def test_standin_amd_tools_report_the_declared_gpus(hosts):
     record, _ = hosts
     amd = record.hosts[1]
-    ssh(record, amd.address, APT + "linux-headers-$(uname -r) amdgpu-dkms rocm ibverbs-utils")
+    ssh(record, amd.address, _with_sources(*AMD_SOURCES) + "linux-headers-$(uname -r) amdgpu-dkms rocm ibverbs-utils")
     found = parse_amd_smi(
         ssh(record, amd.address, "amd-smi static --json").stdout, ssh(record, amd.address, "amd-smi metric --json").stdout
     )
@@ -333,7 +346,7 @@ def test_standin_docker_takes_the_nvidia_runtime_and_pulls_by_digest(hosts):
     record, _ = hosts
     nvidia = record.hosts[0]
     image = "vllm/vllm-openai@sha256:" + "ab" * 32
-    ssh(record, nvidia.address, APT + "docker-ce docker-ce-cli containerd.io nvidia-container-toolkit")
+    ssh(record, nvidia.address, _with_sources(*CONTAINER_SOURCES) + "docker-ce docker-ce-cli containerd.io nvidia-container-toolkit")
     assert ssh(record, nvidia.address, "systemctl is-active docker").stdout.strip() == "active"
     assert "nvidia" not in ssh(record, nvidia.address, "docker info").stdout
     ssh(record, nvidia.address, "nvidia-ctk runtime configure --runtime=docker && systemctl restart docker")

@@ -179,6 +179,8 @@ def reboot(fleet: str, host: str) -> None:
 @click.option("--gpus", "gpu_count", type=int, help="GPUs the host really has (differs from the inventory).")
 @click.option("--unreachable/--reachable", default=None, help="Cut or restore the host's link to the bridge.")
 @click.option("--nic-port", type=click.Choice(["ACTIVE", "DOWN"]), help="State of every RDMA port.")
+@click.option("--nouveau/--no-nouveau", default=None,
+              help="nouveau holds the NVIDIA GPUs from the next boot until one with it blacklisted (a fresh Ubuntu install).")
 @click.option("--clear", is_flag=True, help="Remove injected package failures.")
 def fault(
     fleet: str,
@@ -187,6 +189,7 @@ def fault(
     gpu_count: int | None,
     unreachable: bool | None,
     nic_port: str | None,
+    nouveau: bool | None,
     clear: bool,
 ) -> None:
     """Inject a failure into a running host: a failing package install, missing GPUs, a cut link.
@@ -196,6 +199,7 @@ def fault(
       xpdctl testhosts fault xpd-1 --gpus 7          # preflight must notice 7 != 8
       xpdctl testhosts fault xpd-3 --unreachable     # SSH times out
       xpdctl testhosts fault xpd-3 --reachable --clear
+      xpdctl testhosts fault xpd-1 --nouveau && xpdctl testhosts reboot xpd-1
     """
     from xpdctl.testhosts import fleet as fleets
 
@@ -206,5 +210,6 @@ def fault(
         gpu_count=gpu_count,
         reachable=None if unreachable is None else not unreachable,
         port_state=nic_port,
+        nouveau=nouveau,
     )
     click.echo(f"{host}: done")

@@ -22,7 +22,8 @@ from xpdctl.provision.models import HostResult
 from xpdctl.verify.health import Progress, probe
 from xpdctl.verify.smoke import curl_line, smoke_request
 
-FINISHED = ("ok", "changed")
+# "not checked" comes only from --check: steps it could not check without changing the host.
+FINISHED = ("ok", "changed", "not checked")
 
 
 def _failure_line(name: str, result: HostResult) -> str:

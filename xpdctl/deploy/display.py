@@ -41,6 +41,8 @@ def deploy_text(result: DeployResult) -> str:
     if result.check:
         changes = sum(h.provision.changed for h in result.hosts.values())
         lines += ["", f"--check: {changes} task(s) would change; nothing was changed or started"]
+        lines += [f"not checked on {name}: {', '.join(sorted(h.provision.not_checked))}"
+                  for name, h in sorted(result.hosts.items()) if h.provision.not_checked]  # fmt: skip
         return "\n".join(lines)
     if result.kv_pairs:
         lines.append("")

@@ -47,6 +47,8 @@ def provision_table(result: ProvisionResult) -> str:
             note = f"{role}{host.failure.task}: {headline(host.failure.message)}"
         elif host.reboot_pending:
             note = "reboot pending: " + "; ".join(host.reboot_pending)
+        if host.not_checked:
+            note = "; ".join(filter(None, [note, "not checked: " + ", ".join(sorted(host.not_checked))]))
         rows.append([name, host.status, host.ok, host.changed, host.failed, host.unreachable, host.skipped, note])
     return table(["host", "status", "ok", "changed", "failed", "unreachable", "skipped", "note"], rows)
 

@@ -55,6 +55,7 @@ def _run(
     record: bool,
     extravars: dict[str, Any],
     on_progress: ProgressCallback | None,
+    tags: str | None = None,
 ) -> RunResult:
     cluster = loaded.inventory.cluster
     source_dir = _model_source_dir(loaded, cluster_state_path(cluster))
@@ -75,6 +76,7 @@ def _run(
         extravars=extravars,
         limit=limit,
         check=check,
+        tags=tags,
         on_progress=on_progress,
     )
 
@@ -123,22 +125,30 @@ def provision(
     check: bool = False,
     allow_reboot: bool = False,
     extra_vars: dict[str, Any] | None = None,
+    tags: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> ProvisionResult:
     """Preflight, then prepare every host and install, enable and start its rendered services.
 
     A host that fails (preflight, a package, an unreachable address) drops out and is reported with
     the failing task and its message; the others carry on. Running it again resumes: every step
-    probes before it changes anything. ``check`` changes nothing and reports what would change.
+    probes before it changes anything. ``check`` changes nothing and reports what would change, and
+    what it could not check without changing the host (``not_checked``, status "not checked").
+    ``tags`` runs only those roles (comma-separated role names; preflight always runs).
     """
     extravars = {**(extra_vars or {}), "xpd_allow_reboot": allow_reboot}
     run = _run(loaded, render_dir, "site.yml", limit=limit, check=check, record=not check, extravars=extravars,
-               on_progress=on_progress)
+               on_progress=on_progress, tags=tags)  # fmt: skip
     pending = run.stats.get("xpd_reboot_pending") or {}
-    hosts = {
-        name: result.model_copy(update={"reboot_pending": list(pending.get(name, []))})
-        for name, result in run.hosts.items()
-    }
+    unchecked = run.stats.get("xpd_not_checked") or {}
+    hosts = {}
+    for name, result in run.hosts.items():
+        update: dict[str, Any] = {"reboot_pending": list(pending.get(name, []))}
+        if unchecked.get(name):
+            update["not_checked"] = dict(unchecked[name])
+            if result.status in ("ok", "changed"):
+                update["status"] = "not checked"
+        hosts[name] = result.model_copy(update=update)
     failed = run.failed_hosts
     return ProvisionResult(
         cluster=loaded.inventory.cluster,

@@ -8,7 +8,9 @@ from pydantic import BaseModel, Field
 
 from xpdctl.provision.preflight_checks import Check
 
-HostStatus = Literal["ok", "changed", "failed", "unreachable", "not run"]
+# "not checked": a --check run that could not check some steps without changing the host (a package
+# from a repository the host does not have yet, a unit not installed yet); never shown as "ok".
+HostStatus = Literal["ok", "changed", "failed", "unreachable", "not run", "not checked"]
 
 
 class Failure(BaseModel):
@@ -29,6 +31,9 @@ class HostResult(BaseModel):
     ignored: int = 0
     failure: Failure | None = None
     reboot_pending: list[str] = Field(default_factory=list, description="why a reboot is needed (not done)")
+    not_checked: dict[str, str] = Field(
+        default_factory=dict, description="--check only: what could not be checked without changing the host, and why"
+    )
 
 
 class RunResult(BaseModel):
@@ -44,7 +49,7 @@ class RunResult(BaseModel):
 
     @property
     def ok(self) -> bool:
-        return bool(self.hosts) and all(h.status in ("ok", "changed") for h in self.hosts.values())
+        return bool(self.hosts) and all(h.status in ("ok", "changed", "not checked") for h in self.hosts.values())
 
     @property
     def failed_hosts(self) -> list[str]:

@@ -87,6 +87,7 @@ def run_playbook(
     extravars: dict[str, Any] | None = None,
     limit: str | None = None,
     check: bool = False,
+    tags: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> RunResult:
     ansible_runner = _ansible_runner()
@@ -112,6 +113,7 @@ def run_playbook(
         extravars=extravars or {},
         limit=",".join(hosts),
         cmdline="--check" if check else None,
+        tags=tags,
         envvars={
             "ANSIBLE_CONFIG": str(playbook_dir / "ansible.cfg"),
             # Events carry the results; the human stdout is only kept in the artifacts.

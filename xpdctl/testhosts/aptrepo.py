@@ -1,9 +1,9 @@
-"""The stand-in packages (``packages.yaml``) built with dpkg-deb into a signed apt repository.
+"""The stand-in packages (``packages.yaml``) built with dpkg-deb into signed apt repositories.
 
-One repository answers every apt source the playbooks write: its ``Release`` lists the same
-``Packages`` under every component (Ubuntu's main/restricted/..., Docker's stable) and as a flat
-repository (``deb URL ./``), and :mod:`.aptserve` serves it under any path. It has no Suite or
-Codename, so apt accepts it for jammy or any other distribution name.
+One repository per entry of ``packages.yaml``'s ``repositories``, each with only its own packages:
+``dists/<suite>/`` for each of its suites, whose ``Release`` names the suite and lists ``Packages``
+under each of its components only, or one flat repository (``deb URL ./``). The debs share one pool.
+``sites.json`` tells :mod:`.aptserve` which URL is which repository; it serves nothing else.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+import urllib.parse
 from dataclasses import dataclass
 from email.utils import formatdate
 from functools import cache
@@ -27,8 +28,7 @@ from xpdctl.testhosts.run import run
 _HERE = Path(__file__).resolve().parent
 STANDINS = _HERE / "standins"
 _SPEC = _HERE / "packages.yaml"
-COMPONENTS = ("main", "restricted", "universe", "multiverse", "stable")
-REPO_FORMAT = 2  # bumped when the build below changes the bytes it produces
+REPO_FORMAT = 3  # bumped when the build below changes the bytes it produces
 
 POSTINST = """#!/bin/sh
 set -e
@@ -40,6 +40,14 @@ XPD_FAULT
   exit 1
 fi
 """
+# DKMS builds against the running kernel: without its headers the build fails, as on real hosts.
+DKMS_HEADERS = """\
+if [ ! -d "/lib/modules/$(uname -r)/build" ]; then
+  echo "Error! Your kernel headers for kernel $(uname -r) cannot be found at /lib/modules/$(uname -r)/build or /lib/modules/$(uname -r)/source." >&2
+  echo "Please install the linux-headers-$(uname -r) package or use the --kernelsourcedir option to tell DKMS where it's located." >&2
+  exit 1
+fi
+"""
 
 
 @cache
@@ -48,7 +56,9 @@ def spec() -> dict:
 
 
 def mirrored_sites() -> list[str]:
-    return list(spec()["mirrored_sites"])
+    """Every host name a repository URL or key URL names (test hosts resolve them to the mirror)."""
+    urls = [url for repo in spec()["repositories"] for url in [*repo["urls"], repo.get("key", "")] if url]
+    return sorted({urllib.parse.urlsplit(url).hostname or "" for url in urls} - {""})
 
 
 @dataclass(frozen=True)
@@ -113,7 +123,8 @@ def _stage_package(staging: Path, pkg: dict, version: str, kernel: str) -> str:
     if conffiles:
         (debian / "conffiles").write_text("\n".join(conffiles) + "\n")
     message = _fill(pkg.get("fail_message", "@PACKAGE@: post-installation script failed"), tokens)
-    postinst = _fill(POSTINST, {**tokens, "FAIL_MESSAGE": message}) + _fill(pkg.get("postinst", ""), tokens)
+    postinst = (_fill(POSTINST, {**tokens, "FAIL_MESSAGE": message}) + (DKMS_HEADERS if pkg.get("dkms") else "")
+                + _fill(pkg.get("postinst", ""), tokens))  # fmt: skip
     (debian / "postinst").write_text(postinst.rstrip("\n") + "\n")
     (debian / "postinst").chmod(0o755)
     return name
@@ -127,25 +138,25 @@ def _build_deb(staging: Path, deb: Path) -> None:
     run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(staging), str(deb)], env={"SOURCE_DATE_EPOCH": "0"})
 
 
-def _packages_index(pool: Path) -> str:
+def _packages_index(debs: list[Path]) -> bytes:
     stanzas = []
-    for deb in sorted(pool.glob("*.deb")):
+    for deb in sorted(debs):
         control = run(["dpkg-deb", "--field", str(deb)]).strip()
         data = deb.read_bytes()
         stanzas.append(
             f"{control}\nFilename: pool/{deb.name}\nSize: {len(data)}\n"
             f"SHA256: {hashlib.sha256(data).hexdigest()}\n"
         )
-    return "\n".join(stanzas)
+    return "\n".join(stanzas).encode()
 
 
-def _release(files: dict[str, bytes], suite: str | None) -> str:
+def _release(files: dict[str, bytes], suite: str | None, components: list[str]) -> str:
     lines = [f"Suite: {suite}", f"Codename: {suite}"] if suite else []
     lines += [
         "Origin: xpd-testhost",
         "Label: xpd-testhost",
         "Architectures: amd64",
-        f"Components: {' '.join(COMPONENTS)}",
+        *([f"Components: {' '.join(components)}"] if components else []),
         f"Date: {formatdate(time.time(), usegmt=True)}",
         "SHA256:",
     ]
@@ -154,24 +165,24 @@ def _release(files: dict[str, bytes], suite: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_index(root: Path, identity: Identity) -> None:
-    packages = _packages_index(root / "pool").encode()
+def _write_repo(folder: Path, repo: dict, debs: list[Path], gpg: list[str]) -> None:
+    """One repository: its Packages, and a signed Release per suite (or one, flat)."""
+    packages = _packages_index(debs)
     compressed = gzip.compress(packages, mtime=0)
-    by_component = {f"{c}/binary-amd64/{n}": d for c in COMPONENTS for n, d in (("Packages", packages), ("Packages.gz", compressed))}
-    # folder -> (files the Release lists, the distribution it names)
-    layouts = {f"dists/{suite}": (by_component, suite) for suite in spec()["suites"]}
-    layouts["dists/_any"] = (by_component, None)
-    layouts["flat"] = ({"Packages": packages, "Packages.gz": compressed}, None)
-    (root / "Packages").write_bytes(packages)
-    (root / "Packages.gz").write_bytes(compressed)
-    with gpg_home(identity.gnupg) as gpg:
-        for layout, (files, suite) in layouts.items():
-            folder = root / layout
-            folder.mkdir(parents=True)
-            (folder / "Release").write_text(_release(files, suite))
-            run([*gpg, "--clearsign", "-o", str(folder / "InRelease"), str(folder / "Release")])
-            run([*gpg, "--armor", "--detach-sign", "-o", str(folder / "Release.gpg"), str(folder / "Release")])
-    shutil.copy(identity.public_key, root / "repo-key.asc")
+    folder.mkdir(parents=True)
+    (folder / "Packages").write_bytes(packages)
+    (folder / "Packages.gz").write_bytes(compressed)
+    if repo.get("flat"):
+        layouts = {folder: ({"Packages": packages, "Packages.gz": compressed}, None, [])}
+    else:
+        components = repo["components"]
+        files = {f"{c}/binary-amd64/{n}": d for c in components for n, d in (("Packages", packages), ("Packages.gz", compressed))}
+        layouts = {folder / "dists" / suite: (files, suite, components) for suite in repo["suites"]}
+    for where, (files, suite, components) in layouts.items():
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "Release").write_text(_release(files, suite, components))
+        run([*gpg, "--clearsign", "-o", str(where / "InRelease"), str(where / "Release")])
+        run([*gpg, "--armor", "--detach-sign", "-o", str(where / "Release.gpg"), str(where / "Release")])
 
 
 def ensure_repo(cache_dir: Path, identity: Identity) -> Repo:
@@ -183,22 +194,30 @@ def ensure_repo(cache_dir: Path, identity: Identity) -> Repo:
                     identity.public_key.read_text()]).encode()  # fmt: skip
     ).hexdigest()[:12]
     final = Repo(cache_dir / f"apt-{digest}")
-    if (final.root / "flat" / "InRelease").exists():
+    if (final.root / "sites.json").exists():
         return final
     partial = cache_dir / f"apt-{digest}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "pool").mkdir(parents=True)
-    preinstalled = []
-    for pkg in spec()["packages"]:
-        for version in pkg["versions"]:
-            staging = partial / "staging"
-            name = _stage_package(staging, pkg, version, kernel)
-            deb = partial / "pool" / f"{name}_{version.split(':', 1)[-1]}_amd64.deb"
-            _build_deb(staging, deb)
-            shutil.rmtree(staging)
-            if pkg.get("preinstalled"):
-                preinstalled.append(deb.name)
+    preinstalled, sites = [], []
+    with gpg_home(identity.gnupg) as gpg:
+        for repo in spec()["repositories"]:
+            debs = []
+            for pkg in repo["packages"]:
+                for version in pkg["versions"]:
+                    staging = partial / "staging"
+                    name = _stage_package(staging, pkg, version, kernel)
+                    deb = partial / "pool" / f"{name}_{version.split(':', 1)[-1]}_amd64.deb"
+                    _build_deb(staging, deb)
+                    shutil.rmtree(staging)
+                    debs.append(deb)
+                    if pkg.get("preinstalled"):
+                        preinstalled.append(deb.name)
+            _write_repo(partial / "repos" / repo["name"], repo, debs, gpg)
+            sites.append({key: repo.get(key) for key in ("name", "urls", "suites", "components", "flat", "key")}
+                         | {"debs": [deb.name for deb in debs]})  # fmt: skip
     (partial / "preinstalled.json").write_text(json.dumps(preinstalled))
-    _write_index(partial, identity)
+    (partial / "sites.json").write_text(json.dumps(sites, indent=1))
+    shutil.copy(identity.public_key, partial / "repo-key.asc")
     partial.rename(final.root)
     return final

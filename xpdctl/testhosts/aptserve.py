@@ -1,53 +1,74 @@
 """The package mirror test hosts reach on their bridge: ``python -m xpdctl.testhosts.aptserve``.
 
 Test hosts resolve the vendor sites (archive.ubuntu.com, repo.radeon.com, ...) to the bridge address,
-so this server answers for all of them, on HTTP (80) and HTTPS (443), and maps any request path to the
-one repository by its tail: ``.../dists/<suite>/...`` to the components layout, ``.../InRelease`` or
-``.../Packages`` elsewhere to the flat layout, ``.../pool/<file>.deb`` to the package, and any other
-path that looks like a key download (``gpgkey``, ``*.asc``, ``*.gpg.key``, ``*.pub``) to the signing key.
+so this server answers for all of them, on HTTP (80) and HTTPS (443), but only at the URLs of the
+repositories ``packages.yaml`` lists (``sites.json`` in the built mirror): under a repository's URL,
+``dists/<suite>/{InRelease,Release,Release.gpg}`` of its suites, ``dists/<suite>/<component>/binary-amd64/
+Packages[.gz]`` of its components (or ``InRelease``, ``Packages``, ... of a flat one), ``pool/<deb>`` of
+its own packages, and its key at exactly its key URL. Anything else is a 404, so apt fails on a
+wrong URL, suite or component with the message it gives for the vendor's own repository.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.server
-import re
+import json
 import ssl
 import threading
 import urllib.parse
+from functools import cache
 from pathlib import Path
 
-_KEY = re.compile(r"(gpgkey|gpg|\.asc|\.gpg\.key|\.key|\.pub)$")
-_INDEX = ("InRelease", "Release", "Release.gpg", "Packages", "Packages.gz")
+_RELEASE = ("InRelease", "Release", "Release.gpg")
+_INDEX = ("Packages", "Packages.gz")
 
 
-def resolve(repo: Path, url_path: str) -> Path | None:
-    """The repository file a request path means, or None (404)."""
-    path = urllib.parse.unquote(url_path.split("?", 1)[0])
-    parts = [p for p in path.split("/") if p and p != "."]
-    if not parts:
+@cache
+def _sites(root: Path) -> list[dict]:
+    return json.loads((root / "sites.json").read_text())
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p and p != "."]
+
+
+def _in_repo(root: Path, site: dict, rest: list[str]) -> Path | None:
+    folder = root / "repos" / site["name"]
+    if len(rest) == 2 and rest[0] == "pool" and rest[1] in site["debs"]:
+        return root / "pool" / rest[1]
+    if site.get("flat"):
+        return folder / rest[0] if len(rest) == 1 and rest[0] in _RELEASE + _INDEX else None
+    if len(rest) < 3 or rest[0] != "dists" or rest[1] not in site["suites"]:
         return None
-    tail = parts[-1]
-    if "pool" in parts and tail.endswith(".deb"):
-        found = repo / "pool" / tail
-    elif "dists" in parts and tail in _INDEX:
-        # dists/<suite>/<file> or dists/<suite>/<component>/binary-amd64/<file>
-        if parts[-2] == "binary-amd64":
-            found = repo / tail
-        else:
-            suite = repo / "dists" / parts[parts.index("dists") + 1]
-            found = (suite if suite.is_dir() else repo / "dists" / "_any") / tail
-    elif tail in _INDEX:
-        found = repo / "flat" / tail if tail.startswith("Release") or tail == "InRelease" else repo / tail
-    elif _KEY.search(tail):
-        found = repo / "repo-key.asc"
-    else:
-        return None
-    return found if found.is_file() else None
+    if len(rest) == 3 and rest[2] in _RELEASE:
+        return folder / "dists" / rest[1] / rest[2]
+    if len(rest) == 5 and rest[2] in site["components"] and rest[3] == "binary-amd64" and rest[4] in _INDEX:
+        return folder / rest[4]
+    return None
+
+
+def resolve(root: Path, scheme: str, host: str, url_path: str) -> Path | None:
+    """The mirror file ``scheme://host/url_path`` means, or None (404)."""
+    path = _parts(urllib.parse.unquote(url_path.split("?", 1)[0]))
+    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    for site in _sites(root):
+        key = urllib.parse.urlsplit(site.get("key") or "")
+        if (key.scheme, key.hostname, _parts(key.path)) == (scheme, host, path):
+            return root / "repo-key.asc"
+        for url in site["urls"]:
+            base = urllib.parse.urlsplit(url)
+            prefix = _parts(base.path)
+            if (base.scheme, base.hostname) == (scheme, host) and path[: len(prefix)] == prefix:
+                found = _in_repo(root, site, path[len(prefix) :])
+                if found is not None and found.is_file():
+                    return found
+    return None
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     repo: Path
+    scheme: str
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._answer(body=True)
@@ -56,7 +77,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._answer(body=False)
 
     def _answer(self, body: bool) -> None:
-        found = resolve(self.repo, self.path)
+        found = resolve(self.repo, self.scheme, self.headers.get("Host", ""), self.path)
         if found is None:
             self.send_error(404, "not in the test-host mirror")
             return
@@ -70,9 +91,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def serve(repo: Path, bind: str, http_port: int, https_port: int, cert: Path, key: Path) -> None:
-    handler = type("Handler", (_Handler,), {"repo": repo})
-    plain = http.server.ThreadingHTTPServer((bind, http_port), handler)
-    secure = http.server.ThreadingHTTPServer((bind, https_port), handler)
+    plain = http.server.ThreadingHTTPServer((bind, http_port), type("Handler", (_Handler,), {"repo": repo, "scheme": "http"}))
+    secure = http.server.ThreadingHTTPServer(
+        (bind, https_port), type("Handler", (_Handler,), {"repo": repo, "scheme": "https"})
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     secure.socket = context.wrap_socket(secure.socket, server_side=True)

@@ -320,6 +320,7 @@ def set_faults(
     gpu_count: int | None = None,
     reachable: bool | None = None,
     port_state: str | None = None,
+    nouveau: bool | None = None,
 ) -> HostRecord:
     """Change a running host's simulated hardware or network (None leaves a setting alone)."""
     record = load(name)
@@ -332,7 +333,9 @@ def set_faults(
         fresh = hardware.build(rec.name, f"{name}.{rec.name}", rec.gpu, gpu_count, rec.nics)
         hw = hw.model_copy(update={"gpus": fresh.gpus})
     if fail_install is not None:
-        hw = hw.model_copy(update={"faults": hardware.Faults(fail_install=fail_install)})
+        hw = hw.model_copy(update={"faults": hw.faults.model_copy(update={"fail_install": fail_install})})
+    if nouveau is not None:
+        hw = hw.model_copy(update={"faults": hw.faults.model_copy(update={"nouveau": nouveau})})
     if port_state is not None:
         # ibv_devinfo's spelling (PORT_DOWN) is accepted as well as the short one.
         port_state = port_state.upper().removeprefix("PORT_")

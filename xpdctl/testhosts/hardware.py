@@ -63,6 +63,9 @@ class NicHw(_Hw):
 class Faults(_Hw):
     # Packages whose postinst fails on this host (the stand-in prints a realistic error and exits 1).
     fail_install: list[str] = []
+    # nouveau binds the NVIDIA GPUs at boot unless a modprobe.d file blacklists it (a fresh Ubuntu
+    # install): until a reboot after that, the nvidia module cannot take the GPUs.
+    nouveau: bool = False
 
 
 class Hardware(_Hw):

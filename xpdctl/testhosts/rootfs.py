@@ -41,7 +41,7 @@ PACKAGES = (
     "libgomp1", "libnuma1", "g++",
 )  # fmt: skip
 # Bumped when _customize changes what it writes, so cached roots are rebuilt.
-CUSTOMIZE_VERSION = 5
+CUSTOMIZE_VERSION = 6
 COMPLETE = ".xpd-complete"
 
 OS_RELEASE = """\
@@ -148,6 +148,14 @@ _SYSTEMCTL_PATCHES = (
         '                if os.path.exists(proc):\n'
         '                    return os.path.getmtime(proc)\n',
     ),
+    # `systemctl daemon-reexec` (what makes systemd read system.conf.d) exists: this systemctl reads its
+    # configuration on every call, so re-executing is checking the units again, as daemon-reload does.
+    (
+        '    def system_daemon_reload(self):\n',
+        '    def system_daemon_reexec(self):\n'
+        '        return self.system_daemon_reload()\n'
+        '    def system_daemon_reload(self):\n',
+    ),
 )
 
 
@@ -208,6 +216,9 @@ def _customize(root: Path, ident: Identity, preinstalled: list[Path]) -> None:
     shutil.copy(STANDINS / "load_module.py", root / "usr/sbin/xpd-load-module")
     (root / "usr/sbin/xpd-load-module").chmod(0o755)
     (root / "usr/lib/xpd-testhost/boot.d").mkdir(parents=True, exist_ok=True)
+    # The kernel's own nouveau comes first at boot (only on hosts with faults.nouveau; see the loader).
+    (root / "usr/lib/xpd-testhost/boot.d/10-nouveau").write_text("#!/bin/sh\nexec xpd-load-module nouveau -\n")
+    (root / "usr/lib/xpd-testhost/boot.d/10-nouveau").chmod(0o755)
     for name in ("reboot", "shutdown", "poweroff", "halt"):
         shutil.copy(STANDINS / "power.sh", root / "sbin" / name)
         (root / "sbin" / name).chmod(0o755)

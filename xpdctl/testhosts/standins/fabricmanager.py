@@ -2,10 +2,6 @@
 """Stand-in nv-fabricmanager: runs (in the foreground, as the unit starts it) only when the loaded
 NVIDIA module has exactly its own version, and otherwise stops with the real tool's complaint."""
 
-import signal
-import sys
-import time
-
 import xpd_standin
 
 
@@ -20,10 +16,7 @@ def main():
             "Please update with matching NVIDIA driver package.",
             1,
         )
-    print(f"Fabric Manager version {own} is running with the following configuration options", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    while True:
-        time.sleep(3600)
+    xpd_standin.serve_forever(f"Fabric Manager version {own} is running with the following configuration options")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ that was loaded, so upgrading a driver package without a reboot leaves the old v
 import glob
 import json
 import os
+import signal
 import sys
+import time
 
 HARDWARE = "/etc/xpd-testhost/hardware.json"
 PACKAGES = "/usr/share/xpd-testhost/packages"
@@ -49,6 +51,14 @@ def load_module(name, version):
     with open(os.path.join(MODULES, name), "w") as handle:
         handle.write(version + "\n")
     return True
+
+
+def serve_forever(message):
+    """What a stand-in daemon does once it started: say so, then wait for its unit to stop it."""
+    print(message, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        time.sleep(3600)
 
 
 def die(message, code=1):
