@@ -9,10 +9,10 @@ from xpdctl.cli import cli
 from xpdctl.perfmodel import kvpath
 from xpdctl.perfmodel.calibration import DEFAULT
 from xpdctl.perfmodel.roofline import InstanceModel
-from xpdctl.perfmodel.simtiming import ProfileTiming, timing_for
+from xpdctl.perfmodel.simtiming import ProfileTiming
 from xpdctl.perfmodel.specs import hardware, model_spec
 from xpdctl.sim.config import SimConfig
-from xpdctl.sim.timing import TimingModel
+from xpdctl.sim.timing import TimingModel, timing_for
 
 GPT = model_spec("gpt-oss-120b")
 
@@ -43,7 +43,7 @@ def test_prefill_queues_and_shares_steps_under_load():
 def test_kv_pull_costs_the_transfer_and_a_decode_step():
     host, _ = _timing("MI300X", "host")
     device, _ = _timing("MI300X", "device")
-    transfer = kvpath.transfer_s(GPT.kv_bytes(8192), "host", DEFAULT)
+    transfer = kvpath.transfer(GPT.kv_bytes(8192), "host", DEFAULT, 8, 8, DEFAULT.default_nic_gbps).seconds
     assert host.kv_pull_s(8192) == pytest.approx(transfer + host.itl_s())
     assert device.kv_pull_s(8192) < host.kv_pull_s(8192)
 

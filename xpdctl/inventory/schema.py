@@ -85,6 +85,9 @@ class Host(_Strict):
     vendor: str | None = None  # a profile in xpdctl/vendors; needed on hosts that run engines
     gpu: Gpu | None = None
     nics: list[str] = []  # RDMA devices, e.g. mlx5_0 or mlx5_0:1
+    # Line rate of each of those NICs (Gb/s, e.g. 200 for ConnectX-6 HDR, 400 for ConnectX-7 NDR):
+    # what `advise` moves KV at. None: advise assumes its default and says so.
+    nic_gbps: float | None = Field(None, gt=0)
     ssh: Ssh | None = None
     runtime: Literal["container", "native"] | None = None  # overrides engine.runtime
     vllm_version: str | None = None  # overrides engine.vllm_version (e.g. mid-upgrade)

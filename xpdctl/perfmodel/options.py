@@ -62,7 +62,8 @@ class Option:
         }
 
     def deployment(self, model: ModelSpec, cal: Calibration, hardware: dict[str, HardwareProfile], isl: int,
-                   nics: int = 1, hybrid_kv: bool = True) -> Deployment:
+                   host_nic_gbps: float | None = None, hybrid_kv: bool = True) -> Deployment:
+        """``host_nic_gbps``: line rate of all NICs of the slower of the prefill and decode hosts."""
         return Deployment(
             prefill=InstanceModel(hardware[self.prefill.hardware], self.prefill.tp, model, cal),
             prefill_instances=self.prefill.instances,
@@ -70,7 +71,7 @@ class Option:
             decode_instances=self.decode.instances,
             path=self.path,
             # Instances on one host share its NICs.
-            nics_per_decode_instance=nics / self.decode.instances_per_host,
+            nic_gbps=(host_nic_gbps or cal.default_nic_gbps) / self.decode.instances_per_host,
             local_prefill=self.threshold is not None and isl < self.threshold,
             hybrid_kv=hybrid_kv,
         )

@@ -66,7 +66,9 @@ class ProfileTiming:
 
     def kv_pull_s(self, prompt_tokens: int) -> float:
         self._prompt_tokens = prompt_tokens
-        transfer = kvpath.transfer_s(self.instance.model.kv_bytes(prompt_tokens), self.path, self.cal)
+        # Same TP on both sides, the report's one 200 Gb/s NIC: the stages of kvpath.transfer.
+        transfer = kvpath.transfer(self.instance.model.kv_bytes(prompt_tokens), self.path, self.cal, self.instance.tp,
+                                   self.instance.tp, self.cal.default_nic_gbps).seconds
         delay, self._link_free_at = self._fcfs(self._link_free_at, transfer * self.time_scale)
         return delay + self.itl_s()
 
@@ -86,13 +88,3 @@ class ProfileTiming:
         self._decoding.append((ends, self.instance.model.kv_bytes(self._prompt_tokens + count / 2)))
         return times
 
-
-def timing_for(config):
-    """The simulator's timing: the profile's when ``config.profile`` names one, else the fixed numbers."""
-    from xpdctl.perfmodel.calibration import DEFAULT
-    from xpdctl.sim.timing import TimingModel
-
-    if not config.profile:
-        return TimingModel.from_config(config)
-    instance = InstanceModel(hardware(config.profile), config.profile_tp, model_spec(config.model_spec), DEFAULT)
-    return ProfileTiming(instance, config.kv_path, config.time_scale)

@@ -14,11 +14,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from xpdctl.perfmodel.simtiming import timing_for
 from xpdctl.sim import kvlease, shapes, stamps, textgen
 from xpdctl.sim.config import Faults, SimConfig
 from xpdctl.sim.faults import FaultState
 from xpdctl.sim.metrics import SimMetrics
+from xpdctl.sim.timing import timing_for
 
 ENGINE_KEY = web.AppKey("engine", "Engine")
 _JSON = "application/json"

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xpdctl.perfmodel.calibration import DEFAULT
+from xpdctl.perfmodel.roofline import InstanceModel
+from xpdctl.perfmodel.simtiming import ProfileTiming
+from xpdctl.perfmodel.specs import hardware, model_spec
 from xpdctl.sim.config import SimConfig
 
 
@@ -36,3 +40,11 @@ class TimingModel:
         """Offsets from the request's start at which each of ``count`` tokens is ready."""
         itl = self.itl_s()
         return [first_token_s + i * itl for i in range(count)]
+
+
+def timing_for(config: SimConfig) -> TimingModel | ProfileTiming:
+    """The simulator's timing: the hardware profile's when ``config.profile`` names one, else the fixed numbers."""
+    if not config.profile:
+        return TimingModel.from_config(config)
+    instance = InstanceModel(hardware(config.profile), config.profile_tp, model_spec(config.model_spec), DEFAULT)
+    return ProfileTiming(instance, config.kv_path, config.time_scale)
