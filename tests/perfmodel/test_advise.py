@@ -207,6 +207,33 @@ def test_cli_json_and_write_back(lab3, tmp_path):
     assert written.pools.decode.tensor_parallel == first["decode"]["tensor_parallel"]
 
 
+def test_write_back_writes_everything_ranked_and_advise_reproduces_it(lab3, tmp_path):
+    """A ranked option with a conditional-disagg threshold: the written inventory's plan gives the router
+    that threshold and the pools the option's TP and instances, and advise on it predicts the same numbers."""
+    from xpdctl.inventory.load import load_inventory as load
+    from xpdctl.plan import build_plan
+
+    work = ["-w", "isl=128,osl=256,c=8", "-w", "isl=8K,osl=256,c=8"]
+    ranked = json.loads(CliRunner().invoke(cli, ["advise", "-i", str(lab3), *work, "-o", "json", "--top", "100",
+                                                 "--model-only"]).stdout)["ranked"]
+    pick = next(r for r in ranked if r["conditional_disagg_threshold"] and r["prefill"]["tensor_parallel"] == 4)
+    out = tmp_path / "tuned.yaml"
+    res = CliRunner().invoke(cli, ["advise", "-i", str(lab3), *work, "--model-only", "--write", str(out),
+                                   "--pick", str(pick["rank"])])
+    assert res.exit_code == 0, res.output
+    loaded = load(out)
+    inv = loaded.inventory
+    assert inv.router.conditional_disagg and inv.router.conditional_disagg_min_prompt_tokens == pick["conditional_disagg_threshold"]
+    assert current_option(inv).key() == pick["option"]
+    plan = build_plan(loaded, {"HF_TOKEN": "x"})
+    router = plan.hosts[inv.router.host].router_config
+    assert [s.role for s in plan.engines].count("prefill") == pick["prefill"]["instances"]
+    assert router.conditional_disagg.enabled and router.conditional_disagg.min_prompt_tokens == pick["conditional_disagg_threshold"]
+    again = advise(inv, GPT, [parse_workload(w) for w in work[1::2]], DEFAULT)
+    same = next(r for r in again.ranked if r.option == current_option(inv))
+    assert [round(o.e2el_s, 3) for o in same.outcomes] == [p["e2el_s"] for p in pick["predictions"]]
+
+
 def test_write_back_keeps_comments_and_order(tmp_path):
     out = tmp_path / "lab-tuned.yaml"
     res = CliRunner().invoke(cli, ["advise", "-i", str(LAB), "-w", "isl=8K,osl=8K,c=16", "--write", str(out), "--model-only"])

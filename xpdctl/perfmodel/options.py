@@ -20,7 +20,6 @@ from xpdctl.perfmodel.kvpath import KvPath
 from xpdctl.perfmodel.queueing import Deployment
 from xpdctl.perfmodel.roofline import InstanceModel
 from xpdctl.perfmodel.specs import HardwareProfile, ModelSpec, find_hardware
-from xpdctl.router.config import ConditionalDisagg
 
 _TP_SIZES = (1, 2, 4, 8, 16)
 
@@ -159,5 +158,5 @@ def current_option(inv: Inventory, threshold: int | None = None) -> Option | Non
         chosen.append(PoolChoice(tuple(p.hosts), members[0].hardware.name, p.tensor_parallel, per_host))
     phw, dhw = (by_name[c.hosts[0]].hardware for c in chosen)
     if threshold is None and inv.router.conditional_disagg:
-        threshold = ConditionalDisagg().min_prompt_tokens  # the router's default
+        threshold = inv.router.conditional_disagg_min_prompt_tokens
     return Option(chosen[0], chosen[1], kvpath.choose_path(phw, dhw, inv.kv.buffer), threshold)
