@@ -84,6 +84,6 @@ def test_sim_config_picks_the_timing():
 
 
 def test_sim_command_rejects_an_unknown_profile():
-    res = CliRunner().invoke(cli, ["sim", "--model", "m", "--port", "0", "--profile", "B200"])
+    res = CliRunner().invoke(cli, ["sim", "--model", "m", "--port", "0", "--profile", "H300"])
     assert res.exit_code != 0
-    assert "no performance profile for GPU model 'B200'" in str(res.exception)
+    assert "no performance profile for GPU model 'H300'" in str(res.exception)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 
+from xpdctl.gpu_catalog import catalog_path, catalog_vendors, find_gpu, gpu_catalog, models_of
 from xpdctl.inventory.problems import Problem
 from xpdctl.inventory.schema import Inventory
 from xpdctl.inventory.topology import (
@@ -100,7 +101,23 @@ def engine_hosts_have_gpus(inv: Inventory) -> list[Problem]:
                     f"host {name!r} is in a pool but has no gpu; add gpu: {{model: ..., count: N}}",
                 )
             )
+        elif host.vendor in catalog_vendors():
+            problems += _gpu_model_known(i, host.vendor, host.gpu.model)
     return problems
+
+
+def _gpu_model_known(i: int, vendor: str, model: str) -> list[Problem]:
+    """An engine host's GPU model must be in the GPU catalog (what preflight, the driver roles and advise read)."""
+    found = find_gpu(model)
+    known = models_of(vendor)
+    where = f"; add it to {catalog_path()} if it is new"
+    if found is None:
+        return [Problem(("hosts", i, "gpu", "model"),
+                        f"unknown {vendor} GPU model {model!r}; use one of {', '.join(known)}{where}")]
+    if gpu_catalog()[found]["vendor"] != vendor:
+        return [Problem(("hosts", i, "gpu", "model"),
+                        f"GPU model {model!r} is not a {vendor} GPU; use one of {', '.join(known)} or fix vendor")]
+    return []
 
 
 def gpus_suffice(inv: Inventory) -> list[Problem]:
