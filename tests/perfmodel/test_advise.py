@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import yaml
@@ -258,3 +259,21 @@ def test_write_back_refuses_an_inventory_that_would_not_validate(lab_data, write
     assert res.exit_code != 0
     assert isinstance(res.exception, InputError) and "do not make a valid inventory" in res.exception.message
     assert not out.exists() and not list(tmp_path.glob(".never*"))
+
+
+def test_cli_prints_bands_and_each_options_kv_stages_with_rates():
+    """Issue 16's done-when: every option's E2EL/TPS with its band, the KV time as the sum of its stages."""
+    res = CliRunner().invoke(cli, ["advise", "-i", str(LAB), "-w", "isl=8K,osl=8K,c=16", "--model-only"])
+    assert res.exit_code == 0, res.output
+    rows = [line.split() for line in res.output.splitlines() if line[:1].isdigit()]
+    assert rows and all("(" in " ".join(r) and "-" in " ".join(r) for r in rows)
+    kv_lines = [line for line in res.output.splitlines() if line.startswith("kv transfer #")]
+    ranks = {int(n) for line in kv_lines for n in line.split(":")[0].removeprefix("kv transfer ").replace("#", "").split(",")}
+    host_ranks = {int(r[0]) for r in rows if r[-2] != "-" and "+" in r[-2]}
+    assert host_ranks and host_ranks == ranks
+    for line in kv_lines:
+        assert all(stage in line for stage in ("save ", " + NIC ", " + load ")) and line.count("GB/s") == 3
+        stages = [float(ms) for ms in re.findall(r"(?:save|NIC|load) ([\d.]+) ms \(", line)]
+        assert len(stages) == 3
+        total = float(line.rsplit("= ", 1)[1].removesuffix(" ms"))
+        assert sum(stages) == pytest.approx(total, abs=0.2)

@@ -126,6 +126,13 @@ def command(inventory, workloads, objective, measured, model_only, calibration, 
                          "yes" if out.corrected else "model"])
         click.echo(table(["rank", "prefill", "decode", "kv", "cond<", "ttft ms", "itl ms", "e2el s (band)", "tps (band)",
                           "kv ms (stages)", "bench"], rows))
+        transfers: dict[str, list[str]] = {}
+        for r in result.ranked[:top]:
+            kv = r.outcomes[i].prediction.transfer
+            if kv is not None:
+                transfers.setdefault(kv.describe(), []).append(f"#{r.rank}")
+        for text, ranks in transfers.items():
+            click.echo(f"kv transfer {','.join(ranks)}: {text}")
         click.echo("")
     best = result.ranked[pick - 1 if write_to else 0]
     click.echo(f"why #{best.rank}:")
@@ -135,7 +142,7 @@ def command(inventory, workloads, objective, measured, model_only, calibration, 
     click.echo(f"bands: the model's held-out error against the technical report (E2EL +-{math.exp(err['e2el']) - 1:.0%}, "
                f"TPS +-{math.exp(err['tps']) - 1:.0%}; docs/performance.md); kv ms (stages): "
                + ("save + NIC + load (host-staged, run one after another)" if any(r.option.path == "host" for r in result.ranked[:top])
-                  else "NIC") + ", per stage in the why lines")
+                  else "NIC") + ", each with its bytes and rate in the kv transfer lines")
     for note in notes:
         click.echo(f"note: {note}")
     if write_to:
