@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass, replace
 
 from xpdctl.inventory.schema import Inventory
-from xpdctl.perfmodel import kvpath
 from xpdctl.perfmodel.calibration import Calibration
 from xpdctl.perfmodel.measured import Corrections, MeasuredPoint, fit
 from xpdctl.perfmodel.options import Option, PoolChoice, engine_hosts, enumerate_options

@@ -30,7 +30,6 @@ from xpdctl.perfmodel import kvpath
 from xpdctl.perfmodel.calibration import Calibration
 from xpdctl.perfmodel.kvpath import KvPath
 from xpdctl.perfmodel.roofline import InstanceModel
-from xpdctl.perfmodel.specs import hardware, model_spec
 
 
 @dataclass
