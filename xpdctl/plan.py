@@ -311,7 +311,8 @@ def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]
             Backend(url=str(s.details["url"]), pool=s.role, generation=str(s.details["generation"]), name=s.name)
             for s in engines
         ],
-        conditional_disagg=ConditionalDisagg(enabled=inv.router.conditional_disagg),
+        conditional_disagg=ConditionalDisagg(enabled=inv.router.conditional_disagg,
+                                              min_prompt_tokens=inv.router.conditional_disagg_min_prompt_tokens),
         kv_agents=[str(a.details["url"]) for a in agents],
         admin=Admin(token_env=inv.router.admin_token_env) if admin else Admin(),
         auth=Auth(mode=inv.router.auth.mode, keys=[ClientKey(**vars(k)) for k in keys]),

@@ -7,6 +7,7 @@ The report's comparison on a small grid; tables and plots checked against the JS
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import re
 
 import pytest
@@ -87,18 +88,24 @@ def test_bench_compares_two_simulated_clusters_and_tables_match_json(tmp_path):
                                f"{first['metrics']['total_token_throughput']:,.0f}"]
 
 
-def test_advise_reads_bench_results_as_corrections(tmp_path):
+def test_simulated_results_say_so_and_advise_does_not_count_them(tmp_path):
+    """Simulated numbers come from the performance model itself: results.json and report.md name the
+    simulator and its time scale, and advise leaves them out with a note instead of correcting by them."""
     out = tmp_path / "results"
     res = CliRunner().invoke(cli, ["bench", "-i", CROSS, "--isl", "256", "--osl", "16", "--concurrency", "2",
                                    "--warmups", "1", *SIM, "--out", str(out), "-o", "json"])
     assert res.exit_code == 0, res.output
-    folder = json.loads(res.stdout)["folder"]
-    adv = CliRunner().invoke(cli, ["advise", "-i", CROSS, "-w", "isl=8K,osl=1K,c=8", "--measured", folder, "-o", "json"])
+    data = json.loads(res.stdout)
+    folder = Path(data["folder"])
+    run = data["runs"][0]
+    assert run["engine"] == "simulator" and run["time_scale"] == float(SIM[SIM.index("--time-scale") + 1])
+    assert "simulated by xpdctl sim (performance model, time scale" in (folder / "report.md").read_text()
+    adv = CliRunner().invoke(cli, ["advise", "-i", CROSS, "-w", "isl=8K,osl=1K,c=8", "--measured", str(folder), "-o", "json"])
     assert adv.exit_code == 0, adv.output
-    data = json.loads(adv.stdout)
-    assert any(n.startswith("bench: 1 points correct prefill on H100-SXM TP8") for n in data["notes"])
-    measured = [r for r in data["ranked"] if r["prefill"]["hardware"] == "H100-SXM" and r["prefill"]["tensor_parallel"] == 8]
-    assert measured and all("prefill" in r["predictions"][0]["corrected_by_bench"] for r in measured)
+    advice = json.loads(adv.stdout)
+    assert any("is simulated (xpdctl sim" in n and "not a measurement, not used" in n for n in advice["notes"])
+    assert not any(n.startswith("bench:") for n in advice["notes"])
+    assert all(not r["predictions"][0]["corrected_by_bench"] for r in advice["ranked"])
 
 
 def test_compare_with_an_earlier_results_folder(tmp_path):

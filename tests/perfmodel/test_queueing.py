@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from xpdctl.perfmodel import kvpath
 from xpdctl.perfmodel.calibration import DEFAULT
 from xpdctl.perfmodel.queueing import Deployment, Workload, predict
 from xpdctl.perfmodel.roofline import InstanceModel
@@ -60,8 +61,53 @@ def test_local_prefill_skips_the_transfer_and_slows_decode():
     assert p.itl_s > d.itl_s
 
 
-def test_congestion_only_on_the_device_path():
-    device = Deployment(H100, 1, MI300X, 1, "device")
+def test_host_path_is_save_then_nic_then_load_with_their_own_rates():
+    """vLLM 0.32 stages KV synchronously: per-GPU copies out and in, the whole request over the NICs."""
+    kv = GPT.kv_bytes(8192)
+    xfer = kvpath.transfer(kv, "host", DEFAULT, 8, 8, 200.0)
+    assert [s.name for s in xfer.stages] == ["save", "NIC", "load"]
+    assert xfer.seconds == pytest.approx(sum(s.seconds for s in xfer.stages))
+    save = xfer.stages[0]
+    assert save.bytes == pytest.approx(kv / 8)
+    assert save.seconds == pytest.approx(DEFAULT.host_save_fixed_ms / 1000 + kv / 8 / (DEFAULT.host_save_gb_s * 1e9))
+    nic = xfer.stages[1]
+    assert nic.seconds == pytest.approx(DEFAULT.kv_transfer_setup_ms / 1000 + kv / (200 / 8 * 1e9 * DEFAULT.nic_line_efficiency))
+    # Twice the line rate (two NICs, or 400 Gb/s) shortens only the NIC stage.
+    faster = kvpath.transfer(kv, "host", DEFAULT, 8, 8, 400.0)
+    assert faster.stage("save") == xfer.stage("save") and faster.stage("load") == xfer.stage("load")
+    assert faster.stage("NIC") < xfer.stage("NIC")
+    # Fewer GPUs copy more bytes each.
+    assert kvpath.transfer(kv, "host", DEFAULT, 2, 2, 200.0).stage("save") > 3 * save.seconds
+    device = kvpath.transfer(kv, "device", DEFAULT, 8, 8, 200.0)
+    assert [s.name for s in device.stages] == ["NIC"] and device.seconds < xfer.seconds
+
+
+def test_nic_line_rate_reaches_the_prediction():
+    work = Workload(isl=8192, osl=64, concurrency=1)
+    slow = predict(Deployment(H100, 1, MI300X, 1, "host", nic_gbps=100.0), work)
+    fast = predict(Deployment(H100, 1, MI300X, 1, "host", nic_gbps=800.0), work)
+    assert slow.transfer.stage("NIC") > 5 * fast.transfer.stage("NIC")  # 8x the rate, plus the fixed setup
+    assert slow.ttft_s > fast.ttft_s
+
+
+def test_synchronous_loads_stall_decode_in_proportion_to_their_rate():
+    xfer = kvpath.transfer(GPT.kv_bytes(8192), "host", DEFAULT, 8, 8, 200.0)
+    assert kvpath.load_stall(0.0, xfer) == 1.0
+    busy = 4.0 * xfer.stage("load")
+    assert kvpath.load_stall(4.0, xfer) == pytest.approx(1 / (1 - busy))
+    # In the closed loop: many short requests arrive often, so their loads cost decode more.
+    p = predict(CROSS, Workload(isl=8192, osl=16, concurrency=64, request_rate=None))
+    assert p.load_stall == pytest.approx(kvpath.load_stall(p.requests_per_s, p.transfer), rel=0.05)
+    assert p.load_stall > 1.01
+
+
+def test_burst_congestion_follows_the_calibration_per_path():
+    """The fitted burst term: what each path gets is the calibration's (fitted) peak, not a fixed rule."""
     work = Workload(isl=8192, osl=8192, concurrency=32)
-    assert predict(device, work).congestion > 1.2
-    assert predict(CROSS, work).congestion == 1.0
+    for host_peak in (0.0, 0.5):
+        cal = DEFAULT.model_copy(update={"congestion_max_host": host_peak, "congestion_max_device": 1.0})
+        h, m = InstanceModel(hardware("H100"), 8, GPT, cal), InstanceModel(hardware("MI300X"), 8, GPT, cal)
+        host = predict(Deployment(h, 1, m, 1, "host"), work)
+        device = predict(Deployment(h, 1, m, 1, "device"), work)
+        assert device.congestion > 1.2
+        assert host.congestion == pytest.approx(1.0 + host_peak * (device.congestion - 1.0), rel=0.2)

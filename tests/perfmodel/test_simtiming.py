@@ -43,7 +43,7 @@ def test_prefill_queues_and_shares_steps_under_load():
 def test_kv_pull_costs_the_transfer_and_a_decode_step():
     host, _ = _timing("MI300X", "host")
     device, _ = _timing("MI300X", "device")
-    transfer = kvpath.transfer_s(GPT.kv_bytes(8192), "host", DEFAULT)
+    transfer = kvpath.transfer(GPT.kv_bytes(8192), "host", DEFAULT, 8, 8, DEFAULT.default_nic_gbps).seconds
     assert host.kv_pull_s(8192) == pytest.approx(transfer + host.itl_s())
     assert device.kv_pull_s(8192) < host.kv_pull_s(8192)
 
@@ -84,6 +84,6 @@ def test_sim_config_picks_the_timing():
 
 
 def test_sim_command_rejects_an_unknown_profile():
-    res = CliRunner().invoke(cli, ["sim", "--model", "m", "--port", "0", "--profile", "B200"])
+    res = CliRunner().invoke(cli, ["sim", "--model", "m", "--port", "0", "--profile", "H300"])
     assert res.exit_code != 0
-    assert "no performance profile for GPU model 'B200'" in str(res.exception)
+    assert "no performance profile for GPU model 'H300'" in str(res.exception)

@@ -27,7 +27,8 @@ def plot(results: Results, folder: Path) -> list[Path]:
                 pts = [p for c in results.settings.concurrencies(isl, osl)
                        if (p := run.point(isl, osl, c)) and p.metrics.get("completed")]
                 if pts:
-                    ax.plot([p.concurrency for p in pts], [value(p) for p in pts], marker="o", label=run.label)
+                    ax.plot([p.concurrency for p in pts], [value(p) for p in pts], marker="o",
+                            label=run.label if run.engine == "endpoint" else f"{run.label} ({run.engine_label()})")
             ax.set_title(scenario_name(isl, osl))
             ax.set_xscale("log", base=2)
             ticks = results.settings.concurrencies(isl, osl)

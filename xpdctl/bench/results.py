@@ -8,6 +8,8 @@ run to match measurements to options.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,7 +52,19 @@ class Run(_Model):
     model: str
     inventory: str | None = None
     deployment: dict | None = None  # perfmodel Option.signature() of the inventory's pools
+    # What produced the numbers: "endpoint" (whatever serves the URL, measured) or "simulator" (xpdctl
+    # sim engines timed by the performance model, at time_scale: never a measurement). None: written
+    # before bench recorded it.
+    engine: Literal["endpoint", "simulator"] | None = None
+    time_scale: float | None = None
     points: list[Point] = []
+
+    def engine_label(self) -> str:
+        if self.engine == "simulator":
+            return f"simulated by xpdctl sim (performance model, time scale {self.time_scale or 1:g})"
+        if self.engine == "endpoint":
+            return "measured at the endpoint"
+        return "engine not recorded"
 
     def point(self, isl: int, osl: int, concurrency: int) -> Point | None:
         return next((p for p in self.points if (p.isl, p.osl, p.concurrency) == (isl, osl, concurrency)), None)

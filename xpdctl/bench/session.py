@@ -46,7 +46,7 @@ class BenchSession:
 
     def run(self, target: Target, on_progress: Progress = lambda n, what: None) -> Run:
         run = Run(label=target.label, url=target.url, model=target.model, inventory=target.inventory,
-                  deployment=target.deployment)
+                  deployment=target.deployment, engine=target.engine, time_scale=target.time_scale)
         for spec in self.specs():
             what = f"{target.label} {spec.isl}/{spec.osl} c{spec.concurrency}"
             errors: dict[str, int] = {}

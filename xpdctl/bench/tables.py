@@ -58,7 +58,7 @@ def _md(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def run_tables(results: Results, run: Run) -> list[str]:
-    lines = [f"## {run.label}", "", f"Endpoint {run.url}, model `{run.model}`."]
+    lines = [f"## {run.label}", "", f"Endpoint {run.url}, model `{run.model}`: {run.engine_label()}."]
     for isl, osl in results.settings.scenarios():
         rows = []
         for c in results.settings.concurrencies(isl, osl):

@@ -18,6 +18,8 @@ class Target:
     inventory: str | None = None
     deployment: dict | None = None  # perfmodel Option.signature(), when the hosts have profiles
     tokenizer: str | None = None
+    engine: str = "endpoint"  # or "simulator": see bench.results.Run.engine
+    time_scale: float | None = None
 
 
 def local_tokenizer(path: str | None) -> str | None:

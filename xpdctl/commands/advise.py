@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -18,11 +19,16 @@ def _outcome_json(o) -> dict:
                      "request_rate": o.workload.request_rate},
         "ttft_ms": round(o.ttft_s * 1000, 2), "itl_ms": round(o.itl_s * 1000, 3), "e2el_s": round(o.e2el_s, 3),
         "tps": round(o.tps, 1), "corrected_by_bench": list(o.corrected),
+        "e2el_s_band": [round(v, 3) for v in o.band("e2el")], "tps_band": [round(v, 1) for v in o.band("tps")],
         "model": {"prefill_ms": round(p.prefill_s * 1000, 2), "prefill_wait_ms": round(p.prefill_wait_s * 1000, 2),
                   "prefill_utilization": round(p.prefill_utilization, 3), "kv_transfer_ms": round(p.transfer_s * 1000, 2),
+                  "kv_stages": [{"stage": st.name, "ms": round(st.seconds * 1000, 2), "mb": round(st.bytes / 1e6, 2),
+                                 "fixed_ms": round(st.fixed_s * 1000, 2), "gb_s": round(st.rate_b_s / 1e9, 2), "rate": st.how}
+                                for st in (p.transfer.stages if p.transfer else ())],
                   "kv_mb": round(p.kv_bytes / 1e6, 1), "decode_batch": round(p.decode_batch, 2),
-                  "congestion": round(p.congestion, 3), "prefill_bound": p.prefill_step.bound,
-                  "decode_bound": p.decode_step.bound},
+                  "congestion": round(p.congestion, 3), "load_stall": round(p.load_stall, 3),
+                  "prefill_bound": p.prefill_step.bound, "decode_bound": p.decode_step.bound,
+                  "ttft_ms": round(p.ttft_s * 1000, 2), "itl_ms": round(p.itl_s * 1000, 3), "e2el_s": round(p.e2el_s, 3)},
     }  # fmt: skip
 
 
@@ -77,7 +83,7 @@ def command(inventory, workloads, objective, measured, model_only, calibration, 
     """  # fmt: skip
     from xpdctl.errors import InputError
     from xpdctl.inventory import load_inventory
-    from xpdctl.perfmodel.advise import advise
+    from xpdctl.perfmodel.advise import MODEL_ERROR, advise
     from xpdctl.perfmodel.calibration import load_calibration
     from xpdctl.perfmodel.measured import load_measurements
     from xpdctl.perfmodel.specs import model_spec as find_model
@@ -89,8 +95,9 @@ def command(inventory, workloads, objective, measured, model_only, calibration, 
     sources = list(measured)
     if not sources and not model_only and DEFAULT_RESULTS.is_dir():
         sources = [DEFAULT_RESULTS]
-    points = [] if model_only else load_measurements(sources)
+    points, skipped = ([], []) if model_only else load_measurements(sources)
     result = advise(inv, model, [parse_workload(w) for w in workloads], cal, points, objective)
+    notes = list(result.notes) + skipped
     if not result.ranked:
         raise InputError(f"{inventory}: no admissible option (no TP size fits the model on these hosts); add GPUs or hosts")
     if write_to:
@@ -103,23 +110,40 @@ def command(inventory, workloads, objective, measured, model_only, calibration, 
     if output == "json":
         emit_json({"inventory": str(inventory), "model": model.name, "objective": objective,
                    "ranked": [_ranked_json(r) for r in result.ranked[:top]], "options_total": len(result.ranked),
-                   "notes": list(result.notes), "written": str(write_to) if write_to else None})
+                   "notes": notes, "written": str(write_to) if write_to else None})
         return
     for i, work in enumerate(result.workloads):
         click.echo(f"workload {work.label()}" + (f", rate {work.request_rate:g}/s" if work.request_rate else ""))
         rows = []
         for r in result.ranked[:top]:
             o, out = r.option, r.outcomes[i]
+            (elo, ehi), (tlo, thi) = out.band("e2el"), out.band("tps")
+            kv = out.prediction.transfer
             rows.append([r.rank, o.prefill.describe(), o.decode.describe(), o.path, o.threshold or "-",
-                         f"{out.ttft_s * 1000:.0f}", f"{out.itl_s * 1000:.1f}", f"{out.e2el_s:.2f}", f"{out.tps:.0f}",
+                         f"{out.ttft_s * 1000:.0f}", f"{out.itl_s * 1000:.1f}", f"{out.e2el_s:.2f} ({elo:.2f}-{ehi:.2f})",
+                         f"{out.tps:.0f} ({tlo:.0f}-{thi:.0f})",
+                         "-" if kv is None else "+".join(f"{st.seconds * 1000:.0f}" for st in kv.stages),
                          "yes" if out.corrected else "model"])
-        click.echo(table(["rank", "prefill", "decode", "kv", "cond<", "ttft ms", "itl ms", "e2el s", "tps", "bench"], rows))
+        click.echo(table(["rank", "prefill", "decode", "kv", "cond<", "ttft ms", "itl ms", "e2el s (band)", "tps (band)",
+                          "kv ms (stages)", "bench"], rows))
+        transfers: dict[str, list[str]] = {}
+        for r in result.ranked[:top]:
+            kv = r.outcomes[i].prediction.transfer
+            if kv is not None:
+                transfers.setdefault(kv.describe(), []).append(f"#{r.rank}")
+        for text, ranks in transfers.items():
+            click.echo(f"kv transfer {','.join(ranks)}: {text}")
         click.echo("")
     best = result.ranked[pick - 1 if write_to else 0]
     click.echo(f"why #{best.rank}:")
     for line in best.reasons:
         click.echo(f"  {line}")
-    for note in result.notes:
+    err = MODEL_ERROR
+    click.echo(f"bands: the model's held-out error against the technical report (E2EL +-{math.exp(err['e2el']) - 1:.0%}, "
+               f"TPS +-{math.exp(err['tps']) - 1:.0%}; docs/performance.md); kv ms (stages): "
+               + ("save + NIC + load (host-staged, run one after another)" if any(r.option.path == "host" for r in result.ranked[:top])
+                  else "NIC") + ", each with its bytes and rate in the kv transfer lines")
+    for note in notes:
         click.echo(f"note: {note}")
     if write_to:
         click.echo(f"wrote {write_to} (pools of option #{best.rank})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -100,6 +101,8 @@ def command(inventory, url, model, label, isl, osl, concurrency, report_grid, pr
 
         first = from_inventory(inventory, endpoint(inventory, url), model, label) if inventory else from_url(url, model, label)
         targets = [first] + [from_inventory(path, endpoint(path, None)) for path in others]
+        if simulate:
+            targets = [replace(t, engine="simulator", time_scale=time_scale) for t in targets]
         settings = res.Settings(grid=grid, prompts_per_concurrency=prompts_per_concurrency,
                                 request_rate=None if math.isinf(request_rate) else request_rate, warmups=warmups,
                                 seed=seed, tokenizer=str(tokenizer) if tokenizer else targets[0].tokenizer)

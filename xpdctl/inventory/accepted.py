@@ -2,7 +2,7 @@
 
 vLLM's values (quantization, dtype, kv_cache_dtype, attention backends) per release come from
 ``vllm_values.yaml`` beside this file, read out of each release's source (:mod:`xpdctl.inventory.vllm_source`).
-GPU model names come from the catalog preflight identifies GPUs with (PCI device IDs per model).
+GPU models are checked against the one GPU catalog (:mod:`xpdctl.gpu_catalog`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from xpdctl.errors import XpdError
 from xpdctl.paths import data_dir
 
 VLLM_VALUES = Path(__file__).resolve().parent / "vllm_values.yaml"
-# The GPU catalog an inventory's gpu.model is checked against. One place to change when the catalog moves.
-GPU_CATALOG = ("roles/preflight/defaults/main.yml", "preflight_gpu_models")
 
 
 class Accepted(BaseModel):
@@ -45,17 +43,3 @@ def vllm_values() -> dict[str, ReleaseValues]:
         return {str(release): ReleaseValues.model_validate(body) for release, body in data.items()}
     except Exception as exc:  # a broken shipped file is a bug in xpdctl, not user input
         raise XpdError(f"{VLLM_VALUES}: invalid: {exc}; fix the file or reinstall xpdctl") from exc
-
-
-@cache
-def gpu_models() -> tuple[str, ...]:
-    """GPU model names the catalog knows (compared case-insensitively, as preflight does)."""
-    path = data_dir("playbooks") / GPU_CATALOG[0]
-    try:
-        return tuple(yaml.safe_load(path.read_text())[GPU_CATALOG[1]])
-    except Exception as exc:
-        raise XpdError(f"{path}: cannot read {GPU_CATALOG[1]}: {exc}; fix the file or reinstall xpdctl") from exc
-
-
-def gpu_catalog_path() -> str:
-    return f"{data_dir('playbooks') / GPU_CATALOG[0]} ({GPU_CATALOG[1]})"

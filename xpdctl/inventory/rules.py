@@ -9,7 +9,8 @@ import difflib
 import ipaddress
 from collections import Counter
 
-from xpdctl.inventory.accepted import GPU_CATALOG, VLLM_VALUES, Accepted, gpu_models, vllm_values
+from xpdctl.gpu_catalog import catalog_path, catalog_vendors, find_gpu, gpu_catalog, models_of
+from xpdctl.inventory.accepted import VLLM_VALUES, Accepted, vllm_values
 from xpdctl.inventory.problems import Problem
 from xpdctl.inventory.schema import Inventory
 from xpdctl.inventory.topology import (
@@ -109,7 +110,23 @@ def engine_hosts_have_gpus(inv: Inventory) -> list[Problem]:
                     f"host {name!r} is in a pool but has no gpu; add gpu: {{model: ..., count: N}}",
                 )
             )
+        elif host.vendor in catalog_vendors():
+            problems += _gpu_model_known(i, host.vendor, host.gpu.model)
     return problems
+
+
+def _gpu_model_known(i: int, vendor: str, model: str) -> list[Problem]:
+    """An engine host's GPU model must be in the GPU catalog (what preflight, the driver roles and advise read)."""
+    found = find_gpu(model)
+    known = models_of(vendor)
+    where = f"; add it to {catalog_path()} if it is new"
+    if found is None:
+        return [Problem(("hosts", i, "gpu", "model"),
+                        f"unknown {vendor} GPU model {model!r}; use one of {', '.join(known)}{where}")]
+    if gpu_catalog()[found]["vendor"] != vendor:
+        return [Problem(("hosts", i, "gpu", "model"),
+                        f"GPU model {model!r} is not a {vendor} GPU; use one of {', '.join(known)} or fix vendor")]
+    return []
 
 
 def gpus_suffice(inv: Inventory) -> list[Problem]:
@@ -397,32 +414,10 @@ def values_vllm_accepts(inv: Inventory) -> list[Problem]:
     return problems
 
 
-def gpu_models_known(inv: Inventory) -> list[Problem]:
-    """GPU hosts name a model of the catalog preflight identifies GPUs by (PCI device IDs)."""
-    vendors = vendor_profiles()
-    known = gpu_models()
-    lowered = {model.lower() for model in known}
-    problems = []
-    for i, host in enumerate(inv.hosts):
-        profile = vendors.get(host.vendor or "")
-        # Only PCI GPUs have catalog entries: a cpu host's "GPUs" are cores.
-        if host.gpu is None or profile is None or not profile.pci_vendor_id:
-            continue
-        if host.gpu.model.lower() not in lowered:
-            close = difflib.get_close_matches(host.gpu.model, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            problems.append(Problem(("hosts", i, "gpu", "model"), (
-                f"unknown GPU model {host.gpu.model!r}; {hint}use one of {', '.join(known)}, or add the model "
-                f"with its PCI device IDs to playbooks/{GPU_CATALOG[0]} ({GPU_CATALOG[1]})"
-            )))  # fmt: skip
-    return problems
-
-
 RULES = (
     unique_hosts,
     pools_name_known_hosts,
     engine_hosts_have_gpus,
-    gpu_models_known,
     gpus_suffice,
     runtimes_have_what_they_run,
     images_known_and_pinned,

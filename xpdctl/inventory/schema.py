@@ -11,6 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from xpdctl.disagg_defaults import MIN_PROMPT_TOKENS
+
+
 class _Strict(BaseModel):
     # Unknown keys are typos until proven otherwise.
     model_config = ConfigDict(extra="forbid")
@@ -92,6 +95,9 @@ class Host(_Strict):
     vendor: str | None = None  # a profile in xpdctl/vendors; needed on hosts that run engines
     gpu: Gpu | None = None
     nics: list[str] = []  # RDMA devices, e.g. mlx5_0 or mlx5_0:1
+    # Line rate of each of those NICs (Gb/s, e.g. 200 for ConnectX-6 HDR, 400 for ConnectX-7 NDR):
+    # what `advise` moves KV at. None: advise assumes its default and says so.
+    nic_gbps: float | None = Field(None, gt=0)
     ssh: Ssh | None = None
     runtime: Literal["container", "native"] | None = None  # overrides engine.runtime
     vllm_version: str | None = None  # overrides engine.vllm_version (e.g. mid-upgrade)
@@ -126,6 +132,9 @@ class Router(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     listen: str = "0.0.0.0"
     conditional_disagg: bool = False
+    # With conditional_disagg: prompts shorter than this many tokens go to decode whole (the router's
+    # conditional_disagg.min_prompt_tokens; `advise --write` sets the threshold it ranked).
+    conditional_disagg_min_prompt_tokens: int = Field(MIN_PROMPT_TOKENS, ge=1)
     # When this variable is set at render time, its value becomes the admin API token (kept only in
     # the router's 0600 env file); unset, the admin API stays off.
     admin_token_env: str = Field("XPDCTL_ROUTER_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")

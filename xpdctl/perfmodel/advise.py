@@ -1,9 +1,11 @@
-"""Rank an inventory's options for a set of workloads, with the reasons.
+"""Rank an inventory's options for a set of workloads, with the reasons and the model's error.
 
 Each option is modelled at each workload (:mod:`xpdctl.perfmodel.queueing`), corrected by bench
-measurements where they exist (:mod:`xpdctl.perfmodel.measured`), and scored by the geometric mean
-of the objective over the workloads. Reasons name what limits each phase, so a person can check
-the model's story against what they know of their hardware.
+measurements of real endpoints where they exist (:mod:`xpdctl.perfmodel.measured`), and scored by the
+geometric mean of the objective over the workloads. Each E2EL and TPS carries the model's measured
+error (held-out cross-validation against the technical report, :mod:`.crossval`); when the top two
+options are closer than the model's error at comparing two deployments, advise says so and names the
+bench run that would separate them. Reasons name what limits each phase, with the numbers the table shows.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ import math
 from dataclasses import dataclass, replace
 
 from xpdctl.inventory.schema import Inventory
-from xpdctl.perfmodel import kvpath
 from xpdctl.perfmodel.calibration import Calibration
 from xpdctl.perfmodel.measured import Corrections, MeasuredPoint, fit
 from xpdctl.perfmodel.options import Option, PoolChoice, engine_hosts, enumerate_options
 from xpdctl.perfmodel.queueing import Prediction, Workload, predict
 from xpdctl.perfmodel.specs import ModelSpec, hardware_profiles
+
+# The model's measured error: held-out median |log(predicted / report)| of leave-one-scenario-out
+# cross-validation against the technical report (benchmarks/perfmodel_crossval.py; docs/performance.md):
+# of one deployment's E2EL and TPS, and of the E2EL ratio of two deployments (what a ranking compares).
+MODEL_ERROR = {"e2el": 0.21, "tps": 0.17, "ratio": 0.079}
 
 OBJECTIVES = {"e2el": False, "ttft": False, "itl": False, "tps": True}  # name -> higher is better
 
@@ -34,6 +40,14 @@ class Outcome:
 
     def value(self, objective: str) -> float:
         return {"e2el": self.e2el_s, "ttft": self.ttft_s, "itl": self.itl_s, "tps": self.tps}[objective]
+
+    def band(self, metric: str) -> tuple[float, float] | None:
+        """(low, high) of ``metric`` within the model's measured error; None where none was measured."""
+        err = MODEL_ERROR.get(metric)
+        if err is None:
+            return None
+        v = self.value(metric)
+        return v * math.exp(-err), v * math.exp(err)
 
 
 @dataclass(frozen=True)
@@ -58,17 +72,20 @@ class Modeller:
     """Predictions for options of one inventory, with bench corrections applied."""
 
     def __init__(self, inv: Inventory, model: ModelSpec, cal: Calibration, measured: list[MeasuredPoint] = ()):
+        self.assumed_nics = sorted(h.host.name for h in engine_hosts(inv)[0] if h.host.nic_gbps is None)
         self.inv, self.model, self.cal = inv, model, cal
         self.hardware = hardware_profiles()
         self.hybrid = inv.kv.hybrid_kv_cache_manager != "off"
-        self.nics = {h.host.name: len(h.host.nics) or 1 for h in engine_hosts(inv)[0]}
+        self.nic_gbps = {h.host.name: (len(h.host.nics) or 1) * (h.host.nic_gbps or cal.default_nic_gbps)
+                         for h in engine_hosts(inv)[0]}
         self.corrections: Corrections = fit(list(measured), self._predict_signature)
 
-    def _nics(self, option: Option) -> int:
-        return self.nics.get(option.decode.hosts[0], 1)
+    def _nic_gbps(self, option: Option) -> float | None:
+        rates = [self.nic_gbps[h] for h in (option.prefill.hosts[0], option.decode.hosts[0]) if h in self.nic_gbps]
+        return min(rates) if rates else None
 
     def model_only(self, option: Option, work: Workload) -> Prediction:
-        dep = option.deployment(self.model, self.cal, self.hardware, work.isl, self._nics(option), self.hybrid)
+        dep = option.deployment(self.model, self.cal, self.hardware, work.isl, self._nic_gbps(option), self.hybrid)
         return predict(dep, work)
 
     def _predict_signature(self, sig: dict, isl: int, osl: int, concurrency: int) -> Prediction | None:
@@ -103,32 +120,52 @@ def thresholds_for(workloads: list[Workload]) -> list[int]:
     return sorted({w.isl + 1 for w in workloads})
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
+
+
 def reasons(option: Option, out: Outcome, cal: Calibration, modeller: Modeller) -> list[str]:
     p = out.prediction
     w = out.workload
     lines = []
     tag = f"[{w.isl}/{w.osl} c{w.concurrency}]"
+    low, high = out.band("e2el")
+    tlow, thigh = out.band("tps")
+    lines.append(f"{tag} E2EL {out.e2el_s:.2f} s ({low:.2f}-{high:.2f} within the model's error), TPS {out.tps:.0f} "
+                 f"({tlow:.0f}-{thigh:.0f}), TTFT {_ms(out.ttft_s)}, ITL {out.itl_s * 1000:.1f} ms")
+    if out.corrected:
+        factors = modeller.corrections.factors(option.signature())
+        lines.append(f"{tag} bench-corrected: " + "; ".join(
+            f"{side} x{f:.2f} (measured / model, {n} points)" for side, (f, n) in factors.items())
+            + f"; the model alone: TTFT {_ms(p.ttft_s)}, ITL {p.itl_s * 1000:.1f} ms, E2EL {p.e2el_s:.2f} s")
     if option.threshold is not None and w.isl < option.threshold:
         lines.append(f"{tag} prompts under {option.threshold} tokens are prefilled on the decode instances "
                      f"(conditional disagg): no KV transfer, but prefill takes {p.prefill_utilization:.0%} of their time")
     else:
-        wait = f" + {p.prefill_wait_s * 1000:.0f} ms sharing it" if p.prefill_wait_s > 0.05 * p.prefill_s else ""
-        lines.append(f"{tag} prefill on {option.prefill.hardware} TP{option.prefill.tp}: {p.prefill_s * 1000:.0f} ms alone{wait}; "
+        wait = f" + {_ms(p.prefill_wait_s)} sharing it" if p.prefill_wait_s > 0.05 * p.prefill_s else ""
+        lines.append(f"{tag} prefill on {option.prefill.hardware} TP{option.prefill.tp}: {_ms(p.prefill_s)} alone{wait}; "
                      f"steps {p.prefill_step.bound}-bound at this load, {p.prefill_utilization:.0%} busy")
         how = "through host memory" if option.path == "host" else "GPUDirect RDMA"
-        lines.append(f"{tag} KV {p.kv_bytes / 1e6:.0f} MB {how}: {p.transfer_s * 1000:.0f} ms")
+        queue = f" + {_ms(p.transfer_s - p.transfer.seconds)} queued" if p.transfer_s > 1.05 * p.transfer.seconds else ""
+        lines.append(f"{tag} KV {p.kv_bytes / 1e6:.0f} MB {how}: {p.transfer.describe()}{queue}")
     line = (f"{tag} decode on {option.decode.hardware} TP{option.decode.tp}: batch {p.decode_batch:.1f} per instance, "
             f"ITL {p.itl_s * 1000:.1f} ms, step {p.decode_step.bound}-bound")
-    resident = p.decode_batch * modeller.model.kv_bytes(w.isl + w.osl / 2, modeller.hybrid)
+    if p.load_stall > 1.005:
+        line += f"; synchronous KV loads hold decode x{p.load_stall:.2f}"
     if p.congestion > 1.005:
-        line += (f"; KV bursts on the device path slow decode x{p.congestion:.2f} (resident KV {resident / 1e9:.1f} GB "
-                 f"> {cal.congestion_saturation_gb:g} GB)")
-    elif option.path == "host" and kvpath.congestion_pressure(resident, "device", cal) > 0:
-        line += "; host staging paces KV into decode, so no burst congestion"
+        resident = p.decode_batch * modeller.model.kv_bytes(w.isl + w.osl / 2, modeller.hybrid)
+        line += (f"; KV bursts slow decode x{p.congestion:.2f} (resident KV {resident / 1e9:.1f} GB > "
+                 f"{cal.congestion_saturation_gb:g} GB; fitted term)")
     lines.append(line)
-    if out.corrected:
-        lines.append(f"{tag} corrected by bench measurements of the {' and '.join(out.corrected)} side")
     return lines
+
+
+def _separating_bench(a: Ranked, b: Ranked, objective: str) -> str:
+    """The workload where the two options' predictions differ most, as the bench run that would measure it."""
+    i = max(range(len(a.outcomes)), key=lambda k: abs(math.log(a.outcomes[k].value(objective) / b.outcomes[k].value(objective))))
+    w = a.outcomes[i].workload
+    return (f"deploy each (advise --write FILE --pick {a.rank} / --pick {b.rank}, then up) and run "
+            f"`xpdctl bench -i FILE --isl {w.isl} --osl {w.osl} --concurrency {w.concurrency}` on both")
 
 
 def advise(inv: Inventory, model: ModelSpec, workloads: list[Workload], cal: Calibration,
@@ -147,14 +184,19 @@ def advise(inv: Inventory, model: ModelSpec, workloads: list[Workload], cal: Cal
     for i, (score, gpus, option, outcomes) in enumerate(scored[:limit] if limit else scored):
         lines = [r for o in outcomes for r in reasons(option, o, cal, modeller)]
         ranked.append(Ranked(i + 1, option, score, outcomes, tuple(lines), gpus))
-    if ranked and len(scored) > 1:
-        best, second = scored[0], scored[1]
-        gain = (best[0] / second[0] - 1) if higher else (1 - best[0] / second[0])
-        first = ranked[0]
-        ranked[0] = replace(first, reasons=first.reasons + (f"ahead of the next option ({second[2].key()}) by {gain:.1%} "
-                                                              f"geomean {objective}",))
+    if len(ranked) > 1:
+        first, second = ranked[0], ranked[1]
+        gain = (first.score / second.score - 1) if higher else (1 - first.score / second.score)
+        line = f"ahead of the next option ({second.option.key()}) by {gain:.1%} geomean {objective}"
+        if abs(math.log(first.score / second.score)) < MODEL_ERROR["ratio"]:
+            line += (f": equivalent within the model's error at comparing two deployments (+-{math.exp(MODEL_ERROR['ratio']) - 1:.0%}); "
+                     f"to separate them, {_separating_bench(first, second, objective)}")
+        ranked[0] = replace(first, reasons=first.reasons + (line,))
     notes = list(engine_hosts(inv)[1])
+    if modeller.assumed_nics:
+        notes.append(f"{', '.join(modeller.assumed_nics)}: no nic_gbps in the inventory; KV moves at an assumed "
+                     f"{cal.default_nic_gbps:g} Gb/s per NIC")
     for key, n in sorted(modeller.corrections.counts.items()):
         factor = (modeller.corrections.ttft if key[0] == "prefill" else modeller.corrections.itl)[key]
-        notes.append(f"bench: {n} points correct {key[0]} on {key[1]} TP{key[2]} (kv {key[3]}) by x{factor:.2f}")
+        notes.append(f"bench: {n} measured points correct {key[0]} on {key[1]} TP{key[2]} (kv {key[3]}) by x{factor:.2f}")
     return Advice(objective, tuple(workloads), tuple(ranked), tuple(notes))

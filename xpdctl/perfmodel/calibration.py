@@ -1,10 +1,15 @@
-"""The model's fitted constants, each with where its value comes from.
+"""The model's constants that no data sheet or model config gives, each with its provenance.
 
-Everything else the model uses is read off a data sheet (``hardware.yaml``) or a model config
-(``models.yaml``). These are the numbers no sheet gives: what fraction of a peak real kernels reach,
-fixed per-step costs of the serving engine, the measured KV transfer rate through host memory, and
-the shape of the decode-side congestion the report observes on the device path. They are shared by
-every device: hardware differences enter only through the hardware table. ``--calibration FILE``
+Every field's description starts with what kind of figure it is:
+
+- ``fitted``: chosen to fit the technical report's tables (which ones is said); the cross-validation
+  (:mod:`.crossval`, benchmarks/perfmodel_crossval.py) refits exactly these on three of the report's four
+  ISL/OSL scenarios and predicts the fourth;
+- ``measured``: timed on real hardware (what, where, how);
+- ``source``: read off a source (vLLM file, vendor document);
+- ``assumed``: a round figure nobody here has checked, said so.
+
+Hardware figures (peaks, on-chip memory) live in the GPU catalog, not here. ``--calibration FILE``
 (YAML with any of these keys) overrides them.
 """
 
@@ -17,71 +22,69 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xpdctl.errors import InputError
 
+_REPORT = "the technical report's tables (docs/performance.md)"
+_H200 = "measured on an NVIDIA H200, PCIe Gen5 x16, torch 2.11, CUDA events, 2026-12-01"
+
 
 class Calibration(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Sustained fraction of peak BF16 throughput per sqrt(KB) of on-chip memory per compute unit.
-    # Tile edge grows with the square root of the on-chip tile store, and a GEMM's arithmetic
-    # intensity against L2/HBM grows with the tile edge, so a device with less L1/LDS per unit
-    # sustains a smaller fraction of its peak (the report's explanation of the H100's prefill lead):
-    # H100 (256 KB per SM) / MI300X (96 KB per CU) = 1.63x the fraction. MXFP4 experts are dequantized
-    # to BF16 on both (neither has FP4 tensor cores).
-    # Prefill (grouped expert GEMMs, chunked attention, the whole engine step): with
-    # prefill_memory_efficiency and prefill_chunk_tokens, a least-squares fit to the report's 8K/1K
-    # table (both configurations' E2EL, and their ratio weighted 4x; concurrency 1-256; the sweep is
-    # benchmarks/perfmodel_fit.py). It matches the saturated throughput there (1.3 requests/s on the
-    # H100 node: an 8K prompt takes ~0.75 s of H100 TP8 time), ~2% of peak. No roofline explains so low a figure; it is what the report's engine did, and bench
-    # measurements replace it for yours.
-    prefill_compute_efficiency_per_sqrt_kb: float = Field(0.0012, gt=0)
-    # Decode (GEMV-like expert reads): compute hardly matters there.
-    decode_compute_efficiency_per_sqrt_kb: float = Field(0.028, gt=0)
-    compute_efficiency_cap: float = Field(0.85, gt=0, le=1)
-    # Fraction of HBM bandwidth reached while streaming MXFP4 expert weights. Decode: fitted with the
-    # step overheads below to the report's ITL growing from ~5 ms (concurrency 1) to ~11 ms (32) at
-    # 1K/1K. Prefill: part of the 8K/1K fit above; it sets how much a lone prompt's chunks, each
-    # rereading every expert, cost.
-    prefill_memory_efficiency: float = Field(0.025, gt=0, le=1)
-    decode_memory_efficiency: float = Field(0.3, gt=0, le=1)
-    # Fixed cost of one engine step: kernel launches, scheduler, sampling. Fitted so that the
-    # predicted single-stream ITL of GPT-OSS-120B at TP 8 is the report's ~5 ms (1K/1K, concurrency 1:
-    # 5.32 s for 1,024 tokens).
-    step_overhead_ms: float = Field(3.0, ge=0)
-    # Per-sequence cost of a decode step (block tables, sampling, detokenization on the host), which
-    # makes ITL grow with the batch as in the report (1K/1K: ~5 ms at concurrency 1, ~11 ms at 32).
-    per_sequence_step_ms: float = Field(0.12, ge=0)
-    # Latency of one tensor-parallel all-reduce (two per layer per step).
-    allreduce_latency_us: float = Field(20.0, ge=0)
-    # vLLM's max_num_batched_tokens for the OpenAI server on >= 70 GB devices: the prefill step budget.
-    prefill_step_tokens: int = Field(8192, ge=1)
-    # Chunk of one long prompt per step (vLLM's long_prefill_token_threshold with concurrent partial
-    # prefills: 4% of max_model_len, 665 tokens at 16,640): alone, a long prompt runs chunk by chunk,
-    # each chunk rereading the weights (bandwidth-bound, MI300X's edge); under load, chunks of several
-    # prompts fill the step budget (compute-bound, H100's edge). 512 fits the report's 8K/1K table best
-    # (665: the same shape, crossover one concurrency step earlier).
-    prefill_chunk_tokens: int = Field(512, ge=1)
-    # KV staged through host memory: NIXL measured on these machines at 3.9 GB/s (REFERENCE section
-    # 3); the report's cross-vendor path stages through host memory too.
-    host_staged_gb_s: float = Field(4.0, gt=0)
-    # GPUDirect RDMA reaches this fraction of the NIC line rate.
-    gpudirect_line_efficiency: float = Field(0.9, gt=0, le=1)
-    nic_gbps: float = Field(200.0, gt=0)
-    # Per-transfer setup (descriptor preparation, notification) on either path.
-    kv_transfer_setup_ms: float = Field(2.0, ge=0)
-    # Decode-side congestion on the device path (report: "unmoderated KV cache bursts via the NIXL
-    # connector inflate inter-token latency"; seen only when long sequences are resident at decode:
-    # 1K/8K and 8K/8K from concurrency 8, 8K/1K from 32, never at 1K/1K). Modelled as an ITL factor
-    # 1 + max * p / (1 + p), with p = resident KV bytes per decode instance / saturation - 1 (p >= 0).
-    # Both constants are fitted by eye to the shape of the report's single-vendor tables; the
-    # mechanism is the report's claim, not derived here.
-    congestion_saturation_gb: float = Field(2.8, gt=0)
-    congestion_max: float = Field(1.0, ge=0)
-    # The host-staged path buffers KV in host memory and feeds it to the decode engine at its own pace
-    # (report: "software-based transfer buffering prevents decode-node queue saturation").
-    host_staged_moderated: bool = True
+    # Sustained compute = fraction x peak BF16, fraction = constant x sqrt(on-chip KB per compute unit):
+    # a GEMM's tile edge, and with it its arithmetic intensity, grows with the square root of the tile
+    # store (the report's explanation of the H100's prefill lead). MXFP4 experts run as BF16 on both.
+    prefill_compute_efficiency_per_sqrt_kb: float = Field(
+        0.00115, gt=0, description=f"fitted: prefill step time against {_REPORT} (E2EL of both configurations and their ratios)")
+    decode_compute_efficiency_per_sqrt_kb: float = Field(
+        0.028, gt=0, description="assumed: decode steps are bandwidth/overhead-bound; changing it 2x moves no report point by 1%")
+    compute_efficiency_cap: float = Field(0.85, gt=0, le=1, description="assumed: no kernel sustains more than 85% of peak")
+    prefill_memory_efficiency: float = Field(
+        0.0555, gt=0, le=1, description=f"fitted: fraction of HBM bandwidth while a lone prompt's chunks reread the experts, against {_REPORT}")
+    decode_memory_efficiency: float = Field(
+        0.15, gt=0, le=1, description=f"fitted: fraction of HBM bandwidth while decoding, against {_REPORT} (decode-dominated E2EL)")
+    step_overhead_ms: float = Field(
+        3.0, ge=0, description="assumed: fixed cost of one engine step (kernel launches, scheduler, sampling); with decode_memory_efficiency it sets single-stream ITL")
+    per_sequence_step_ms: float = Field(
+        0.046, ge=0, description=f"fitted: per-sequence cost of a decode step (ITL grows with the batch), against {_REPORT}")
+    allreduce_latency_us: float = Field(20.0, ge=0, description="assumed: one tensor-parallel all-reduce of a small buffer")
+    prefill_step_tokens: int = Field(
+        8192, ge=1, description="source: vLLM's default max_num_batched_tokens for the OpenAI server on >= 70 GB devices (vllm/engine/arg_utils.py)")
+    prefill_chunk_tokens: int = Field(
+        183, ge=1, description=f"fitted: tokens of one long prompt per step (the report's engine chunks long prompts; vLLM 0.32's long_prefill_token_threshold defaults to 0, vllm/config/scheduler.py), against {_REPORT}")
+    # The host-staged stages as vLLM 0.32 runs them (kvpath.py): fixed + bytes per GPU / rate. Linear fit
+    # of the H200 timings of 1K/8K/16K prompts at TP 8 (docs/performance.md, "KV transfer").
+    host_save_fixed_ms: float = Field(2.5, ge=0, description=f"measured: {_H200}; vLLM 0.32 save_kv_to_host, 36 per-layer copies")
+    host_save_gb_s: float = Field(5.6, gt=0, description=f"measured: {_H200}; vLLM 0.32 save_kv_to_host, per GPU")
+    host_load_fixed_ms: float = Field(1.8, ge=0, description=f"measured: {_H200}; vLLM 0.32 sync_recved_kv_to_device")
+    host_load_gb_s: float = Field(6.4, gt=0, description=f"measured: {_H200}; vLLM 0.32 sync_recved_kv_to_device, per GPU")
+    nic_line_efficiency: float = Field(0.9, gt=0, le=1, description="assumed: RDMA payload reaches 90% of the line rate (unverified)")
+    default_nic_gbps: float = Field(
+        200.0, gt=0, description="source: the report's nodes (ConnectX-6, 200 Gb/s); used only for a host whose inventory entry gives no nic_gbps")
+    kv_transfer_setup_ms: float = Field(2.0, ge=0, description="assumed: descriptor preparation and notification per transfer (unverified)")
+    # Decode-side congestion from KV bursts (the report's claim for the GPUDirect path): ITL factor
+    # 1 + max x p / (1 + p), p = resident KV per decode instance / saturation - 1 (p >= 0).
+    congestion_saturation_gb: float = Field(
+        2.64, gt=0, description=f"fitted: resident KV per decode instance where burst congestion starts, against {_REPORT}")
+    congestion_max_device: float = Field(
+        1.52, ge=0, description=f"fitted: largest ITL slowdown from KV bursts on the GPUDirect path, against {_REPORT}")
+    congestion_max_host: float = Field(
+        0.44, ge=0, description=f"fitted: the same on the host-staged path, against {_REPORT} (the report credits host buffering with avoiding it; the fit, started at 0.5, keeps some)")
 
+
+# The fields the fit chooses (crossval.fit; the defaults are its result on all the report's points,
+# the cross-validation refits them per fold); the rest are measured, sourced or assumed.
+FITTED = tuple(name for name, f in Calibration.model_fields.items()
+               if (f.description or "").startswith("fitted"))
 
 DEFAULT = Calibration()
+
+
+def provenance() -> list[tuple[str, object, str, str]]:
+    """(name, default, kind, what) for every constant: the table docs/performance.md shows."""
+    rows = []
+    for name, f in Calibration.model_fields.items():
+        kind, _, what = (f.description or "unknown: ").partition(": ")
+        rows.append((name, f.default, kind, what))
+    return rows
 
 
 def load_calibration(path: Path | None) -> Calibration:

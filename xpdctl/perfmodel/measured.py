@@ -41,6 +41,14 @@ class Corrections:
     def itl_factor(self, signature: dict) -> float | None:
         return self.itl.get(decode_key(signature))
 
+    def factors(self, signature: dict) -> dict[str, tuple[float, int]]:
+        """side -> (measured/model factor, points behind it), for the sides measured."""
+        out = {}
+        for side, key, table in (("prefill TTFT", prefill_key(signature), self.ttft), ("decode ITL", decode_key(signature), self.itl)):
+            if key in table:
+                out[side] = (table[key], self.counts[key])
+        return out
+
 
 def prefill_key(sig: dict) -> tuple:
     return ("prefill", sig["prefill"]["hardware"], sig["prefill"]["tp"], sig["kv_path"])
@@ -58,8 +66,14 @@ def _result_files(path: Path) -> list[Path]:
     raise InputError(f"{path}: no such bench result file or folder; pass a folder written by `xpdctl bench`")
 
 
-def load_measurements(paths: list[Path]) -> list[MeasuredPoint]:
-    points = []
+def load_measurements(paths: list[Path]) -> tuple[list[MeasuredPoint], list[str]]:
+    """The measured points of bench results, and a note for each run that is not used and why.
+
+    Only runs of real endpoints tied to a deployment count: a simulator's numbers come from this
+    model (never a measurement), a run without a recorded engine cannot be told apart from one, and a
+    run of a bare URL has no deployment to correct (``bench -i INVENTORY --url URL`` ties it).
+    """
+    points, notes = [], []
     for path in paths:
         for file in _result_files(path):
             try:
@@ -67,16 +81,28 @@ def load_measurements(paths: list[Path]) -> list[MeasuredPoint]:
             except (OSError, ValueError) as exc:
                 raise InputError(f"{file}: not a bench result ({exc}); pass results.json written by `xpdctl bench`") from exc
             for run in data.get("runs", []):
+                what = f"{file}: run {run.get('label', '?')!r}"
+                engine = run.get("engine")
+                if engine == "simulator":
+                    notes.append(f"{what} is simulated (xpdctl sim, time scale {run.get('time_scale') or 1:g}): "
+                                 "not a measurement, not used")
+                    continue
+                if engine != "endpoint":
+                    notes.append(f"{what} does not record which engine produced it (written by an older xpdctl): "
+                                 "not used; run bench again")
+                    continue
                 signature = run.get("deployment")
                 if not signature:
-                    continue  # a run against a bare URL: nothing to match it to
+                    notes.append(f"{what} measured {run.get('url')} with no deployment tied to it: not used; "
+                                 "run `xpdctl bench -i INVENTORY --url URL` so the pools it measured are recorded")
+                    continue
                 for p in run.get("points", []):
                     m = p["metrics"]
                     if not m.get("completed"):
                         continue
                     points.append(MeasuredPoint(signature, p["isl"], p["osl"], p["concurrency"],
                                                 m["median_ttft_ms"] / 1000, m["median_tpot_ms"] / 1000))
-    return points
+    return points, notes
 
 
 def fit(points: list[MeasuredPoint], predict) -> Corrections:

@@ -20,7 +20,6 @@ from xpdctl.perfmodel.kvpath import KvPath
 from xpdctl.perfmodel.queueing import Deployment
 from xpdctl.perfmodel.roofline import InstanceModel
 from xpdctl.perfmodel.specs import HardwareProfile, ModelSpec, find_hardware
-from xpdctl.router.config import ConditionalDisagg
 
 _TP_SIZES = (1, 2, 4, 8, 16)
 
@@ -62,7 +61,8 @@ class Option:
         }
 
     def deployment(self, model: ModelSpec, cal: Calibration, hardware: dict[str, HardwareProfile], isl: int,
-                   nics: int = 1, hybrid_kv: bool = True) -> Deployment:
+                   host_nic_gbps: float | None = None, hybrid_kv: bool = True) -> Deployment:
+        """``host_nic_gbps``: line rate of all NICs of the slower of the prefill and decode hosts."""
         return Deployment(
             prefill=InstanceModel(hardware[self.prefill.hardware], self.prefill.tp, model, cal),
             prefill_instances=self.prefill.instances,
@@ -70,7 +70,7 @@ class Option:
             decode_instances=self.decode.instances,
             path=self.path,
             # Instances on one host share its NICs.
-            nics_per_decode_instance=nics / self.decode.instances_per_host,
+            nic_gbps=(host_nic_gbps or cal.default_nic_gbps) / self.decode.instances_per_host,
             local_prefill=self.threshold is not None and isl < self.threshold,
             hybrid_kv=hybrid_kv,
         )
@@ -158,5 +158,5 @@ def current_option(inv: Inventory, threshold: int | None = None) -> Option | Non
         chosen.append(PoolChoice(tuple(p.hosts), members[0].hardware.name, p.tensor_parallel, per_host))
     phw, dhw = (by_name[c.hosts[0]].hardware for c in chosen)
     if threshold is None and inv.router.conditional_disagg:
-        threshold = ConditionalDisagg().min_prompt_tokens  # the router's default
+        threshold = inv.router.conditional_disagg_min_prompt_tokens
     return Option(chosen[0], chosen[1], kvpath.choose_path(phw, dhw, inv.kv.buffer), threshold)

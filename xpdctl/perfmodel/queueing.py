@@ -47,7 +47,9 @@ class Deployment:
     decode: InstanceModel
     decode_instances: int
     path: KvPath
-    nics_per_decode_instance: float = 1.0
+    # Line rate (Gb/s, all NICs) one decode instance's transfers get: the smaller side's NICs,
+    # shared by the instances on the host.
+    nic_gbps: float = 200.0
     local_prefill: bool = False
     hybrid_kv: bool = True
 
@@ -62,9 +64,11 @@ class Prediction:
     prefill_s: float  # the prompt's prefill alone
     prefill_wait_s: float  # what sharing the instance with other prompts adds
     prefill_utilization: float
-    transfer_s: float
+    transfer_s: float  # the transfer's stages plus waiting for the link
+    transfer: kvpath.Transfer | None  # None: prefilled on the decode instance (no transfer)
     decode_batch: float  # sequences per decode instance
-    congestion: float  # ITL multiplier from KV bursts (1 = none)
+    congestion: float  # fitted ITL multiplier from KV bursts (1 = none)
+    load_stall: float  # computed ITL multiplier from synchronous host->device loads (1 = none)
     prefill_step: StepTime
     decode_step: StepTime
     kv_bytes: float
@@ -83,6 +87,9 @@ def predict(dep: Deployment, work: Workload) -> Prediction:
     prefill_engine = dep.decode if dep.local_prefill else dep.prefill
     prefill_servers = dep.decode_instances if dep.local_prefill else dep.prefill_instances
     context = work.isl + work.osl / 2
+    xfer = None if dep.local_prefill else kvpath.transfer(kv_bytes, dep.path, cal, dep.prefill.tp, dep.decode.tp, dep.nic_gbps)
+    # vLLM 0.32 saves a request's KV to host memory inside the prefill engine's step: it holds the engine.
+    save_s = xfer.stage("save") if xfer else 0.0
 
     x = C / max(1e-3, work.osl * 0.005)  # any positive start; the iteration forgets it
     q_prefill = 0.0
@@ -92,13 +99,9 @@ def predict(dep: Deployment, work: Workload) -> Prediction:
         own_prefill = prefill_engine.prefill_residence_s(work.isl, 1.0)[0]
         r_prefill, occupancy, pstep = prefill_engine.prefill_residence_s(work.isl, 1.0 + q_prefill * seen)
         wait_prefill = r_prefill - own_prefill
-        utilization = min(1.0, x / prefill_servers * occupancy)
+        utilization = min(1.0, x / prefill_servers * (occupancy + save_s))
 
-        if dep.local_prefill:
-            r_link = 0.0
-        else:
-            s_link = kvpath.transfer_s(kv_bytes, dep.path, cal, dep.nics_per_decode_instance)
-            r_link = s_link * (1 + q_link * seen)
+        r_link = 0.0 if xfer is None else xfer.seconds * (1 + q_link * seen)
 
         # Sequences in decode per instance follow from the last throughput estimate (Little).
         decode_time_guess = result.itl_s * work.osl if result else work.osl * 0.005
@@ -106,7 +109,8 @@ def predict(dep: Deployment, work: Workload) -> Prediction:
         dstep = dep.decode.decode_step(batch, context)
         resident = batch * model.kv_bytes(context, dep.hybrid_kv)
         congestion = kvpath.congestion_factor(resident, dep.path, cal)
-        itl = dstep.total_s * congestion
+        stall = 1.0 if xfer is None else kvpath.load_stall(x / dep.decode_instances, xfer)
+        itl = dstep.total_s * congestion * stall
         if dep.local_prefill:
             # Prefill steps run on the decode engine: decode advances only in the time left over.
             itl /= max(0.05, 1.0 - utilization)
@@ -130,8 +134,10 @@ def predict(dep: Deployment, work: Workload) -> Prediction:
             prefill_wait_s=wait_prefill,
             prefill_utilization=utilization,
             transfer_s=r_link,
+            transfer=xfer,
             decode_batch=batch,
             congestion=congestion,
+            load_stall=stall,
             prefill_step=pstep,
             decode_step=dstep,
             kv_bytes=kv_bytes,

@@ -65,7 +65,9 @@ class ProfileTiming:
 
     def kv_pull_s(self, prompt_tokens: int) -> float:
         self._prompt_tokens = prompt_tokens
-        transfer = kvpath.transfer_s(self.instance.model.kv_bytes(prompt_tokens), self.path, self.cal)
+        # Same TP on both sides, the report's one 200 Gb/s NIC: the stages of kvpath.transfer.
+        transfer = kvpath.transfer(self.instance.model.kv_bytes(prompt_tokens), self.path, self.cal, self.instance.tp,
+                                   self.instance.tp, self.cal.default_nic_gbps).seconds
         delay, self._link_free_at = self._fcfs(self._link_free_at, transfer * self.time_scale)
         return delay + self.itl_s()
 

@@ -1,12 +1,12 @@
-"""Accelerator and model shapes the performance model computes with, loaded from the YAML beside this file.
+"""Accelerator and model shapes the performance model computes with.
 
-Adding a device or a model is adding an entry to ``hardware.yaml`` or ``models.yaml``; no code names a
-vendor or a device.
+Devices: the ``perf`` figures of the GPU catalog (playbooks/vars/gpu_catalog.yml, :mod:`xpdctl.gpu_catalog`);
+models: ``models.yaml`` beside this file. Adding a device or a model is adding an entry there; no code
+names a vendor or a device.
 """
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from xpdctl.errors import InputError
+from xpdctl.gpu_catalog import catalog_path, find_gpu, gpu_catalog, match_key
 
 _DIR = Path(__file__).resolve().parent
 
@@ -96,17 +97,15 @@ class ModelSpec(_Frozen):
         return self.dense_params * self.dense_bytes_per_param + self.expert_params * self.expert_bytes_per_param * (1.0 - miss)
 
 
-def _key(text: str) -> str:
-    return re.sub(r"[\s_\-]+", "", text).lower()
-
-
 def _load(filename: str) -> dict:
     return yaml.safe_load((_DIR / filename).read_text())
 
 
 @cache
 def hardware_profiles() -> dict[str, HardwareProfile]:
-    return {name: HardwareProfile(name=name, **body) for name, body in _load("hardware.yaml").items()}
+    """The catalog's models that have performance figures."""
+    return {name: HardwareProfile(name=name, vendor=entry["vendor"], aliases=tuple(entry.get("aliases", ())), **entry["perf"])
+            for name, entry in gpu_catalog().items() if entry.get("perf")}
 
 
 @cache
@@ -116,11 +115,7 @@ def model_specs() -> dict[str, ModelSpec]:
 
 def find_hardware(gpu_model: str) -> HardwareProfile | None:
     """The profile whose name or alias matches ``gpu_model`` (e.g. ``"NVIDIA H100 80GB HBM3"``)."""
-    wanted = _key(gpu_model)
-    for profile in hardware_profiles().values():
-        if wanted in {_key(profile.name), *map(_key, profile.aliases)}:
-            return profile
-    return None
+    return hardware_profiles().get(find_gpu(gpu_model) or "")
 
 
 def hardware(gpu_model: str) -> HardwareProfile:
@@ -129,16 +124,16 @@ def hardware(gpu_model: str) -> HardwareProfile:
         known = ", ".join(sorted(hardware_profiles()))
         raise InputError(
             f"no performance profile for GPU model {gpu_model!r}; use one of {known} "
-            f"(or add it to {_DIR / 'hardware.yaml'})"
+            f"(or add its perf figures to {catalog_path()})"
         )
     return profile
 
 
 def model_spec(name: str) -> ModelSpec:
-    wanted = _key(name)
-    candidates = {wanted, _key(name.rsplit("/", 1)[-1])}
+    wanted = match_key(name)
+    candidates = {wanted, match_key(name.rsplit("/", 1)[-1])}
     for spec in model_specs().values():
-        if candidates & {_key(spec.name), *map(_key, spec.aliases)}:
+        if candidates & {match_key(spec.name), *map(match_key, spec.aliases)}:
             return spec
     known = ", ".join(sorted(model_specs()))
     raise InputError(

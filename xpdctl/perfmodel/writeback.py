@@ -1,7 +1,8 @@
 """Write a chosen option's pools back into an inventory file, keeping its comments and key order.
 
 Only ``pools.prefill``/``pools.decode`` (hosts, tensor_parallel, instances_per_host) and
-``router.conditional_disagg`` change; everything else is copied as written. The result is loaded with
+``router.conditional_disagg`` with ``router.conditional_disagg_min_prompt_tokens`` (the threshold
+ranked) change; everything else is copied as written. The result is loaded with
 the inventory loader before it replaces anything, so a file that would not validate is never written.
 """
 
@@ -58,6 +59,7 @@ def write_option(source: Path, option: Option, dest: Path) -> None:
     if isinstance(router, CommentedMap):
         if option.threshold is not None:
             router["conditional_disagg"] = True
+            router["conditional_disagg_min_prompt_tokens"] = option.threshold
         elif "conditional_disagg" in router:
             router["conditional_disagg"] = False
     buffer = io.StringIO()

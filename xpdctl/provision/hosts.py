@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from xpdctl.errors import InputError
+from xpdctl.gpu_catalog import find_gpu
 from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import runtime_of
 from xpdctl.vendors import vendor_profiles
@@ -129,7 +130,8 @@ def host_vars(
     return {
         **_ssh_vars(inv, host, known_hosts),
         "xpd_gpu_vendor": gpu_vendor,
-        "xpd_gpu_model": host.gpu.model if host.gpu else "",
+        # The catalog's name for it (an inventory may write an alias): what the roles look up.
+        "xpd_gpu_model": (find_gpu(host.gpu.model) or host.gpu.model) if host.gpu else "",
         "xpd_gpu_count": host.gpu.count if host.gpu and gpu_vendor else 0,
         "xpd_nics": list(host.nics),
         "xpd_container_runtime": runtime_of(inv, host) == "container",

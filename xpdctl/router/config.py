@@ -12,6 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from xpdctl.disagg_defaults import MIN_PROMPT_TOKENS
 from xpdctl.errors import InputError
 
 
@@ -56,7 +57,7 @@ class Queue(_Strict):
 class ConditionalDisagg(_Strict):
     enabled: bool = False
     # Prompts shorter than this (estimated tokens) go to the decode pool whole.
-    min_prompt_tokens: int = 256
+    min_prompt_tokens: int = Field(MIN_PROMPT_TOKENS, ge=1)
     # A prefill pool whose every backend has at least this many waiting requests counts as saturated.
     prefill_saturation_waiting: int = 8
 

@@ -43,8 +43,7 @@ class TimingModel:
 
 
 def timing_for(config: SimConfig) -> TimingModel | ProfileTiming:
-    """The engine's timing: the hardware profile's (:mod:`xpdctl.perfmodel.simtiming`) when
-    ``config.profile`` names one, else the fixed numbers."""
+    """The simulator's timing: the hardware profile's when ``config.profile`` names one, else the fixed numbers."""
     if not config.profile:
         return TimingModel.from_config(config)
     instance = InstanceModel(hardware(config.profile), config.profile_tp, model_spec(config.model_spec), DEFAULT)

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from xpdctl.errors import InputError
+from xpdctl.gpu_catalog import gpu_catalog, models_of
 from xpdctl.testhosts.models import GpuDecl
 from xpdctl.vendors import vendor_profiles
 
@@ -88,9 +89,9 @@ def resolve_model(decl: GpuDecl) -> str:
             f"test hosts cannot simulate vendor {decl.vendor!r}; use one of {', '.join(data['default_model'])}"
         )
     model = decl.model or data["default_model"][decl.vendor]
-    spec = data["gpus"].get(model)
+    spec = gpu_catalog().get(model)
     if spec is None or spec["vendor"] != decl.vendor:
-        choices = [name for name, gpu in data["gpus"].items() if gpu["vendor"] == decl.vendor]
+        choices = models_of(decl.vendor)
         raise InputError(f"no {decl.vendor} GPU model {model!r} to simulate; use one of {', '.join(choices)}")
     return model
 
@@ -109,7 +110,7 @@ def build(hostname: str, seed: str, gpu: GpuDecl | None, gpu_count: int | None, 
     gpus = []
     if gpu is not None:
         model = resolve_model(gpu)
-        spec = data["gpus"][model]
+        spec = gpu_catalog()[model]
         vendor_id = vendor_profiles()[gpu.vendor].pci_vendor_id
         for i in range(gpu.count if gpu_count is None else gpu_count):
             ident = uuid.uuid5(uuid.NAMESPACE_DNS, f"{seed}.gpu{i}")
@@ -122,7 +123,7 @@ def build(hostname: str, seed: str, gpu: GpuDecl | None, gpu_count: int | None, 
                     architecture=spec["architecture"],
                     bus_id=_bus_id(data["gpu_buses"], i),
                     pci_vendor=f"0x{vendor_id}",
-                    pci_device=spec["pci_device"],
+                    pci_device=spec["pci_devices"][0],
                     pci_class=spec["pci_class"],
                     uuid=f"GPU-{ident}",
                     serial=str(1650000000000 + ident.int % 10**9),
