@@ -70,7 +70,7 @@ def test_observed_status_validates_against_the_published_schema(tmp_path):
     from xpdctl.observe.targets import HostTarget
     from xpdctl.ssh.transport import LocalShellTransport
 
-    capture = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "nvidia-h200-x2" / "nvidia-smi-q.xml"
+    capture = Path(__file__).resolve().parent / "fixtures" / "nvidia-h200-x2" / "nvidia-smi-q.xml"
     tools = tmp_path / "usr" / "bin"
     tools.mkdir(parents=True)
     (tools / "nvidia-smi").write_text(f'#!/bin/sh\nexec cat "{capture}"\n')

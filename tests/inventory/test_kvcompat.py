@@ -1,4 +1,4 @@
-"""Every KV-compatibility decision and refusal (REFERENCE.md section 2)."""
+"""Every KV-compatibility decision and refusal (docs/inventory.md, KV rules)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""nvidia-smi parsers on real output captured on a 2 x H200 host (shared/fixtures/nvidia-h200-x2)."""
+"""nvidia-smi parsers on real output captured on a 2 x H200 host (tests/fixtures/nvidia-h200-x2)."""
 
 from __future__ import annotations
 

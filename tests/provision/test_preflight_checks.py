@@ -1,6 +1,6 @@
 """Preflight judgement: raw host facts (as the xpd_host_facts module returns them) against expectations.
 
-The PCI listings are in the sysfs format of tests/../shared/fixtures host-facts.txt; the H200 lines are
+The PCI listings are in the sysfs format of tests/fixtures/nvidia-h200-x2/host-facts.txt; the H200 lines are
 copied from that real capture, the H100/MI300X/NVSwitch lines are hand-written from the PCI IDs.
 """
 

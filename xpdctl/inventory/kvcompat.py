@@ -1,6 +1,7 @@
 """The KV-compatibility engine: decides and explains the KV path of every prefill->decode pair.
 
-vLLM's NIXL handshake refuses a pair unless a list of factors match (REFERENCE.md section 2), and
+vLLM's NIXL handshake refuses a pair unless a list of factors match (compute_nixl_compatibility_hash in
+vLLM 0.32's vllm/distributed/kv_transfer/kv_connector/v1/nixl/metadata.py), and
 some mismatches it does not catch at all (an fp8 KV cache across vendors passes the handshake and
 decodes garbage). This module turns those facts into decisions made before anything is deployed:
 
@@ -311,7 +312,8 @@ def decide(inv: Inventory) -> KvDecision:
 
 
 def generation_factors(inv: Inventory, settings: KvSettings, vendor: VendorProfile, vllm_version: str) -> dict:
-    """What vLLM's compute_nixl_compatibility_hash compares (REFERENCE.md section 2), as we know it up front.
+    """What vLLM's compute_nixl_compatibility_hash compares (vllm/distributed/kv_transfer/kv_connector/v1/nixl/metadata.py,
+    vLLM 0.32), as we know it up front.
 
     KV heads, head size and layer count follow from the model, revision and quantization.
     """

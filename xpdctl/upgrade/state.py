@@ -1,6 +1,7 @@
 """The persisted rollout: which phase and step it is at, and what each instance has been through.
 
-Modelled on the NVIDIA GPU Operator's upgrade states (REFERENCE.md section 4): every step is recorded
+Modelled on the NVIDIA GPU Operator's upgrade states (its upgrade controller:
+upgrade-required, cordon, wait-for-jobs, drain, restart, validation, uncordon, done or failed): every step is recorded
 before it runs, so a rollout interrupted anywhere continues with ``--resume`` at the step it was in
 (steps are idempotent); a failed rollout stays ``failed`` until a person resumes it.
 """

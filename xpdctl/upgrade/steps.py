@@ -32,8 +32,8 @@ from xpdctl.verify.kvpath import agent_pairs
 class Options:
     drain_timeout_s: float = 300.0  # in-flight requests of a drained instance must finish by then
     health_timeout_s: float = 900.0  # an engine start, a floor wait
-    # After a prefill's last request left, decodes may still be pulling its KV (a lease: REFERENCE.md
-    # section 5); stopping it that soon would fail their requests.
+    # After a prefill's last request left, decodes may still be pulling its KV (a lease until vLLM's
+    # VLLM_NIXL_ABORT_REQUEST_TIMEOUT; docs/router.md); stopping it that soon would fail their requests.
     kv_grace_s: float = 5.0
     poll_s: float = 0.5
 

@@ -3,7 +3,7 @@
 The target is the inventory rendered now (with ``--image`` applied to the pool's vendors). It is
 compared with the deployed render: the pool may be upgraded in place only when its new generation
 label equals the label of the other pool as deployed, since the router pairs only equal labels
-(REFERENCE.md section 2). Otherwise the reason names every KV-compatibility factor that changes.
+(docs/inventory.md, KV rules). Otherwise the reason names every KV-compatibility factor that changes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """One request through a chosen prefill->decode pair, before the router sends it clients.
 
-A new pair's first NIXL handshake takes seconds (REFERENCE.md section 5): paying it here, and seeing
+A new pair's first NIXL handshake takes seconds (about 5 s per new pair, and a
+restarted prefill leaves decodes failing until they handshake again: vllm issue 49238): paying it here, and seeing
 it succeed, is what admits an upgraded instance. The legs follow the router's own contract
 (``xpdctl.router.pdcontract``), sent straight to the two engines.
 """
