@@ -1,4 +1,4 @@
-"""Every KV-compatibility decision and refusal (REFERENCE.md section 2)."""
+"""Every KV-compatibility decision and refusal (docs/kv-handshake.md)."""
 
 import pytest
 
@@ -68,8 +68,9 @@ def test_cpu_devices_keep_kv_in_host_memory():
 def test_device_buffer_across_vendors_is_refused(refusals, lab_data):
     lab_data["kv"]["buffer"] = "device"
     (found,) = refusals(lab_data)
-    assert found.startswith("kv.buffer: device memory cannot carry KV across vendors (pair h100-01 -> mi300x-01; "
-                            "vLLM on amd imports rixl, nvidia imports nixl); use buffer: cpu or auto")
+    assert found == ("kv.buffer: device memory cannot carry KV across vendors (pair h100-01 -> mi300x-01: "
+                     "h100-01 nvidia imports nixl (nixl 1.5.1); mi300x-01 amd imports rixl (RIXL f33a5599)); "
+                     "use buffer: cpu or auto")
 
 
 def test_host_buffer_may_be_chosen_within_one_vendor(decide, lab_data):
@@ -118,10 +119,31 @@ def test_fp8_kv_cache_within_one_vendor_is_allowed(decide, lab_data):
 
 
 def test_different_vllm_versions_are_refused(refusals, lab_data):
-    lab_data["hosts"][1]["vllm_version"] = "0.16.0"
+    lab_data["hosts"][1]["vllm_version"] = "0.26.0"
     (found,) = refusals(lab_data)
-    assert found.startswith("hosts[1].vllm_version: h100-01 runs vLLM 0.15.0 and mi300x-01 0.16.0: the NIXL "
+    assert found.startswith("hosts[1].vllm_version: h100-01 runs vLLM 0.15.0 and mi300x-01 0.26.0: the NIXL "
                             "handshake refuses different versions")
+
+
+def test_a_release_missing_from_the_table_is_refused_with_what_to_add(refusals, lab_data):
+    lab_data["engine"]["vllm_version"] = "0.16.0"
+    (found,) = refusals(lab_data)
+    assert found.startswith("engine.vllm_version: vLLM 0.16.0 is not in xpdctl's release table (known: 0.15.0, "
+                            "0.26.0, 0.32.0); run `pip download vllm==0.16.0 --no-deps`")
+
+
+def test_check_names_the_nixl_module_each_side_imports():
+    (pair,) = load_inventory("inventory/lab.yaml").kv.pairs
+    assert (pair.prefill.nixl.module, pair.decode.nixl.module) == ("nixl", "rixl")
+    assert ("NIXL: h100-01 imports nixl (nixl 1.5.1), mi300x-01 imports rixl (RIXL f33a5599) (vllm 0.15.0 "
+            "vllm/distributed/kv_transfer/kv_connector/v1/nixl_connector.py:108,111); different NIXL "
+            "implementations on the two sides: their interoperation is not measured") in pair.reasons
+
+
+def test_the_simulator_needs_no_release_entry(decide, lab_data):
+    lab_data["engine"].update(server="sim", vllm_version="9.9.9")
+    (pair,) = decide(lab_data).pairs
+    assert pair.ok and "NIXL: simulator engines, no NIXL handshake" in pair.reasons
 
 
 def test_decode_tp_below_prefill_tp_is_refused_even_within_one_vendor(refusals, lab_data):

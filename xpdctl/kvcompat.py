@@ -1,6 +1,6 @@
 """The KV-compatibility engine: decides and explains the KV path of every prefill->decode pair.
 
-vLLM's NIXL handshake refuses a pair unless a list of factors match (REFERENCE.md section 2), and
+vLLM's NIXL handshake refuses a pair unless a list of factors match (docs/kv-handshake.md), and
 some mismatches it does not catch at all (an fp8 KV cache across vendors passes the handshake and
 decodes garbage). This module turns those facts into decisions made before anything is deployed:
 
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from xpdctl.inventory.problems import Problem
 from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import hosts_by_name, pool, vllm_version_of
+from xpdctl.releases import NixlImport, Release, UnknownRelease, release
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
 CONNECTOR = "NixlConnector"
@@ -37,6 +38,14 @@ class Side:
     block_size: int
     vllm_version: str
     nics: tuple[str, ...]
+    release: Release | None  # None: the simulator, which has no NIXL handshake
+    nixl: NixlImport | None
+
+    @property
+    def nixl_text(self) -> str:
+        if self.nixl is None:
+            return "no NIXL (simulator)"
+        return f"imports {self.nixl.module} ({self.nixl.build or 'no build pinned'})"
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,20 @@ class KvDecision:
     problems: list[Problem]
 
 
-def _sides(inv: Inventory, role: str) -> list[Side]:
+def _release(inv: Inventory, host: Host, index: int, problems: list[Problem]) -> tuple[Release | None, NixlImport | None]:
+    """The host's vLLM release and NIXL import; the simulator has neither (and any version string)."""
+    if inv.engine.server == "sim":
+        return None, None
+    try:
+        found = release(vllm_version_of(inv, host))
+    except UnknownRelease as exc:
+        loc = ("hosts", index, "vllm_version") if host.vllm_version else ("engine", "vllm_version")
+        problems.append(Problem(loc, exc.message))
+        return None, None
+    return found, found.nixl_import(host.vendor or "")
+
+
+def _sides(inv: Inventory, role: str, problems: list[Problem]) -> list[Side]:
     """One side per valid host of the pool; hosts the rules reject are left out."""
     vendors = vendor_profiles()
     hosts = hosts_by_name(inv)
@@ -93,6 +115,7 @@ def _sides(inv: Inventory, role: str) -> list[Side]:
         if host is None or host.vendor not in vendors or host.gpu is None:
             continue
         vendor = vendors[host.vendor]
+        found, nixl = _release(inv, host, index[name], problems)
         sides.append(
             Side(
                 role=role,
@@ -103,28 +126,30 @@ def _sides(inv: Inventory, role: str) -> list[Side]:
                 block_size=p.block_size or vendor.default_block_size,
                 vllm_version=vllm_version_of(inv, host),
                 nics=tuple(host.nics),
+                release=found,
+                nixl=nixl,
             )
         )
     return sides
 
 
-def _buffer(inv: Inventory, vendors: list[VendorProfile], first_cross: str | None,
+def _buffer(inv: Inventory, first_cross: tuple[Side, Side] | None,
             reasons: list[str], problems: list[Problem]) -> str:
     buffer = inv.kv.buffer
     if buffer == "auto":
         buffer = "cpu" if first_cross else "device"
         reasons.append(
-            f"kv buffer cpu (host memory): pairs cross vendors (e.g. {first_cross}), and GPUDirect between "
+            f"kv buffer cpu (host memory): pairs cross vendors (e.g. {_names(first_cross)}), and GPUDirect between "
             "vendors is not available"
             if first_cross
             else "kv buffer device: every pair stays within one vendor, so KV moves GPU to GPU"
         )
     elif buffer == "device" and first_cross:
-        modules = ", ".join(f"{v.name} imports {v.nixl_module}" for v in vendors)
+        sides = "; ".join(f"{s.host} {s.vendor.name} {s.nixl_text}" for s in first_cross)
         problems.append(
             Problem(
                 ("kv", "buffer"),
-                f"device memory cannot carry KV across vendors (pair {first_cross}; vLLM on {modules}); "
+                f"device memory cannot carry KV across vendors (pair {_names(first_cross)}: {sides}); "
                 "use buffer: cpu or auto",
             )
         )
@@ -188,14 +213,17 @@ def _kv_cache_dtype(inv: Inventory, cross: list[tuple[Side, Side]], reasons: lis
     return dtype
 
 
+def _names(pair: tuple[Side, Side]) -> str:
+    return f"{pair[0].host} -> {pair[1].host}"
+
+
 def _settings(inv: Inventory, sides: list[Side], cross: list[tuple[Side, Side]]) -> tuple[KvSettings, list[Problem]]:
     """Cluster-wide choices: the router may pair any prefill with any decode of one generation."""
     problems: list[Problem] = []
     reasons: list[str] = []
     vendors = sorted({s.vendor.name: s.vendor for s in sides}.values(), key=lambda v: v.name)
-    first_cross = f"{cross[0][0].host} -> {cross[0][1].host}" if cross else None
     settings = KvSettings(
-        buffer=_buffer(inv, vendors, first_cross, reasons, problems),
+        buffer=_buffer(inv, cross[0] if cross else None, reasons, problems),
         forced_backend=_forced_backend(inv, vendors, bool(cross), reasons, problems),
         kv_cache_dtype=_kv_cache_dtype(inv, cross, reasons, problems),
         hybrid_kv_cache_manager=inv.kv.hybrid_kv_cache_manager,
@@ -289,6 +317,7 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
                 "set the same block_size on both pools",
             )
         )
+    why(_nixl_reason(p, d))
     why(f"transfer mode {TRANSFER_MODE}: decode reads prefill's KV blocks (NIXL READ)")
     if p.host == d.host:
         why("same host: UCX moves KV through shared memory or loopback")
@@ -300,10 +329,27 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
     return decision
 
 
+def _nixl_reason(p: Side, d: Side) -> str:
+    if p.release is None or d.release is None or p.nixl is None or d.nixl is None:
+        return "NIXL: simulator engines, no NIXL handshake"
+    text = f"NIXL: {p.host} {p.nixl_text}, {d.host} {d.nixl_text}"
+    if p.release == d.release:
+        lines = ",".join(dict.fromkeys(str(s.nixl.line) for s in (p, d) if s.nixl))
+        text += f" (vllm {p.release.version} {p.release.nixl.file}:{lines})"
+    else:
+        text += "".join(f"; {s.host}: vllm {s.release.version} {s.release.nixl.file}:{s.nixl.line}"
+                        for s in (p, d) if s.release and s.nixl)  # fmt: skip
+    if p.nixl.module != d.nixl.module:
+        text += "; different NIXL implementations on the two sides: their interoperation is not measured"
+    return text
+
+
 def decide(inv: Inventory) -> KvDecision:
-    prefills, decodes = _sides(inv, "prefill"), _sides(inv, "decode")
+    release_problems: list[Problem] = []
+    prefills, decodes = _sides(inv, "prefill", release_problems), _sides(inv, "decode", release_problems)
     cross = [(p, d) for p in prefills for d in decodes if p.vendor.name != d.vendor.name]
     settings, problems = _settings(inv, prefills + decodes, cross)
+    problems = release_problems + problems
     pairs = [_pair(inv, settings, p, d) for p in prefills for d in decodes]
     for pair in pairs:
         problems.extend(pair.refusals)
@@ -311,7 +357,7 @@ def decide(inv: Inventory) -> KvDecision:
 
 
 def generation_factors(inv: Inventory, settings: KvSettings, vendor: VendorProfile, vllm_version: str) -> dict:
-    """What vLLM's compute_nixl_compatibility_hash compares (REFERENCE.md section 2), as we know it up front.
+    """What vLLM's compute_nixl_compatibility_hash compares (docs/kv-handshake.md), as we know it up front.
 
     KV heads, head size and layer count follow from the model, revision and quantization.
     """

@@ -9,12 +9,17 @@ import click
 from xpdctl.output import emit_json, output_option, table
 
 
+def _side_json(side) -> dict:
+    return {"host": side.host, "vendor": side.vendor.name, "tensor_parallel": side.tensor_parallel,
+            "block_size": side.block_size, "vllm_version": side.vllm_version,
+            "nixl_module": side.nixl.module if side.nixl else None,
+            "nixl_build": side.nixl.build if side.nixl else None}
+
+
 def _pair_json(pair) -> dict:
     return {
-        "prefill": {"host": pair.prefill.host, "vendor": pair.prefill.vendor.name,
-                    "tensor_parallel": pair.prefill.tensor_parallel, "block_size": pair.prefill.block_size},
-        "decode": {"host": pair.decode.host, "vendor": pair.decode.vendor.name,
-                   "tensor_parallel": pair.decode.tensor_parallel, "block_size": pair.decode.block_size},
+        "prefill": _side_json(pair.prefill),
+        "decode": _side_json(pair.decode),
         "cross_vendor": pair.cross_vendor,
         "kv_buffer_device": pair.kv_buffer_device,
         "attention_backend": pair.attention_backend,
