@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from xpdctl.inventory.problems import Problem
 from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import hosts_by_name, pool, vllm_version_of
-from xpdctl.releases import NixlImport, Release, UnknownRelease, release
+from xpdctl.kvhandshake import FactorCheck, compare, side_values
+from xpdctl.releases import NixlImport, Release, UnknownRelease, public_release, release
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
 CONNECTOR = "NixlConnector"
@@ -57,6 +58,9 @@ class KvSettings:
     kv_cache_dtype: str
     hybrid_kv_cache_manager: str  # auto | on | off
     reasons: tuple[str, ...] = ()
+    load_failure_policy: str = "fail"  # kv_load_failure_policy of every engine
+    # vLLM's own comparison of handshake factors (kv_connector_extra_config enforce_handshake_compat).
+    handshake_check: bool = True
 
     def buffer_device(self, vendor: VendorProfile) -> str:
         return "cpu" if self.buffer == "cpu" else vendor.device_type
@@ -75,6 +79,8 @@ class PairDecision:
     backend_forced: bool
     kv_cache_dtype: str
     transfer_mode: str
+    handshake_check: bool
+    handshake: list[FactorCheck] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     refusals: list[Problem] = field(default_factory=list)
 
@@ -213,6 +219,22 @@ def _kv_cache_dtype(inv: Inventory, cross: list[tuple[Side, Side]], reasons: lis
     return dtype
 
 
+def _failure_policy(inv: Inventory, reasons: list[str]) -> str:
+    policy = inv.kv.load_failure_policy
+    if policy == "recompute":
+        reasons.append(
+            "kv load failure policy recompute (kv.load_failure_policy): a decode whose KV load fails computes "
+            "the prompt again, so a broken KV path answers correctly and shows only in latency and the "
+            "vllm:nixl_* counters"
+        )
+    else:
+        reasons.append(
+            "kv load failure policy fail, rendered on every engine: a failed KV load fails the request instead "
+            "of being recomputed behind a correct answer (vLLM 0.15.0 defaults to recompute)"
+        )
+    return policy
+
+
 def _names(pair: tuple[Side, Side]) -> str:
     return f"{pair[0].host} -> {pair[1].host}"
 
@@ -227,6 +249,7 @@ def _settings(inv: Inventory, sides: list[Side], cross: list[tuple[Side, Side]])
         forced_backend=_forced_backend(inv, vendors, bool(cross), reasons, problems),
         kv_cache_dtype=_kv_cache_dtype(inv, cross, reasons, problems),
         hybrid_kv_cache_manager=inv.kv.hybrid_kv_cache_manager,
+        load_failure_policy=_failure_policy(inv, reasons),
         reasons=tuple(reasons),
     )
     return settings, problems
@@ -251,6 +274,7 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
         backend_forced=settings.forced_backend is not None,
         kv_cache_dtype=settings.kv_cache_dtype,
         transfer_mode=TRANSFER_MODE,
+        handshake_check=settings.handshake_check,
     )
     why, refuse = decision.reasons.append, decision.refusals.append
     kind = f"cross-vendor ({p.vendor.name} -> {d.vendor.name})" if cross else f"same vendor ({p.vendor.name})"
@@ -271,7 +295,10 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
         why(f"attention backend {backend_p} forced on both")
     else:
         why(f"attention backend {backend_p} (vendor default) on both")
-    if p.vllm_version != d.vllm_version:
+    if p.vllm_version != d.vllm_version and public_release(p.vllm_version) == public_release(d.vllm_version):
+        why(f"vLLM {p.vllm_version} ({p.host}) and {d.vllm_version} ({d.host}): one public release, local "
+            "build suffixes differ")
+    elif p.vllm_version != d.vllm_version:
         refuse(
             Problem(
                 _version_loc(inv, d if inv.hosts[d.host_index].vllm_version else p),
@@ -318,6 +345,7 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
             )
         )
     why(_nixl_reason(p, d))
+    _handshake(inv, settings, decision)
     why(f"transfer mode {TRANSFER_MODE}: decode reads prefill's KV blocks (NIXL READ)")
     if p.host == d.host:
         why("same host: UCX moves KV through shared memory or loopback")
@@ -344,11 +372,83 @@ def _nixl_reason(p: Side, d: Side) -> str:
     return text
 
 
+# Where to change a factor that keeps a pair from a handshake xpdctl can vouch for.
+_FACTOR_FIELD = {
+    "is_hma_enabled": ("kv", "hybrid_kv_cache_manager"),
+    "speculative_config": ("pools", "decode", "extra_args"),
+    "num_kv_heads": ("pools", "decode", "extra_args"),
+    "head_size": ("pools", "decode", "extra_args"),
+    "num_hidden_layers": ("pools", "decode", "extra_args"),
+}
+_REFUSED_ELSEWHERE = {"vllm_version", "attn_backend_name"}  # their own rules above say what to do
+
+
+def _values(inv: Inventory, settings: KvSettings, side: Side) -> dict[str, str]:
+    return side_values(inv, side.role, side.vllm_version, settings.attention_backend(side.vendor),
+                       settings.kv_cache_dtype, settings.hybrid_kv_cache_manager)
+
+
+def _handshake(inv: Inventory, settings: KvSettings, decision: PairDecision) -> None:
+    """Explain vLLM's handshake for the pair, one line per factor; refuse what cannot be vouched for."""
+    p, d = decision.prefill, decision.decode
+    if p.release is None or d.release is None or p.release != d.release:
+        return  # the simulator, or different releases (refused above)
+    rel = p.release
+    decision.handshake = compare(rel, _values(inv, settings, p), _values(inv, settings, d), settings.handshake_check)
+    if settings.handshake_check:
+        decision.reasons.append(
+            f"vLLM's handshake check on: the decode compares the hash of {len(rel.handshake.factors)} factors "
+            f"({rel.source('handshake')}) and refuses a mismatch; xpdctl's view of them:"
+        )
+    else:
+        decision.reasons.append(
+            f"vLLM's handshake check off (enforce_handshake_compat false, {rel.source('switch')}): the version "
+            f"strings differ, so xpdctl compares the {len(rel.handshake.factors)} factors itself "
+            f"({rel.source('handshake')}):"
+        )
+    for check in decision.handshake:
+        decision.reasons.append(f"  {check.line()}")
+        if not check.ok and check.factor not in _REFUSED_ELSEWHERE:
+            what = "vLLM's check is off, so nothing else compares it" if not settings.handshake_check else \
+                "vLLM would refuse the handshake"
+            decision.refusals.append(Problem(
+                _FACTOR_FIELD.get(check.factor, ("engine", "vllm_version")),
+                f"handshake factor {check.factor} of {p.host} -> {d.host}: {check.prefill} vs {check.decode} "
+                f"({check.how}); {what}: make it equal on both pools",
+            ))  # fmt: skip
+
+
+def _suffix_only(prefills: list[Side], decodes: list[Side]) -> tuple[Side, Side] | None:
+    """A pair whose version strings differ only in a local build suffix, if any."""
+    for p in prefills:
+        for d in decodes:
+            if p.release is not None and p.vllm_version != d.vllm_version and p.release == d.release:
+                return p, d
+    return None
+
+
+def _handshake_setting(settings: KvSettings, prefills: list[Side], decodes: list[Side]) -> KvSettings:
+    """vLLM's check off on every engine when some pair's version strings differ only in a local suffix:
+    the router may pair any prefill with any decode, and only the decode side compares."""
+    pair = _suffix_only(prefills, decodes)
+    if pair is None:
+        return settings
+    p, d = pair
+    reason = (
+        f"vLLM's own handshake check off on every engine (kv_connector_extra_config enforce_handshake_compat "
+        f"false): {p.host} runs {p.vllm_version} and {d.host} {d.vllm_version}, one public release with "
+        f"different local build suffixes, and vLLM hashes the exact version string; xpdctl compares every "
+        "other factor itself (per pair below)"
+    )
+    return replace(settings, handshake_check=False, reasons=settings.reasons + (reason,))
+
+
 def decide(inv: Inventory) -> KvDecision:
     release_problems: list[Problem] = []
     prefills, decodes = _sides(inv, "prefill", release_problems), _sides(inv, "decode", release_problems)
     cross = [(p, d) for p in prefills for d in decodes if p.vendor.name != d.vendor.name]
     settings, problems = _settings(inv, prefills + decodes, cross)
+    settings = _handshake_setting(settings, prefills, decodes)
     problems = release_problems + problems
     pairs = [_pair(inv, settings, p, d) for p in prefills for d in decodes]
     for pair in pairs:
@@ -361,8 +461,11 @@ def generation_factors(inv: Inventory, settings: KvSettings, vendor: VendorProfi
 
     KV heads, head size and layer count follow from the model, revision and quantization.
     """
+    # With vLLM's check off the local suffix plays no part in the handshake: the release does.
+    version = {"vllm_version": vllm_version} if settings.handshake_check else \
+        {"vllm_version": public_release(vllm_version), "enforce_handshake_compat": False}
     return {
-        "vllm_version": vllm_version,
+        **version,
         "connector": CONNECTOR,
         "model": inv.model.weights_path,
         "model_name": inv.model.name,

@@ -34,6 +34,8 @@ class VendorProfile(BaseModel):
     default_block_size: int
     fp8_kv_format: str | None  # element format of an "fp8" KV cache; None = unknown
     engine_env: dict[str, str]
+    # UCX transports for this vendor's GPU memory, added to UCX_TLS where RDMA NICs are declared.
+    ucx_gpu_transports: tuple[str, ...] = ()
     # Scheduling priority of engine processes (systemd Nice=); 0 = the default.
     engine_nice: int = 0
 
