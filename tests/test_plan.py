@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+
+from xpdctl.errors import InputError
 from xpdctl.inventory import load_inventory
 from xpdctl.plan import build_plan, ucx_net_devices
 
@@ -35,6 +38,7 @@ def test_engine_env_carries_side_channel_ucx_and_visible_devices():
     assert dict(services["xpd-lab-prefill-0"].env) == {
         "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7",
         "UCX_NET_DEVICES": "mlx5_0:1",
+        "UCX_TLS": "rc,sm,self,cuda_copy,cuda_ipc",  # no tcp: a dead RDMA path fails
         "VLLM_NIXL_SIDE_CHANNEL_HOST": "10.0.0.11",
         "VLLM_NIXL_SIDE_CHANNEL_PORT": "5600",
         "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60",  # far beyond the router's 4 s of idle keep-alive
@@ -48,7 +52,10 @@ def test_cross_vendor_vllm_args():
     services = _services(_plan("inventory/lab.yaml"))
     prefill, decode = services["xpd-lab-prefill-0"].vllm_args, services["xpd-lab-decode-0"].vllm_args
     assert json.loads(_arg(prefill, "--kv-transfer-config")) == {
-        "kv_connector": "NixlConnector", "kv_role": "kv_producer", "kv_buffer_device": "cpu"
+        "kv_connector": "NixlConnector", "kv_role": "kv_producer", "kv_buffer_device": "cpu",
+        "kv_load_failure_policy": "fail",
+        # 0.15.0 and 0.15.0+rocm644: xpdctl compares the handshake factors (tests/test_kvcompat.py)
+        "kv_connector_extra_config": {"enforce_handshake_compat": False},
     }
     assert json.loads(_arg(decode, "--kv-transfer-config"))["kv_role"] == "kv_consumer"
     for args in (prefill, decode):
@@ -163,7 +170,8 @@ def test_kv_agent_config_lists_the_pairs_of_its_host():
     plan = _plan("inventory/lab.yaml")
     config = plan.hosts["mi300x-01"].kv_agent_config
     assert (config.host, config.address, config.expect_rdma) == ("mi300x-01", "10.0.0.21", True)
-    assert config.ucx_env == {"UCX_NET_DEVICES": "mlx5_0:1"}
+    # Its probe moves host memory: RDMA, shared memory, loopback; no tcp to fall back on.
+    assert config.ucx_env == {"UCX_NET_DEVICES": "mlx5_0:1", "UCX_TLS": "rc,sm,self"}
     (pair,) = config.pairs
     assert (pair.prefill, pair.decode, pair.side_channel, pair.peer_agent) == (
         "xpd-lab-prefill-0", "xpd-lab-decode-0", "10.0.0.11:5600", "http://10.0.0.11:8788"
@@ -191,3 +199,25 @@ def test_router_admin_token_from_the_environment_stays_in_the_router_env(monkeyp
 def test_no_admin_token_leaves_the_admin_api_off():
     config = _plan("inventory/lab.yaml").hosts["gw-01"].router_config
     assert config.admin.token_env is None and config.admin.resolved_token() is None
+
+
+def test_declared_rdma_nics_leave_ucx_no_tcp_to_fall_back_on():
+    """A dead RDMA path must fail the transfer, not move KV over TCP at a fraction of the speed."""
+    services = _services(_plan("inventory/lab.yaml"))
+    assert services["xpd-lab-prefill-0"].env["UCX_TLS"] == "rc,sm,self,cuda_copy,cuda_ipc"
+    assert services["xpd-lab-decode-0"].env["UCX_TLS"] == "rc,sm,self,rocm_copy,rocm_ipc"
+    assert "UCX_TLS" not in _services(_plan("inventory/local.yaml"))["xpd-local-decode-0"].env  # no NICs
+
+
+def test_kv_load_failure_policy_is_rendered_and_recompute_only_when_asked(write_inventory, lab_data):
+    def policies(data):
+        plan = build_plan(load_inventory(write_inventory(data)), {})
+        return {json.loads(_arg(s.vllm_args, "--kv-transfer-config"))["kv_load_failure_policy"] for s in plan.engines}
+
+    assert policies(lab_data) == {"fail"}
+    lab_data["kv"]["load_failure_policy"] = "recompute"
+    assert policies(lab_data) == {"recompute"}
+    lab_data["pools"]["decode"]["extra_args"] = ["--kv-transfer-config", '{"kv_load_failure_policy": "recompute"}']
+    with pytest.raises(InputError) as refused:
+        load_inventory(write_inventory(lab_data))
+    assert "--kv-transfer-config is set by xpdctl" in refused.value.details[0]

@@ -100,8 +100,29 @@ def ucx_net_devices(nics: list[str]) -> str:
     return ",".join(nic if ":" in nic else f"{nic}:1" for nic in nics)
 
 
-def _kv_transfer_config(role: str, buffer_device: str) -> str:
-    config = {"kv_connector": CONNECTOR, "kv_role": KV_ROLE[role], "kv_buffer_device": buffer_device}
+# Where RDMA NICs are declared, UCX may use only RDMA (rc), shared memory and loopback within the host,
+# and the vendor's GPU-memory transports: without tcp in the list a dead RDMA path fails the transfer
+# (and the KV agent's probe) instead of quietly moving KV over TCP at a fraction of the speed.
+UCX_RDMA_TLS = ("rc", "sm", "self")
+
+
+def ucx_env(host: Host, gpu_transports: tuple[str, ...] = ()) -> dict[str, str]:
+    """UCX_NET_DEVICES and UCX_TLS of a host's engines (with their GPU transports) or its KV agent (host
+    memory only)."""
+    if not host.nics:
+        return {}
+    tls = ",".join(UCX_RDMA_TLS + gpu_transports)
+    return {"UCX_NET_DEVICES": ucx_net_devices(host.nics), "UCX_TLS": tls}
+
+
+def _kv_transfer_config(role: str, settings: KvSettings, vendor: VendorProfile) -> str:
+    config: dict = {
+        "kv_connector": CONNECTOR, "kv_role": KV_ROLE[role], "kv_buffer_device": settings.buffer_device(vendor),
+        # Explicit: vLLM 0.15.0's default is recompute (docs/kv-handshake.md).
+        "kv_load_failure_policy": settings.load_failure_policy,
+    }
+    if not settings.handshake_check:  # xpdctl compares the factors itself (xpdctl.kvhandshake)
+        config["kv_connector_extra_config"] = {"enforce_handshake_compat": False}
     return json.dumps(config, separators=(",", ":"))
 
 
@@ -131,7 +152,7 @@ def vllm_args(inv: Inventory, settings: KvSettings, vendor: VendorProfile, p: Pl
         args.append(f"--{negation}disable-hybrid-kv-cache-manager")
     # The report's runs had prefix caching off; PD with NIXL is only verified that way.
     args.append("--no-enable-prefix-caching")
-    args += ["--kv-transfer-config", _kv_transfer_config(p.role, settings.buffer_device(vendor))]
+    args += ["--kv-transfer-config", _kv_transfer_config(p.role, settings, vendor)]
     return args + builder_vllm_args(model.builder) + list(inv.engine.extra_args) + list(the_pool.extra_args)
 
 
@@ -183,8 +204,7 @@ def _engine_service(
         vendor.visible_devices_env: vendor.visible_devices(list(p.gpus)),
         **vendor.engine_env,
     }
-    if host.nics:
-        env["UCX_NET_DEVICES"] = ucx_net_devices(host.nics)
+    env.update(ucx_env(host, vendor.ucx_gpu_transports))
     sim = inv.engine.server == "sim"
     if not sim and inv.kv.nixl_progress_poll_ms:
         env["PYTHONPATH"] = ENGINE_HOOK_DIR
@@ -289,7 +309,6 @@ def _kv_agent_config(inv: Inventory, host: Host, engines: list[Service], hosts: 
                     peer_agent=agent_url[peer],
                 )
             )
-    ucx_env = {"UCX_NET_DEVICES": ucx_net_devices(host.nics)} if host.nics else {}
     return KvAgentConfig(
         host=host.name,
         address=host.address,
@@ -297,7 +316,7 @@ def _kv_agent_config(inv: Inventory, host: Host, engines: list[Service], hosts: 
         port=inv.kv.agent_port,
         nics=list(host.nics),
         expect_rdma=bool(host.nics),
-        ucx_env=ucx_env,
+        ucx_env=ucx_env(host),
         pairs=pairs,
     )
 

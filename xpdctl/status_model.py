@@ -92,6 +92,9 @@ class EngineStatus(_Model):
     requests_running: float | None = None
     requests_waiting: float | None = None
     kv_cache_usage_pct: float | None = None
+    # vLLM's NIXL connector counters (vllm:nixl_* samples, summed over labels; histograms as _count/_sum):
+    # on a decode they show that KV really moved, and how often a transfer failed.
+    nixl: dict[str, float] = {}
 
 
 class KvPairHealth(_Model):
@@ -101,6 +104,9 @@ class KvPairHealth(_Model):
     reason: str | None = None
     # The host whose agent measured the pair (the decode host); the other host's agent relays it.
     measured_by: str | None = None
+    # What UCX chose for the agent's probe transfer (e.g. "rc_mlx5/mlx5_0:1") and its class (rdma, tcp, ...).
+    transport: str | None = None
+    transport_class: str | None = None
 
 
 class KvAgentStatus(_Model):

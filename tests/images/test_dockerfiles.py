@@ -112,7 +112,23 @@ def test_engine_images_install_vllm_ucx_and_nixl_and_check_them(name):
     assert "ucx_path=/opt/ucx" in transport, "NIXL must be built against the UCX built here"
     # The build fails unless UCX runs and vLLM (at the pinned version) and NIXL import.
     assert transport.startswith("#!/bin/sh") and "set -eu" in transport and "ucx_info -v" in transport
-    assert "import vllm, nixl" in run and f"startswith('{version}')" in run
+    assert f"startswith('{version}')" in run
+
+
+@pytest.mark.parametrize("name,vendor", [("engine-cuda", "nvidia"), ("engine-rocm", "amd")])
+def test_engine_images_install_and_check_the_nixl_module_their_vllm_imports(name, vendor):
+    """The module comes from the release table (xpdctl/releases/vllm.yaml), read from vLLM's source:
+    vLLM 0.15.0 on ROCm imports `rixl`, so an image with upstream `nixl` only would serve without NIXL."""
+    from xpdctl.releases import release
+
+    dockerfile = parse(IMAGES / name / "Dockerfile")
+    nixl = release(dockerfile.args["VLLM_VERSION"]).nixl_import(vendor)
+    assert f"import vllm, {nixl.module};" in dockerfile.run
+    built = {"nixl": f"nixl {dockerfile.args['NIXL_VERSION']}", "rixl": f"RIXL {dockerfile.args.get('RIXL_COMMIT')}"}
+    assert nixl.build == built[nixl.module]
+    if nixl.module == "rixl":
+        assert f"git -C /tmp/rixl checkout {dockerfile.args['RIXL_COMMIT']}" in dockerfile.run.replace('"', "")
+        assert "https://github.com/ROCm/RIXL /tmp/rixl" in dockerfile.run and "ucx_path=/opt/ucx" in dockerfile.run
 
 
 def test_each_engine_builds_ucx_for_its_own_gpu_memory():

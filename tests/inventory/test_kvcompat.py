@@ -1,4 +1,4 @@
-"""Every KV-compatibility decision and refusal (docs/inventory.md, KV rules)."""
+"""Every KV-compatibility decision and refusal (docs/kv-handshake.md)."""
 
 import pytest
 
@@ -68,8 +68,9 @@ def test_cpu_devices_keep_kv_in_host_memory():
 def test_device_buffer_across_vendors_is_refused(refusals, lab_data):
     lab_data["kv"]["buffer"] = "device"
     (found,) = refusals(lab_data)
-    assert found.startswith("kv.buffer: device memory cannot carry KV across vendors (pair h100-01 -> mi300x-01; "
-                            "vLLM on amd imports rixl, nvidia imports nixl); use buffer: cpu or auto")
+    assert found == ("kv.buffer: device memory cannot carry KV across vendors (pair h100-01 -> mi300x-01: "
+                     "h100-01 nvidia imports nixl (nixl 1.5.1); mi300x-01 amd imports rixl (RIXL f33a5599)); "
+                     "use buffer: cpu or auto")
 
 
 def test_host_buffer_may_be_chosen_within_one_vendor(decide, lab_data):
@@ -122,6 +123,29 @@ def test_different_vllm_versions_are_refused(refusals, lab_data):
     (found,) = refusals(lab_data)
     assert found.startswith("hosts[1].vllm_version: h100-01 runs vLLM 0.15.0 and mi300x-01 0.32.0: the NIXL "
                             "handshake refuses different versions")
+
+
+def test_a_release_missing_from_the_table_is_refused_with_what_to_add(refusals, lab_data):
+    lab_data["engine"]["vllm_version"] = "0.16.0"
+    lab_data["hosts"][1].pop("vllm_version")
+    (found,) = refusals(lab_data)
+    assert found.startswith("engine.vllm_version: vLLM 0.16.0 is not in xpdctl's release table (known: 0.15.0, "
+                            "0.26.0, 0.32.0); run `pip download vllm==0.16.0 --no-deps`")
+
+
+def test_check_names_the_nixl_module_each_side_imports():
+    (pair,) = load_inventory("inventory/lab.yaml").kv.pairs
+    assert (pair.prefill.nixl.module, pair.decode.nixl.module) == ("nixl", "rixl")
+    assert ("NIXL: h100-01 imports nixl (nixl 1.5.1), mi300x-01 imports rixl (RIXL f33a5599) (vllm 0.15.0 "
+            "vllm/distributed/kv_transfer/kv_connector/v1/nixl_connector.py:108,111); different NIXL "
+            "implementations on the two sides: their interoperation is not measured") in pair.reasons
+
+
+def test_the_simulator_needs_no_release_entry(decide, lab_data):
+    lab_data["engine"].update(server="sim", vllm_version="9.9.9")
+    lab_data["hosts"][1].pop("vllm_version")
+    (pair,) = decide(lab_data).pairs
+    assert pair.ok and "NIXL: simulator engines, no NIXL handshake" in pair.reasons
 
 
 def test_decode_tp_below_prefill_tp_is_refused_even_within_one_vendor(refusals, lab_data):
@@ -209,3 +233,58 @@ def test_network_path_is_explained(decide, lab_data):
     assert "network: no RDMA NICs declared on mi300x-01, so UCX moves KV over TCP" in decide(lab_data).pairs[0].reasons
     (local,) = load_inventory("inventory/local.yaml").kv.pairs
     assert "same host: UCX moves KV through shared memory or loopback" in local.reasons
+
+
+def test_versions_differing_only_in_a_local_suffix_turn_vllms_check_off_everywhere():
+    """lab.yaml: CUDA wheel 0.15.0 -> ROCm source build 0.15.0+rocm644. vLLM hashes the exact string
+    (its check would refuse every request); xpdctl renders the switch on both sides and compares the
+    release's factors itself."""
+    from xpdctl.plan import build_plan
+
+    loaded = load_inventory("inventory/lab.yaml")
+    (pair,) = loaded.kv.pairs
+    assert pair.ok and not loaded.kv.settings.handshake_check and not pair.handshake_check
+    assert [c.factor for c in pair.handshake] == ["vllm_version", "nixl_connector_version", "model", "dtype",
+                                                  "num_kv_heads", "head_size", "num_hidden_layers",
+                                                  "attn_backend_name", "cache_dtype"]  # vLLM 0.15.0's list
+    assert all(c.ok for c in pair.handshake)
+    assert "  vllm_version: 0.15.0 vs 0.15.0+rocm644 (vllm.__version__; same public release 0.15.0, local build " \
+           "suffixes differ)" in pair.reasons
+    engines = build_plan(loaded, {}).engines
+    for engine in engines:
+        config = engine.vllm_args[engine.vllm_args.index("--kv-transfer-config") + 1]
+        assert '"kv_connector_extra_config":{"enforce_handshake_compat":false}' in config, engine.name
+    # One generation: the router pairs them.
+    assert len({e.details["generation"] for e in engines}) == 1
+
+
+def test_equal_version_strings_keep_vllms_check_on(decide, lab_data):
+    lab_data["hosts"][1].pop("vllm_version")
+    kv = decide(lab_data)
+    assert kv.settings.handshake_check and kv.pairs[0].handshake_check
+    assert any(r.startswith("vLLM's handshake check on: the decode compares the hash of 9 factors") for r in kv.pairs[0].reasons)
+
+
+def test_different_public_releases_stay_refused_even_with_suffixes(refusals, lab_data):
+    lab_data["hosts"][1]["vllm_version"] = "0.26.0+rocm644"
+    (found,) = refusals(lab_data)
+    assert "h100-01 runs vLLM 0.15.0 and mi300x-01 0.26.0+rocm644: the NIXL handshake refuses different versions" in found
+
+
+def test_with_vllms_check_off_an_unknown_hybrid_manager_default_is_refused(refusals, lab_data):
+    lab_data["kv"]["hybrid_kv_cache_manager"] = "auto"
+    lab_data["engine"]["vllm_version"] = "0.32.0"  # 0.32.0 hashes is_hma_enabled, 0.15.0 does not
+    lab_data["hosts"][1]["vllm_version"] = "0.32.0+rocm700"
+    (found,) = refusals(lab_data)
+    assert found.startswith("kv.hybrid_kv_cache_manager: handshake factor is_hma_enabled of h100-01 -> mi300x-01: "
+                            "auto vs auto (kv.hybrid_kv_cache_manager auto leaves it to each build's default); "
+                            "vLLM's check is off, so nothing else compares it")
+
+
+def test_a_speculative_config_on_one_pool_only_is_refused(refusals, lab_data):
+    lab_data["engine"]["vllm_version"] = "0.32.0"
+    lab_data["hosts"][1]["vllm_version"] = "0.32.0+rocm700"
+    lab_data["pools"]["decode"]["extra_args"] = ["--speculative-config", '{"method": "eagle3", "num_speculative_tokens": 2}']
+    (found,) = refusals(lab_data)
+    assert found.startswith('pools.decode.extra_args: handshake factor speculative_config of h100-01 -> mi300x-01: '
+                            'none vs {"method":"eagle3","num_speculative_tokens":2}')

@@ -81,3 +81,39 @@ def test_problem_list_fits_one_screen(nvidia_text):
     text = render_text(_status(nvidia_text, problems=40))
     assert sum(line.startswith(("error", "warning")) for line in text.splitlines()) == MAX_PROBLEM_LINES
     assert f"... and {41 - MAX_PROBLEM_LINES} more problems" in text
+
+
+def test_pair_transport_and_decode_nixl_counters_are_shown():
+    """An operator sees how each pair's KV travels and that the decode's NIXL moved (or failed to move) KV."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from xpdctl.observe.http import parse_nixl_counters
+    from xpdctl.status_model import KvAgentStatus, KvPairHealth
+
+    # vLLM's own metric kinds and names (nixl/stats.py), exposed by the real prometheus_client.
+    registry = CollectorRegistry()
+    xfer = Histogram("vllm:nixl_xfer_time_seconds", "t", ["engine"], registry=registry)
+    moved = Histogram("vllm:nixl_bytes_transferred", "b", ["engine"], registry=registry)
+    failed = Counter("vllm:nixl_num_failed_transfers", "f", ["engine"], registry=registry)
+    for engine, size in (("0", 4096), ("1", 8192)):
+        xfer.labels(engine).observe(0.01)
+        moved.labels(engine).observe(size)
+    failed.labels("0")
+    counters = parse_nixl_counters(generate_latest(registry).decode())
+    assert counters["vllm:nixl_xfer_time_seconds_count"] == 2
+    assert counters["vllm:nixl_bytes_transferred_sum"] == 12288
+    assert counters["vllm:nixl_num_failed_transfers_total"] == 0
+    assert not any(name.endswith("_bucket") for name in counters)
+
+    decode = EngineStatus(service="xpd-lab-decode-0", role="decode", url="http://10.0.0.6:8200", healthy=True,
+                          nixl=counters)
+    pair = KvPairHealth(prefill_url="http://10.0.0.5:8100", decode_url="http://10.0.0.6:8200", ok=True,
+                        measured_by="mi300x-01", transport="rc_mlx5/mlx5_0:1", transport_class="rdma")
+    host = HostStatus(name="mi300x-01", address="10.0.0.6", reachable=True, engines=[decode],
+                      kv_agents=[KvAgentStatus(service="xpd-lab-kv-agent", url="http://10.0.0.6:8788",
+                                               reachable=True, pairs=[pair])])
+    text = render_text(ClusterStatus(cluster="lab", observed_at="2026-12-01T22:00:00+00:00", duration_s=0.1,
+                                     healthy=True, hosts=[host], problems=[]))
+    assert "rdma" in text and "rc_mlx5/mlx5_0:1" in text
+    row = next(line for line in text.splitlines() if line.startswith("xpd-lab-decode-0") and "12288" in line)
+    assert row.split()[1:] == ["2", "12288", "0"]

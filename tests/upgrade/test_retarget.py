@@ -29,8 +29,10 @@ def _loaded(image=None, decodes=3, **engine):
     loaded = load_inventory(REPO / "inventory" / "lab.yaml")
     inv = loaded.inventory
     decode = inv.pools.decode.model_copy(update={"instances_per_host": decodes, "tensor_parallel": 2})
+    # lab.yaml's decode host names its own (ROCm build) version; a new release replaces both.
+    hosts = [h.model_copy(update={"vllm_version": None}) for h in inv.hosts] if "vllm_version" in engine else inv.hosts
     inv = inv.model_copy(update={"pools": inv.pools.model_copy(update={"decode": decode}),
-                                 "engine": inv.engine.model_copy(update=engine)})
+                                 "engine": inv.engine.model_copy(update=engine), "hosts": hosts})
     return with_image(dataclasses.replace(loaded, inventory=inv), "decode", image)
 
 

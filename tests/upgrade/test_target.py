@@ -21,8 +21,10 @@ NEW_ROCM = "rocm/vllm:v0.32.0-new@sha256:" + "b" * 64
 def _loaded(**engine):
     loaded = load_inventory(REPO / "inventory" / "lab.yaml")
     inv = loaded.inventory
+    # lab.yaml's decode host names its own (ROCm build) version; a new release replaces both.
+    hosts = [h.model_copy(update={"vllm_version": None}) for h in inv.hosts] if "vllm_version" in engine else inv.hosts
     return dataclasses.replace(loaded, inventory=inv.model_copy(
-        update={"engine": inv.engine.model_copy(update=engine)}))
+        update={"engine": inv.engine.model_copy(update=engine), "hosts": hosts}))
 
 
 def _manifest(loaded):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -9,21 +10,51 @@ import click
 from xpdctl.output import emit_json, output_option, table
 
 
+def _side_json(side) -> dict:
+    return {"host": side.host, "vendor": side.vendor.name, "tensor_parallel": side.tensor_parallel,
+            "block_size": side.block_size, "vllm_version": side.vllm_version,
+            "nixl_module": side.nixl.module if side.nixl else None,
+            "nixl_build": side.nixl.build if side.nixl else None}
+
+
 def _pair_json(pair) -> dict:
     return {
-        "prefill": {"host": pair.prefill.host, "vendor": pair.prefill.vendor.name,
-                    "tensor_parallel": pair.prefill.tensor_parallel, "block_size": pair.prefill.block_size},
-        "decode": {"host": pair.decode.host, "vendor": pair.decode.vendor.name,
-                   "tensor_parallel": pair.decode.tensor_parallel, "block_size": pair.decode.block_size},
+        "prefill": _side_json(pair.prefill),
+        "decode": _side_json(pair.decode),
         "cross_vendor": pair.cross_vendor,
         "kv_buffer_device": pair.kv_buffer_device,
         "attention_backend": pair.attention_backend,
         "attention_backend_forced": pair.backend_forced,
         "kv_cache_dtype": pair.kv_cache_dtype,
         "transfer_mode": pair.transfer_mode,
+        "vllm_handshake_check": pair.handshake_check,
+        "handshake_factors": [{"factor": c.factor, "prefill": c.prefill, "decode": c.decode, "ok": c.ok,
+                               "how": c.how} for c in pair.handshake],
         "ok": pair.ok,
         "why": pair.reasons,
     }  # fmt: skip
+
+
+def _recorded(cluster: str) -> dict | None:
+    from xpdctl.identity.record import recorded
+    from xpdctl.paths import state_root
+
+    path = state_root() / cluster
+    return recorded(path) if path.is_dir() else None
+
+
+def _show_recorded(cluster: str) -> None:
+    """What `up` read from the engines' own stacks, when this machine ran it."""
+    found = _recorded(cluster)
+    if not found:
+        return
+    when = datetime.fromtimestamp(found["read_at"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    click.echo(f"\nengine stacks as `up` read them ({when}):")
+    for role, side in found["pools"].items():
+        click.echo(f"  {role}: {side['host']} ({side['vendor']}): {' '.join(side['command'])}")
+    for factor in found["factors"]:
+        click.echo(f"  - {factor['name']}: " + (factor['prefill'] if factor['prefill'] == factor['decode']
+                   else f"{factor['prefill']} vs {factor['decode']}") + f": {factor['why']}")
 
 
 @click.command()
@@ -71,10 +102,12 @@ def command(inventory: Path, output: str) -> None:
                 "attention_backend_forced": decision.settings.forced_backend,
                 "kv_cache_dtype": decision.settings.kv_cache_dtype,
                 "hybrid_kv_cache_manager": decision.settings.hybrid_kv_cache_manager,
+                "vllm_handshake_check": decision.settings.handshake_check,
                 "why": list(decision.settings.reasons),
             },
             "instances": instances,
             "pairs": [_pair_json(p) for p in decision.pairs],
+            "recorded_engine_stacks": _recorded(loaded.inventory.cluster),
         })  # fmt: skip
         return
     click.echo(f"{inventory}: valid; cluster {loaded.inventory.cluster}")
@@ -99,7 +132,8 @@ def command(inventory: Path, output: str) -> None:
         for p in decision.pairs
     ]
     click.echo(table(["prefill", "decode", "kv buffer", "attention backend", "kv dtype", "transfer"], rows))
+    _show_recorded(loaded.inventory.cluster)
     for p in decision.pairs:
         click.echo(f"\n{p.prefill.host} -> {p.decode.host}: why")
-        for reason in p.reasons:
-            click.echo(f"  - {reason}")
+        for reason in p.reasons:  # indented reasons detail the one before (handshake factors)
+            click.echo(f"      {reason.strip()}" if reason.startswith("  ") else f"  - {reason}")

@@ -1,7 +1,6 @@
 """The KV-compatibility engine: decides and explains the KV path of every prefill->decode pair.
 
-vLLM's NIXL handshake refuses a pair unless a list of factors match (compute_nixl_compatibility_hash in
-vLLM 0.32's vllm/distributed/kv_transfer/kv_connector/v1/nixl/metadata.py), and
+vLLM's NIXL handshake refuses a pair unless a list of factors match (docs/kv-handshake.md), and
 some mismatches it does not catch at all (an fp8 KV cache across vendors passes the handshake and
 decodes garbage). This module turns those facts into decisions made before anything is deployed:
 
@@ -16,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from xpdctl.inventory.problems import Problem
 from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import hosts_by_name, pool, vllm_version_of
+from xpdctl.kvhandshake import FactorCheck, compare, side_values
+from xpdctl.releases import NixlImport, Release, UnknownRelease, public_release, release
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
 CONNECTOR = "NixlConnector"
@@ -38,6 +39,14 @@ class Side:
     block_size: int
     vllm_version: str
     nics: tuple[str, ...]
+    release: Release | None  # None: the simulator, which has no NIXL handshake
+    nixl: NixlImport | None
+
+    @property
+    def nixl_text(self) -> str:
+        if self.nixl is None:
+            return "no NIXL (simulator)"
+        return f"imports {self.nixl.module} ({self.nixl.build or 'no build pinned'})"
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,9 @@ class KvSettings:
     kv_cache_dtype: str
     hybrid_kv_cache_manager: str  # auto | on | off
     reasons: tuple[str, ...] = ()
+    load_failure_policy: str = "fail"  # kv_load_failure_policy of every engine
+    # vLLM's own comparison of handshake factors (kv_connector_extra_config enforce_handshake_compat).
+    handshake_check: bool = True
 
     def buffer_device(self, vendor: VendorProfile) -> str:
         return "cpu" if self.buffer == "cpu" else vendor.device_type
@@ -67,6 +79,8 @@ class PairDecision:
     backend_forced: bool
     kv_cache_dtype: str
     transfer_mode: str
+    handshake_check: bool
+    handshake: list[FactorCheck] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     refusals: list[Problem] = field(default_factory=list)
 
@@ -82,7 +96,20 @@ class KvDecision:
     problems: list[Problem]
 
 
-def _sides(inv: Inventory, role: str) -> list[Side]:
+def _release(inv: Inventory, host: Host, index: int, problems: list[Problem]) -> tuple[Release | None, NixlImport | None]:
+    """The host's vLLM release and NIXL import; the simulator has neither (and any version string)."""
+    if inv.engine.server == "sim":
+        return None, None
+    try:
+        found = release(vllm_version_of(inv, host))
+    except UnknownRelease as exc:
+        loc = ("hosts", index, "vllm_version") if host.vllm_version else ("engine", "vllm_version")
+        problems.append(Problem(loc, exc.message))
+        return None, None
+    return found, found.nixl_import(host.vendor or "")
+
+
+def _sides(inv: Inventory, role: str, problems: list[Problem]) -> list[Side]:
     """One side per valid host of the pool; hosts the rules reject are left out."""
     vendors = vendor_profiles()
     hosts = hosts_by_name(inv)
@@ -94,6 +121,7 @@ def _sides(inv: Inventory, role: str) -> list[Side]:
         if host is None or host.vendor not in vendors or host.gpu is None:
             continue
         vendor = vendors[host.vendor]
+        found, nixl = _release(inv, host, index[name], problems)
         sides.append(
             Side(
                 role=role,
@@ -104,28 +132,30 @@ def _sides(inv: Inventory, role: str) -> list[Side]:
                 block_size=p.block_size or vendor.default_block_size,
                 vllm_version=vllm_version_of(inv, host),
                 nics=tuple(host.nics),
+                release=found,
+                nixl=nixl,
             )
         )
     return sides
 
 
-def _buffer(inv: Inventory, vendors: list[VendorProfile], first_cross: str | None,
+def _buffer(inv: Inventory, first_cross: tuple[Side, Side] | None,
             reasons: list[str], problems: list[Problem]) -> str:
     buffer = inv.kv.buffer
     if buffer == "auto":
         buffer = "cpu" if first_cross else "device"
         reasons.append(
-            f"kv buffer cpu (host memory): pairs cross vendors (e.g. {first_cross}), and GPUDirect between "
+            f"kv buffer cpu (host memory): pairs cross vendors (e.g. {_names(first_cross)}), and GPUDirect between "
             "vendors is not available"
             if first_cross
             else "kv buffer device: every pair stays within one vendor, so KV moves GPU to GPU"
         )
     elif buffer == "device" and first_cross:
-        modules = ", ".join(f"{v.name} imports {v.nixl_module}" for v in vendors)
+        sides = "; ".join(f"{s.host} {s.vendor.name} {s.nixl_text}" for s in first_cross)
         problems.append(
             Problem(
                 ("kv", "buffer"),
-                f"device memory cannot carry KV across vendors (pair {first_cross}; vLLM on {modules}); "
+                f"device memory cannot carry KV across vendors (pair {_names(first_cross)}: {sides}); "
                 "use buffer: cpu or auto",
             )
         )
@@ -189,17 +219,37 @@ def _kv_cache_dtype(inv: Inventory, cross: list[tuple[Side, Side]], reasons: lis
     return dtype
 
 
+def _failure_policy(inv: Inventory, reasons: list[str]) -> str:
+    policy = inv.kv.load_failure_policy
+    if policy == "recompute":
+        reasons.append(
+            "kv load failure policy recompute (kv.load_failure_policy): a decode whose KV load fails computes "
+            "the prompt again, so a broken KV path answers correctly and shows only in latency and the "
+            "vllm:nixl_* counters"
+        )
+    else:
+        reasons.append(
+            "kv load failure policy fail, rendered on every engine: a failed KV load fails the request instead "
+            "of being recomputed behind a correct answer (vLLM 0.15.0 defaults to recompute)"
+        )
+    return policy
+
+
+def _names(pair: tuple[Side, Side]) -> str:
+    return f"{pair[0].host} -> {pair[1].host}"
+
+
 def _settings(inv: Inventory, sides: list[Side], cross: list[tuple[Side, Side]]) -> tuple[KvSettings, list[Problem]]:
     """Cluster-wide choices: the router may pair any prefill with any decode of one generation."""
     problems: list[Problem] = []
     reasons: list[str] = []
     vendors = sorted({s.vendor.name: s.vendor for s in sides}.values(), key=lambda v: v.name)
-    first_cross = f"{cross[0][0].host} -> {cross[0][1].host}" if cross else None
     settings = KvSettings(
-        buffer=_buffer(inv, vendors, first_cross, reasons, problems),
+        buffer=_buffer(inv, cross[0] if cross else None, reasons, problems),
         forced_backend=_forced_backend(inv, vendors, bool(cross), reasons, problems),
         kv_cache_dtype=_kv_cache_dtype(inv, cross, reasons, problems),
         hybrid_kv_cache_manager=inv.kv.hybrid_kv_cache_manager,
+        load_failure_policy=_failure_policy(inv, reasons),
         reasons=tuple(reasons),
     )
     return settings, problems
@@ -224,6 +274,7 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
         backend_forced=settings.forced_backend is not None,
         kv_cache_dtype=settings.kv_cache_dtype,
         transfer_mode=TRANSFER_MODE,
+        handshake_check=settings.handshake_check,
     )
     why, refuse = decision.reasons.append, decision.refusals.append
     kind = f"cross-vendor ({p.vendor.name} -> {d.vendor.name})" if cross else f"same vendor ({p.vendor.name})"
@@ -244,7 +295,10 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
         why(f"attention backend {backend_p} forced on both")
     else:
         why(f"attention backend {backend_p} (vendor default) on both")
-    if p.vllm_version != d.vllm_version:
+    if p.vllm_version != d.vllm_version and public_release(p.vllm_version) == public_release(d.vllm_version):
+        why(f"vLLM {p.vllm_version} ({p.host}) and {d.vllm_version} ({d.host}): one public release, local "
+            "build suffixes differ")
+    elif p.vllm_version != d.vllm_version:
         refuse(
             Problem(
                 _version_loc(inv, d if inv.hosts[d.host_index].vllm_version else p),
@@ -290,6 +344,8 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
                 "set the same block_size on both pools",
             )
         )
+    why(_nixl_reason(p, d))
+    _handshake(inv, settings, decision)
     why(f"transfer mode {TRANSFER_MODE}: decode reads prefill's KV blocks (NIXL READ)")
     if p.host == d.host:
         why("same host: UCX moves KV through shared memory or loopback")
@@ -301,10 +357,99 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
     return decision
 
 
+def _nixl_reason(p: Side, d: Side) -> str:
+    if p.release is None or d.release is None or p.nixl is None or d.nixl is None:
+        return "NIXL: simulator engines, no NIXL handshake"
+    text = f"NIXL: {p.host} {p.nixl_text}, {d.host} {d.nixl_text}"
+    if p.release == d.release:
+        lines = ",".join(dict.fromkeys(str(s.nixl.line) for s in (p, d) if s.nixl))
+        text += f" (vllm {p.release.version} {p.release.nixl.file}:{lines})"
+    else:
+        text += "".join(f"; {s.host}: vllm {s.release.version} {s.release.nixl.file}:{s.nixl.line}"
+                        for s in (p, d) if s.release and s.nixl)  # fmt: skip
+    if p.nixl.module != d.nixl.module:
+        text += "; different NIXL implementations on the two sides: their interoperation is not measured"
+    return text
+
+
+# Where to change a factor that keeps a pair from a handshake xpdctl can vouch for.
+_FACTOR_FIELD = {
+    "is_hma_enabled": ("kv", "hybrid_kv_cache_manager"),
+    "speculative_config": ("pools", "decode", "extra_args"),
+    "num_kv_heads": ("pools", "decode", "extra_args"),
+    "head_size": ("pools", "decode", "extra_args"),
+    "num_hidden_layers": ("pools", "decode", "extra_args"),
+}
+_REFUSED_ELSEWHERE = {"vllm_version", "attn_backend_name"}  # their own rules above say what to do
+
+
+def _values(inv: Inventory, settings: KvSettings, side: Side) -> dict[str, str]:
+    return side_values(inv, side.role, side.vllm_version, settings.attention_backend(side.vendor),
+                       settings.kv_cache_dtype, settings.hybrid_kv_cache_manager)
+
+
+def _handshake(inv: Inventory, settings: KvSettings, decision: PairDecision) -> None:
+    """Explain vLLM's handshake for the pair, one line per factor; refuse what cannot be vouched for."""
+    p, d = decision.prefill, decision.decode
+    if p.release is None or d.release is None or p.release != d.release:
+        return  # the simulator, or different releases (refused above)
+    rel = p.release
+    decision.handshake = compare(rel, _values(inv, settings, p), _values(inv, settings, d), settings.handshake_check)
+    if settings.handshake_check:
+        decision.reasons.append(
+            f"vLLM's handshake check on: the decode compares the hash of {len(rel.handshake.factors)} factors "
+            f"({rel.source('handshake')}) and refuses a mismatch; xpdctl's view of them:"
+        )
+    else:
+        decision.reasons.append(
+            f"vLLM's handshake check off (enforce_handshake_compat false, {rel.source('switch')}): the version "
+            f"strings differ, so xpdctl compares the {len(rel.handshake.factors)} factors itself "
+            f"({rel.source('handshake')}):"
+        )
+    for check in decision.handshake:
+        decision.reasons.append(f"  {check.line()}")
+        if not check.ok and check.factor not in _REFUSED_ELSEWHERE:
+            what = "vLLM's check is off, so nothing else compares it" if not settings.handshake_check else \
+                "vLLM would refuse the handshake"
+            decision.refusals.append(Problem(
+                _FACTOR_FIELD.get(check.factor, ("engine", "vllm_version")),
+                f"handshake factor {check.factor} of {p.host} -> {d.host}: {check.prefill} vs {check.decode} "
+                f"({check.how}); {what}: make it equal on both pools",
+            ))  # fmt: skip
+
+
+def _suffix_only(prefills: list[Side], decodes: list[Side]) -> tuple[Side, Side] | None:
+    """A pair whose version strings differ only in a local build suffix, if any."""
+    for p in prefills:
+        for d in decodes:
+            if p.release is not None and p.vllm_version != d.vllm_version and p.release == d.release:
+                return p, d
+    return None
+
+
+def _handshake_setting(settings: KvSettings, prefills: list[Side], decodes: list[Side]) -> KvSettings:
+    """vLLM's check off on every engine when some pair's version strings differ only in a local suffix:
+    the router may pair any prefill with any decode, and only the decode side compares."""
+    pair = _suffix_only(prefills, decodes)
+    if pair is None:
+        return settings
+    p, d = pair
+    reason = (
+        f"vLLM's own handshake check off on every engine (kv_connector_extra_config enforce_handshake_compat "
+        f"false): {p.host} runs {p.vllm_version} and {d.host} {d.vllm_version}, one public release with "
+        f"different local build suffixes, and vLLM hashes the exact version string; xpdctl compares every "
+        "other factor itself (per pair below)"
+    )
+    return replace(settings, handshake_check=False, reasons=settings.reasons + (reason,))
+
+
 def decide(inv: Inventory) -> KvDecision:
-    prefills, decodes = _sides(inv, "prefill"), _sides(inv, "decode")
+    release_problems: list[Problem] = []
+    prefills, decodes = _sides(inv, "prefill", release_problems), _sides(inv, "decode", release_problems)
     cross = [(p, d) for p in prefills for d in decodes if p.vendor.name != d.vendor.name]
     settings, problems = _settings(inv, prefills + decodes, cross)
+    settings = _handshake_setting(settings, prefills, decodes)
+    problems = release_problems + problems
     pairs = [_pair(inv, settings, p, d) for p in prefills for d in decodes]
     for pair in pairs:
         problems.extend(pair.refusals)
@@ -312,13 +457,15 @@ def decide(inv: Inventory) -> KvDecision:
 
 
 def generation_factors(inv: Inventory, settings: KvSettings, vendor: VendorProfile, vllm_version: str) -> dict:
-    """What vLLM's compute_nixl_compatibility_hash compares (vllm/distributed/kv_transfer/kv_connector/v1/nixl/metadata.py,
-    vLLM 0.32), as we know it up front.
+    """What vLLM's compute_nixl_compatibility_hash compares (docs/kv-handshake.md), as we know it up front.
 
     KV heads, head size and layer count follow from the model, revision and quantization.
     """
+    # With vLLM's check off the local suffix plays no part in the handshake: the release does.
+    version = {"vllm_version": vllm_version} if settings.handshake_check else \
+        {"vllm_version": public_release(vllm_version), "enforce_handshake_compat": False}
     return {
-        "vllm_version": vllm_version,
+        **version,
         "connector": CONNECTOR,
         "model": inv.model.weights_path,
         "model_name": inv.model.name,

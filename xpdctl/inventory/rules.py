@@ -11,6 +11,7 @@ from collections import Counter
 
 from xpdctl.gpu_catalog import catalog_path, catalog_vendors, find_gpu, gpu_catalog, models_of
 from xpdctl.inventory.accepted import VLLM_VALUES, Accepted, vllm_values
+from xpdctl.releases import public_release
 from xpdctl.inventory.problems import Problem
 from xpdctl.inventory.schema import Inventory
 from xpdctl.inventory.topology import (
@@ -364,15 +365,16 @@ def exposure_warnings(inv: Inventory) -> list[Problem]:
 
 
 def _releases(inv: Inventory) -> dict[str, tuple]:
-    """The vLLM releases the engines run, each with where the inventory sets it first."""
+    """The vLLM releases the engines run (public versions: a build's local suffix such as +rocm644 accepts
+    what its release accepts), each with where the inventory sets it first."""
     pooled = {name for role in ROLES for name in pool(inv, role).hosts}
     found: dict[str, tuple] = {}
     engines = [(i, h) for i, h in enumerate(inv.hosts) if h.name in pooled]
     if not engines or any(h.vllm_version is None for _, h in engines):
-        found[inv.engine.vllm_version] = ("engine", "vllm_version")
+        found[public_release(inv.engine.vllm_version)] = ("engine", "vllm_version")
     for i, host in engines:
         if host.vllm_version is not None:
-            found.setdefault(host.vllm_version, ("hosts", i, "vllm_version"))
+            found.setdefault(public_release(host.vllm_version), ("hosts", i, "vllm_version"))
     return found
 
 

@@ -66,6 +66,9 @@ class Kv(_Strict):
     hybrid_kv_cache_manager: Literal["auto", "on", "off"] = "auto"
     # Across vendors with different TP no attention backend is known to work on both sides.
     allow_cross_vendor_tp_mismatch: bool = False
+    # What a decode does when a KV load fails: fail the request (visible), or recompute the prompt
+    # (right answers from a broken KV path; docs/kv-handshake.md). Rendered on every engine.
+    load_failure_policy: Literal["fail", "recompute"] = "fail"
     side_channel_port: int = Field(5600, ge=1, le=65535)  # first NIXL side-channel port on each host
     agent_port: int = Field(8788, ge=1, le=65535)
     # How long NIXL's progress thread in each vLLM engine sleeps while no KV moves (it still wakes at

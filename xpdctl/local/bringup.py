@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from xpdctl.errors import InputError
+from xpdctl.identity.record import record as record_identity
 from xpdctl.local.cluster import KV_AGENT_ROLES, LATE_ROLES, open_cluster, router_url
 from xpdctl.plan import ENGINE_ROLES
 from xpdctl.units.changes import change_for
@@ -97,6 +98,10 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
     cluster = open_cluster(inventory)
     plan, state_dir, executor = cluster.plan, cluster.state_dir, cluster.executor
     _preflight(plan)
+    if plan.inventory.engine.server == "vllm":
+        progress.show("engine stacks: reading vLLM, NIXL, UCX and torch from the engines' interpreter")
+        factors = record_identity(plan, state_dir)
+        progress.done("engine stacks: " + "; ".join(f.line() for f in factors[:2]))
     model = plan.inventory.model
     built = False
     if model.builder:

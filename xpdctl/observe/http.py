@@ -62,6 +62,16 @@ def parse_engine_metrics(text: str) -> dict[str, float]:
     return found
 
 
+def parse_nixl_counters(text: str) -> dict[str, float]:
+    """Every vllm:nixl_* sample but histogram buckets, summed over its labels."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("vllm:nixl_") and not sample.name.endswith(("_bucket", "_created")):
+                found[sample.name] = found.get(sample.name, 0.0) + sample.value
+    return found
+
+
 async def probe_engine(session: aiohttp.ClientSession, *, service: str, role: str, url: str,
                        api_key: str | None = None) -> EngineStatus:
     health, metrics, models, version = await asyncio.gather(
@@ -75,6 +85,7 @@ async def probe_engine(session: aiohttp.ClientSession, *, service: str, role: st
     if not isinstance(metrics, BaseException):
         try:
             fields.update(parse_engine_metrics(metrics))
+            fields["nixl"] = parse_nixl_counters(metrics)
         except ValueError:
             pass  # not Prometheus text: leave the numbers unknown
     if isinstance(models, dict):
@@ -95,6 +106,8 @@ async def probe_kv_agent(session: aiohttp.ClientSession, *, service: str, url: s
                 ok=bool(pair.get("ok")),
                 reason=pair.get("reason") or None,
                 measured_by=pair.get("measured_by"),
+                transport=pair.get("transport"),
+                transport_class=pair.get("transport_class"),
             )
             for pair in body.get("pairs", [])
         ]

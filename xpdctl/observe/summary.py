@@ -94,6 +94,10 @@ def _service_rows(status: ClusterStatus) -> list[tuple]:
     return rows
 
 
+def _count(counters: dict[str, float], name: str) -> int | None:
+    return None if name not in counters else int(counters[name])
+
+
 def render_text(status: ClusterStatus) -> str:
     parts = [
         table(
@@ -114,6 +118,22 @@ def render_text(status: ClusterStatus) -> str:
     ]
     if backends:
         parts += ["", table(["router backend", "pool", "generation", "state", "in flight"], backends)]
+    pairs = [
+        (p.prefill_url, p.decode_url, "ok" if p.ok else f"BROKEN: {p.reason}", _or_dash(p.transport_class),
+         _or_dash(p.transport), _or_dash(p.measured_by))
+        for host in status.hosts for agent in host.kv_agents for p in agent.pairs
+        if p.measured_by in (None, host.name)  # each pair once: as its measuring agent reports it
+    ]  # fmt: skip
+    if pairs:
+        parts += ["", table(["kv pair prefill", "decode", "kv path", "transport", "ucx lanes", "measured by"], pairs)]
+    moved = [
+        (e.service, _or_dash(_count(e.nixl, "vllm:nixl_xfer_time_seconds_count")),
+         _or_dash(_count(e.nixl, "vllm:nixl_bytes_transferred_sum")),
+         _or_dash(_count(e.nixl, "vllm:nixl_num_failed_transfers_total")))
+        for host in status.hosts for e in host.engines if e.role == "decode" and e.nixl
+    ]  # fmt: skip
+    if moved:
+        parts += ["", table(["decode engine", "nixl transfers", "nixl bytes", "failed transfers"], moved)]
     if status.problems:
         # Errors first: they are what makes the exit status non-zero.
         ordered = sorted(status.problems, key=lambda p: p.severity != "error")

@@ -1,7 +1,8 @@
 """Vendor profiles: everything vendor-specific, as data (one YAML file per vendor in this folder).
 
 Code asks a profile ("which env var names the visible devices?") instead of branching on vendor
-names, so a new accelerator is a new file here, not new ``if`` statements.
+names, so a new accelerator is a new file here, not new ``if`` statements. What a vLLM release imports
+as NIXL on each vendor changes between releases: that is :mod:`xpdctl.releases`, keyed by release.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ class VendorProfile(BaseModel):
     container_device_flags: tuple[str, ...]
     container_rdma_flags: tuple[str, ...]
     attention_backends: tuple[str, ...]  # supported, in vLLM's priority order (first = default)
-    nixl_module: str  # the NIXL Python module this vendor's vLLM imports
     smi: str | None
     default_block_size: int
     fp8_kv_format: str | None  # element format of an "fp8" KV cache; None = unknown
     engine_env: dict[str, str]
+    # UCX transports for this vendor's GPU memory, added to UCX_TLS where RDMA NICs are declared.
+    ucx_gpu_transports: tuple[str, ...] = ()
     # Scheduling priority of engine processes (systemd Nice=); 0 = the default.
     engine_nice: int = 0
 

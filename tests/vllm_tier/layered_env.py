@@ -1,0 +1,36 @@
+"""A second Python environment layered on the test venv whose vLLM reports another version string.
+
+Its own site-packages comes first and then the test venv's (``site.addsitedir`` from a .pth file); its
+``vllm`` package is the test venv's, every entry symlinked, except ``vllm/_version.py``, which says
+``0.32.0+rocm700``: the same code with a ROCm-style local build suffix, as between two vendors' builds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+SUFFIXED = "0.32.0+rocm700"
+
+
+def layered_env(root: Path) -> Path:
+    """A venv whose vllm is this one's with another version string; returns its interpreter."""
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(root)],
+                   check=True, timeout=120)
+    python = root / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    ours = Path(sysconfig.get_paths()["purelib"])
+    (site / "xpd_layer.pth").write_text(f"import site; site.addsitedir({str(ours)!r})\n")
+    vllm = site / "vllm"
+    vllm.mkdir()
+    for entry in (ours / "vllm").iterdir():
+        if entry.name not in ("_version.py", "__pycache__"):
+            (vllm / entry.name).symlink_to(entry)
+    (vllm / "_version.py").write_text(
+        f'__version__ = version = "{SUFFIXED}"\n__version_tuple__ = version_tuple = (0, 32, 0, "rocm700")\n'
+        "__commit_id__ = commit_id = None\n"
+    )
+    return python

@@ -1,0 +1,128 @@
+"""The real identity of an engine stack: what its interpreter or image reports, not what the inventory says.
+
+:func:`read_identity` runs ``probe.py`` (beside this file) with a command prefix that starts the engine's
+Python: ``[engine.python]`` natively, ``["docker", "run", "--rm", "-i", "--entrypoint=python3", IMAGE]``
+for an image; the script comes on stdin, so any runtime that can pipe to a Python works.
+:func:`compare_pools` explains, factor by factor, whether a prefill and a decode stack can shake hands,
+with the release table (:mod:`xpdctl.releases`) deciding which NIXL module each side's vLLM imports.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from xpdctl.errors import XpdError
+from xpdctl.releases import UnknownRelease, public_release, release
+
+PROBE = Path(__file__).resolve().parent / "probe.py"
+
+
+class NixlPackage(BaseModel):
+    path: str
+    distribution: str | None = None
+    version: str | None = None
+
+
+class Ucx(BaseModel):
+    version: str
+    library: str
+
+
+class EngineIdentity(BaseModel):
+    python: str
+    vllm_version: str | None
+    rocm: bool | None
+    torch: str | None
+    nixl: dict[str, NixlPackage | None]
+    ucx: Ucx | None
+    vllm_error: str | None = None
+    torch_error: str | None = None
+
+    def nixl_module(self, vendor: str) -> str | None:
+        """The module this stack's vLLM imports as NIXL on ``vendor`` (None: release unknown)."""
+        if self.vllm_version is None:
+            return None
+        try:
+            return release(self.vllm_version).nixl_import(vendor).module
+        except UnknownRelease:
+            return None
+
+    def nixl_text(self, vendor: str) -> str:
+        module = self.nixl_module(vendor)
+        if module is None:
+            return "NIXL module unknown (vLLM release not in the table)"
+        package = self.nixl.get(module)
+        if package is None:
+            return f"imports {module}: NOT INSTALLED"
+        return f"imports {module} ({package.distribution or module} {package.version or 'version unknown'})"
+
+
+def probe_command(prefix: list[str]) -> list[str]:
+    return [*prefix, "-"]
+
+
+def read_identity(prefix: list[str], timeout_s: float = 600) -> EngineIdentity:
+    """Run the probe through ``prefix`` (the command that starts the engine's Python) and parse its line."""
+    try:
+        done = subprocess.run(probe_command(prefix), input=PROBE.read_text(), capture_output=True, text=True,
+                              timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise XpdError(f"could not run the identity probe with {' '.join(prefix)}: {exc}") from exc
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise XpdError(f"identity probe with {' '.join(prefix)} failed (exit {done.returncode}): {tail}")
+    return EngineIdentity.model_validate(json.loads(lines[-1]))
+
+
+@dataclass(frozen=True)
+class Factor:
+    name: str
+    prefill: str
+    decode: str
+    ok: bool
+    why: str
+
+    def line(self) -> str:
+        values = self.prefill if self.prefill == self.decode else f"{self.prefill} vs {self.decode}"
+        return f"{self.name}: {values}: {self.why}"
+
+
+def _or(value: str | None, missing: str = "not found") -> str:
+    return value if value else missing
+
+
+def compare_pools(prefill: EngineIdentity, prefill_vendor: str, decode: EngineIdentity,
+                  decode_vendor: str) -> list[Factor]:
+    """Per factor: equal, or whether the difference matters to the NIXL handshake."""
+    pv, dv = _or(prefill.vllm_version), _or(decode.vllm_version)
+    factors = []
+    if prefill.vllm_version is None or decode.vllm_version is None:
+        factors.append(Factor("vllm", pv, dv, False, "a stack without vLLM cannot serve"))
+    elif pv == dv:
+        factors.append(Factor("vllm", pv, dv, True, "the same string: vLLM's own handshake check can stay on"))
+    elif public_release(pv) == public_release(dv):
+        factors.append(Factor("vllm", pv, dv, True, "one public release, local build suffixes differ: vLLM's "
+                              "check must be off and xpdctl compares the factors (docs/kv-handshake.md)"))
+    else:
+        factors.append(Factor("vllm", pv, dv, False, "different releases: the NIXL handshake refuses them"))
+    texts = (prefill.nixl_text(prefill_vendor), decode.nixl_text(decode_vendor))
+    modules = (prefill.nixl_module(prefill_vendor), decode.nixl_module(decode_vendor))
+    installed = all(m is not None and side.nixl.get(m) is not None
+                    for m, side in zip(modules, (prefill, decode)))  # fmt: skip
+    factors.append(Factor("nixl", texts[0], texts[1], installed,
+                          "each side has the module its vLLM imports" if installed
+                          else "vLLM would run without NIXL: no KV transfer"))
+    pu = prefill.ucx.version if prefill.ucx else "not found"
+    du = decode.ucx.version if decode.ucx else "not found"
+    factors.append(Factor("ucx", pu, du, prefill.ucx is not None and decode.ucx is not None,
+                          "UCX carries the KV; differing versions are not measured against each other here"
+                          if prefill.ucx and decode.ucx else "NIXL's UCX backend needs libucp"))
+    factors.append(Factor("torch", _or(prefill.torch), _or(decode.torch), True,
+                          "not part of the handshake; vendor builds differ by design"))
+    return factors

@@ -1,0 +1,134 @@
+"""What each vLLM release does at the NIXL handshake, as data read from its source (``vllm.yaml`` here).
+
+A version string maps to its public release (PEP 440: ``0.15.0+rocm644`` is release ``0.15.0`` with a
+local build suffix), and the release to the NIXL module each vendor's build imports and the factors its
+handshake hashes. A release that is not in the table is an error naming what to add: guessing the
+module or the factors of an unread release is how a cluster ends up without NIXL.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import yaml
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict
+
+from xpdctl.errors import XpdError
+
+TABLE = Path(__file__).resolve().parent / "vllm.yaml"
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceLine(_Data):
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class NixlImport(_Data):
+    module: str  # what vLLM imports (nixl, rixl, nixl_rocm)
+    line: int
+    build: str | None  # the NIXL build xpdctl pairs with the release on this vendor; None: none pinned
+
+
+class NixlImports(_Data):
+    model_config = ConfigDict(extra="allow", frozen=True)  # one key per vendor
+    file: str
+
+    def for_vendor(self, vendor: str) -> NixlImport | None:
+        raw = (self.model_extra or {}).get(vendor)
+        return None if raw is None else NixlImport.model_validate(raw)
+
+
+class ConnectorVersion(_Data):
+    value: int
+    line: int
+
+
+class Handshake(_Data):
+    file: str
+    line: int  # def compute_nixl_compatibility_hash
+    factors: tuple[str, ...]
+    connector_version: ConnectorVersion
+    switch: SourceLine  # where enforce_handshake_compat is read
+
+
+class FailurePolicy(_Data):
+    default: str
+    line: int  # in vllm/config/kv_transfer.py
+
+
+class Release(_Data):
+    version: str
+    nixl: NixlImports
+    handshake: Handshake
+    kv_load_failure_policy: FailurePolicy
+
+    def nixl_import(self, vendor: str) -> NixlImport:
+        found = self.nixl.for_vendor(vendor)
+        if found is None:
+            raise XpdError(
+                f"{TABLE}: vLLM {self.version} has no NIXL entry for vendor {vendor}; read the release's "
+                f"{self.nixl.file} (its import branch for that platform) and add one"
+            )
+        return found
+
+    def source(self, what: str) -> str:
+        """``file:line`` of one fact, for explanations."""
+        lines = {
+            "handshake": SourceLine(file=self.handshake.file, line=self.handshake.line),
+            "connector_version": SourceLine(file=self.handshake.file, line=self.handshake.connector_version.line),
+            "switch": self.handshake.switch,
+            "failure_policy": SourceLine(file="vllm/config/kv_transfer.py", line=self.kv_load_failure_policy.line),
+        }
+        return f"vllm {self.version} {lines[what]}"
+
+
+class UnknownRelease(XpdError):
+    """A vLLM release the table does not describe."""
+
+
+def public_release(version: str) -> str:
+    """``0.15.0+rocm644`` -> ``0.15.0``; a string that is no PEP 440 version is its own release."""
+    try:
+        return Version(version).public
+    except InvalidVersion:
+        return version
+
+
+def local_suffix(version: str) -> str | None:
+    try:
+        return Version(version).local
+    except InvalidVersion:
+        return None
+
+
+@cache
+def releases() -> dict[str, Release]:
+    try:
+        raw = yaml.safe_load(TABLE.read_text())["releases"]
+        return {v: Release.model_validate({"version": v, **entry}) for v, entry in raw.items()}
+    except Exception as exc:  # a broken shipped file is a bug in xpdctl, not user input
+        raise XpdError(f"{TABLE}: invalid release table: {exc}; fix the file or reinstall xpdctl") from exc
+
+
+def release(version: str) -> Release:
+    """The table entry of ``version``'s public release, or :class:`UnknownRelease` saying what to add."""
+    public = public_release(version)
+    found = releases().get(public)
+    if found is None:
+        known = ", ".join(releases())
+        raise UnknownRelease(
+            f"vLLM {public} is not in xpdctl's release table (known: {known}); run "
+            f"`pip download vllm=={public} --no-deps`, read its NIXL import branch (vllm/distributed/nixl_utils.py "
+            "or the NIXL connector) and compute_nixl_compatibility_hash, and add the release to "
+            "xpdctl/releases/vllm.yaml (docs/kv-handshake.md)"
+        )
+    return found
