@@ -17,7 +17,7 @@ from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, run
 from xpdctl.kvagent.config import KvAgentConfig, Pair
 from xpdctl.kvcompat import CONNECTOR, KvSettings, generation, generation_factors
 from xpdctl.models import builder_vllm_args
-from xpdctl.router.config import Admin, Backend, ConditionalDisagg, Listen, RouterConfig
+from xpdctl.router.config import Admin, Backend, ConditionalDisagg, Listen, RouterConfig, Tracing
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
 ETC = "/etc/xpdctl"  # every xpdctl-owned file on a host lives here
@@ -298,6 +298,7 @@ def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]
         conditional_disagg=ConditionalDisagg(enabled=inv.router.conditional_disagg),
         kv_agents=[str(a.details["url"]) for a in agents],
         admin=Admin(token_env=inv.router.admin_token_env) if admin else Admin(),
+        tracing=Tracing(otlp_endpoint=inv.observability.otlp_traces_endpoint),
     )
 
 
