@@ -205,3 +205,17 @@ def test_units_pass_systemd_analyze_verify(tmp_path, name):
         result = subprocess.run([analyze, "verify", "--man=no", f"--root={root}", *units],
                                 capture_output=True, text=True, timeout=120)
         assert (result.returncode, result.stderr) == (0, ""), f"{host}: {result.stderr}"
+
+
+def test_tracing_endpoint_reaches_the_router_and_every_vllm_engine(lab_data, write_inventory):
+    lab_data["observability"] = {"otlp_traces_endpoint": "http://collector:4318/v1/traces"}
+    files = _files(write_inventory(lab_data))
+    manifest = json.loads(files["manifest.json"].content)
+    engines = [s for h in manifest["hosts"].values() for s in h["services"] if s["role"] in ("prefill", "decode")]
+    assert len(engines) == 2
+    for engine in engines:
+        args = engine["vllm_args"]
+        assert args[args.index("--otlp-traces-endpoint") + 1] == "http://collector:4318/v1/traces"
+        assert engine["env"]["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "http/protobuf"
+    router = files["hosts/gw-01/etc/xpdctl/router.yaml"].content
+    assert "otlp_endpoint: http://collector:4318/v1/traces" in router

@@ -124,6 +124,9 @@ def vllm_args(inv: Inventory, settings: KvSettings, vendor: VendorProfile, p: Pl
     # The report's runs had prefix caching off; PD with NIXL is only verified that way.
     args.append("--no-enable-prefix-caching")
     args += ["--kv-transfer-config", _kv_transfer_config(p.role, settings.buffer_device(vendor))]
+    if inv.observability.otlp_traces_endpoint:
+        # vLLM's spans join the router's trace: it reads the traceparent each leg sends.
+        args += ["--otlp-traces-endpoint", inv.observability.otlp_traces_endpoint]
     return args + builder_vllm_args(model.builder) + list(inv.engine.extra_args) + list(the_pool.extra_args)
 
 
@@ -172,6 +175,10 @@ def _engine_service(
         vendor.visible_devices_env: vendor.visible_devices(list(p.gpus)),
         **vendor.engine_env,
     }
+    if inv.observability.otlp_traces_endpoint:
+        # The endpoint is OTLP over HTTP (the router's exporter speaks only that); vLLM defaults to gRPC
+        # (vllm/tracing/otel.py, get_span_exporter: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, default "grpc").
+        env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "http/protobuf"
     if host.nics:
         env["UCX_NET_DEVICES"] = ucx_net_devices(host.nics)
     sim = inv.engine.server == "sim"

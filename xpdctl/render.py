@@ -189,7 +189,8 @@ def render_files(plan: Plan) -> dict[str, RenderedFile]:
                 ),
                 0o644,
             )
-    files.update(_observability(jinja, plan, files))
+    if any(h.router_config is not None for h in plan.hosts.values()):  # not the partial plans of an upgrade
+        files.update(_observability(jinja, plan, files))
     files[MANIFEST] = RenderedFile(json.dumps(manifest(plan), indent=2, sort_keys=True) + "\n", 0o644)
     return dict(sorted(files.items()))
 
