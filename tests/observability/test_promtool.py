@@ -44,7 +44,7 @@ def test_rendered_config_and_rules_load(promtool, inventory, tmp_path):
     assert names == expected
 
 
-def _alert(name: str, labels: dict, summary: str, description: str, severity: str) -> dict:
+def _alert(labels: dict, summary: str, description: str, severity: str) -> dict:
     return {"exp_labels": {**labels, "severity": severity},
             "exp_annotations": {"summary": summary, "description": description}}
 
@@ -104,11 +104,11 @@ def test_every_alert_fires_after_its_for_window(promtool, tmp_path):
         _series({**DECODE, "le": "+Inf"}, "0+10x40", "vllm:inter_token_latency_seconds_bucket"),
     ]
     down = "Prometheus cannot scrape it; check its unit (`xpdctl status`, journalctl -u <service>)."
-    router_down = _alert(alerts.ROUTER_DOWN, ROUTER, "router xpd-lab-router on gw-01 is down",
+    router_down = _alert(ROUTER, "router xpd-lab-router on gw-01 is down",
                          "No request reaches the cluster; check the router unit and log.", "critical")
 
     def generation_alerts(*generations: str) -> list[dict]:
-        return [_alert(alerts.GENERATION_MISMATCH, {"generation": g}, f"generation {g} has engines of one pool only",
+        return [_alert({"generation": g}, f"generation {g} has engines of one pool only",
                        "Prefill and decode pair only within a generation (docs/upgrade.md); finish or roll back the "
                        "upgrade.", "warning") for g in generations]
 
@@ -116,44 +116,36 @@ def test_every_alert_fires_after_its_for_window(promtool, tmp_path):
         # 1 m: just went down, pending; 2.5 m: down for 90 s > 60 s, firing
         _case("1m", alerts.ENGINE_DOWN),
         _case("150s", alerts.ENGINE_DOWN,
-              _alert(alerts.ENGINE_DOWN, DECODE, "decode engine xpd-lab-decode-0 on mi300x-01 is down", down, "critical")),
+              _alert(DECODE, "decode engine xpd-lab-decode-0 on mi300x-01 is down", down, "critical")),
         _case("1m", alerts.ROUTER_DOWN), _case("150s", alerts.ROUTER_DOWN, router_down),
-        _case("150s", alerts.KV_AGENT_DOWN, _alert(
-            alerts.KV_AGENT_DOWN, AGENT, "KV agent on mi300x-01 is down",
-            "The router keeps its last view of the KV pairs; check the kv-agent unit and log.", "warning")),
-        _case("150s", alerts.NO_USABLE_PAIR, _alert(
-            alerts.NO_USABLE_PAIR, ROUTER, "router xpd-lab-router has no usable prefill->decode pair",
-            "Its /health answers 503; check the engines and the KV agents' /pairs.", "critical")),
-        _case("150s", alerts.BACKEND_UNHEALTHY, _alert(
-            alerts.BACKEND_UNHEALTHY, backend, "router backend http://10.0.0.21:8200 (decode) fails its health checks",
-            "The router sends it nothing; check that engine.", "warning")),
-        _case("150s", alerts.KV_PAIR_BROKEN, _alert(
-            alerts.KV_PAIR_BROKEN, pair, "KV pair http://10.0.0.11:8100 -> http://10.0.0.21:8200 is broken",
-            "The router skips this pair; see the KV agent's /pairs for the reason.", "critical")),
-        # the tcp probe fires, the rdma one does not
-        _case("150s", alerts.KV_PAIR_NOT_RDMA, _alert(
-            alerts.KV_PAIR_NOT_RDMA, tcp, "KV to 10.0.0.11 goes over tcp (tcp), not RDMA",
-            "Check UCX_NET_DEVICES, the NICs' ports (ibv_devinfo) and the KV agent's /pairs.", "warning")),
+        # firing 90 s after the series went bad (the tcp probe fires, the rdma one does not)
+        *(_case("150s", name, _alert(*expected)) for name, *expected in [
+            (alerts.KV_AGENT_DOWN, AGENT, "KV agent on mi300x-01 is down",
+             "The router keeps its last view of the KV pairs; check the kv-agent unit and log.", "warning"),
+            (alerts.NO_USABLE_PAIR, ROUTER, "router xpd-lab-router has no usable prefill->decode pair",
+             "Its /health answers 503; check the engines and the KV agents' /pairs.", "critical"),
+            (alerts.BACKEND_UNHEALTHY, backend, "router backend http://10.0.0.21:8200 (decode) fails its health checks",
+             "The router sends it nothing; check that engine.", "warning"),
+            (alerts.KV_PAIR_BROKEN, pair, "KV pair http://10.0.0.11:8100 -> http://10.0.0.21:8200 is broken",
+             "The router skips this pair; see the KV agent's /pairs for the reason.", "critical"),
+            (alerts.KV_PAIR_NOT_RDMA, tcp, "KV to 10.0.0.11 goes over tcp (tcp), not RDMA",
+             "Check UCX_NET_DEVICES, the NICs' ports (ibv_devinfo) and the KV agent's /pairs.", "warning"),
+        ]),
         # g2 has only a decode from the start, g1 only a prefill once its decode went down
         _case("1m", alerts.GENERATION_MISMATCH, *generation_alerts("g2")),
         _case("150s", alerts.GENERATION_MISMATCH, *generation_alerts("g1", "g2")),
-        _case("150s", alerts.ROUTER_CONFIG_DRIFT, _alert(
-            alerts.ROUTER_CONFIG_DRIFT, {**ROUTER, "path": "/etc/xpdctl/router.yaml", "sha256": "0" * 64},
+        _case("150s", alerts.ROUTER_CONFIG_DRIFT, _alert({**ROUTER, "path": "/etc/xpdctl/router.yaml", "sha256": "0" * 64},
             "router xpd-lab-router runs another config than the rendered one",
             "Run `xpdctl up` to apply the plan (or `xpdctl plan` to see the difference).", "warning")),
         _case("4m", alerts.ROUTER_5XX),
-        _case("12m", alerts.ROUTER_5XX, _alert(
-            alerts.ROUTER_5XX, {"service": "xpd-lab-router"}, "33.33% of requests through xpd-lab-router fail with 5xx",
+        _case("12m", alerts.ROUTER_5XX, _alert({"service": "xpd-lab-router"}, "33.33% of requests through xpd-lab-router fail with 5xx",
             "See xpd_router_upstream_errors_total for the failing pool and kind.", "critical")),
         _case("8m", alerts.QUEUE_GROWING),
-        _case("16m", alerts.QUEUE_GROWING, _alert(
-            alerts.QUEUE_GROWING, ROUTER, "requests wait longer and longer for admission at xpd-lab-router",
+        _case("16m", alerts.QUEUE_GROWING, _alert(ROUTER, "requests wait longer and longer for admission at xpd-lab-router",
             "Demand exceeds what the engines serve; add instances or lower load.", "warning")),
-        _case("12m", alerts.TTFT_HIGH, _alert(
-            alerts.TTFT_HIGH, {"service": "xpd-lab-router"}, "TTFT p99 at xpd-lab-router is 4.975s (threshold 2.0 s)",
+        _case("12m", alerts.TTFT_HIGH, _alert({"service": "xpd-lab-router"}, "TTFT p99 at xpd-lab-router is 4.975s (threshold 2.0 s)",
             "Look at prefill queue depth and the KV transfer time on the dashboard.", "warning")),
-        _case("12m", alerts.ITL_HIGH, _alert(
-            alerts.ITL_HIGH, {"pool": "decode", "vendor": "amd"}, "ITL p99 of the amd decode engines is 497.5ms "
+        _case("12m", alerts.ITL_HIGH, _alert({"pool": "decode", "vendor": "amd"}, "ITL p99 of the amd decode engines is 497.5ms "
             "(threshold 0.2 s)", "Decode engines are saturated; look at running requests and KV cache usage.", "warning")),
     ]
     suite = tmp_path / "alerts_test.yml"
