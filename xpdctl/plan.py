@@ -18,7 +18,7 @@ from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, runtime_of, vllm_version_of
 from xpdctl.kvagent.config import KvAgentConfig, Pair
 from xpdctl.models import builder_vllm_args
-from xpdctl.router.config import Admin, Auth, Backend, ClientKey, ConditionalDisagg, Listen, RouterConfig
+from xpdctl.router.config import Admin, Auth, Backend, ClientKey, ConditionalDisagg, Listen, RouterConfig, Tracing
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
 ETC = "/etc/xpdctl"  # every xpdctl-owned file on a host lives here
@@ -153,6 +153,9 @@ def vllm_args(inv: Inventory, settings: KvSettings, vendor: VendorProfile, p: Pl
     # The report's runs had prefix caching off; PD with NIXL is only verified that way.
     args.append("--no-enable-prefix-caching")
     args += ["--kv-transfer-config", _kv_transfer_config(p.role, settings, vendor)]
+    if inv.observability.otlp_traces_endpoint:
+        # vLLM's spans join the router's trace: it reads the traceparent each leg sends.
+        args += ["--otlp-traces-endpoint", inv.observability.otlp_traces_endpoint]
     return args + builder_vllm_args(model.builder) + list(inv.engine.extra_args) + list(the_pool.extra_args)
 
 
@@ -205,6 +208,10 @@ def _engine_service(
         **vendor.engine_env,
     }
     env.update(ucx_env(host, vendor.ucx_gpu_transports))
+    if inv.observability.otlp_traces_endpoint:
+        # The endpoint is OTLP over HTTP (the router's exporter speaks only that); vLLM defaults to gRPC
+        # (vllm/tracing/otel.py, get_span_exporter: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, default "grpc").
+        env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "http/protobuf"
     sim = inv.engine.server == "sim"
     if not sim and inv.kv.nixl_progress_poll_ms:
         env["PYTHONPATH"] = ENGINE_HOOK_DIR
@@ -336,6 +343,7 @@ def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]
         admin=Admin(token_env=inv.router.admin_token_env) if admin else Admin(),
         auth=Auth(mode=inv.router.auth.mode, keys=[ClientKey(**vars(k)) for k in keys]),
         engine_api_key_env=engine_key_env,
+        tracing=Tracing(otlp_endpoint=inv.observability.otlp_traces_endpoint),
     )
 
 

@@ -7,6 +7,7 @@ inventory and secrets give byte-identical files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,11 +17,15 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from xpdctl.observability.dashboard import dashboard_json
+from xpdctl.observability.targets import target_groups
 from xpdctl.paths import data_dir
 from xpdctl.plan import ENGINE_HOOK_DIR, ETC, Plan, Service
 
 MANIFEST = "manifest.json"
 HOSTS = "hosts"
+OBSERVABILITY = "observability"  # Prometheus and Grafana files for the operator's monitoring host
+GRAFANA_DASHBOARDS = "/var/lib/grafana/dashboards/xpdctl"
 UNIT_DIR = "etc/systemd/system"
 
 # systemd splits ExecStart= like a shell but without one: quote words holding anything it treats
@@ -124,6 +129,43 @@ def manifest(plan: Plan) -> dict:
     }
 
 
+def _duration(seconds: float) -> str:
+    """Prometheus durations take integers with a unit: 15 -> 15s, 0.5 -> 500ms."""
+    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"
+
+
+def _observability(jinja: jinja2.Environment, plan: Plan, files: dict[str, RenderedFile]) -> dict[str, RenderedFile]:
+    inv = plan.inventory
+    obs = inv.observability
+    router = next(rel for rel in files if rel.endswith(f"{ETC}/router.yaml"))
+    groups = target_groups(plan)
+    context = {
+        "cluster": plan.cluster,
+        "jobs": list(groups),
+        "scrape_interval": _duration(obs.scrape_interval_s),
+        "evaluation_interval": _duration(obs.evaluation_interval_s),
+        "down_for": _duration(obs.down_for_s),
+        "ttft_p99_s": obs.ttft_p99_s,
+        "itl_p99_s": obs.itl_p99_s,
+        "rdma_declared": any(h.nics for h in inv.hosts),
+        "router_sha256": hashlib.sha256(files[router].content.encode()).hexdigest(),
+        "dashboards_path": GRAFANA_DASHBOARDS,
+    }
+    prom, grafana = f"{OBSERVABILITY}/prometheus", f"{OBSERVABILITY}/grafana"
+    out = {
+        f"{prom}/prometheus.yml": jinja.get_template("observability/prometheus.yml.j2").render(context),
+        f"{prom}/rules/xpdctl-alerts.yml": jinja.get_template("observability/alerts.yml.j2").render(context),
+        f"{grafana}/provisioning/dashboards/xpdctl.yaml":
+            jinja.get_template("observability/grafana-dashboards.yaml.j2").render(context),
+        f"{grafana}/provisioning/datasources/xpdctl.yaml":
+            jinja.get_template("observability/grafana-datasources.yaml.j2").render(context),
+        f"{grafana}/dashboards/xpdctl-{plan.cluster}.json": dashboard_json(plan.cluster),
+    }
+    for job, job_groups in groups.items():
+        out[f"{prom}/targets/{job}.json"] = json.dumps(job_groups, indent=2) + "\n"
+    return {rel: RenderedFile(content, 0o644) for rel, content in out.items()}
+
+
 def render_files(plan: Plan) -> dict[str, RenderedFile]:
     jinja = _environment()
     unit = jinja.get_template("systemd/service.j2")
@@ -150,13 +192,15 @@ def render_files(plan: Plan) -> dict[str, RenderedFile]:
                 ),
                 0o644,
             )
+    if any(h.router_config is not None for h in plan.hosts.values()):  # not the partial plans of an upgrade
+        files.update(_observability(jinja, plan, files))
     files[MANIFEST] = RenderedFile(json.dumps(manifest(plan), indent=2, sort_keys=True) + "\n", 0o644)
     return dict(sorted(files.items()))
 
 
 def _owned(rel: str) -> bool:
     """Files render writes; anything else under DIR (e.g. a local executor's state) is left alone."""
-    if rel == MANIFEST:
+    if rel == MANIFEST or rel.startswith(f"{OBSERVABILITY}/"):
         return True
     parts = rel.split("/", 2)
     if len(parts) < 3 or parts[0] != HOSTS:
@@ -168,7 +212,8 @@ def _owned(rel: str) -> bool:
 def read_tree(directory: Path) -> dict[str, RenderedFile]:
     """A previous render as :func:`render_files` would return it (only the files render owns)."""
     found: dict[str, RenderedFile] = {}
-    candidates = [directory / MANIFEST] + sorted((directory / HOSTS).rglob("*"))
+    candidates = [directory / MANIFEST] + sorted((directory / HOSTS).rglob("*")) + sorted(
+        (directory / OBSERVABILITY).rglob("*"))
     for path in candidates:
         if not path.is_file():
             continue

@@ -156,6 +156,8 @@ class Problem(_Model):
     host: str | None = None
     what: str
     hint: str = Field(description="what a person can do about it")
+    alert: str | None = Field(None, description="the rendered Prometheus alert that fires for it (docs/observability.md)")
+    metric: str | None = Field(None, description="the metric (PromQL selector) that alert reads")
 
 
 class HostStatus(_Model):

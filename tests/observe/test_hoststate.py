@@ -200,3 +200,24 @@ def test_fabric_manager_not_done_is_an_error(h200_sections, nvidia_text):
     )
     status = _observe(HostTarget(name="h200", address="10.0.0.5"), h200_sections(xml=xml))
     assert [p.what for p in status.problems] == ["GPU 0 (00000000:00:06.0) NVSwitch fabric is In Progress"]
+
+
+def test_service_problems_name_the_alert_that_fires_for_them():
+    """status and the rendered alert rules speak of one problem by one name (docs/observability.md)."""
+    from xpdctl.observability import alerts
+    from xpdctl.status_model import EngineStatus, RouterBackend, RouterStatus, UnitState
+
+    status = HostStatus(
+        name="d", address="x", reachable=True,
+        units=[UnitState(service="xpd-lab-kv-agent", role="kv-agent", unit="xpd-lab-kv-agent.service", active="failed")],
+        engines=[EngineStatus(service="xpd-lab-decode-0", role="decode", url="http://x:8200", healthy=False, error="refused")],
+        routers=[RouterStatus(service="xpd-lab-router", url="http://x:8000", reachable=True, healthy=False, error="503",
+                              backends=[RouterBackend(url="http://x:8200", pool="decode", state="unhealthy", healthy=False)])],
+    )
+    found = [(p.alert, p.metric) for p in judge(HostTarget(name="d", address="x"), status, [])]
+    assert found == [
+        (alerts.KV_AGENT_DOWN, 'up{job="xpd-kv-agents"}'),
+        (alerts.ENGINE_DOWN, 'up{job="xpd-engines"}'),
+        (alerts.NO_USABLE_PAIR, "xpd_router_usable_pairs"),
+        (alerts.BACKEND_UNHEALTHY, 'xpd_router_backend_state{state="unhealthy"}'),
+    ]

@@ -45,7 +45,7 @@ def command(ctx: click.Context, inventory: Path, against: Path | None, timeout_s
     from xpdctl.errors import UnhealthyError
     from xpdctl.inventory import load_inventory
     from xpdctl.plan import build_plan, secret_names
-    from xpdctl.render import MANIFEST, read_tree, render_files
+    from xpdctl.render import HOSTS, read_tree, render_files
 
     loaded = load_inventory(inventory)
     new = render_files(build_plan(loaded, os.environ))
@@ -54,9 +54,10 @@ def command(ctx: click.Context, inventory: Path, against: Path | None, timeout_s
         old = read_tree(against)
     else:
         old, unreachable = _live(loaded, timeout_s)
-        # No host holds the manifest, and an unread host's files are unknown rather than missing.
-        skipped = tuple(f"hosts/{name}/" for name in unreachable)
-        new = {path: f for path, f in new.items() if path != MANIFEST and not path.startswith(skipped)}
+        # Hosts hold only their hosts/<name>/ files (not the manifest, not the monitoring host's
+        # observability/), and an unread host's files are unknown rather than missing.
+        skipped = tuple(f"{HOSTS}/{name}/" for name in unreachable)
+        new = {path: f for path, f in new.items() if path.startswith(f"{HOSTS}/") and not path.startswith(skipped)}
     changes = diff_trees(old, new, secret_names(loaded.inventory))
     if output == "json":
         emit_json({

@@ -18,7 +18,9 @@ def command(inventory: Path, out: Path) -> None:
 
     OUT/hosts/<host>/ mirrors each host's filesystem (etc/systemd/system/xpd-*.service,
     etc/xpdctl/*.env, etc/xpdctl/router.yaml, etc/xpdctl/kv-agent.yaml); OUT/manifest.json lists
-    every service with its unit, port, command, vLLM arguments and environment. Secrets named in
+    every service with its unit, port, command, vLLM arguments and environment; OUT/observability/
+    holds a Prometheus config (file_sd targets, alert rules) and a Grafana dashboard for the cluster
+    (docs/observability.md). Secrets named in
     engine.secret_env (default HF_TOKEN) are read from your environment now and written only to the
     mode-0600 env files. Rendering again gives byte-identical files; files of an earlier render that
     are no longer wanted are removed.

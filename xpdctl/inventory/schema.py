@@ -144,6 +144,21 @@ class Router(_Strict):
     auth: RouterAuth = Field(description="write auth: {mode: keys, keys_file: FILE} (client keys) or auth: {mode: open}")
 
 
+class Observability(_Strict):
+    """What `render` writes for Prometheus and Grafana (docs/observability.md), and tracing."""
+
+    scrape_interval_s: float = Field(15, gt=0)
+    evaluation_interval_s: float = Field(15, gt=0)
+    # How long a target must stay down before the service-down alerts fire.
+    down_for_s: float = Field(60, gt=0)
+    # Alert when the p99 over 5 minutes exceeds these: TTFT as clients see it at the router, ITL at
+    # the decode engines. Defaults are placeholders to set from your own SLO.
+    ttft_p99_s: float = Field(2.0, gt=0)
+    itl_p99_s: float = Field(0.2, gt=0)
+    # OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); set, the router exports spans.
+    otlp_traces_endpoint: str | None = Field(None, pattern=r"^https?://")
+
+
 class Inventory(_Strict):
     cluster: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9-]*$")
     model: Model
@@ -153,3 +168,4 @@ class Inventory(_Strict):
     hosts: list[Host] = Field(min_length=1)
     pools: Pools
     router: Router
+    observability: Observability = Observability()

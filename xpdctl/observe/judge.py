@@ -5,6 +5,7 @@ Errors make ``status`` exit non-zero; warnings (drift, a router without an admin
 
 from __future__ import annotations
 
+from xpdctl.observability import alerts
 from xpdctl.observe.targets import HostTarget
 from xpdctl.status_model import HostStatus, Problem
 
@@ -34,12 +35,17 @@ def _tool_hint(failure: str) -> str:
     )
 
 
-def _error(host: str, what: str, hint: str) -> Problem:
-    return Problem(severity="error", host=host, what=what, hint=hint)
+# A unit's role -> the alert that fires when it is down.
+_DOWN_ALERT = {"prefill": alerts.ENGINE_DOWN, "decode": alerts.ENGINE_DOWN, "router": alerts.ROUTER_DOWN,
+               "kv-agent": alerts.KV_AGENT_DOWN}
 
 
-def _warning(host: str, what: str, hint: str) -> Problem:
-    return Problem(severity="warning", host=host, what=what, hint=hint)
+def _error(host: str, what: str, hint: str, alert: str | None = None) -> Problem:
+    return Problem(severity="error", host=host, what=what, hint=hint, alert=alert, metric=alerts.METRIC.get(alert))
+
+
+def _warning(host: str, what: str, hint: str, alert: str | None = None) -> Problem:
+    return Problem(severity="warning", host=host, what=what, hint=hint, alert=alert, metric=alerts.METRIC.get(alert))
 
 
 def _hardware(target: HostTarget, status: HostStatus) -> list[Problem]:
@@ -109,16 +115,19 @@ def _services(target: HostTarget, status: HostStatus) -> list[Problem]:
                     name,
                     f"unit {unit.unit} is {unit.active}",
                     f"see `journalctl -u {unit.unit}` on {name}, then start it",
+                    _DOWN_ALERT.get(unit.role),
                 )
             )
     for engine in status.engines:
         if not engine.healthy:
             found.append(
-                _error(name, f"{engine.service} unhealthy at {engine.url}: {engine.error}", "check its unit and log")
+                _error(name, f"{engine.service} unhealthy at {engine.url}: {engine.error}", "check its unit and log",
+                       alerts.ENGINE_DOWN)
             )
     for agent in status.kv_agents:
         if not agent.reachable:
-            found.append(_error(name, f"KV agent {agent.service}: {agent.error}", "check the kv-agent unit and log"))
+            found.append(_error(name, f"KV agent {agent.service}: {agent.error}", "check the kv-agent unit and log",
+                                alerts.KV_AGENT_DOWN))
         for pair in agent.pairs:
             # Both hosts' agents list a pair; it is reported once, by the host that measured it.
             if not pair.ok and pair.measured_by in (None, name):
@@ -127,6 +136,7 @@ def _services(target: HostTarget, status: HostStatus) -> list[Problem]:
                         name,
                         f"KV pair {pair.prefill_url} -> {pair.decode_url} broken: {pair.reason}",
                         "the router skips this pair; see the KV agent's /pairs for details",
+                        alerts.KV_PAIR_BROKEN,
                     )
                 )
     for router in status.routers:
@@ -136,6 +146,7 @@ def _services(target: HostTarget, status: HostStatus) -> list[Problem]:
                     name,
                     f"router {router.service} not serving: {router.error}",
                     "check the router unit and log, then its backends (engines, KV pairs)",
+                    alerts.NO_USABLE_PAIR if router.reachable else alerts.ROUTER_DOWN,
                 )
             )
         if router.reachable and router.backends_error:
@@ -150,7 +161,8 @@ def _services(target: HostTarget, status: HostStatus) -> list[Problem]:
             if not backend.healthy:
                 found.append(
                     _error(
-                        name, f"router backend {backend.url} ({backend.pool}) is {backend.state}", "check that engine"
+                        name, f"router backend {backend.url} ({backend.pool}) is {backend.state}", "check that engine",
+                        alerts.BACKEND_UNHEALTHY,
                     )
                 )
             elif backend.draining:
@@ -183,6 +195,8 @@ def judge(target: HostTarget, status: HostStatus, failures: list[str]) -> list[P
                 target.name,
                 f"{len(status.drift)} files differ from render: {paths}{more}",
                 "run `xpdctl up` to apply the plan",
+                # Prometheus sees drift of the router's config only (the sha256 the router reports).
+                alerts.ROUTER_CONFIG_DRIFT if any(d.path.endswith("/router.yaml") for d in status.drift) else None,
             )
         )
     return found

@@ -137,7 +137,8 @@ def render_text(status: ClusterStatus) -> str:
     if status.problems:
         # Errors first: they are what makes the exit status non-zero.
         ordered = sorted(status.problems, key=lambda p: p.severity != "error")
-        parts += [""] + [f"{p.severity:<7} {p.host or '-'}: {p.what} ({p.hint})" for p in ordered[:MAX_PROBLEM_LINES]]
+        parts += [""] + [f"{p.severity:<7} {p.host or '-'}: {p.what} ({p.hint})" + (f" [alert {p.alert}]" if p.alert else "")
+                       for p in ordered[:MAX_PROBLEM_LINES]]
         if len(ordered) > MAX_PROBLEM_LINES:
             parts.append(f"... and {len(ordered) - MAX_PROBLEM_LINES} more problems (all of them with -o json)")
     errors = sum(p.severity == "error" for p in status.problems)

@@ -44,6 +44,7 @@ class Router:
     async def stop(self, app: web.Application) -> None:
         await self._cancel(list(self._loops))
         await self.registry.close()
+        self.proxy.tracing.shutdown()  # sends the spans still batched
 
     async def apply(self, config: RouterConfig, admin_token: str | None) -> list[str]:
         """Run ``config`` from now on, keeping the runtime state of backends it keeps (a reload);

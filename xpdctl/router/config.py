@@ -116,6 +116,12 @@ class Tls(_Strict):
     key_file: Path
 
 
+class Tracing(_Strict):
+    # OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces; unset, no span is made
+    # (the client's traceparent still reaches both legs). xpdctl/router/tracing.py.
+    otlp_endpoint: str | None = Field(None, pattern=r"^https?://")
+
+
 class RouterConfig(_Strict):
     listen: Listen = Listen()
     tls: Tls | None = None  # None: plain HTTP
@@ -144,6 +150,7 @@ class RouterConfig(_Strict):
     kv_agents: list[str] = []
     kv_agent_poll_interval_s: float = 5.0
     load_scrape_interval_s: float = 1.0
+    tracing: Tracing = Tracing()
 
     @model_validator(mode="after")
     def _one_entry_per_url(self) -> RouterConfig:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 
 from xpdctl.router.backends import Registry
+from xpdctl.router.selection import usable_pairs
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 STATES = ("unknown", "healthy", "unhealthy", "draining")
@@ -37,6 +38,9 @@ class _BackendCollector:
         yield up
         yield GaugeMetricFamily("xpd_router_requests_in_flight", "Admitted requests being served.", value=active)
         yield GaugeMetricFamily("xpd_router_queue_waiting", "Requests waiting for admission.", value=waiting)
+        # What /health answers from: 0 makes it 503 (the XpdNoUsablePair alert).
+        yield GaugeMetricFamily("xpd_router_usable_pairs", "Prefill->decode pairs usable now.",
+                                value=usable_pairs(self._backends))
 
 
 class RouterMetrics:
@@ -55,8 +59,13 @@ class RouterMetrics:
         self.rejected = Counter("xpd_router_queue_rejected", "Requests turned away by the admission queue.", ["reason"], registry=r)
         self.config_reloads = Counter("xpd_router_config_reloads", "Config file reloads (SIGHUP) by result: ok or error.",
                                       ["result"], registry=r)
+        # Series that exist at zero, so a rate over them (dashboards, alerts) reads 0 rather than nothing.
         for result in ("ok", "error"):
             self.config_reloads.labels(result)
+        for leg in ("prefill", "decode"):
+            self.retries.labels(leg)
+        for reason in ("full", "timeout"):
+            self.rejected.labels(reason)
         # What a script compares with the file on disk to know the router runs it: the sha256 of the
         # bytes last loaded (empty when the router was started from flags, without a file).
         self.config_file = Info("xpd_router_config", "The config file the router runs.", registry=r)

@@ -31,8 +31,12 @@ from xpdctl.router.config import RouterConfig
 from xpdctl.router.limits import KeyState
 from xpdctl.router.metrics import RouterMetrics
 from xpdctl.router.openai_errors import error_response, sse_error
+from xpdctl.router.tracing import NoTracing, tracing_for
 
 _JSON = "application/json"
+# W3C trace context goes to both legs as the client sent it (tracing on, each leg sends its own span's).
+# The client's Authorization never does: engines take the cluster's own key (docs/security.md).
+_TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 class LegFailed(Exception):
@@ -73,6 +77,7 @@ class Proxy:
         self.admission = admission
         self.keys = keys
         self.metrics = metrics
+        self.tracing = NoTracing()
         self.configure(config)
         # Queue slots free up as streams end, which at serving rates is well within a second.
         self._retry_after = {"Retry-After": "1"}
@@ -87,6 +92,9 @@ class Proxy:
         # the answer, then idle_s (set on the connection) between chunks. Passed with every leg, so a
         # reloaded connect_s reaches the sessions of backends that were already there.
         self._leg_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.first_byte_s)
+        if config.tracing.otlp_endpoint != self.tracing.endpoint:
+            self.tracing.shutdown()
+            self.tracing = tracing_for(config.tracing.otlp_endpoint)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, chat=False)
@@ -98,13 +106,15 @@ class Proxy:
         started = time.monotonic()
         route = "chat" if chat else "completions"
         status = 499  # stays so when the client went away before an answer
-        try:
-            response = await self._admit(request, chat, started)
-            status = response.status
-            return response
-        finally:
-            self.metrics.request(route, status)
-            self.metrics.e2e.observe(time.monotonic() - started)
+        with self.tracing.request(request.headers, route) as span:
+            try:
+                response = await self._admit(request, chat, started)
+                status = response.status
+                return response
+            finally:
+                span.set_attribute("http.response.status_code", status)
+                self.metrics.request(route, status)
+                self.metrics.e2e.observe(time.monotonic() - started)
 
     async def _admit(self, request: web.Request, chat: bool, started: float) -> web.StreamResponse:
         try:
@@ -133,10 +143,14 @@ class Proxy:
             raw = orjson.dumps(body)
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         headers = {"X-Request-Id": request_id, "Content-Type": _JSON}
+        for name in _TRACE_HEADERS:
+            if name in request.headers:
+                headers[name] = request.headers[name]
         if self._engine_auth:
             headers["Authorization"] = self._engine_auth
         try:
-            await self.admission.acquire()
+            with self.tracing.span("router queue"):
+                await self.admission.acquire()
         except QueueFull:
             self.metrics.rejected.labels("full").inc()
             return error_response(429, "the router's queue is full; retry later", self._retry_after)
@@ -213,10 +227,11 @@ class Proxy:
         t0 = time.monotonic()
         prefill.in_flight += 1
         try:
-            async with prefill.session.post(url, data=payload, headers=headers, timeout=self._leg_timeout) as resp:
-                data = await resp.read()
-                status = resp.status
-                content_type = resp.headers.get("Content-Type", _JSON)
+            with self.tracing.leg("prefill leg", headers) as leg_headers:
+                async with prefill.session.post(url, data=payload, headers=leg_headers, timeout=self._leg_timeout) as resp:
+                    data = await resp.read()
+                    status = resp.status
+                    content_type = resp.headers.get("Content-Type", _JSON)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise self._failed(prefill, _classify(exc, prefill, "prefill")) from exc
         finally:
@@ -271,20 +286,24 @@ class Proxy:
         url: URL = decode.chat_url if chat else decode.completions_url
         decode.in_flight += 1
         upstream: aiohttp.ClientResponse | None = None
+        first = b""
         try:
-            try:
-                upstream = await decode.session.post(url, data=payload, headers=headers, timeout=self._leg_timeout)
-                if not stream or upstream.status != 200:
-                    return await self._whole_answer(decode, upstream, headers, started)
-                first = await upstream.content.readany()
-                if not first:
-                    raise aiohttp.ServerDisconnectedError("the decode ended its answer before any byte")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                failure = self._failed(decode, _classify(exc, decode, "decode"))
-                if failure.unsent:
-                    raise failure from exc
-                return error_response(failure.status, failure.message)
-            return await self._pass_stream(request, decode, upstream, first, headers, started)
+            with self.tracing.leg("decode leg", headers) as leg_headers:
+                try:
+                    with self.tracing.span("kv handoff"):  # until the decode's first byte: KV pull, first step
+                        upstream = await decode.session.post(url, data=payload, headers=leg_headers, timeout=self._leg_timeout)
+                        if stream and upstream.status == 200:
+                            first = await upstream.content.readany()
+                    if not stream or upstream.status != 200:
+                        return await self._whole_answer(decode, upstream, headers, started)
+                    if not first:
+                        raise aiohttp.ServerDisconnectedError("the decode ended its answer before any byte")
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    failure = self._failed(decode, _classify(exc, decode, "decode"))
+                    if failure.unsent:
+                        raise failure from exc
+                    return error_response(failure.status, failure.message)
+                return await self._pass_stream(request, decode, upstream, first, headers, started)
         except BaseException:
             if upstream is not None:
                 upstream.close()  # closing the connection is how vLLM learns the request is gone

@@ -66,7 +66,8 @@ class Engine:
         if not isinstance(body, dict):
             return _error(400, "the request body must be a JSON object")
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        record = {"request_id": request_id, "path": request.path, "body": body, "status": None, "outcome": "running", "tokens_sent": 0}
+        record = {"request_id": request_id, "path": request.path, "body": body, "status": None, "outcome": "running", "tokens_sent": 0,
+                  "traceparent": request.headers.get("traceparent")}  # W3C trace context, as vLLM reads it
         self.log.append(record)
         response = await self._generate(request, body, chat, request_id, record, started)
         record["status"] = response.status
@@ -113,11 +114,13 @@ class Engine:
         self.running_blocks += blocks
         try:
             if consume:
+                pull_started = time.monotonic()
                 try:
                     await kvlease.pull(self._session(), kv, textgen.digest(key), timeout_s=30.0)
                 except kvlease.KvRefused as exc:
                     record["outcome"] = "refused"
                     return _error(exc.status, exc.reason)
+                self.metrics.kv_xfer.observe(time.monotonic() - pull_started)
                 first_s = self.timing.kv_pull_s(prompt_tokens)
             else:
                 self.metrics.prompt_tokens.inc(prompt_tokens)

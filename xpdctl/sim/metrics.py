@@ -46,3 +46,6 @@ class SimMetrics:
         self.ttft = histogram("vllm:time_to_first_token_seconds", "Time to first token.").labels(**labels)
         self.itl = histogram("vllm:inter_token_latency_seconds", "Inter-token latency.").labels(**labels)
         self.e2e = histogram("vllm:e2e_request_latency_seconds", "End-to-end request latency.").labels(**labels)
+        # vLLM's NIXL connector name (vllm/distributed/kv_transfer/kv_connector/v1/nixl/stats.py): here the
+        # wall time of the simulated pull. vllm:nixl_bytes_transferred is not imitated: no KV bytes move.
+        self.kv_xfer = histogram("vllm:nixl_xfer_time_seconds", "KV pull time (simulated transfer).").labels(**labels)
