@@ -21,9 +21,11 @@ PACKAGE = REPO / "xpdctl"
 # step with DEVELOPERS.md's table. "xpdctl" is the root package's __init__ (the version).
 LAYERS: list[set[str]] = [
     {"xpdctl", "errors"},
-    {"paths", "output", "aioserve", "status_model", "vendors"},
+    {"paths", "output", "aioserve", "status_model", "releases", "disagg_defaults"},
+    {"vendors", "gpu_catalog"},
     {"inventory", "models", "probes", "kvagent", "router"},
     {"plan", "perfmodel", "audit"},
+    {"observability", "identity"},
     {"render", "sim", "bench"},
     {"diff", "ssh", "units"},
     {"observe", "verify", "provision"},
@@ -235,5 +237,5 @@ def test_the_checks_read_function_level_imports(tmp_path):
     deploy.write_text("def g():\n    if True:\n        import xpdctl.inventory.probe\n")
     graph = {"xpdctl.inventory.probe": imports_of("xpdctl.inventory.probe", inventory, {}),
              "xpdctl.deploy.where": imports_of("xpdctl.deploy.where", deploy, {})}
-    assert violations(graph) == ["xpdctl/inventory/probe.py:2 imports xpdctl.deploy.where (layer 8 >= inventory's 2)"]
+    assert violations(graph) == ["xpdctl/inventory/probe.py:2 imports xpdctl.deploy.where (layer 10 >= inventory's 3)"]
     assert ["xpdctl.deploy.where", "xpdctl.inventory.probe"] in _cycles(module_edges(graph))

@@ -121,7 +121,7 @@ def _kv_transfer_config(role: str, settings: KvSettings, vendor: VendorProfile) 
         # Explicit: vLLM 0.15.0's default is recompute (docs/kv-handshake.md).
         "kv_load_failure_policy": settings.load_failure_policy,
     }
-    if not settings.handshake_check:  # xpdctl compares the factors itself (xpdctl.kvhandshake)
+    if not settings.handshake_check:  # xpdctl compares the factors itself (xpdctl.inventory.kvhandshake)
         config["kv_connector_extra_config"] = {"enforce_handshake_compat": False}
     return json.dumps(config, separators=(",", ":"))
 

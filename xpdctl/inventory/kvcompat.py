@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from xpdctl.inventory.problems import Problem
 from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import hosts_by_name, pool, vllm_version_of
-from xpdctl.kvhandshake import FactorCheck, compare, side_values
+from xpdctl.inventory.kvhandshake import FactorCheck, compare, side_values
 from xpdctl.releases import NixlImport, Release, UnknownRelease, public_release, release
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
