@@ -227,7 +227,7 @@ def test_write_back_writes_everything_ranked_and_advise_reproduces_it(lab3, tmp_
     assert inv.router.conditional_disagg and inv.router.conditional_disagg_min_prompt_tokens == pick["conditional_disagg_threshold"]
     assert current_option(inv).key() == pick["option"]
     plan = build_plan(loaded, {"HF_TOKEN": "x"})
-    router = plan.hosts[inv.router.host].router_config
+    router = plan.hosts[inv.router.hosts[0]].router_config
     assert [s.role for s in plan.engines].count("prefill") == pick["prefill"]["instances"]
     assert router.conditional_disagg.enabled and router.conditional_disagg.min_prompt_tokens == pick["conditional_disagg_threshold"]
     again = advise(inv, GPT, [parse_workload(w) for w in work[1::2]], DEFAULT)
