@@ -72,6 +72,8 @@ def record(plan: Plan, state_dir: Path, read=read_identity) -> list[Factor]:
                          "identity": side["identity"].model_dump()} for role, side in pools.items()},
         "factors": [f.__dict__ for f in factors],
     }
+    # A real `up` records here, and the first one of a cluster runs before anything else made the dir.
+    state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / RECORD).write_text(json.dumps(data, indent=2))
     if problems:
         raise InputError("the engine stacks cannot serve PD together: " + "; ".join(problems))
