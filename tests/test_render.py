@@ -251,3 +251,16 @@ def test_tracing_endpoint_reaches_the_router_and_every_vllm_engine(lab_data, wri
         assert engine["env"]["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "http/protobuf"
     router = files["hosts/gw-01/etc/xpdctl/router.yaml"].content
     assert "otlp_endpoint: http://collector:4318/v1/traces" in router
+
+
+def test_bytecode_python_writes_beside_the_hook_is_not_part_of_the_render(tmp_path):
+    """A local engine runs the hook from the rendered tree, and Python caches its bytecode there: the
+    next `up` reads the tree back and must neither read nor remove that file."""
+    files = _files("inventory/lab.yaml")
+    write_tree(files, tmp_path)
+    cache = tmp_path / "hosts" / "h100-01" / "etc" / "xpdctl" / "python" / "__pycache__" / "sitecustomize.cpython-311.pyc"
+    cache.parent.mkdir()
+    cache.write_bytes(b"\xa7\r\r\n not text")
+    assert read_tree(tmp_path) == files
+    write_tree(files, tmp_path)
+    assert cache.exists()

@@ -200,6 +200,8 @@ def render_files(plan: Plan) -> dict[str, RenderedFile]:
 
 def _owned(rel: str) -> bool:
     """Files render writes; anything else under DIR (e.g. a local executor's state) is left alone."""
+    if "/__pycache__/" in rel:
+        return False  # Python's bytecode of the engines' start-up hook, written beside it when it runs
     if rel == MANIFEST or rel.startswith(f"{OBSERVABILITY}/"):
         return True
     parts = rel.split("/", 2)
