@@ -24,13 +24,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 # --- the order of a test session -------------------------------------------------------------------
 #
-# Tiers run as blocks: unmarked tests first, then the test-host tiers, then the real-vLLM tier. The
+# Tiers run as blocks: unmarked tests first, then the test-host tier, then the real-vLLM tier. The
 # session's vLLM engines (vllm_session below) start at the first vllm test and stop at the end of the
 # session, so no other test shares the 2 cores with them; the test-host tests do not share them with
 # engines either. Within a tier the collection order is kept (modules stay whole, so a module's
 # fixtures are set up once).
 
-_HOST_TIERS = ("testhosts", "containers")
 # The lifecycle tests kill the decode engine and finally stop the shared cluster: last of all.
 _LAST = "tests/vllm_tier/test_lifecycle.py"
 
@@ -38,7 +37,7 @@ _LAST = "tests/vllm_tier/test_lifecycle.py"
 def _tier(item) -> tuple[int, bool]:
     if item.get_closest_marker("vllm"):
         return 2, item.nodeid.startswith(_LAST)
-    return (1 if any(item.get_closest_marker(m) for m in _HOST_TIERS) else 0), False
+    return (1 if item.get_closest_marker("testhosts") else 0), False
 
 
 def pytest_collection_modifyitems(items):
