@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests import ports
+from tests.otlp import ThreadedReceiver
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -128,6 +129,7 @@ class LocalCluster:
     model: str
     model_path: str
     router_url: str
+    traces: ThreadedReceiver  # the session's OTLP receiver: the router and both engines export to it
 
     def xpdctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "xpdctl", *args, "-i", str(self.inventory)],
@@ -137,10 +139,11 @@ class LocalCluster:
         return json.loads(self.xpdctl("status", "-o", "json").stdout)
 
 
-def _local_inventory(tmp: Path) -> Path:
-    """inventory/local.yaml with free ports (a developer's own local cluster may hold the defaults)
-    and the interpreter named by absolute path (the copy lives outside the repository)."""
+def _local_inventory(tmp: Path, traces_url: str) -> Path:
+    """inventory/local.yaml with free ports (a developer's own local cluster may hold the defaults),
+    the interpreter named by absolute path (the copy lives outside the repository) and tracing on."""
     data = yaml.safe_load((REPO / "inventory" / "local.yaml").read_text())
+    data.setdefault("observability", {})["otlp_traces_endpoint"] = traces_url
     base = ports.free_port_block(6)
     data["pools"]["prefill"]["port"] = base
     data["pools"]["decode"]["port"] = base + 1
@@ -175,7 +178,8 @@ def _aggregated_command(inventory: Path, port: int) -> tuple[list[str], dict]:
 def vllm_session(tmp_path_factory):
     """(LocalCluster, aggregated engine URL), started once; everything is stopped at the end."""
     tmp = tmp_path_factory.mktemp("vllm-tier")
-    inventory = _local_inventory(tmp)
+    traces = ThreadedReceiver()
+    inventory = _local_inventory(tmp, traces.url)
     # The router's admin API on, for tests that drain and add backends (tests/upgrade).
     env = dict(os.environ, XPDCTL_STATE_DIR=str(tmp / "state"), XPDCTL_ROUTER_ADMIN_TOKEN="vllm-tier-admin-token")
     agg_port = ports.free_port_block(1)
@@ -199,7 +203,7 @@ def vllm_session(tmp_path_factory):
             raise RuntimeError(f"xpdctl up failed ({up.returncode}): {(tmp / 'up.stderr').read_text()[-3000:]}")
         result = json.loads(out)
         cluster = LocalCluster(inventory=inventory, env=env, up=result, model=result["model"],
-                               model_path=result["model_path"], router_url=result["router_url"])
+                               model_path=result["model_path"], router_url=result["router_url"], traces=traces)
         _wait_health(agg_url, agg, VLLM_START_TIMEOUT_S)
         yield cluster, agg_url
     finally:
@@ -210,6 +214,7 @@ def vllm_session(tmp_path_factory):
         agg.wait()
         subprocess.run([sys.executable, "-m", "xpdctl", "down", "-i", str(inventory)], env=env,
                        capture_output=True, timeout=600)
+        traces.close()
 
 
 @pytest.fixture(scope="session")

@@ -249,6 +249,7 @@ def test_tracing_endpoint_reaches_the_router_and_every_vllm_engine(lab_data, wri
         args = engine["vllm_args"]
         assert args[args.index("--otlp-traces-endpoint") + 1] == "http://collector:4318/v1/traces"
         assert engine["env"]["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "http/protobuf"
+        assert engine["env"]["OTEL_SERVICE_NAME"] == engine["name"]
     router = files["hosts/gw-01/etc/xpdctl/router.yaml"].content
     assert "otlp_endpoint: http://collector:4318/v1/traces" in router
 

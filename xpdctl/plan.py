@@ -212,6 +212,9 @@ def _engine_service(
         # The endpoint is OTLP over HTTP (the router's exporter speaks only that); vLLM defaults to gRPC
         # (vllm/tracing/otel.py, get_span_exporter: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, default "grpc").
         env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "http/protobuf"
+        # vLLM sets no service name (vllm/tracing/otel.py, init_otel_tracer): every engine would show as
+        # "unknown_service". OpenTelemetry's resource reads this variable, so a trace names each engine.
+        env["OTEL_SERVICE_NAME"] = name
     sim = inv.engine.server == "sim"
     if not sim and inv.kv.nixl_progress_poll_ms:
         env["PYTHONPATH"] = ENGINE_HOOK_DIR

@@ -7,8 +7,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
+from tests.otlp import RESPONSE, decode_export
 from xpdctl.aioserve import start_site
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -22,11 +22,8 @@ async def otlp_receiver():
     spans = []
 
     async def traces(request: web.Request) -> web.Response:
-        export = ExportTraceServiceRequest.FromString(await request.read())
-        for resource in export.resource_spans:
-            service = next(a.value.string_value for a in resource.resource.attributes if a.key == "service.name")
-            spans.extend((service, s) for scope in resource.scope_spans for s in scope.spans)
-        return web.Response(body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf")
+        spans.extend(decode_export(await request.read()))
+        return web.Response(body=RESPONSE, content_type="application/x-protobuf")
 
     app = web.Application()
     app.router.add_post("/v1/traces", traces)
