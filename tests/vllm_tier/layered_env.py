@@ -15,7 +15,7 @@ from pathlib import Path
 SUFFIXED = "0.32.0+rocm700"
 
 
-def layered_env(root: Path) -> Path:
+def layered_env(root: Path, version: str = SUFFIXED) -> Path:
     """A venv whose vllm is this one's with another version string; returns its interpreter."""
     subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(root)],
                    check=True, timeout=120)
@@ -29,8 +29,9 @@ def layered_env(root: Path) -> Path:
     for entry in (ours / "vllm").iterdir():
         if entry.name not in ("_version.py", "__pycache__"):
             (vllm / entry.name).symlink_to(entry)
+    parts = tuple(int(p) if p.isdigit() else p for p in version.replace("+", ".").split("."))
     (vllm / "_version.py").write_text(
-        f'__version__ = version = "{SUFFIXED}"\n__version_tuple__ = version_tuple = (0, 32, 0, "rocm700")\n'
+        f'__version__ = version = "{version}"\n__version_tuple__ = version_tuple = {parts!r}\n'
         "__commit_id__ = commit_id = None\n"
     )
     return python

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -41,20 +40,6 @@ def _recorded(cluster: str) -> dict | None:
 
     path = state_root() / cluster
     return recorded(path) if path.is_dir() else None
-
-
-def _show_recorded(cluster: str) -> None:
-    """What `up` read from the engines' own stacks, when this machine ran it."""
-    found = _recorded(cluster)
-    if not found:
-        return
-    when = datetime.fromtimestamp(found["read_at"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    click.echo(f"\nengine stacks as `up` read them ({when}):")
-    for role, side in found["pools"].items():
-        click.echo(f"  {role}: {side['host']} ({side['vendor']}): {' '.join(side['command'])}")
-    for factor in found["factors"]:
-        click.echo(f"  - {factor['name']}: " + (factor['prefill'] if factor['prefill'] == factor['decode']
-                   else f"{factor['prefill']} vs {factor['decode']}") + f": {factor['why']}")
 
 
 @click.command()
@@ -132,7 +117,11 @@ def command(inventory: Path, output: str) -> None:
         for p in decision.pairs
     ]
     click.echo(table(["prefill", "decode", "kv buffer", "attention backend", "kv dtype", "transfer"], rows))
-    _show_recorded(loaded.inventory.cluster)
+    found = _recorded(loaded.inventory.cluster)
+    if found:
+        from xpdctl.identity.record import describe
+
+        click.echo("\n" + "\n".join(describe(found, "engine stacks as `up` or `upgrade` read them")))
     for p in decision.pairs:
         click.echo(f"\n{p.prefill.host} -> {p.decode.host}: why")
         for reason in p.reasons:  # indented reasons detail the one before (handshake factors)

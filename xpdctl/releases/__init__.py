@@ -65,11 +65,31 @@ class FailurePolicy(_Data):
     line: int  # in vllm/config/kv_transfer.py
 
 
+class ModuleBackend(_Data):
+    backend: str
+    line: int
+
+
+class AttentionDefault(_Data):
+    backend: str
+    file: str
+    line: int
+    if_module: dict[str, ModuleBackend] = {}  # installed module -> the backend it puts first
+
+    def pick(self, installed: set[str]) -> tuple[str, str]:
+        """(backend, ``file:line`` it was read from) for a stack with ``installed`` selecting modules."""
+        for module, chosen in self.if_module.items():
+            if module in installed:
+                return chosen.backend, f"{self.file}:{chosen.line} ({module} installed)"
+        return self.backend, f"{self.file}:{self.line}"
+
+
 class Release(_Data):
     version: str
     nixl: NixlImports
     handshake: Handshake
     kv_load_failure_policy: FailurePolicy
+    attention_default: dict[str, AttentionDefault] = {}  # vendor -> what vLLM picks unforced; {}: not read
 
     def nixl_import(self, vendor: str) -> NixlImport:
         found = self.nixl.for_vendor(vendor)
