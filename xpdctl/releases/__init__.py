@@ -1,4 +1,5 @@
-"""What each vLLM release does at the NIXL handshake, as data read from its source (``vllm.yaml`` here).
+"""What each vLLM release does at the NIXL handshake and what it accepts, as data read from its source
+(``vllm.yaml`` here: the one release table).
 
 A version string maps to its public release (PEP 440: ``0.15.0+rocm644`` is release ``0.15.0`` with a
 local build suffix), and the release to the NIXL module each vendor's build imports and the factors its
@@ -84,12 +85,27 @@ class AttentionDefault(_Data):
         return self.backend, f"{self.file}:{self.line}"
 
 
+class Accepted(_Data):
+    source: str  # vllm/<file>:<line> <name>
+    values: tuple[str, ...]
+
+
+class Accepts(_Data):
+    """What vLLM takes for the inventory's free-text fields (:mod:`xpdctl.releases.vllm_source`)."""
+
+    quantization: Accepted
+    dtype: Accepted
+    kv_cache_dtype: Accepted
+    attention_backend: Accepted
+
+
 class Release(_Data):
     version: str
     nixl: NixlImports
     handshake: Handshake
     kv_load_failure_policy: FailurePolicy
     attention_default: dict[str, AttentionDefault] = {}  # vendor -> what vLLM picks unforced; {}: not read
+    accepts: Accepts | None = None  # None: not read for this release yet
 
     def nixl_import(self, vendor: str) -> NixlImport:
         found = self.nixl.for_vendor(vendor)
@@ -149,6 +165,7 @@ def release(version: str) -> Release:
             f"vLLM {public} is not in xpdctl's release table (known: {known}); run "
             f"`pip download vllm=={public} --no-deps`, read its NIXL import branch (vllm/distributed/nixl_utils.py "
             "or the NIXL connector) and compute_nixl_compatibility_hash, and add the release to "
-            "xpdctl/releases/vllm.yaml (docs/kv-handshake.md)"
+            "xpdctl/releases/vllm.yaml (docs/kv-handshake.md) with the values it accepts "
+            "(`python -m xpdctl.releases.vllm_source <its vllm package dir>`, docs/inventory.md)"
         )
     return found
