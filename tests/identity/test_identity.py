@@ -28,7 +28,8 @@ def test_a_local_suffix_is_the_same_release_and_the_rocm_module_is_looked_up_per
     factors = _by_name(compare_pools(_stack(), "nvidia", _stack("0.15.0+rocm644", modules=("nixl", "rixl")), "amd"))
     assert factors["vllm"].ok and "local build suffixes differ" in factors["vllm"].why
     assert factors["nixl"].ok and factors["nixl"].line() == (
-        "nixl: imports nixl (nixl 1.5.1) vs imports rixl (rixl 1.5.1): each side has the module its vLLM imports")
+        "nixl: imports nixl (nixl 1.5.1) vs imports rixl (rixl 1.5.1): nixl 1.5.1 -> rixl 1.5.1 not measured "
+        "against each other; measure it with benchmarks/nixl_interop.py (docs/kv-handshake.md) before trusting the pair")
 
 
 def test_a_rocm_stack_with_upstream_nixl_only_has_no_nixl_for_its_vllm():

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from xpdctl.errors import XpdError
-from xpdctl.releases import UnknownRelease, public_release, release
+from xpdctl.releases import UnknownRelease, nixl_interop, public_release, release
 
 PROBE = Path(__file__).resolve().parent / "probe.py"
 
@@ -124,6 +124,32 @@ def _or(value: str | None, missing: str = "not found") -> str:
     return value if value else missing
 
 
+def _build(package: NixlPackage) -> str:
+    return f"{package.distribution or 'nixl'} {package.version or 'version unknown'}"
+
+
+def _nixl_factor(prefill: EngineIdentity, prefill_vendor: str, decode: EngineIdentity, decode_vendor: str) -> Factor:
+    """Each side has the module its vLLM imports, and two different builds were measured to interoperate
+    (``xpdctl/releases/nixl_interop.yaml``): measured broken is refused, not measured is allowed and said."""
+    texts = (prefill.nixl_text(prefill_vendor), decode.nixl_text(decode_vendor))
+    modules = (prefill.nixl_module(prefill_vendor), decode.nixl_module(decode_vendor))
+    packages = [side.nixl.get(m) if m else None for m, side in zip(modules, (prefill, decode))]
+    if packages[0] is None or packages[1] is None:
+        return Factor("nixl", *texts, False, "vLLM would run without NIXL: no KV transfer")
+    builds = (_build(packages[0]), _build(packages[1]))
+    if builds[0] == builds[1]:
+        return Factor("nixl", *texts, True, "each side has the module its vLLM imports, the same build")
+    measured = nixl_interop().get(builds)
+    if measured == "broken":
+        return Factor("nixl", *texts, False, f"{builds[0]} -> {builds[1]} was measured not to move bytes "
+                      "(xpdctl/releases/nixl_interop.yaml); install one build on both sides")
+    if measured == "ok":
+        return Factor("nixl", *texts, True, f"{builds[0]} -> {builds[1]} measured to move bytes at NIXL level "
+                      "(xpdctl/releases/nixl_interop.yaml)")
+    return Factor("nixl", *texts, True, f"{builds[0]} -> {builds[1]} not measured against each other; measure it "
+                  "with benchmarks/nixl_interop.py (docs/kv-handshake.md) before trusting the pair")
+
+
 def compare_pools(prefill: EngineIdentity, prefill_vendor: str, decode: EngineIdentity,
                   decode_vendor: str, forced_backend: str | None = None) -> list[Factor]:
     """Per factor: equal, or whether the difference matters to the NIXL handshake."""
@@ -138,13 +164,7 @@ def compare_pools(prefill: EngineIdentity, prefill_vendor: str, decode: EngineId
                               "check must be off and xpdctl compares the factors (docs/kv-handshake.md)"))
     else:
         factors.append(Factor("vllm", pv, dv, False, "different releases: the NIXL handshake refuses them"))
-    texts = (prefill.nixl_text(prefill_vendor), decode.nixl_text(decode_vendor))
-    modules = (prefill.nixl_module(prefill_vendor), decode.nixl_module(decode_vendor))
-    installed = all(m is not None and side.nixl.get(m) is not None
-                    for m, side in zip(modules, (prefill, decode)))  # fmt: skip
-    factors.append(Factor("nixl", texts[0], texts[1], installed,
-                          "each side has the module its vLLM imports" if installed
-                          else "vLLM would run without NIXL: no KV transfer"))
+    factors.append(_nixl_factor(prefill, prefill_vendor, decode, decode_vendor))
     (pb, pwhy), (db, dwhy) = (prefill.attention_backend(prefill_vendor, forced_backend),
                               decode.attention_backend(decode_vendor, forced_backend))
     if pb is None or db is None:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from xpdctl.errors import XpdError
 
 TABLE = Path(__file__).resolve().parent / "vllm.yaml"
+INTEROP = Path(__file__).resolve().parent / "nixl_interop.yaml"
 
 
 class _Data(BaseModel):
@@ -169,3 +170,14 @@ def release(version: str) -> Release:
             "(`python -m xpdctl.releases.vllm_source <its vllm package dir>`, docs/inventory.md)"
         )
     return found
+
+
+@cache
+def nixl_interop() -> dict[tuple[str, str], str]:
+    """(source NIXL, reader NIXL), e.g. ("nixl 1.5.1", "nixl 1.5.0") -> "ok" | "broken", as measured
+    (``nixl_interop.yaml``); a pair not in it was not measured."""
+    try:
+        cells = yaml.safe_load(INTEROP.read_text())["measured"]
+        return {(c["source"], c["reader"]): c["result"] for c in cells}
+    except Exception as exc:  # a broken shipped file is a bug in xpdctl, not user input
+        raise XpdError(f"{INTEROP}: invalid NIXL interop table: {exc}; fix the file or reinstall xpdctl") from exc
