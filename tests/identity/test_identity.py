@@ -7,7 +7,7 @@ import pytest
 
 from xpdctl.errors import XpdError
 from xpdctl.identity import EngineIdentity, NixlPackage, Ucx, compare_pools, read_identity
-from xpdctl.identity.record import judge, prefix_of
+from xpdctl.identity.record import against, judge, prefix_of
 from xpdctl.inventory import load_inventory
 from xpdctl.plan import build_plan
 
@@ -128,3 +128,20 @@ def test_probe_reads_the_real_stack_of_an_interpreter(tmp_path):
     assert layered.vllm_version == SUFFIXED
     vllm = _by_name(compare_pools(ours, "cpu", layered, "cpu"))["vllm"]
     assert vllm.ok and vllm.line().startswith("vllm: 0.32.0 vs 0.32.0+rocm700: one public release")
+
+
+def test_plan_says_what_the_inventory_now_asks_of_the_recorded_stacks():
+    plan = build_plan(load_inventory("inventory/local.yaml"), {})
+    ours = _stack("0.32.0", modules=("nixl",), torch="2.13.0+cpu")
+    same = {"roles": ["prefill", "decode"], "vendor": "cpu", "declared": "0.32.0", "command": prefix_of(plan, "local"),
+            "identity": ours.model_dump(), "read_at": 0}
+    assert against(plan, {"hosts": {"local": same}, "pairs": []}) == []
+    moved = {**same, "command": ["/old/venv/bin/python"]}
+    (line,) = against(plan, {"hosts": {"local": moved}, "pairs": []})
+    assert line.startswith(f"host local: engines move to {plan.inventory.engine.python} (read: /old/venv/bin/python)")
+    older = {**same, "identity": _stack("0.31.0").model_dump()}
+    assert against(plan, {"hosts": {"local": older}, "pairs": []})[0] == (
+        "refused as recorded: host local: the inventory says vLLM 0.32.0 but "
+        f"{plan.inventory.engine.python} reports 0.31.0; install the declared release there, or set "
+        "hosts[].vllm_version (or engine.vllm_version) to what the stack reports, so check compares the real strings")
+    assert against(plan, {"hosts": {}, "pairs": []}) == ["host local: stack not read yet; `up` reads it before provisioning"]
