@@ -63,10 +63,18 @@ def _nixl(module):
     return {"path": path, "distribution": dist, "version": version}
 
 
-def _ucx_version(nixl_paths):
+def _backends(cuda):
+    """The wheels upstream nixl's meta package loads, in its order (nixl/__init__.py, _load_cuda_backend):
+    the one of torch's CUDA major, else the first installed of cu13, cu12, rocm."""
+    return [f"nixl_cu{cuda.split('.')[0]}"] if cuda else ["nixl_cu13", "nixl_cu12", "nixl_rocm"]
+
+
+def _ucx_version(nixl_paths, cuda):
     candidates = []
     for path in nixl_paths:
         parent = os.path.dirname(path)
+        for backend in _backends(cuda):
+            candidates += sorted(glob.glob(os.path.join(parent, backend + ".libs", "libucp*.so*")))
         candidates += sorted(glob.glob(os.path.join(parent, "*.libs", "libucp*.so*")))
         candidates += sorted(glob.glob(os.path.join(path, "**", "libucp*.so*"), recursive=True))
     candidates += ["/opt/ucx/lib/libucp.so.0", "libucp.so.0"]
@@ -89,7 +97,7 @@ def main():
         version = _file_values(os.path.join(vllm, "_version.py"), ["__version__"])
         facts["vllm_version"] = version["__version__"] if version else "dev"
     torch = _package_dir("torch")
-    values = _file_values(os.path.join(torch, "version.py"), ["__version__", "hip"]) if torch else None
+    values = _file_values(os.path.join(torch, "version.py"), ["__version__", "hip", "cuda"]) if torch else None
     if values is None:
         facts["torch_error"] = "no torch package (or its version.py) on this interpreter's path"
     else:
@@ -97,7 +105,7 @@ def main():
         facts["rocm"] = bool(values["hip"])
     nixl = {m: _nixl(m) for m in NIXL_MODULES}
     facts["nixl"] = nixl
-    facts["ucx"] = _ucx_version([n["path"] for n in nixl.values() if n])
+    facts["ucx"] = _ucx_version([n["path"] for n in nixl.values() if n], values and values["cuda"])
     facts["modules"] = {m: _package_dir(m) for m in SELECTING_MODULES}
     print(json.dumps(facts))
 
