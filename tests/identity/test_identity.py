@@ -65,7 +65,7 @@ def test_one_decode_host_without_the_module_its_vllm_imports_is_named_with_its_p
     pairs, problems = judge(hosts, "TRITON_ATTN")
     assert [(p["prefill"], p["decode"]) for p in pairs] == [("h100-01", "mi300x-01"), ("h100-01", "mi300x-02")]
     assert problems == ["prefill h100-01 -> decode mi300x-02: nixl: imports nixl (nixl 1.5.1) vs imports "
-                        "nixl_rocm: NOT INSTALLED: vLLM would run without NIXL: no KV transfer"]
+                        "nixl_rocm: NOT INSTALLED: the vLLM would run without NIXL: no KV transfer"]
 
 
 def test_a_host_that_could_not_be_read_is_a_problem_of_its_own():

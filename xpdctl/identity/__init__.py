@@ -145,11 +145,12 @@ def _nixl_factor(prefill: EngineIdentity, prefill_vendor: str, decode: EngineIde
         modules = (AGENT_NIXL, AGENT_NIXL)
     texts = (prefill.nixl_text(prefill_vendor, modules[0]), decode.nixl_text(decode_vendor, modules[1]))
     packages = [side.nixl.get(m) if m else None for m, side in zip(modules, (prefill, decode))]
+    who = "vLLM" if engines_load_vllm else "KV agent"
     if packages[0] is None or packages[1] is None:
-        return Factor("nixl", *texts, False, "vLLM would run without NIXL: no KV transfer")
+        return Factor("nixl", *texts, False, f"the {who} would run without NIXL: no KV transfer")
     builds = (_build(packages[0]), _build(packages[1]))
     if builds[0] == builds[1]:
-        return Factor("nixl", *texts, True, "each side has the module its vLLM imports, the same build")
+        return Factor("nixl", *texts, True, f"each side has the module its {who} imports, the same build")
     measured = nixl_interop().get(builds)
     if measured == "broken":
         return Factor("nixl", *texts, False, f"{builds[0]} -> {builds[1]} was measured not to move bytes "
