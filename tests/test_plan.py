@@ -105,6 +105,16 @@ def test_router_and_kv_agent_run_the_xpdctl_image_in_containers():
     assert router[-5:] == ("-m", "xpdctl", "router", "--config", "/etc/xpdctl/router.yaml")
 
 
+def test_native_kv_agents_probe_with_the_engines_interpreter():
+    """The agent's probe workers run its own interpreter (sys.executable): natively that is
+    engine.python, so the NIXL and UCX that move probe bytes are the engines' (docs/kv-agent.md)."""
+    plan = _plan("inventory/local.yaml")
+    services = _services(plan)
+    agent = services["xpd-local-kv-agent"].command
+    assert agent[0] == plan.inventory.engine.python == services["xpd-local-decode-0"].command[0]
+    assert agent[1:4] == ("-m", "xpdctl", "kv-agent")
+
+
 def test_local_native_cpu_engines():
     plan = _plan("inventory/local.yaml")
     services = _services(plan)

@@ -14,10 +14,12 @@ One fleet serves the whole module; the tests run in file order, each `up` buildi
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
+import yaml
 from deploy_helpers import ssh, state_env, xpdctl_runner
 
 from xpdctl.testhosts import fleet
@@ -205,3 +207,38 @@ def test_preflight_in_up_catches_a_gpu_count_that_differs_from_the_inventory(lab
     assert row.split()[1] == "failed" and "preflight" in row and "found 1 x nvidia" in row, done.stdout
     router_row = next(line for line in done.stdout.splitlines() if line.startswith(ROUTER))
     assert router_row.split()[1] == "ok"
+
+
+def _point_engines_at(record, python_of: dict[str, str]) -> None:
+    """Each engine host's /opt/xpd-stack/bin/python: a wrapper that runs the given interpreter there."""
+    for host, python in python_of.items():
+        done = ssh(FLEET, _address(record, host), "mkdir -p /opt/xpd-stack/bin && printf '#!/bin/sh\\nexec %s \"$@\"\\n' "
+                   f"{python} > /opt/xpd-stack/bin/python && chmod +x /opt/xpd-stack/bin/python")
+        assert done.returncode == 0, done.stderr
+
+
+def test_a_host_whose_vllm_reports_another_release_is_refused_before_any_engine_restarts(lab, again, tmp_path):
+    """The inventory moves every engine to /opt/xpd-stack/bin/python; on AMD2 that interpreter's vLLM
+    reports 0.31.0 (a venv layered on the test venv, its vllm/_version.py changed: the real vLLM code,
+    another release string). `up` reads every host's stack over SSH first and refuses the pairs with
+    AMD2 (simulator engines: the stacks are compared with each other, not with the declared label);
+    the engines' units on the hosts are still the ones the last `up` wrote."""
+    xpdctl, inventory, record = lab
+    repo = Path(__file__).resolve().parents[2]
+    made = ssh(FLEET, _address(record, AMD2), f"cd {repo} && {sys.executable} -c 'from pathlib import Path; "
+               "from tests.vllm_tier.layered_env import layered_env; layered_env(Path(\"/opt/xpd-old\"), \"0.31.0\")'")
+    assert made.returncode == 0, made.stderr
+    _point_engines_at(record, {h: sys.executable for h in ENGINE_UNITS} | {AMD2: "/opt/xpd-old/bin/python"})
+    moved = tmp_path / "moved.yaml"
+    data = yaml.safe_load(inventory.read_text())
+    data["engine"]["python"] = "/opt/xpd-stack/bin/python"
+    moved.write_text(yaml.safe_dump(data))
+    done = xpdctl("up", "-i", moved)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "nothing was changed" in done.stderr
+    assert (f"prefill {NVIDIA} -> decode {AMD2}: vllm: 0.32.0 vs 0.31.0: different releases: the NIXL "
+            "handshake refuses them" in done.stderr), done.stderr
+    assert f"-> decode {AMD}:" not in done.stderr
+    for host, unit in ENGINE_UNITS.items():
+        unit_file = ssh(FLEET, _address(record, host), f"cat /etc/systemd/system/{unit}.service").stdout
+        assert unit_file and "/opt/xpd-stack" not in unit_file, (host, unit_file)

@@ -141,24 +141,26 @@ def test_probes_that_only_time_out_after_a_success_keep_the_pair_ok_for_a_while(
     the path until no probe has succeeded for the grace; then the pair is broken."""
     last = _probe(True, "t0")
     for i, since in enumerate((125.0, 250.0, 899.0), start=1):
-        last = keep_verdict_if_slow(_probe(False, f"t{i}", timed_out=True), last, since, 900.0)
+        last = keep_verdict_if_slow(_probe(False, f"t{i}", timed_out=True), last, since, 900.0, 3600.0)
         assert last.ok and last.transport == "tcp/eth0"
         assert "did not finish within 120 s" in last.reason and "kept the verdict of the probe at t0" in last.reason
-    assert not keep_verdict_if_slow(_probe(False, "tN", timed_out=True), last, 901.0, 900.0).ok
+    assert not keep_verdict_if_slow(_probe(False, "tN", timed_out=True), last, 901.0, 900.0, 3600.0).ok
     # The pair stays ok and says why its last probe is not the one that counted.
     kept = _judge(transfer=last)
     assert kept.ok and "kept the verdict of the probe at t0" in kept.reason
 
 
-def test_a_probe_that_never_reached_the_network_keeps_the_verdict_past_the_grace():
-    """Its process was still importing torch and nixl: that is the host's load, not the path's health."""
+def test_a_probe_that_never_reached_the_network_keeps_the_verdict_past_the_grace_but_not_forever():
+    """Its process was still importing torch and nixl: that is the host's load, not the path's health,
+    for up to never_started_grace_s; after that no bytes have moved for too long to call the pair ok."""
     stuck = _probe(False, "t9", timed_out=True).model_copy(update={"never_started": True})
-    kept = keep_verdict_if_slow(stuck, _probe(True, "t0"), 5000.0, 900.0)
+    kept = keep_verdict_if_slow(stuck, _probe(True, "t0"), 3500.0, 900.0, 3600.0)
     assert kept.ok and "kept the verdict of the probe at t0" in kept.reason
-    assert not keep_verdict_if_slow(stuck, None, float("inf"), 900.0).ok  # never worked: nothing to keep
+    assert not keep_verdict_if_slow(stuck, _probe(True, "t0"), 3601.0, 900.0, 3600.0).ok
+    assert not keep_verdict_if_slow(stuck, None, float("inf"), 900.0, 3600.0).ok  # never worked: nothing to keep
 
 
 def test_a_failed_probe_or_a_timeout_before_any_success_is_not_excused():
-    assert not keep_verdict_if_slow(_probe(False, "t1"), _probe(True, "t0"), 10.0, 900.0).ok
-    assert not keep_verdict_if_slow(_probe(False, "t1", timed_out=True), None, float("inf"), 900.0).ok
-    assert not keep_verdict_if_slow(_probe(False, "t2", timed_out=True), _probe(False, "t1"), 10.0, 900.0).ok
+    assert not keep_verdict_if_slow(_probe(False, "t1"), _probe(True, "t0"), 10.0, 900.0, 3600.0).ok
+    assert not keep_verdict_if_slow(_probe(False, "t1", timed_out=True), None, float("inf"), 900.0, 3600.0).ok
+    assert not keep_verdict_if_slow(_probe(False, "t2", timed_out=True), _probe(False, "t1"), 10.0, 900.0, 3600.0).ok

@@ -63,3 +63,7 @@ def test_cited_lines_match_the_installed_release():
     body = "\n".join(_installed_source(entry.handshake.file).read_text().splitlines()[entry.handshake.line:][:80])
     for factor in entry.handshake.factors:
         assert f'"{factor}":' in body, factor
+    for vendor, default in entry.attention_default.items():  # the backend vLLM picks unforced
+        assert f"AttentionBackendEnum.{default.backend}" in line(default.file, default.line), vendor
+        for module, chosen in default.if_module.items():
+            assert f"AttentionBackendEnum.{chosen.backend}" in line(default.file, chosen.line), (vendor, module)

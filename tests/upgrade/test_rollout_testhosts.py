@@ -188,6 +188,30 @@ def test_compat_change_refused_in_place_then_blue_green(lab):
         assert "-next" not in lab.on(host, "ls /etc/systemd/system /etc/xpdctl")
 
 
+def test_a_new_decode_stack_of_another_release_is_refused_before_anything_restarts(lab):
+    """release-5's interpreter on D3 is a venv layered on the test venv whose vllm/_version.py says
+    0.31.0 (the real vLLM code, another release string): the upgrade reads the decode hosts' new stack
+    over SSH before its first step and refuses, naming the pair and the factor; nothing restarted."""
+    others, previous = lab.others(), yaml.safe_load(lab.inventory.read_text())["engine"]["python"]
+    running = {h: lab.main_pid(h, u) for h, u in DECODES.items()}
+    path = lab.install_release("release-5", ENGINE_HOSTS)
+    repo = Path(__file__).resolve().parents[2]
+    lab.on(D3, f"cd {repo} && {sys.executable} -c 'from pathlib import Path; from tests.vllm_tier.layered_env "
+               "import layered_env; layered_env(Path(\"/opt/xpd-old\"), \"0.31.0\")'")
+    lab.on(D3, f"sed -i 's#exec {sys.executable}#exec /opt/xpd-old/bin/python#' {path}")
+    lab.edit(python=path)
+    try:
+        refused = lab.upgrade(check=False)
+    finally:
+        lab.edit(python=previous)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "nothing was restarted" in refused.stderr
+    assert (f"prefill {PREFILL} -> decode {D3}: vllm: 0.32.0 vs 0.31.0: different releases: the NIXL handshake "
+            "refuses them") in refused.stderr, refused.stderr
+    assert f"-> decode {D1}:" not in refused.stderr
+    assert {h: lab.main_pid(h, u) for h, u in DECODES.items()} == running and lab.others() == others
+
+
 def test_down_stops_every_unit_on_every_host(lab):
     listed = [(h, s["name"]) for h, e in lab.manifest()["hosts"].items() for s in e["services"]]
     done = json.loads(lab.xpdctl("down", "-o", "json").stdout)

@@ -15,8 +15,8 @@ from pathlib import Path
 SUFFIXED = "0.32.0+rocm700"
 
 
-def layered_env(root: Path) -> Path:
-    """A venv whose vllm is this one's with another version string; returns its interpreter."""
+def layered_venv(root: Path) -> tuple[Path, Path]:
+    """A venv that sees this one's packages after its own: (its interpreter, its own site-packages)."""
     subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(root)],
                    check=True, timeout=120)
     python = root / "bin" / "python"
@@ -24,13 +24,21 @@ def layered_env(root: Path) -> Path:
                                check=True, capture_output=True, text=True).stdout.strip())
     ours = Path(sysconfig.get_paths()["purelib"])
     (site / "xpd_layer.pth").write_text(f"import site; site.addsitedir({str(ours)!r})\n")
+    return python, site
+
+
+def layered_env(root: Path, version: str = SUFFIXED) -> Path:
+    """A venv whose vllm is this one's with another version string; returns its interpreter."""
+    python, site = layered_venv(root)
+    ours = Path(sysconfig.get_paths()["purelib"])
     vllm = site / "vllm"
     vllm.mkdir()
     for entry in (ours / "vllm").iterdir():
         if entry.name not in ("_version.py", "__pycache__"):
             (vllm / entry.name).symlink_to(entry)
+    parts = tuple(int(p) if p.isdigit() else p for p in version.replace("+", ".").split("."))
     (vllm / "_version.py").write_text(
-        f'__version__ = version = "{SUFFIXED}"\n__version_tuple__ = version_tuple = (0, 32, 0, "rocm700")\n'
+        f'__version__ = version = "{version}"\n__version_tuple__ = version_tuple = {parts!r}\n'
         "__commit_id__ = commit_id = None\n"
     )
     return python

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -35,26 +34,20 @@ def _pair_json(pair) -> dict:
     }  # fmt: skip
 
 
+def _against(loaded, found: dict | None) -> list[str]:
+    """What this inventory asks of the recorded stacks (xpdctl.identity.record.against)."""
+    from xpdctl.identity.record import against
+    from xpdctl.plan import build_plan
+
+    return against(build_plan(loaded, {}), found) if found else []
+
+
 def _recorded(cluster: str) -> dict | None:
     from xpdctl.identity.record import recorded
     from xpdctl.paths import state_root
 
     path = state_root() / cluster
     return recorded(path) if path.is_dir() else None
-
-
-def _show_recorded(cluster: str) -> None:
-    """What `up` read from the engines' own stacks, when this machine ran it."""
-    found = _recorded(cluster)
-    if not found:
-        return
-    when = datetime.fromtimestamp(found["read_at"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    click.echo(f"\nengine stacks as `up` read them ({when}):")
-    for role, side in found["pools"].items():
-        click.echo(f"  {role}: {side['host']} ({side['vendor']}): {' '.join(side['command'])}")
-    for factor in found["factors"]:
-        click.echo(f"  - {factor['name']}: " + (factor['prefill'] if factor['prefill'] == factor['decode']
-                   else f"{factor['prefill']} vs {factor['decode']}") + f": {factor['why']}")
 
 
 @click.command()
@@ -84,6 +77,7 @@ def command(inventory: Path, output: str) -> None:
             emit_json({"inventory": str(inventory), "valid": False, "problems": exc.details or [exc.message]})
         raise
     decision = loaded.kv
+    found = _recorded(loaded.inventory.cluster)
     for warning in loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
     # Secrets play no part in a check: plan without them.
@@ -107,7 +101,8 @@ def command(inventory: Path, output: str) -> None:
             },
             "instances": instances,
             "pairs": [_pair_json(p) for p in decision.pairs],
-            "recorded_engine_stacks": _recorded(loaded.inventory.cluster),
+            "recorded_engine_stacks": found,
+            "recorded_engine_stacks_against_inventory": _against(loaded, found),
         })  # fmt: skip
         return
     click.echo(f"{inventory}: valid; cluster {loaded.inventory.cluster}")
@@ -132,7 +127,12 @@ def command(inventory: Path, output: str) -> None:
         for p in decision.pairs
     ]
     click.echo(table(["prefill", "decode", "kv buffer", "attention backend", "kv dtype", "transfer"], rows))
-    _show_recorded(loaded.inventory.cluster)
+    if found:
+        from xpdctl.identity.record import describe
+
+        click.echo("\n" + "\n".join(describe(found, "engine stacks as `up` or `upgrade` read them")))
+        for line in _against(loaded, found):
+            click.echo(f"  against this inventory: {line}")
     for p in decision.pairs:
         click.echo(f"\n{p.prefill.host} -> {p.decode.host}: why")
         for reason in p.reasons:  # indented reasons detail the one before (handshake factors)

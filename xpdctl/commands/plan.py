@@ -31,7 +31,10 @@ def command(ctx: click.Context, inventory: Path, against: Path | None, timeout_s
 
     Exit status like diff(1): 0 when nothing would change, 1 when something would, 2 when the
     inventory is invalid, 3 when a host could not be read (its files are then left out of the diff,
-    not shown as missing). Secret values show as a short digest, never in clear.
+    not shown as missing). Secret values show as a short digest, never in clear. When `up` recorded
+    the engines' stacks (vLLM, NIXL, UCX, torch, read where they run), stderr also says what the
+    inventory now asks of them: a host whose interpreter or image changes, or a declared vLLM the
+    recorded stack does not have (`engine_stacks` in -o json).
 
     \b
     Examples:
@@ -48,7 +51,9 @@ def command(ctx: click.Context, inventory: Path, against: Path | None, timeout_s
     from xpdctl.render import HOSTS, read_tree, render_files
 
     loaded = load_inventory(inventory)
-    new = render_files(build_plan(loaded, os.environ))
+    plan = build_plan(loaded, os.environ)
+    new = render_files(plan)
+    stacks = _stacks(plan)
     unreachable: dict[str, str] = {}
     if against is not None:
         old = read_tree(against)
@@ -64,8 +69,11 @@ def command(ctx: click.Context, inventory: Path, against: Path | None, timeout_s
             "changed": bool(changes),
             "files": [{"path": c.path, "status": c.status, "diff": c.diff} for c in changes],
             "unreachable": unreachable,
+            "engine_stacks": stacks,
         })  # fmt: skip
     else:
+        for line in stacks or []:
+            click.echo(f"engine stacks: {line}", err=True)
         for change in changes:
             click.echo(change.diff, nl=False)
         if not changes and not unreachable:
@@ -77,6 +85,15 @@ def command(ctx: click.Context, inventory: Path, against: Path | None, timeout_s
             + " (their files are not in the diff; check SSH with `xpdctl status`)"
         )
     ctx.exit(1 if changes else 0)
+
+
+def _stacks(plan) -> list[str] | None:
+    """The recorded engine stacks against what the inventory asks now (None: nothing recorded)."""
+    from xpdctl.identity.record import against, recorded
+    from xpdctl.paths import cluster_state_path
+
+    found = recorded(cluster_state_path(plan.cluster))
+    return None if found is None else against(plan, found)
 
 
 def _live(loaded, timeout_s: float):

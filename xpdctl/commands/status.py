@@ -79,12 +79,22 @@ def _show_hosts(inventory: Path, loaded, output: str) -> None:
         emit_json(status.model_dump(mode="json"))
     else:
         click.echo(render_text(status))
+        _show_stacks(loaded.inventory.cluster)
     if not status.healthy:
         errors = [p for p in status.problems if p.severity == "error"]
         raise UnhealthyError(
             f"cluster {status.cluster} is not healthy: {len(errors)} error(s), first: {errors[0].host or '-'}: "
             f"{errors[0].what} ({errors[0].hint})"
         )
+
+
+def _show_stacks(cluster: str) -> None:
+    from xpdctl.identity.record import describe, recorded
+    from xpdctl.paths import cluster_state_path
+
+    found = recorded(cluster_state_path(cluster))
+    if found:
+        click.echo("\n" + "\n".join(describe(found, "engine stacks as `up` or `upgrade` read them")))
 
 
 def _show_local(inventory: Path, loaded, output: str) -> None:
@@ -106,3 +116,4 @@ def _show_local(inventory: Path, loaded, output: str) -> None:
     else:
         click.echo(f"router {status.router.url}: {status.router.state}, {status.router.health}; "
                    f"cluster {'healthy' if status.healthy else 'NOT healthy'}")
+        _show_stacks(status.cluster)

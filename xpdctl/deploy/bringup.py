@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from xpdctl.deploy.models import DeployResult, HostDeploy, ServiceHealth, Stage
+from xpdctl.deploy.stacks import shell_reader, unreadable
 from xpdctl.deploy.waits import wait_healthy, wait_pairs
-from xpdctl.errors import UnhealthyError
+from xpdctl.errors import InputError, UnhealthyError
+from xpdctl.identity.record import holds_declared, judge, keep, read_hosts, reads_stacks
 from xpdctl.inventory import LoadedInventory
 from xpdctl.observe.targets import HostTarget, targets_from
-from xpdctl.plan import ENGINE_ROLES
+from xpdctl.paths import cluster_state_dir
+from xpdctl.plan import ENGINE_ROLES, Plan, build_plan
 from xpdctl.provision import provision, render_now
 from xpdctl.provision.display import headline
 from xpdctl.provision.events import ProgressCallback
@@ -77,6 +80,40 @@ class _Run:
         return [label.split("/", 1)[1] for label in _urls(self.live, roles) if self.health.get(label) == "healthy"]
 
 
+class _Stacks:
+    """The engine stacks ``deploy`` reads: before provisioning (what is wrong stops ``up`` before any
+    engine restarts), and once more after it for the hosts that could not be read before."""
+
+    def __init__(self, plan: Plan, progress: Progress, check: bool):
+        self.plan = plan
+        self.read = shell_reader(plan, record=not check)
+        progress.show("engine stacks: reading vLLM, NIXL, UCX and torch on every engine host")
+        self.hosts = read_hosts(plan, self.read)
+        self.later = unreadable(self.hosts)
+        _, self.problems = judge({n: e for n, e in self.hosts.items() if n not in self.later},
+                                 plan.settings.forced_backend, holds_declared(plan))
+        progress.done(f"engine stacks: {len(self.hosts) - len(self.later)} host(s) read"
+                      + (f"; after provisioning: {', '.join(self.later)}" if self.later else ""))
+
+    def refuse(self, check: bool) -> list[str]:
+        """Problems found before provisioning: raised (nothing changed yet), or returned under --check."""
+        if self.problems and not check:
+            raise InputError("the engine stacks cannot serve PD together; nothing was changed: "
+                             + "; ".join(self.problems))
+        return self.problems
+
+    def finish(self, provisioned: list[str]) -> list[str]:
+        """Read the hosts left for later, keep the record, and return what is wrong; a host whose
+        provisioning failed is left to provisioning's report."""
+        again = {n for n in self.later if n in provisioned}
+        if again:
+            self.hosts.update(read_hosts(self.plan, self.read, only=again))
+        judged = {n: e for n, e in self.hosts.items() if "problem" not in e or n in provisioned}
+        pairs, problems = judge(judged, self.plan.settings.forced_backend, holds_declared(self.plan))
+        keep(cluster_state_dir(self.plan.cluster), self.hosts, pairs)
+        return problems
+
+
 def deploy(
     loaded: LoadedInventory,
     *,
@@ -97,6 +134,9 @@ def deploy(
 
     progress = progress or Progress()
     inv = loaded.inventory
+    plan = build_plan(loaded, {})  # what the stacks are judged against; secrets play no part
+    stacks = _Stacks(plan, progress, check) if reads_stacks(plan) else None
+    stack_problems = stacks.refuse(check) if stacks else []
     tree = render_now(loaded, record=not check)
     run = provision(loaded, tree, limit=limit, check=check, allow_reboot=allow_reboot,
                     extra_vars=extra_vars, on_progress=on_progress)  # fmt: skip
@@ -109,6 +149,7 @@ def deploy(
     state = _Run(hosts, targets, progress)
     state.problems += [_failure_line(n, h.provision) for n, h in hosts.items() if h.targeted
                        and h.provision.status not in FINISHED]  # fmt: skip
+    state.problems += stack_problems
     routers = [s for t in targets for s in t.services if s.role == "router" and s.url]
     router_url = routers[0].url if routers else None
     reached: Stage = "provision"
@@ -131,6 +172,11 @@ def deploy(
 
     if check:
         return result()
+    if stacks:
+        late = stacks.finish([n for n, h in hosts.items() if h.provision.status in FINISHED])
+        if late:
+            state.problems += late
+            return result()
 
     reached = "engines"
     state.check(ENGINE_ROLES, "engines", timeout_s)

@@ -34,11 +34,11 @@ def executor_for(plan, state_dir: Path) -> Executor:
     return RemoteExecutor(plan.inventory, rendered_dir(state_dir))
 
 
-def host_shell_for(plan) -> HostShell:
+def host_shell_for(plan, record: bool = True) -> HostShell:
     """Runs a script on a host of this plan: this machine's shell where :func:`executor_for` runs
-    services here, SSH otherwise."""
+    services here, SSH otherwise (``record``: keep new host keys, for commands that change the cluster)."""
     inv = plan.inventory
-    transport = LocalShellTransport() if runs_locally(inv) else cluster_ssh(inv.cluster, record=True)
+    transport = LocalShellTransport() if runs_locally(inv) else cluster_ssh(inv.cluster, record=record)
     return HostShell(transport, ssh_targets(inv))
 
 

@@ -10,8 +10,7 @@ import ipaddress
 from collections import Counter
 
 from xpdctl.gpu_catalog import catalog_path, catalog_vendors, find_gpu, gpu_catalog, models_of
-from xpdctl.inventory.accepted import VLLM_VALUES, Accepted, vllm_values
-from xpdctl.releases import public_release
+from xpdctl.releases import TABLE, Accepted, UnknownRelease, public_release, release
 from xpdctl.inventory.problems import Problem
 from xpdctl.inventory.schema import Inventory
 from xpdctl.inventory.topology import (
@@ -388,10 +387,10 @@ def _not_accepted(value: str, accepted: Accepted, what: str, release: str) -> st
 
 
 def values_vllm_accepts(inv: Inventory) -> list[Problem]:
-    """Fields that reach vLLM's command line hold values the engines' vLLM release accepts."""
+    """Fields that reach vLLM's command line hold values the engines' vLLM release accepts. A release
+    missing from the table is the KV rules' one error (xpdctl/inventory/kvcompat.py), not a second."""
     if inv.engine.server != "vllm":
         return []  # xpdctl's simulator takes them as labels; no vLLM parses them
-    table = vllm_values()
     fields = (
         (("model", "quantization"), inv.model.quantization, "quantization", "quantization method"),
         (("model", "dtype"), inv.model.dtype, "dtype", "dtype"),
@@ -399,20 +398,21 @@ def values_vllm_accepts(inv: Inventory) -> list[Problem]:
         (("kv", "attention_backend"), inv.kv.attention_backend, "attention_backend", "attention backend"),
     )
     problems = []
-    for release, where in _releases(inv).items():
-        values = table.get(release)
+    for version, where in _releases(inv).items():
+        try:
+            values = release(version).accepts
+        except UnknownRelease:
+            continue
         if values is None:
             problems.append(Problem(where, (
-                f"vLLM {release} is not in {VLLM_VALUES.name} (it has {', '.join(table)}), so what it accepts is "
-                f"unknown; add its entry to xpdctl/inventory/{VLLM_VALUES.name} "
-                f"(python -m xpdctl.inventory.vllm_source <vllm package dir of {release}> {release}; "
-                "see docs/inventory.md)"
+                f"what vLLM {version} accepts is not in {TABLE.name} yet; add its `accepts:` block "
+                f"(python -m xpdctl.releases.vllm_source <vllm package dir of {version}>; see docs/inventory.md)"
             )))  # fmt: skip
             continue
         for loc, value, key, what in fields:
             accepted: Accepted = getattr(values, key)
             if value is not None and value not in accepted.values:
-                problems.append(Problem(loc, _not_accepted(value, accepted, what, release)))
+                problems.append(Problem(loc, _not_accepted(value, accepted, what, version)))
     return problems
 
 

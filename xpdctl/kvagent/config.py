@@ -55,6 +55,11 @@ class KvAgentConfig(_Strict):
     # Probes that only time out keep a worked path's verdict until this long after its last successful
     # probe (an overloaded host); then, or on any failed transfer, the pair is broken.
     slow_probe_grace_s: float = Field(900.0, ge=0)
+    # Probes that never reached the network (their worker still importing torch and nixl) keep a worked
+    # path's verdict up to this long after its last successful probe: longer than the 17 minutes such
+    # imports were seen to take on an overloaded 2-core host, short enough that "ok" never outlives an
+    # hour without bytes moved by the engines' stack.
+    never_started_grace_s: float = Field(3600.0, ge=0)
     ucx_env: dict[str, str] = {}
     pairs: list[Pair] = []
 

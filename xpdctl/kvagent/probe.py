@@ -109,18 +109,19 @@ def _unreported(pair: Pair, reason: str, state: str) -> PairResult:
 
 
 def keep_verdict_if_slow(new: TransferResult, last: TransferResult | None, since_success_s: float,
-                         grace_s: float) -> TransferResult:
-    """The last successful verdict, noted, when ``new`` only timed out, either before it reached the
-    network or less than ``grace_s`` after the last probe that succeeded; ``new`` otherwise.
+                         grace_s: float, never_started_grace_s: float) -> TransferResult:
+    """The last successful verdict, noted, when ``new`` only timed out less than ``grace_s`` after the
+    last probe that succeeded (``never_started_grace_s`` when it never reached the network); ``new``
+    otherwise.
 
-    A probe that does not finish on an overloaded host (an engine compiling beside it: each probe is a
-    process that imports nixl and torch) says nothing about the path; probes that hang in the transfer
-    for longer than the grace do. One that never got past its imports says nothing however long that
-    lasts (seen: 17 minutes at load 40-60 on 2 cores while a vLLM surge instance compiled). A failed
-    transfer is never excused."""
+    A probe that does not finish on an overloaded host (an engine compiling beside it) says nothing about
+    the path; probes that hang in the transfer for longer than the grace do. One that never got past its
+    imports says nothing about the path for longer (seen: 17 minutes at load 40-60 on 2 cores while a vLLM
+    surge instance compiled), but it is no success either: past its own grace no bytes have moved for too
+    long to call the pair ok. A failed transfer is never excused."""
     if not new.timed_out or last is None or not last.ok:
         return new
-    if not new.never_started and since_success_s > grace_s:
+    if since_success_s > (never_started_grace_s if new.never_started else grace_s):
         return new
     return last.model_copy(update={"reason": f"{new.reason}; kept the verdict of the probe at {last.checked_at}"})
 
@@ -211,7 +212,8 @@ class Prober:
             self._failures[peer] = failures
             since_success = time.monotonic() - self._succeeded_at.get(peer, float("-inf"))
             self._transfers[peer] = keep_verdict_if_slow(probed, self._transfers.get(peer), since_success,
-                                                         self.config.slow_probe_grace_s)
+                                                         self.config.slow_probe_grace_s,
+                                                         self.config.never_started_grace_s)
             delay = self.config.probe_interval_s
             if failures:
                 delay = min(self.config.check_interval_s * 2 ** (failures - 1), delay)

@@ -46,9 +46,12 @@ class ProbeWorkers:
 
     A worker that timed out, failed to answer or was cancelled mid-probe is killed (its output can no
     longer be matched to a probe); the next probe starts a new one. ``close()`` stops them all.
+    ``python``: the interpreter workers run (this one by default; another environment's to read with
+    its NIXL, as the interop matrix does, benchmarks/nixl_interop.py).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, python: str = sys.executable) -> None:
+        self._python = python
         self._workers: dict[tuple[tuple[str, str], ...], _Worker] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="xpd-kvprobe-")
 
@@ -59,7 +62,7 @@ class ProbeWorkers:
         stderr_path = Path(self._tmp.name) / f"worker-{secrets.token_hex(4)}.stderr"
         with stderr_path.open("wb") as stderr:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "xpdctl.kvagent.worker",
+                self._python, "-m", "xpdctl.kvagent.worker",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env,
                 limit=1 << 22,  # UCX's protocol tables come as long lines
             )

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from xpdctl.errors import InputError
+from xpdctl.identity.record import reads_stacks
 from xpdctl.identity.record import record as record_identity
 from xpdctl.local.cluster import KV_AGENT_ROLES, LATE_ROLES, open_cluster, router_url
 from xpdctl.plan import ENGINE_ROLES
@@ -98,7 +99,7 @@ def bring_up(inventory: Path, *, timeout_s: float, progress: Progress) -> UpResu
     cluster = open_cluster(inventory)
     plan, state_dir, executor = cluster.plan, cluster.state_dir, cluster.executor
     _preflight(plan)
-    if plan.inventory.engine.server == "vllm":
+    if reads_stacks(plan):
         progress.show("engine stacks: reading vLLM, NIXL, UCX and torch from the engines' interpreter")
         factors = record_identity(plan, state_dir)
         progress.done("engine stacks: " + "; ".join(f.line() for f in factors[:2]))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
+from xpdctl.identity.record import recorded
 from xpdctl.inventory.load import LoadedInventory
 from xpdctl.observe import http
 from xpdctl.observe.hoststate import host_status
@@ -17,8 +18,9 @@ from xpdctl.observe.judge import judge
 from xpdctl.observe.script import build_script
 from xpdctl.observe.targets import HostTarget, ServiceTarget, targets_from
 from xpdctl.ssh.sections import new_marker, split_sections
+from xpdctl.paths import cluster_state_path
 from xpdctl.ssh.transport import Transport, cluster_ssh
-from xpdctl.status_model import ClusterStatus, HostStatus
+from xpdctl.status_model import ClusterStatus, HostStatus, Problem
 
 
 def _engine(session: aiohttp.ClientSession, service: ServiceTarget, url: str):
@@ -141,4 +143,37 @@ def observe_cluster(
     else:
         files = render_files(build_plan(inventory, os.environ))
     cluster, targets = targets_from(inventory.inventory, files)
-    return asyncio.run(observe_targets(cluster, targets, transport or cluster_ssh(cluster, record=False), **options))
+    status = asyncio.run(observe_targets(cluster, targets, transport or cluster_ssh(cluster, record=False), **options))
+    return with_recorded_stacks(status, recorded(cluster_state_path(cluster)))
+
+
+def with_recorded_stacks(status: ClusterStatus, found: dict | None) -> ClusterStatus:
+    """Problems where a running engine's ``/version`` is not the vLLM its host's stack reported when
+    ``up`` or ``upgrade`` read it (the install changed under the cluster), or where that record
+    holds a pair that cannot shake hands."""
+    if not found:
+        return status
+    extra = []
+    for host in status.hosts:
+        entry = found["hosts"].get(host.name, {})
+        stack = entry.get("identity", {}).get("vllm_version")
+        for engine in host.engines:
+            if stack and engine.vllm_version and engine.vllm_version != stack:
+                extra.append(Problem(
+                    severity="error", host=host.name,
+                    what=f"{engine.service} serves vLLM {engine.vllm_version}, but {' '.join(entry['command'])} "
+                         f"reported {stack} when it was read",
+                    hint="the host's stack changed under the running cluster (or the engine still runs the old "
+                         "one); run `xpdctl up` again, which reads the stacks and restarts what changed"))  # fmt: skip
+    for pair in found["pairs"]:
+        for f in pair["factors"]:
+            if not f["ok"]:
+                extra.append(Problem(
+                    severity="error", host=pair["decode"],
+                    what=f"{pair['prefill']} -> {pair['decode']}: {f['name']}: {f['prefill']} vs {f['decode']}",
+                    hint=f["why"]))  # fmt: skip
+    for problem in extra:
+        next((h for h in status.hosts if h.name == problem.host), status.hosts[0]).problems.append(problem)
+    problems = [*status.problems, *extra]
+    return status.model_copy(update={"problems": problems,
+                                     "healthy": not any(p.severity == "error" for p in problems)})

@@ -1,4 +1,5 @@
-"""What each vLLM release does at the NIXL handshake, as data read from its source (``vllm.yaml`` here).
+"""What each vLLM release does at the NIXL handshake and what it accepts, as data read from its source
+(``vllm.yaml`` here: the one release table).
 
 A version string maps to its public release (PEP 440: ``0.15.0+rocm644`` is release ``0.15.0`` with a
 local build suffix), and the release to the NIXL module each vendor's build imports and the factors its
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from xpdctl.errors import XpdError
 
 TABLE = Path(__file__).resolve().parent / "vllm.yaml"
+INTEROP = Path(__file__).resolve().parent / "nixl_interop.yaml"
 
 
 class _Data(BaseModel):
@@ -65,11 +67,46 @@ class FailurePolicy(_Data):
     line: int  # in vllm/config/kv_transfer.py
 
 
+class ModuleBackend(_Data):
+    backend: str
+    line: int
+
+
+class AttentionDefault(_Data):
+    backend: str
+    file: str
+    line: int
+    if_module: dict[str, ModuleBackend] = {}  # installed module -> the backend it puts first
+
+    def pick(self, installed: set[str]) -> tuple[str, str]:
+        """(backend, ``file:line`` it was read from) for a stack with ``installed`` selecting modules."""
+        for module, chosen in self.if_module.items():
+            if module in installed:
+                return chosen.backend, f"{self.file}:{chosen.line} ({module} installed)"
+        return self.backend, f"{self.file}:{self.line}"
+
+
+class Accepted(_Data):
+    source: str  # vllm/<file>:<line> <name>
+    values: tuple[str, ...]
+
+
+class Accepts(_Data):
+    """What vLLM takes for the inventory's free-text fields (:mod:`xpdctl.releases.vllm_source`)."""
+
+    quantization: Accepted
+    dtype: Accepted
+    kv_cache_dtype: Accepted
+    attention_backend: Accepted
+
+
 class Release(_Data):
     version: str
     nixl: NixlImports
     handshake: Handshake
     kv_load_failure_policy: FailurePolicy
+    attention_default: dict[str, AttentionDefault] = {}  # vendor -> what vLLM picks unforced; {}: not read
+    accepts: Accepts | None = None  # None: not read for this release yet
 
     def nixl_import(self, vendor: str) -> NixlImport:
         found = self.nixl.for_vendor(vendor)
@@ -129,6 +166,18 @@ def release(version: str) -> Release:
             f"vLLM {public} is not in xpdctl's release table (known: {known}); run "
             f"`pip download vllm=={public} --no-deps`, read its NIXL import branch (vllm/distributed/nixl_utils.py "
             "or the NIXL connector) and compute_nixl_compatibility_hash, and add the release to "
-            "xpdctl/releases/vllm.yaml (docs/kv-handshake.md)"
+            "xpdctl/releases/vllm.yaml (docs/kv-handshake.md) with the values it accepts "
+            "(`python -m xpdctl.releases.vllm_source <its vllm package dir>`, docs/inventory.md)"
         )
     return found
+
+
+@cache
+def nixl_interop() -> dict[tuple[str, str], str]:
+    """(source NIXL, reader NIXL), e.g. ("nixl 1.5.1", "nixl 1.5.0") -> "ok" | "broken", as measured
+    (``nixl_interop.yaml``); a pair not in it was not measured."""
+    try:
+        cells = yaml.safe_load(INTEROP.read_text())["measured"]
+        return {(c["source"], c["reader"]): c["result"] for c in cells}
+    except Exception as exc:  # a broken shipped file is a bug in xpdctl, not user input
+        raise XpdError(f"{INTEROP}: invalid NIXL interop table: {exc}; fix the file or reinstall xpdctl") from exc

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from xpdctl.audit import who
 from xpdctl.errors import ExecutionError, InputError, XpdError
+from xpdctl.identity.record import keep
 from xpdctl.paths import cluster_state_path
 from xpdctl.render import read_tree, render_files, write_tree
 from xpdctl.upgrade import phases as ph
@@ -227,6 +228,28 @@ def _runners(loaded, environ: Mapping[str, str], state_dir: Path):
     return executor_for(plan, state_dir), host_shell_for(plan)
 
 
+def _check_stacks(req: Request, loaded, environ: Mapping[str, str], state_dir: Path, progress: Progress):
+    """The pool's new engine stack read on its hosts before anything restarts; refused, with the
+    factor, when it cannot shake hands with the other pool. Returns what to record once it is done."""
+    from xpdctl.deploy.stacks import with_new_stacks
+    from xpdctl.identity.record import reads_stacks
+
+    plan = target_plan(loaded, environ)
+    if not reads_stacks(plan):
+        return None
+    # Blue-green brings both pools up anew: both new stacks must shake hands with each other.
+    roles = ("prefill", "decode") if req.blue_green else (req.pool,)
+    progress.show(f"engine stacks: reading the new stack of {' and '.join(roles)} on their hosts")
+    hosts, pairs, problems = with_new_stacks(plan, state_dir, roles)
+    if problems:
+        progress.done("engine stacks: refused")
+        raise InputError(f"the {req.pool} pool's new engine stack cannot serve PD with the other pool; nothing was "
+                         "restarted: " + "; ".join(problems))
+    progress.done("engine stacks: " + "; ".join(f"{f['name']} ok" for f in pairs[0]["factors"]) if pairs
+                  else "engine stacks: read")  # fmt: skip
+    return hosts, pairs
+
+
 def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapping[str, str] | None = None
             ) -> UpgradeResult:
     from xpdctl.inventory import load_inventory
@@ -272,13 +295,14 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
             if existing.pool != req.pool:
                 raise InputError(f"the unfinished rollout is of the {existing.pool} pool; resume it with --pool {existing.pool}")
             image = req.image if req.image is not None else existing.image
-            rollout = existing
+            rollout, stacks = existing, None  # its stacks were checked when it started
             retargeted, v = _retarget(req, with_image(inventory, req.pool, image), layout, rollout, image, environ)
             if retargeted and not req.dry_run:
                 progress.done(f"the target changed since the rollout started: {', '.join(retargeted)} get the "
                               "inventory's files as they are now")
         else:
             retargeted = []
+            stacks = _check_stacks(req, loaded, environ, state_dir, progress)
             rollout, v = _new_rollout(req, loaded, layout, deployed_dir, environ)
             if rollout is None:
                 return result("unchanged", None, v)
@@ -294,5 +318,7 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
             progress=progress, engine_key=environ.get(inv.engine.api_key_env) or None,
         )
         run(ctx)
+        if stacks is not None:
+            keep(state_dir, *stacks)
         return result("done", rollout, v, retargeted)
 

@@ -3,7 +3,7 @@
 It parses (never imports) the files, so any release can be read from its wheel without installing it:
 
     pip download vllm==0.15.0 --no-deps -d /tmp/v && unzip -q /tmp/v/vllm-*.whl 'vllm/*' -d /tmp/v
-    python -m xpdctl.inventory.vllm_source /tmp/v/vllm 0.15.0    # a release entry for vllm_values.yaml
+    python -m xpdctl.releases.vllm_source /tmp/v/vllm    # the release's `accepts:` block for vllm.yaml
 
 Each list comes with the file and line it was read from, which the data file and docs/inventory.md quote.
 """
@@ -69,12 +69,15 @@ def read_values(vllm_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str]) -> None:
+    import textwrap
+
     import yaml
 
-    if len(argv) != 2:
-        sys.exit("usage: python -m xpdctl.inventory.vllm_source VLLM_PACKAGE_DIR RELEASE")
-    entry = {argv[1]: read_values(Path(argv[0]))}
-    sys.stdout.write(yaml.safe_dump(entry, sort_keys=False, default_flow_style=None, width=110))
+    if len(argv) != 1:
+        sys.exit("usage: python -m xpdctl.releases.vllm_source VLLM_PACKAGE_DIR")
+    block = yaml.safe_dump({"accepts": read_values(Path(argv[0]))}, sort_keys=False, default_flow_style=None,
+                           width=104)
+    sys.stdout.write(textwrap.indent(block, "    "))  # under the release's key in vllm.yaml
 
 
 if __name__ == "__main__":
