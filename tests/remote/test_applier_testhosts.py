@@ -95,7 +95,7 @@ class Lab:
 def lab(tmp_path_factory, testhosts_possible):
     tmp = tmp_path_factory.mktemp("applier-testhosts")
     try:
-        record = fleet.create(FLEET, 2, [None, None], subnet="10.88.61.0/24", declare_nics=False)
+        record = fleet.create(FLEET, 2, [None, None], subnet="10.88.63.0/24", declare_nics=False)
         lab = Lab(tmp, record)
         render(lab.tree, "greeting: hello\n")
         yield lab
