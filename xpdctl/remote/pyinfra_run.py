@@ -1,6 +1,6 @@
-"""The applier's own interpreter: ``python -m xpdctl.remote.pyinfra_run`` reads an
-:class:`~xpdctl.remote.applier.ApplyRequest` (JSON) on stdin, applies it with pyinfra and prints an
-:class:`~xpdctl.remote.applier.ApplyOutcome` (JSON).
+"""The applier's own interpreter: ``python -m xpdctl.remote.pyinfra_run`` reads
+:class:`~xpdctl.remote.applier.ApplyRequest` s (JSON, one a line) on stdin, applies each with pyinfra
+and prints its :class:`~xpdctl.remote.applier.ApplyOutcome` (JSON, one line); it ends with its stdin.
 
 gevent patches the standard library first, as pyinfra's own command line does: pyinfra runs every
 host in a greenlet, and an unpatched socket read would hold the others up.
@@ -15,6 +15,7 @@ import difflib
 import gevent
 import io
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from xpdctl.remote.unitstate import proc_state
 from xpdctl.render import HOSTS, RenderedFile, read_tree
 
 SECRET_MODE = 0o600
+_LOG_PREFIX = re.compile(r"^[A-Z]+:[\w.]+:")  # "ERROR:systemctl:"
+_UNIT_VERBS = ("start ", "restart ", "reload ", "stop ", "enable ")
 
 
 class _Failures(BaseStateCallback):
@@ -150,7 +153,15 @@ def apply(request: ApplyRequest) -> ApplyOutcome:
         if request.check:
             outcome.diffs = {path: _diff(host, state, path, mine[path]) for path in changes.write}
         elif changes.needed():
-            _add_ops(state, host, changes, mine)
+            try:
+                _add_ops(state, host, changes, mine)
+            except Exception as exc:  # noqa: BLE001 (pyinfra refused an operation: this host's failure only)
+                outcome.status, outcome.error = "failed", f"preparing its changes failed: {exc}"
+                try:
+                    state.fail_hosts({host})
+                except PyinfraError:
+                    pass  # no host left to change
+                continue
             prepared[name] = host
     if prepared and not request.check:
         try:
@@ -169,21 +180,28 @@ def apply(request: ApplyRequest) -> ApplyOutcome:
 
 
 def _op_error(state: State, host: Host) -> str | None:
-    """The name and output of the host's first failed operation."""
+    """The host's first failed operation, with the last line of its output that says something."""
     for op_hash in state.get_op_order():
         data = state.ops.get(host, {}).get(op_hash)
         meta = data.operation_meta if data else None
         if meta is not None and meta.is_complete() and meta.did_error():
-            said = (meta.stderr or meta.stdout).strip().splitlines()
+            # Lines that say something: words after any log prefix, not a row of "!!!".
+            lines = [line for line in (meta.stderr + "\n" + meta.stdout).splitlines()
+                     if re.search(r"[A-Za-z]{3}", _LOG_PREFIX.sub("", line))]
             names = ", ".join(sorted(state.get_op_meta(op_hash).names))
-            return f"{names} failed" + (f": {said[-1]}" if said else "")
+            units = [n.split()[-1] for n in state.get_op_meta(op_hash).names if n.startswith(_UNIT_VERBS)]
+            hint = f" (see `journalctl -u {units[0]}` there)" if units else ""
+            return f"{names} failed" + (f": {lines[-1].strip()}" if lines else "") + hint
     return None
 
 
 def main() -> None:
     logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
-    request = ApplyRequest.model_validate_json(sys.stdin.read())
-    sys.stdout.write(apply(request).model_dump_json())
+    # Answers only on stdout: whatever pyinfra prints goes to stderr, which xpdctl shows when it fails.
+    answers, sys.stdout = sys.stdout, sys.stderr
+    for line in sys.stdin:
+        answers.write(apply(ApplyRequest.model_validate_json(line)).model_dump_json() + "\n")
+        answers.flush()
 
 
 if __name__ == "__main__":
