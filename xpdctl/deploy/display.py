@@ -6,6 +6,7 @@ from __future__ import annotations
 from xpdctl.deploy.models import DeployResult, HostDeploy
 from xpdctl.output import table
 from xpdctl.provision.display import headline
+from xpdctl.remote.hostchanges import VERB
 
 
 def _services(host: HostDeploy) -> str:
@@ -40,8 +41,7 @@ def would_change(name: str, host: HostDeploy) -> list[str]:
     c = host.applied.changes
     parts = [f"{verb} {', '.join(items)}" for verb, items in (
         ("stop", c.stop), ("write", c.write), ("remove", c.remove),
-        *((change.removesuffix("ed").replace("unchang", "enable"), [u for u, v in c.units.items() if v == change])
-          for change in ("started", "restarted", "reloaded")),
+        *((VERB[change], [u for u, v in c.units.items() if v == change]) for change in ("started", "restarted", "reloaded")),
         ("enable", [u for u in c.enable if c.units.get(u) == "unchanged"])) if items]
     return [f"services on {name} would: {'; '.join(parts)}"] + [d.rstrip("\n") for d in host.applied.diffs.values()]
 

@@ -21,6 +21,8 @@ from xpdctl.units.state import Change
 # Engines start first (they take minutes), then the agents that probe them, the router last; units
 # stop the other way round (stop_rank), as the local executor does.
 START_ORDER = {"prefill": 0, "decode": 0, "kv-agent": 1, "router": 2}
+# What the applier does to a wanted unit for each change (an unchanged unit only when it is not enabled).
+VERB = {"started": "start", "restarted": "restart", "reloaded": "reload", "unchanged": "enable"}
 
 
 class HostFile(BaseModel):

@@ -30,10 +30,10 @@ from pyinfra.context import ctx_host, ctx_state
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, systemd
 
-from xpdctl.observe.drift import host_files
+from xpdctl.observe.drift import ExpectedFile, host_files
 from xpdctl.remote.applier import ApplyOutcome, ApplyRequest, HostOutcome, HostRequest
 from xpdctl.remote.facts import HostServices
-from xpdctl.remote.hostchanges import HostChanges, HostSnapshot, host_changes, stop_rank
+from xpdctl.remote.hostchanges import VERB, HostChanges, HostSnapshot, host_changes, stop_rank
 from xpdctl.remote.unitstate import proc_state
 from xpdctl.render import HOSTS, RenderedFile, read_tree
 
@@ -95,7 +95,7 @@ def _add_ops(state: State, host: Host, changes: HostChanges, rendered: dict[str,
         op(systemd.daemon_reload, "reload systemd")
     for unit, change in changes.units.items():
         if change != "unchanged" or unit in changes.enable:
-            op(systemd.service, f"{change.removesuffix('ed').replace('unchang', 'enable')} {unit}",
+            op(systemd.service, f"{VERB[change]} {unit}",
                service=f"{unit}.service", running=True, enabled=True,
                restarted=change == "restarted", reloaded=change == "reloaded")
 
@@ -107,7 +107,7 @@ def _read_hosts(state: State, hosts: list[Host], cluster: str, failures: _Failur
         try:
             with ctx_host.use(host):
                 return get_fact(state, host, HostServices, kwargs={"cluster": cluster})
-        except Exception as exc:  # noqa: BLE001 (SSH dropped, no hosts left: the host's reason, not a crash)
+        except Exception as exc:  # SSH dropped, no host left: this host's reason, not the worker's end
             failures.by_host.setdefault(host.name, f"reading its units and files failed ({exc})")
             return None
 
@@ -117,7 +117,7 @@ def _read_hosts(state: State, hosts: list[Host], cluster: str, failures: _Failur
     return {host: g.value for host, g in greenlets.items() if g.value is not None}
 
 
-def _changes(request: HostRequest, snapshot: HostSnapshot, expected, name: str) -> HostChanges:
+def _changes(request: HostRequest, snapshot: HostSnapshot, expected: dict[str, ExpectedFile]) -> HostChanges:
     if request.units is None:  # down: every unit of the cluster stops, its files stay
         return HostChanges(stop=sorted(snapshot.units, key=lambda u: (stop_rank(u), u)))
     return host_changes(request.units, expected, snapshot)
@@ -145,24 +145,25 @@ def apply(request: ApplyRequest) -> ApplyOutcome:
             continue
         prefix = f"{HOSTS}/{name}"
         expected = host_files(rendered, name)
-        changes = _changes(request.hosts[name], snapshot, expected, name)
+        changes = _changes(request.hosts[name], snapshot, expected)
         mine = {path: rendered[prefix + path] for path in changes.write}
         outcome = HostOutcome(status="changed" if changes.needed() else "ok", changes=changes,
                               units={u: proc_state(p) for u, p in snapshot.units.items()})
         outcomes[name] = outcome
-        if request.check:
-            outcome.diffs = {path: _diff(host, state, path, mine[path]) for path in changes.write}
-        elif changes.needed():
-            try:
+        try:
+            if request.check:
+                outcome.diffs = {path: _diff(host, state, path, mine[path]) for path in changes.write}
+            elif changes.needed():
                 _add_ops(state, host, changes, mine)
-            except Exception as exc:  # noqa: BLE001 (pyinfra refused an operation: this host's failure only)
-                outcome.status, outcome.error = "failed", f"preparing its changes failed: {exc}"
+                prepared[name] = host
+        except Exception as exc:  # pyinfra refused an operation, SSH dropped: this host's failure only
+            outcome.status, outcome.error = "failed", f"preparing its changes failed: {exc}"
+            prepared.pop(name, None)
+            if not request.check:
                 try:
                     state.fail_hosts({host})
                 except PyinfraError:
                     pass  # no host left to change
-                continue
-            prepared[name] = host
     if prepared and not request.check:
         try:
             run_ops(state)
