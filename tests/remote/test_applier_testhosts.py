@@ -94,6 +94,9 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, testhosts_possible):
     tmp = tmp_path_factory.mktemp("applier-testhosts")
+    patch = pytest.MonkeyPatch()
+    # fleet.create registers the hosts' keys in the cluster's state dir: this test's, not the user's.
+    patch.setenv("XPDCTL_STATE_DIR", str(tmp / "state"))
     try:
         record = fleet.create(FLEET, 2, [None, None], subnet="10.88.63.0/24", declare_nics=False)
         lab = Lab(tmp, record)
@@ -101,6 +104,7 @@ def lab(tmp_path_factory, testhosts_possible):
         yield lab
     finally:
         fleet.destroy(FLEET)
+        patch.undo()
 
 
 @pytest.fixture(scope="module")
