@@ -161,7 +161,7 @@ def test_a_config_change_reloads_and_an_env_change_restarts(lab, first):
 
 def test_a_failing_host_is_reported_by_name_and_the_other_is_changed(lab, first):
     dark, live = HOSTS
-    render(lab.tree, "greeting: hola\n")
+    render(lab.tree, "greeting: hola\n", env="WEB_TOKEN=rotated\n")  # only the config differs from the hosts
     fleet.set_faults(FLEET, dark, reachable=False)
     try:
         outcome = lab.apply()
