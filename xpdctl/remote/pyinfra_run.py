@@ -87,16 +87,18 @@ def _add_ops(state: State, host: Host, changes: HostChanges, rendered: dict[str,
         op(systemd.service, f"stop {unit}", service=f"{unit}.service", running=False, enabled=False)
     for path in changes.write:
         file = rendered[path]
+        # force: the host's digest was read already (it differs), so pyinfra need not read it twice more.
         op(files.put, f"write {path}", src=io.BytesIO(file.content.encode()), dest=path, user="root", group="root",
-           mode=f"{file.mode:o}")
+           mode=f"{file.mode:o}", force=True)
     for path in changes.remove:
         op(files.file, f"remove {path}", path=path, present=False)
     if changes.daemon_reload:
         op(systemd.daemon_reload, "reload systemd")
     for unit, change in changes.units.items():
         if change != "unchanged" or unit in changes.enable:
-            op(systemd.service, f"{VERB[change]} {unit}",
-               service=f"{unit}.service", running=True, enabled=True,
+            # enabled only where the host said it is not: each check is a systemctl run before and during the op.
+            op(systemd.service, f"{VERB[change]} {unit}", service=f"{unit}.service", running=True,
+               enabled=True if unit in changes.enable else None,
                restarted=change == "restarted", reloaded=change == "reloaded")
 
 
