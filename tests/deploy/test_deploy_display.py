@@ -5,6 +5,8 @@ from __future__ import annotations
 from xpdctl.deploy.display import deploy_text
 from xpdctl.deploy.models import DeployResult, HostDeploy, ServiceHealth
 from xpdctl.provision.models import Failure, HostResult
+from xpdctl.remote.applier import HostOutcome
+from xpdctl.remote.hostchanges import HostChanges
 from xpdctl.verify.kvpath import PairReport
 from xpdctl.verify.smoke import SmokeResult
 
@@ -59,3 +61,16 @@ def test_a_serving_cluster_shows_pairs_the_smoke_answer_and_how_to_try_it():
 def test_check_mode_counts_what_would_change_and_stops_there():
     text = deploy_text(_result(check=True, reached="provision"))
     assert text.splitlines()[-1] == "--check: 15 task(s) would change; nothing was changed or started"
+
+
+def test_check_mode_shows_the_service_changes_a_host_would_get_with_their_diffs():
+    diff = "--- /etc/xpdctl/router.yaml (on gw-01)\n+++ /etc/xpdctl/router.yaml (render)\n-a: 1\n+a: 2\n"
+    applied = HostOutcome(status="changed", changes=HostChanges(
+        write=["/etc/xpdctl/router.yaml"], units={"xpd-lab-router": "reloaded", "xpd-lab-kv-agent": "unchanged"},
+        enable=["xpd-lab-kv-agent"], stop=["xpd-lab-decode-9"]), diffs={"/etc/xpdctl/router.yaml": diff})
+    result = _result(check=True, reached="provision")
+    result.hosts["h100-01"].applied = applied
+    lines = deploy_text(result).splitlines()
+    assert ("services on h100-01 would: stop xpd-lab-decode-9; write /etc/xpdctl/router.yaml; "
+            "reload xpd-lab-router; enable xpd-lab-kv-agent") in lines
+    assert lines[-4:] == diff.rstrip("\n").splitlines()

@@ -58,33 +58,14 @@ def test_only_engine_hosts_get_the_model(lab):
     assert hosts["gw-01"]["xpd_model"] == {}
 
 
-def test_services_start_engines_first_and_list_the_files_they_read(lab):
+def test_services_are_listed_for_preflight_to_check_their_units_and_ports(lab):
     _, _, inventory = lab
     services = inventory["all"]["hosts"]["h100-01"]["xpd_services"]
     assert [s["role"] for s in services] == ["prefill", "kv-agent"]
     agent = services[1]
     assert agent["unit"] == "/etc/systemd/system/xpd-lab-kv-agent.service"
-    assert agent["files"] == ["/etc/xpdctl/xpd-lab-kv-agent.env", "/etc/xpdctl/kv-agent.yaml"]
-    assert agent["reload_files"] == []
     assert (agent["port"], agent["host"]) == (8788, "10.0.0.11")
-
-
-def test_the_routers_config_is_a_file_it_reloads_not_one_it_restarts_for(lab):
-    _, _, inventory = lab
-    [router] = inventory["all"]["hosts"]["gw-01"]["xpd_services"]
-    assert router["files"] == ["/etc/xpdctl/xpd-lab-router.env"]
-    assert router["reload_files"] == ["/etc/xpdctl/router.yaml"]
-
-
-def test_rendered_files_keep_their_modes_so_secrets_stay_private(lab):
-    _, render_dir, inventory = lab
-    files = {f["dest"]: f for f in inventory["all"]["hosts"]["gw-01"]["xpd_files"]}
-    assert set(files) == {
-        "/etc/systemd/system/xpd-lab-router.service", "/etc/xpdctl/xpd-lab-router.env", "/etc/xpdctl/router.yaml",
-    }  # fmt: skip
-    assert files["/etc/xpdctl/xpd-lab-router.env"]["mode"] == "0600"
-    assert files["/etc/xpdctl/router.yaml"]["mode"] == "0644"
-    assert files["/etc/xpdctl/router.yaml"]["src"] == str(render_dir.resolve() / "hosts/gw-01/etc/xpdctl/router.yaml")
+    assert "xpd_files" not in inventory["all"]["hosts"]["h100-01"]  # xpdctl's applier installs them
 
 
 def test_groups_by_vendor_and_service_role_for_limit(lab):

@@ -1,4 +1,6 @@
-"""Preflight judgement: raw host facts (as the xpd_host_facts module returns them) against expectations.
+"""Preflight judgement: raw host facts (as the xpd_host_facts module returns them) against expectations,
+by the preflight role's filter plugin (loaded from its file: it is not part of xpdctl, so that the
+playbooks run without it), read back as xpdctl's HostReport.
 
 The PCI listings are in the sysfs format of tests/fixtures/nvidia-h200-x2/host-facts.txt; the H200 lines are
 copied from that real capture, the H100/MI300X/NVSwitch lines are hand-written from the PCI IDs.
@@ -6,9 +8,25 @@ copied from that real capture, the H100/MI300X/NVSwitch lines are hand-written f
 
 from __future__ import annotations
 
-import pytest
+import ast
+import importlib.util
+import sys
 
-from xpdctl.provision.preflight_checks import Expectations, HostFacts, evaluate
+import pytest
+import yaml
+
+from xpdctl.paths import data_dir
+from xpdctl.provision.preflight_checks import HostReport
+
+ROLE = data_dir("playbooks") / "roles" / "preflight"
+_spec = importlib.util.spec_from_file_location("xpd_preflight_plugin", ROLE / "filter_plugins" / "preflight.py")
+plugin = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(plugin)
+DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+
+
+def evaluate(facts: dict, expectations: dict) -> HostReport:
+    return HostReport.model_validate(plugin.evaluate(facts, expectations))
 
 UBUNTU = 'NAME="Ubuntu"\nID=ubuntu\nVERSION_ID="22.04"\n'
 H100 = [f"0000:{0x18 + i:02x}:00.0 0x10de 0x2330 0x030200" for i in range(8)]
@@ -20,7 +38,7 @@ GIB = 1024**3
 MODELS = {"H100-SXM": ["0x2330"], "H200-SXM": ["0x2335"], "MI300X": ["0x74a1"]}
 
 
-def facts(**overrides) -> HostFacts:
+def facts(**overrides) -> dict:
     base = {
         "os_release": UBUNTU,
         "kernel": "5.15.0-119-generic",
@@ -36,23 +54,25 @@ def facts(**overrides) -> HostFacts:
         "units": {},
     }
     base.update(overrides)
-    return HostFacts.model_validate(base)
+    return base
 
 
-def expect(**overrides) -> Expectations:
+def expect(**overrides) -> dict:
     base = {
         "os_allowed": ["ubuntu 22.04"],
         "gpu_vendor": "nvidia",
         "gpu_model": "H100-SXM",
         "gpu_count": 8,
         "gpu_models": MODELS,
+        "gpu_vendor_ids": DEFAULTS["preflight_gpu_vendor_ids"],
+        "gpu_classes": DEFAULTS["preflight_gpu_classes"],
         "nics": ["mlx5_0:1"],
         "disk": [{"path": "/var/lib/docker", "gib": 100}, {"path": "/var/lib/xpdctl/models/m", "gib": 150}],
         "secure_boot_blocking": False,
         "ports": [{"name": "xpd-lab-prefill-0", "unit": "/etc/systemd/system/xpd-lab-prefill-0.service", "port": 8100}],
     }
     base.update(overrides)
-    return Expectations.model_validate(base)
+    return base
 
 
 def check(report, name):
@@ -153,3 +173,18 @@ def test_os_release_outside_the_allowed_list_fails_and_says_how_to_allow_it():
     result = check(evaluate(debian, expect()), "os")
     assert result.status == "fail" and "debian 12" in result.detail and "preflight_os_allowed" in result.detail
     assert check(evaluate(debian, expect(os_allowed=["debian 12"])), "os").status == "ok"
+
+
+def test_the_roles_gpu_vendor_ids_are_the_vendor_profiles():
+    from xpdctl.vendors import vendor_profiles
+
+    profiles = {name: f"0x{p.pci_vendor_id}" for name, p in vendor_profiles().items() if p.pci_vendor_id}
+    assert DEFAULTS["preflight_gpu_vendor_ids"] == profiles
+
+
+def test_the_filter_plugin_imports_only_the_standard_library():
+    """So `ansible-playbook site.yml` runs on a controller without xpdctl (or pydantic)."""
+    tree = ast.parse((ROLE / "filter_plugins" / "preflight.py").read_text())
+    imported = {(n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+                for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported

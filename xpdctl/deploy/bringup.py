@@ -1,4 +1,4 @@
-"""``deploy()``: provision every host, then engines healthy -> KV paths verified -> router serving -> a request.
+"""``deploy()``: provision every host, install and start its services, then engines healthy -> KV paths verified -> router serving -> a request.
 
 Each stage works with what the previous one left standing: a host whose provisioning failed is reported
 with its failing task and its services are not waited for; pairs, the router and the smoke request use
@@ -20,8 +20,10 @@ from xpdctl.paths import cluster_state_dir
 from xpdctl.plan import ENGINE_ROLES, Plan, build_plan
 from xpdctl.provision import provision, render_now
 from xpdctl.provision.display import headline
+from xpdctl.provision.events import Progress as HostProgress
 from xpdctl.provision.events import ProgressCallback
 from xpdctl.provision.models import HostResult
+from xpdctl.remote.executor import apply_rendered
 from xpdctl.verify.health import Progress, probe
 from xpdctl.verify.smoke import curl_line, smoke_request
 
@@ -45,21 +47,34 @@ def _urls(targets: Iterable[HostTarget], roles: tuple[str, ...]) -> dict[str, st
     return {_label(t.name, s.name): s.url for t in targets for s in t.services if s.role in roles and s.url}
 
 
+def _retry(provision_retry: str | None, hosts: dict[str, HostDeploy]) -> str | None:
+    """The --limit that re-runs the hosts whose provisioning or services failed."""
+    failed = provision_retry.split(",") if provision_retry else []
+    failed += [n for n, h in hosts.items() if h.applied is not None and h.applied.error and n not in failed]
+    return ",".join(failed) or None
+
+
+def _ready(host: HostDeploy) -> bool:
+    return host.provision.status in FINISHED and (host.applied is None or host.applied.status in ("ok", "changed"))
+
+
 class _Run:
     """The state one ``deploy`` carries from stage to stage."""
 
     def __init__(self, hosts: dict[str, HostDeploy], targets: list[HostTarget], progress: Progress):
         self.hosts = hosts
         self.progress = progress
-        # Hosts whose services are checked: provisioned now, or left out by --limit (probed only).
-        self.live = [t for t in targets if not hosts[t.name].targeted or hosts[t.name].provision.status in FINISHED]
+        # Hosts whose services are checked: provisioned and their services applied now, or left out by
+        # --limit (probed only).
+        self.live = [t for t in targets if not hosts[t.name].targeted or _ready(hosts[t.name])]
         self.waited = [t for t in self.live if hosts[t.name].targeted]
         self.health: dict[str, str] = {}
         self.problems: list[str] = []
         for target in targets:
             if target not in self.live:
                 for s in target.services:
-                    self.health[_label(target.name, s.name)] = f"not checked: provisioning failed on {target.name}"
+                    failed = "provisioning" if hosts[target.name].provision.status not in FINISHED else "installing its services"
+                    self.health[_label(target.name, s.name)] = f"not checked: {failed} failed on {target.name}"
 
     def check(self, roles: tuple[str, ...], what: str, timeout_s: float) -> dict[str, str]:
         """Health of the live hosts' services of ``roles``: waited for where this run deployed them,
@@ -146,10 +161,21 @@ def deploy(
                            targeted=t.name in run.hosts)
         for t in targets
     }
+    # The host layer is the playbooks'; the cluster's services are the applier's, on the hosts it readied.
+    ready = [n for n, h in hosts.items() if h.targeted and h.provision.status in FINISHED]
+    for name in ready:
+        if on_progress:
+            on_progress(HostProgress(host=name, kind="role", role="services", task="install and start its services"))
+    if ready:
+        applied = apply_rendered(inv, tree, ready, check=check, record=not check, timeout_s=timeout_s)
+        for name, outcome in applied.hosts.items():
+            hosts[name].applied = outcome
     state = _Run(hosts, targets, progress)
     state.problems += [_failure_line(n, h.provision) for n, h in hosts.items() if h.targeted
                        and h.provision.status not in FINISHED]  # fmt: skip
     state.problems += stack_problems
+    state.problems += [f"{n}: installing its services failed: {h.applied.error}" for n, h in hosts.items()
+                       if h.applied is not None and h.applied.error]
     routers = [s for t in targets for s in t.services if s.role == "router" and s.url]
     router_url = routers[0].url if routers else None
     reached: Stage = "provision"
@@ -167,7 +193,7 @@ def deploy(
             cluster=inv.cluster, check=check, ok=run.ok and not state.problems and (check or reached == "done"),
             reached=reached, hosts=hosts, kv_pairs=kv_pairs, router_url=router_url, model=inv.model.name,
             smoke=smoke, curl=curl_line(router_url, inv.model.name, loaded.own_key is not None) if router_url else None,
-            problems=state.problems, retry=run.retry, artifacts=run.artifacts, rendered=str(tree),
+            problems=state.problems, retry=_retry(run.retry, hosts), artifacts=run.artifacts, rendered=str(tree),
         )  # fmt: skip
 
     if check:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from xpdctl.deploy.models import DeployResult, HostDeploy
 from xpdctl.output import table
 from xpdctl.provision.display import headline
+from xpdctl.remote.hostchanges import VERB
 
 
 def _services(host: HostDeploy) -> str:
@@ -22,6 +23,8 @@ def _note(host: HostDeploy) -> str:
     if run.failure:
         role = f"{run.failure.role}: " if run.failure.role else ""
         return f"{role}{run.failure.task}: {headline(run.failure.message)}"
+    if host.applied is not None and host.applied.error:
+        return f"services: {host.applied.error}"
     sick = [f"{s.name} {s.health}" for s in host.services if s.health not in ("healthy", "-")
             and not s.health.startswith("not checked")]  # fmt: skip
     if sick:
@@ -29,6 +32,18 @@ def _note(host: HostDeploy) -> str:
     if run.reboot_pending:
         return "reboot pending (--allow-reboot): " + "; ".join(run.reboot_pending)
     return "" if host.targeted else "not in --limit"
+
+
+def would_change(name: str, host: HostDeploy) -> list[str]:
+    """A dry run's service changes on one host: a summary line, then each file's diff."""
+    if host.applied is None or not host.applied.changes.needed():
+        return []
+    c = host.applied.changes
+    parts = [f"{verb} {', '.join(items)}" for verb, items in (
+        ("stop", c.stop), ("write", c.write), ("remove", c.remove),
+        *((VERB[change], [u for u, v in c.units.items() if v == change]) for change in ("started", "restarted", "reloaded")),
+        ("enable", [u for u in c.enable if c.units.get(u) == "unchanged"])) if items]
+    return [f"services on {name} would: {'; '.join(parts)}"] + [d.rstrip("\n") for d in host.applied.diffs.values()]
 
 
 def deploy_text(result: DeployResult) -> str:
@@ -43,6 +58,7 @@ def deploy_text(result: DeployResult) -> str:
         lines += ["", f"--check: {changes} task(s) would change; nothing was changed or started"]
         lines += [f"not checked on {name}: {', '.join(sorted(h.provision.not_checked))}"
                   for name, h in sorted(result.hosts.items()) if h.provision.not_checked]  # fmt: skip
+        lines += [line for name, h in sorted(result.hosts.items()) for line in would_change(name, h)]
         return "\n".join(lines)
     if result.kv_pairs:
         lines.append("")

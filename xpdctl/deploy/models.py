@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from xpdctl.provision.models import HostResult
+from xpdctl.remote.applier import HostOutcome
 from xpdctl.verify.kvpath import PairReport
 from xpdctl.verify.smoke import SmokeResult
 
@@ -26,6 +27,8 @@ class HostDeploy(BaseModel):
     host: str
     provision: HostResult = Field(description="the playbook run on this host: counts, failing task and message")
     targeted: bool = Field(description="false when --limit left the host out (its services are only probed)")
+    applied: HostOutcome | None = Field(None, description="what the service applier changed on the host (with "
+                                        "--check: would change, with diffs); none where provisioning failed")
     services: list[ServiceHealth] = []
 
 

@@ -2,7 +2,7 @@
 
 The playbooks know nothing about xpdctl's inventory format: each host gets the ``xpd_*`` variables
 documented in ``playbooks/group_vars/all.yml`` (GPU vendor, model and count, NICs, images, model,
-services in start order, rendered files to install), computed here from the validated inventory and
+the services preflight checks), computed here from the validated inventory and
 the render directory (``DIR/manifest.json`` and ``DIR/hosts/<host>/...``).
 """
 
@@ -19,8 +19,6 @@ from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import runtime_of
 from xpdctl.vendors import vendor_profiles
 
-# Engines first (they take minutes), then the agents that probe them, then the router in front.
-START_ORDER = {"prefill": 0, "decode": 0, "kv-agent": 1, "router": 2}
 _DOCKER_OPTIONS_WITH_VALUE = {"-e", "-v", "-p", "--env", "--volume", "--name", "--network", "--entrypoint"}
 
 
@@ -55,40 +53,14 @@ def _host_path(rel: str, host: str) -> str:
     return "/" + rel[len(prefix) :]
 
 
-def rendered_files(render_dir: Path, host: str) -> list[dict[str, str]]:
-    root = render_dir / "hosts" / host
-    files = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        files.append(
-            {
-                "src": str(path.resolve()),
-                "dest": "/" + path.relative_to(root).as_posix(),
-                "mode": f"0{path.stat().st_mode & 0o777:o}",
-            }
-        )
-    return files
-
-
 def services(manifest_host: dict[str, Any], host: str, address: str) -> list[dict[str, Any]]:
-    """The host's services in start order, with the files each one reads: a change to ``files``
-    restarts the service, a change to ``reload_files`` only (its config, for a service that applies
-    it on `systemctl reload`) reloads it."""
-    entries = []
-    for service in manifest_host.get("services", []):
-        reloads = [service["config"]] if service.get("config") and service.get("reloads_config") else []
-        reads = [service[key] for key in ("env_file", "config") if service.get(key) and service[key] not in reloads]
-        entries.append(
-            {
-                "name": service["name"],
-                "role": service["role"],
-                "unit": _host_path(service["unit"], host),
-                "port": service.get("port"),
-                "host": address,
-                "files": [_host_path(rel, host) for rel in reads],
-                "reload_files": [_host_path(rel, host) for rel in reloads],
-            }
-        )
-    return sorted(entries, key=lambda s: START_ORDER.get(s["role"], 1))
+    """The host's services as preflight checks them (their units and ports are not taken by something
+    else); xpdctl installs and starts them itself after the playbooks (xpdctl.remote.applier)."""
+    return [
+        {"name": s["name"], "role": s["role"], "unit": _host_path(s["unit"], host), "port": s.get("port"),
+         "host": address}
+        for s in manifest_host.get("services", [])
+    ]
 
 
 def _ssh_vars(inv: Inventory, host: Host, known_hosts: Path) -> dict[str, Any]:
@@ -110,7 +82,6 @@ def host_vars(
     inv: Inventory,
     host: Host,
     manifest: dict[str, Any],
-    render_dir: Path,
     *,
     known_hosts: Path,
     model_source_dir: Path | None,
@@ -138,7 +109,6 @@ def host_vars(
         "xpd_images": images,
         "xpd_model": model,
         "xpd_services": services(planned, host.name, host.address),
-        "xpd_files": rendered_files(render_dir, host.name) if planned else [],
     }
 
 
@@ -152,7 +122,7 @@ def ansible_inventory(
     """``{"all": {"hosts": {...}, "children": {...}}}``; groups by GPU vendor and service role for --limit."""
     manifest = read_manifest(render_dir)
     hosts = {
-        host.name: host_vars(inv, host, manifest, render_dir, known_hosts=known_hosts, model_source_dir=model_source_dir)
+        host.name: host_vars(inv, host, manifest, known_hosts=known_hosts, model_source_dir=model_source_dir)
         for host in inv.hosts
     }
     groups: dict[str, list[str]] = {}

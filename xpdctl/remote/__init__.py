@@ -1,6 +1,5 @@
-"""Running a cluster's services on its hosts over SSH: the remote form of the executor.
-
-``up`` installs units with Ansible (playbooks/roles/services); afterwards ``upgrade`` and ``down`` change
-what runs through :class:`~xpdctl.remote.executor.RemoteExecutor`, which implements the same
-``Executor`` protocol as the local executor: one shell script per host and call, hosts in parallel.
+"""A cluster's services on its hosts: the one service applier (:mod:`xpdctl.remote.applier`, on
+pyinfra) that ``up`` (after the playbooks' host layer), ``upgrade`` and ``down`` use, and the
+:class:`~xpdctl.remote.executor.RemoteExecutor`, which implements the same ``Executor`` protocol as
+the local executor on top of it.
 """

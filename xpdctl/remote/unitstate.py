@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from xpdctl.units.state import ProcState, UnitState
 
-KEYS = ("Id", "LoadState", "ActiveState", "SubState", "MainPID", "ExecMainStatus", "Result", "NRestarts")
+KEYS = ("Id", "LoadState", "ActiveState", "SubState", "MainPID", "ExecMainStatus", "Result", "NRestarts", "UnitFileState")
 
 
 def parse_show(text: str) -> dict[str, dict[str, str]]:

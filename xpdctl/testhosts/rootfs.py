@@ -41,7 +41,7 @@ PACKAGES = (
     "libgomp1", "libnuma1", "g++",
 )  # fmt: skip
 # Bumped when _customize changes what it writes, so cached roots are rebuilt.
-CUSTOMIZE_VERSION = 6
+CUSTOMIZE_VERSION = 7
 COMPLETE = ".xpd-complete"
 
 OS_RELEASE = """\
@@ -148,6 +148,18 @@ _SYSTEMCTL_PATCHES = (
         '                if os.path.exists(proc):\n'
         '                    return os.path.getmtime(proc)\n',
     ),
+    # `systemctl show -p Id -p SubState` shows both properties (and -p Id,SubState does), as systemd's
+    # does: this release kept only the last -p, so pyinfra's SystemdStatus fact (which asks for Id and
+    # SubState) found no unit at all. systemd is PID 1 on a real host; this systemctl stands in for it.
+    (
+        '    _o.add_option("-p", "--property", metavar="NAME", dest="unit_property", default=_unit_property,\n',
+        '    _o.add_option("-p", "--property", metavar="NAME", dest="unit_property", default=_unit_property,\n'
+        '        action="append",\n',
+    ),
+    ('                    if self._unit_property != var:\n',
+     '                    if var not in ",".join(self._unit_property).split(","):\n'),
+    ('            return conf.getlist("Service", _unit_property)\n',
+     '            return conf.getlist("Service", _unit_property[-1])\n'),
     # `systemctl daemon-reexec` (what makes systemd read system.conf.d) exists: this systemctl reads its
     # configuration on every call, so re-executing is checking the units again, as daemon-reload does.
     (

@@ -53,6 +53,10 @@ class Unit(BaseModel):
     # with ExecReload= has "<unit and env files>+<config files>", so that a change to its config files
     # alone is a reload (reload_suffices).
     content_hash: str = ""
+    # Host paths of the rendered files behind content_hash: a change to one of ``files`` restarts the
+    # unit; a change to ``reload_files`` only (its config, with ExecReload=) reloads it.
+    files: list[str] = []
+    reload_files: list[str] = []
 
 
 def reload_suffices(running: str, wanted: str) -> bool:
@@ -146,6 +150,13 @@ class HostPaths:
                 return value[:at] + str(self.host_root) + value[at:]
         return value
 
+    def host_path(self, rendered: Path) -> str | None:
+        """``/x/hosts/h/etc/xpdctl/a.yaml`` -> ``/etc/xpdctl/a.yaml``; None for a path outside the host's tree."""
+        try:
+            return "/" + rendered.relative_to(self.host_root).as_posix()
+        except ValueError:
+            return None
+
     def rendered_file(self, mapped: str) -> Path | None:
         """The rendered file a mapped word names (``/x/hosts/h/etc/xpdctl/a.yaml``, ``--config=...``), if any."""
         root = str(self.host_root) + "/"
@@ -165,6 +176,7 @@ def load_unit(path: Path, host_paths: HostPaths) -> Unit:
     except InputError as exc:
         raise InputError(f"{where}: {exc.message}") from None
     digest = hashlib.sha256(text.encode())
+    read_paths = [path]
     fields: dict = {"name": path.name.removesuffix(".service"), "exec_start_pre": [], "environment": {}}
     deps: dict[str, list[str]] = {"After": [], "Requires": [], "Wants": [], "BindsTo": []}
     for key, value in sections.get("Unit", []):
@@ -192,6 +204,7 @@ def load_unit(path: Path, host_paths: HostPaths) -> Unit:
                     continue
                 raise InputError(f"{where}: EnvironmentFile {env_path} does not exist; render the cluster again")
             env_text = env_path.read_text()
+            read_paths.append(env_path)
             digest.update(env_text.encode())
             fields["environment"].update({k: host_paths.map(v) for k, v in parse_env_file(env_text).items()})
         elif key == "WorkingDirectory":
@@ -213,9 +226,15 @@ def load_unit(path: Path, host_paths: HostPaths) -> Unit:
     # its unit does: hash every rendered file its command line or environment names.
     words = [w for c in [*fields["exec_start_pre"], exec_start] for w in c.argv] + list(fields["environment"].values())
     configs = hashlib.sha256()
-    for referenced in sorted({p for w in words if (p := host_paths.rendered_file(w)) is not None}):
-        (configs if "exec_reload" in fields else digest).update(referenced.read_bytes())
-    content_hash = digest.hexdigest() + (f"+{configs.hexdigest()}" if "exec_reload" in fields else "")
+    reloads = "exec_reload" in fields
+    referenced = sorted({p for w in words if (p := host_paths.rendered_file(w)) is not None})
+    # An env file a container gets (`docker run --env-file=`) is read when it starts, never on reload.
+    start_only = {p for w in words if w.startswith("--env-file=") and (p := host_paths.rendered_file(w)) is not None}
+    config_paths = [p for p in referenced if reloads and p not in start_only]
+    for path in referenced:
+        (configs if path in config_paths else digest).update(path.read_bytes())
+    restart_paths = read_paths + [p for p in referenced if p not in config_paths]
+    content_hash = digest.hexdigest() + (f"+{configs.hexdigest()}" if reloads else "")
     return Unit(
         **fields,
         exec_start=exec_start,
@@ -223,6 +242,8 @@ def load_unit(path: Path, host_paths: HostPaths) -> Unit:
         requires=deps["Requires"] + deps["BindsTo"],
         wants=deps["Wants"],
         content_hash=content_hash,
+        files=[h for p in restart_paths if (h := host_paths.host_path(p)) is not None],
+        reload_files=[h for p in config_paths if (h := host_paths.host_path(p)) is not None],
     )
 
 

@@ -1,0 +1,211 @@
+"""The applier's own interpreter: ``python -m xpdctl.remote.pyinfra_run`` reads
+:class:`~xpdctl.remote.applier.ApplyRequest` s (JSON, one a line) on stdin, applies each with pyinfra
+and prints its :class:`~xpdctl.remote.applier.ApplyOutcome` (JSON, one line); it ends with its stdin.
+
+gevent patches the standard library first, as pyinfra's own command line does: pyinfra runs every
+host in a greenlet, and an unpatched socket read would hold the others up.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+# The imports below must follow the patch.
+import difflib
+import gevent
+import io
+import logging
+import re
+import sys
+from pathlib import Path
+
+from pyinfra.api import BaseStateCallback, Config, Inventory, State
+from pyinfra.api.connect import connect_all, disconnect_all
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.facts import get_fact
+from pyinfra.api.host import Host
+from pyinfra.api.operation import add_op
+from pyinfra.api.operations import run_ops
+from pyinfra.context import ctx_host, ctx_state
+from pyinfra.facts.files import FileContents
+from pyinfra.operations import files, systemd
+
+from xpdctl.observe.drift import ExpectedFile, host_files
+from xpdctl.remote.applier import ApplyOutcome, ApplyRequest, HostOutcome, HostRequest
+from xpdctl.remote.facts import HostServices
+from xpdctl.remote.hostchanges import VERB, HostChanges, HostSnapshot, host_changes, stop_rank
+from xpdctl.remote.unitstate import proc_state
+from xpdctl.render import HOSTS, RenderedFile, read_tree
+
+SECRET_MODE = 0o600
+_LOG_PREFIX = re.compile(r"^[A-Z]+:[\w.]+:")  # "ERROR:systemctl:"
+_UNIT_VERBS = ("start ", "restart ", "reload ", "stop ", "enable ")
+
+
+class _Failures(BaseStateCallback):
+    """The first thing that went wrong on each host, for a person."""
+
+    def __init__(self) -> None:
+        self.by_host: dict[str, str] = {}
+
+    def host_connect_error(self, state: State, host: Host, error: object) -> None:
+        self.by_host.setdefault(host.name, f"unreachable over SSH ({error})")
+
+
+def _host_data(request: ApplyRequest, host: HostRequest) -> dict:
+    ssh = host.link.ssh
+    data = {
+        "ssh_hostname": host.link.address,
+        "ssh_port": ssh.port,
+        "ssh_user": ssh.user,
+        "ssh_known_hosts_file": request.known_hosts,
+        # As provisioning's SSH: trust a host's key the first time, refuse it if it changes later.
+        "ssh_strict_host_key_checking": "accept-new",
+        # Root reads and writes every file render writes (env files holding secrets are 0600).
+        "_sudo": ssh.user != "root",
+    }
+    if ssh.key:
+        data["ssh_key"] = str(Path(ssh.key).expanduser())
+    return data
+
+
+def _diff(host: Host, state: State, path: str, rendered: RenderedFile) -> str:
+    if rendered.mode == SECRET_MODE:
+        return f"{path}: differs from the render (mode 0600: its content is a secret and not shown)\n"
+    lines = get_fact(state, host, FileContents, kwargs={"path": path})
+    old = [line + "\n" for line in lines] if lines is not None else []
+    new = rendered.content.splitlines(keepends=True)
+    diff = "".join(difflib.unified_diff(old, new, f"{path} (on {host.name})", f"{path} (render)"))
+    return diff or f"{path}: mode {rendered.mode:o} (the content is the render's)\n"
+
+
+def _add_ops(state: State, host: Host, changes: HostChanges, rendered: dict[str, RenderedFile]) -> None:
+    def op(func, name: str, **kwargs) -> None:
+        add_op(state, func, name=name, host=host, **kwargs)
+
+    for unit in changes.stop:
+        op(systemd.service, f"stop {unit}", service=f"{unit}.service", running=False, enabled=False)
+    for path in changes.write:
+        file = rendered[path]
+        # force: the host's digest was read already (it differs), so pyinfra need not read it twice more.
+        op(files.put, f"write {path}", src=io.BytesIO(file.content.encode()), dest=path, user="root", group="root",
+           mode=f"{file.mode:o}", force=True)
+    for path in changes.remove:
+        op(files.file, f"remove {path}", path=path, present=False)
+    if changes.daemon_reload:
+        op(systemd.daemon_reload, "reload systemd")
+    for unit, change in changes.units.items():
+        if change != "unchanged" or unit in changes.enable:
+            # enabled only where the host said it is not: each check is a systemctl run before and during the op.
+            op(systemd.service, f"{VERB[change]} {unit}", service=f"{unit}.service", running=True,
+               enabled=True if unit in changes.enable else None,
+               restarted=change == "restarted", reloaded=change == "reloaded")
+
+
+def _read_hosts(state: State, hosts: list[Host], cluster: str, failures: _Failures) -> dict[Host, HostSnapshot]:
+    """Every host's units and files at once; a host whose read fails is left out, with the reason."""
+
+    def read(host: Host) -> HostSnapshot | None:
+        try:
+            with ctx_host.use(host):
+                return get_fact(state, host, HostServices, kwargs={"cluster": cluster})
+        except Exception as exc:  # SSH dropped, no host left: this host's reason, not the worker's end
+            failures.by_host.setdefault(host.name, f"reading its units and files failed ({exc})")
+            return None
+
+    with ctx_state.use(state):
+        greenlets = {host: gevent.spawn(read, host) for host in hosts}
+    gevent.joinall(list(greenlets.values()))
+    return {host: g.value for host, g in greenlets.items() if g.value is not None}
+
+
+def _changes(request: HostRequest, snapshot: HostSnapshot, expected: dict[str, ExpectedFile]) -> HostChanges:
+    if request.units is None:  # down: every unit of the cluster stops, its files stay
+        return HostChanges(stop=sorted(snapshot.units, key=lambda u: (stop_rank(u), u)))
+    return host_changes(request.units, expected, snapshot)
+
+
+def apply(request: ApplyRequest) -> ApplyOutcome:
+    rendered = read_tree(Path(request.tree)) if request.tree else {}
+    inventory = Inventory(([(name, _host_data(request, h)) for name, h in request.hosts.items()], {}))
+    state = State(inventory, Config(CONNECT_TIMEOUT=request.connect_timeout_s))
+    failures = _Failures()
+    state.add_callback_handler(failures)
+    outcomes = {name: HostOutcome(status="unreachable") for name in request.hosts}
+    try:
+        connect_all(state)
+    except PyinfraError:
+        pass  # no host answered: each one's reason is in failures
+    hosts = {h.name: h for h in state.inventory.get_active_hosts()}
+    snapshots = _read_hosts(state, list(hosts.values()), request.cluster, failures)
+    prepared: dict[str, Host] = {}
+    for name, host in hosts.items():
+        snapshot = snapshots.get(host)
+        if snapshot is None:
+            outcomes[name] = HostOutcome(status="failed", error=failures.by_host.get(
+                name, "reading its units and files failed; check that the login can run systemctl as root"))
+            continue
+        prefix = f"{HOSTS}/{name}"
+        expected = host_files(rendered, name)
+        changes = _changes(request.hosts[name], snapshot, expected)
+        mine = {path: rendered[prefix + path] for path in changes.write}
+        outcome = HostOutcome(status="changed" if changes.needed() else "ok", changes=changes,
+                              units={u: proc_state(p) for u, p in snapshot.units.items()})
+        outcomes[name] = outcome
+        try:
+            if request.check:
+                outcome.diffs = {path: _diff(host, state, path, mine[path]) for path in changes.write}
+            elif changes.needed():
+                _add_ops(state, host, changes, mine)
+                prepared[name] = host
+        except Exception as exc:  # pyinfra refused an operation, SSH dropped: this host's failure only
+            outcome.status, outcome.error = "failed", f"preparing its changes failed: {exc}"
+            prepared.pop(name, None)
+            if not request.check:
+                try:
+                    state.fail_hosts({host})
+                except PyinfraError:
+                    pass  # no host left to change
+    if prepared and not request.check:
+        try:
+            run_ops(state)
+        except PyinfraError:
+            pass  # every host failed: each one's reason is read below
+        for name, host in prepared.items():
+            if host in state.failed_hosts:
+                outcomes[name].status = "failed"
+                outcomes[name].error = _op_error(state, host) or failures.by_host.get(name) or "an operation failed"
+    for name, reason in failures.by_host.items():
+        if outcomes[name].status == "unreachable":
+            outcomes[name].error = reason
+    disconnect_all(state)
+    return ApplyOutcome(hosts=outcomes)
+
+
+def _op_error(state: State, host: Host) -> str | None:
+    """The host's first failed operation, with the last line of its output that says something."""
+    for op_hash in state.get_op_order():
+        data = state.ops.get(host, {}).get(op_hash)
+        meta = data.operation_meta if data else None
+        if meta is not None and meta.is_complete() and meta.did_error():
+            # Lines that say something: words after any log prefix, not a row of "!!!".
+            lines = [line for line in (meta.stderr + "\n" + meta.stdout).splitlines()
+                     if re.search(r"[A-Za-z]{3}", _LOG_PREFIX.sub("", line))]
+            names = ", ".join(sorted(state.get_op_meta(op_hash).names))
+            units = [n.split()[-1] for n in state.get_op_meta(op_hash).names if n.startswith(_UNIT_VERBS)]
+            hint = f" (see `journalctl -u {units[0]}` there)" if units else ""
+            return f"{names} failed" + (f": {lines[-1].strip()}" if lines else "") + hint
+    return None
+
+
+def main() -> None:
+    logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
+    # Answers only on stdout: whatever pyinfra prints goes to stderr, which xpdctl shows when it fails.
+    answers, sys.stdout = sys.stdout, sys.stderr
+    for line in sys.stdin:
+        answers.write(apply(ApplyRequest.model_validate_json(line)).model_dump_json() + "\n")
+        answers.flush()
+
+
+if __name__ == "__main__":
+    main()
