@@ -53,8 +53,19 @@ def running(observability: Path, port: int, workdir: Path):
             ["prometheus", f"--config.file={observability / 'prometheus' / 'prometheus.yml'}",
              f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
             stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return proc.poll() is not None  # exited: fail below, not after the timeout
+
     try:
-        yield f"http://127.0.0.1:{port}"
+        wait("prometheus ready", ready, 60)
+        assert proc.poll() is None, f"prometheus exited {proc.returncode}: {(workdir / 'prometheus.log').read_text()[-2000:]}"
+        yield url
     finally:
         proc.terminate()
         proc.wait(30)
