@@ -45,6 +45,18 @@ def pytest_collection_modifyitems(items):
     items.sort(key=_tier)
 
 
+def pytest_configure(config):
+    """A session stopped by SIGTERM (`timeout`, CI's limit, a killed job) tears down like one stopped
+    by Ctrl-C: fixtures' finalizers run, so the engines, clusters and test hosts they started stop.
+    Without this Python dies at once, and the local cluster's detached supervisor kept its engines
+    running (found after a `timeout 600 pytest ...`: two vLLM clusters still up)."""
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _scratch_in_tmp(tmp_path_factory):
     """Read-only runs (preflight, --check, status) keep scratch files in XPDCTL_SCRATCH_DIR (xpdctl/paths.py):
@@ -143,7 +155,9 @@ def _local_inventory(tmp: Path, traces_url: str) -> Path:
     """inventory/local.yaml with free ports (a developer's own local cluster may hold the defaults),
     the interpreter named by absolute path (the copy lives outside the repository) and tracing on."""
     data = yaml.safe_load((REPO / "inventory" / "local.yaml").read_text())
-    data.setdefault("observability", {})["otlp_traces_endpoint"] = traces_url
+    # Scraped every second, for the dashboard test (tests/vllm_tier/test_dashboard.py).
+    data["observability"] = {**data.get("observability", {}), "otlp_traces_endpoint": traces_url,
+                             "scrape_interval_s": 1, "evaluation_interval_s": 1}
     base = ports.free_port_block(6)
     data["pools"]["prefill"]["port"] = base
     data["pools"]["decode"]["port"] = base + 1

@@ -10,36 +10,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests import prometheus
 from xpdctl.observability import alerts
 
 REPO = Path(__file__).resolve().parents[2]
 SCRAPE_S, DOWN_FOR_S = 1, 4
-# The simulator moves no KV bytes, so it does not export vLLM's vllm:nixl_bytes_transferred.
+# The simulator moves no KV bytes, so it does not export vLLM's vllm:nixl_bytes_transferred: the vllm
+# tier checks those panels on real engines (tests/vllm_tier/test_dashboard.py).
 NOT_SIMULATED = ("vllm:nixl_bytes_transferred",)
-
-
-def _get(url: str, timeout: float = 5) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def _query(prom: str, expr: str) -> list[dict]:
-    answer = _get(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-    assert answer["status"] == "success", (expr, answer)
-    return answer["data"]["result"]
 
 
 def _complete(router: str) -> int:
@@ -52,21 +41,8 @@ def _complete(router: str) -> int:
         return exc.code
 
 
-def _wait(what: str, check, timeout_s: float, step_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(step_s)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    if shutil.which("prometheus") is None:
-        pytest.fail("prometheus not found: ./install.sh --test installs Debian's prometheus package")
     from tests import ports
 
     tmp = tmp_path_factory.mktemp("obs-live")
@@ -89,36 +65,21 @@ def cluster(tmp_path_factory):
         assert done.returncode == 0, f"xpdctl {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}"
         return done
 
-    prom_proc = None
     try:
         up = json.loads(xpdctl("up", "-o", "json", "--timeout", "120").stdout)
         rendered = tmp / "state" / "local" / "rendered" / "observability"
-        prom_url = f"http://127.0.0.1:{base + 6}"
-        with (tmp / "prometheus.log").open("w") as log:
-            prom_proc = subprocess.Popen(
-                ["prometheus", f"--config.file={rendered / 'prometheus' / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{base + 6}"],
-                stdout=log, stderr=subprocess.STDOUT)
-        yield {"prom": prom_url, "router": up["router_url"], "rendered": rendered, "xpdctl": xpdctl,
-               "log": tmp / "prometheus.log"}
+        with prometheus.running(rendered, base + 6, tmp) as prom_url:
+            yield {"prom": prom_url, "router": up["router_url"], "rendered": rendered, "xpdctl": xpdctl}
     finally:
-        if prom_proc is not None:
-            prom_proc.terminate()
-            prom_proc.wait(30)
         subprocess.run([sys.executable, "-m", "xpdctl", "down", "-i", str(inventory)], env=env,
                        capture_output=True, timeout=120)
 
 
 def _targets(prom: str) -> list[dict]:
     try:
-        return _get(f"{prom}/api/v1/targets")["data"]["activeTargets"]
+        return prometheus.get(f"{prom}/api/v1/targets")["data"]["activeTargets"]
     except OSError:
         return []
-
-
-def _panel_queries(rendered: Path) -> list[tuple[str, str]]:
-    board = json.loads(next((rendered / "grafana" / "dashboards").glob("*.json")).read_text())
-    return [(p["title"], t["expr"]) for p in board["panels"] for t in p["targets"]]
 
 
 def test_targets_up_panels_and_alerts_answer_then_engine_down_fires(cluster):
@@ -132,7 +93,7 @@ def test_targets_up_panels_and_alerts_answer_then_engine_down_fires(cluster):
         found = _targets(prom)
         return len(found) == len(expected) and all(t["health"] == "up" for t in found) and found
 
-    found = _wait("every rendered target up", all_up, 60)
+    found = prometheus.wait("every rendered target up", all_up, 60)
     assert {t["labels"]["service"] for t in found} == expected
     engine_labels = {t["labels"]["service"]: t["labels"] for t in found if t["labels"]["job"] == "xpd-engines"}
     assert engine_labels["xpd-local-decode-0"]["pool"] == "decode"
@@ -150,22 +111,21 @@ def test_targets_up_panels_and_alerts_answer_then_engine_down_fires(cluster):
     assert _complete(router) >= 500  # a failed request: the 5xx and upstream-error series exist now
 
     def engine_down_firing():
-        answer = _get(f"{prom}/api/v1/alerts")["data"]["alerts"]
+        answer = prometheus.get(f"{prom}/api/v1/alerts")["data"]["alerts"]
         return [a for a in answer if a["labels"]["alertname"] == alerts.ENGINE_DOWN and a["state"] == "firing"]
 
-    firing = _wait("XpdEngineDown firing", engine_down_firing, DOWN_FOR_S + 20, step_s=0.2)
+    firing = prometheus.wait("XpdEngineDown firing", engine_down_firing, DOWN_FOR_S + 20, step_s=0.2)
     took = time.monotonic() - killed
     # Not before its for: (4 s); at most a scrape plus two evaluations (1 s each) and slack after it.
     assert DOWN_FOR_S <= took <= DOWN_FOR_S + 3 * SCRAPE_S + 5, took
     assert [a["labels"]["service"] for a in firing] == ["xpd-local-decode-0"]
 
     # Every panel's query returns data (on a 1-minute window: the requests above are inside it).
-    empty = [(title, expr) for title, expr in _panel_queries(cluster["rendered"])
-             if not any(n in expr for n in NOT_SIMULATED)
-             and not _query(prom, expr.replace("$__rate_interval", "1m"))]
+    empty = [(title, expr) for title, expr in prometheus.panel_queries(cluster["rendered"])
+             if not any(n in expr for n in NOT_SIMULATED) and not prometheus.query(prom, expr)]
     assert empty == []
     # Every alert's metric exists, and every alert's expression runs.
-    assert [name for name, metric in alerts.METRIC.items() if not _query(prom, metric)] == []
+    assert [name for name, metric in alerts.METRIC.items() if not prometheus.query(prom, metric)] == []
     rules = yaml.safe_load((cluster["rendered"] / "prometheus" / "rules" / "xpdctl-alerts.yml").read_text())
     for rule in (r for g in rules["groups"] for r in g["rules"]):
-        _query(prom, rule["expr"])
+        prometheus.query(prom, rule["expr"])

@@ -17,6 +17,7 @@ from xpdctl.observe.hoststate import host_status
 from xpdctl.observe.judge import judge
 from xpdctl.observe.script import build_script
 from xpdctl.observe.targets import HostTarget, ServiceTarget, targets_from
+from xpdctl.plan import ENGINE_ROLES
 from xpdctl.ssh.sections import new_marker, split_sections
 from xpdctl.paths import cluster_state_path
 from xpdctl.ssh.transport import Transport, cluster_ssh
@@ -37,9 +38,7 @@ def _kv_agent(session: aiohttp.ClientSession, service: ServiceTarget, url: str):
 
 # Service role -> (HostStatus field, HTTP probe). Roles not listed get none (their unit state still shows).
 ROLE_PROBES = {
-    "prefill": ("engines", _engine),
-    "decode": ("engines", _engine),
-    "both": ("engines", _engine),
+    **{role: ("engines", _engine) for role in ENGINE_ROLES},
     "router": ("routers", _router),
     "kv-agent": ("kv_agents", _kv_agent),
 }
