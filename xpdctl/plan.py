@@ -7,9 +7,11 @@ writes anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from xpdctl.inventory import LoadedInventory
 from xpdctl.inventory.clientkeys import HashedKey
@@ -18,7 +20,9 @@ from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, runtime_of, vllm_version_of
 from xpdctl.kvagent.config import KvAgentConfig, Pair
 from xpdctl.models import builder_vllm_args
-from xpdctl.router.config import Admin, Auth, Backend, ClientKey, ConditionalDisagg, Listen, RouterConfig, Tracing
+from xpdctl.inventory.routertls import TlsPair
+from xpdctl.router.config import (Admin, Auth, Backend, ClientKey, ConditionalDisagg, Listen, RouterConfig, Tls,
+                                  Tracing)
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
 ETC = "/etc/xpdctl"  # every xpdctl-owned file on a host lives here
@@ -70,6 +74,7 @@ class HostPlan:
     services: list[Service] = field(default_factory=list)
     router_config: RouterConfig | None = None
     kv_agent_config: KvAgentConfig | None = None
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)  # host path -> (content, mode)
 
 
 @dataclass
@@ -82,6 +87,7 @@ class Plan:
     engines: list[Service]  # prefill then decode instances, in pool order (also in hosts)
     # The client key xpdctl presents to its router (auth mode keys), e.g. for up's smoke request.
     router_client_key: str | None = None
+    router_ca_pem: str | None = None  # router.tls.ca_file's CA, which xpdctl's own requests trust
 
     def services(self) -> list[Service]:
         return [s for h in self.hosts.values() for s in h.services]
@@ -328,9 +334,18 @@ def _kv_agent_config(inv: Inventory, host: Host, engines: list[Service], hosts: 
     )
 
 
+def router_tls_files(pair: TlsPair) -> dict[str, tuple[str, int]]:
+    """The router's certificate and key as files beside its config. Named by their content, so a new
+    pair changes the config, which the router then reloads; the old files go with the old render."""
+    digest = hashlib.sha256((pair.cert_pem + pair.key_pem).encode()).hexdigest()[:12]
+    return {f"{ETC}/router-tls-{digest}.crt": (pair.cert_pem, 0o644),
+            f"{ETC}/router-tls-{digest}.key": (pair.key_pem, 0o600)}
+
+
 def _router_config(inv: Inventory, engines: list[Service], agents: list[Service], admin: bool,
-                   keys: list[HashedKey], engine_key_env: str | None) -> RouterConfig:
+                   keys: list[HashedKey], engine_key_env: str | None, tls: Tls | None) -> RouterConfig:
     return RouterConfig(
+        tls=tls,
         listen=Listen(host=inv.router.listen, port=inv.router.port),
         model=inv.model.name,
         backends=[
@@ -378,10 +393,16 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         )
         router = replace(router, secret_env={
             name: environ[name] for name in (inv.router.admin_token_env, inv.engine.api_key_env) if environ.get(name)})
+        tls = None
+        if loaded.router_tls is not None:
+            files = plans[router_host.name].files = router_tls_files(loaded.router_tls)
+            cert, key = (Path(p).name for p in files)  # beside the config: local and host runs alike
+            tls = Tls(cert_file=cert, key_file=key)
+            router = replace(router, details={"url": f"https://{router_host.address}:{inv.router.port}"})
         plans[router_host.name].services.append(router)
         plans[router_host.name].router_config = _router_config(
             inv, engines, agents, bool(environ.get(inv.router.admin_token_env)), loaded.client_keys,
-            inv.engine.api_key_env if environ.get(inv.engine.api_key_env) else None)
+            inv.engine.api_key_env if environ.get(inv.engine.api_key_env) else None, tls)
     return Plan(
         cluster=inv.cluster,
         inventory=inv,
@@ -390,4 +411,5 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         restart_sec=inv.engine.restart_sec,
         engines=engines,
         router_client_key=loaded.own_key,
+        router_ca_pem=loaded.router_tls.ca_pem if loaded.router_tls else None,
     )

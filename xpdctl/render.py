@@ -117,7 +117,9 @@ def manifest(plan: Plan) -> dict:
         },
         "router": {
             "hosts": list(router_hosts),
-            "url": f"http://{plan.hosts[router_hosts[0]].address}:{inv.router.port}",
+            "url": f"{'https' if inv.router.tls else 'http'}://{plan.hosts[router_hosts[0]].address}:{inv.router.port}",
+            # What xpdctl's own requests to the router trust (a public certificate, not a secret).
+            **({"ca_pem": plan.router_ca_pem} if plan.router_ca_pem else {}),
         },
         "hosts": {
             name: {
@@ -185,6 +187,8 @@ def render_files(plan: Plan) -> dict[str, RenderedFile]:
                 _config(jinja, plan, name, "Router config", "xpdctl.router.config.RouterConfig", host.router_config),
                 0o644,
             )
+        for path, (content, mode) in host.files.items():
+            files[_host_path(name, path)] = RenderedFile(content, mode)
         if host.kv_agent_config is not None:
             files[_host_path(name, f"{ETC}/kv-agent.yaml")] = RenderedFile(
                 _config(

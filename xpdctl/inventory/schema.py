@@ -128,6 +128,14 @@ class RouterAuth(_Strict):
     keys_file: str | None = None
 
 
+class RouterTls(_Strict):
+    # PEM files on this machine, relative to the inventory file; render copies them to the router hosts.
+    # `xpdctl tls generate` writes all three for clusters without a CA of their own (docs/security.md).
+    cert_file: str = Field(min_length=1)  # the router's certificate (chain, leaf first)
+    key_file: str = Field(min_length=1)  # its private key, unencrypted, mode 0600
+    ca_file: str | None = None  # what xpdctl's own requests to the router trust; unset: the system's CAs
+
+
 class Router(_Strict):
     # One host is the common case; two or more share a virtual address (not yet supported: refused by
     # the rules). The old single `host:` key is refused at load with the rewrite to make.
@@ -141,6 +149,7 @@ class Router(_Strict):
     # When this variable is set at render time, its value becomes the admin API token (kept only in
     # the router's 0600 env file); unset, the admin API stays off.
     admin_token_env: str = Field("XPDCTL_ROUTER_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    tls: RouterTls | None = None  # unset: plain HTTP
     auth: RouterAuth = Field(description="write auth: {mode: keys, keys_file: FILE} (client keys) or auth: {mode: open}")
 
 
