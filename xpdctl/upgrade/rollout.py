@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from xpdctl.audit import who
 from xpdctl.errors import ExecutionError, InputError, XpdError
+from xpdctl.inventory.routertls import client_context
 from xpdctl.paths import cluster_state_path
 from xpdctl.render import read_tree, render_files, write_tree
 from xpdctl.upgrade import phases as ph
@@ -290,7 +291,8 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
         token = admin_token(inv.router.admin_token_env, environ, deployed_dir / router["env_file"])
         ctx = Context(
             rollout=rollout, layout=layout, deployed=deployed_dir, executor=executor, shell=shell,
-            admin=RouterAdmin(manifest["router"]["url"], token), model=inv.model.name, options=options,
+            admin=RouterAdmin(manifest["router"]["url"], token,
+                              context=client_context(manifest["router"].get("ca_pem"))), model=inv.model.name, options=options,
             progress=progress, engine_key=environ.get(inv.engine.api_key_env) or None,
         )
         run(ctx)
