@@ -67,6 +67,18 @@ class Service:
         return f"{ETC}/{self.name}.env"
 
 
+@dataclass(frozen=True)
+class FirewallRules:
+    """What the host firewall lets in (templates/firewall/xpdctl.nft.j2); addresses and networks as text."""
+
+    trusted: tuple[str, ...]  # the cluster's hosts and the control machines: every port
+    clients: tuple[str, ...]  # the router's port, on router hosts
+    router_port: int | None
+    prometheus: tuple[str, ...]  # the ports of the host's services (their /metrics)
+    service_ports: tuple[int, ...]  # engines' HTTP ports, NIXL side channels, the KV agent, the router
+    open_ports: tuple[int, ...]  # to anyone
+
+
 @dataclass
 class HostPlan:
     name: str
@@ -75,6 +87,7 @@ class HostPlan:
     router_config: RouterConfig | None = None
     kv_agent_config: KvAgentConfig | None = None
     files: dict[str, tuple[str, int]] = field(default_factory=dict)  # host path -> (content, mode)
+    firewall: FirewallRules | None = None
 
 
 @dataclass
@@ -362,6 +375,21 @@ def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]
     )
 
 
+def _firewall(inv: Inventory, host: HostPlan) -> FirewallRules:
+    fw = inv.firewall
+    ports = {s.port for s in host.services} | {int(s.details["side_channel_port"]) for s in host.services
+                                               if "side_channel_port" in s.details}
+    routes = any(s.role == "router" for s in host.services)
+    return FirewallRules(
+        trusted=tuple(dict.fromkeys([h.address for h in inv.hosts] + fw.control)),
+        clients=tuple(fw.clients) if routes else (),
+        router_port=inv.router.port if routes else None,
+        prometheus=tuple(fw.prometheus),
+        service_ports=tuple(sorted(ports)),
+        open_ports=tuple(sorted(set(fw.open_ports))),
+    )
+
+
 def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
     """The desired state of every host. ``environ`` supplies secrets (e.g. HF_TOKEN) by name."""
     inv = loaded.inventory
@@ -403,6 +431,9 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         plans[router_host.name].router_config = _router_config(
             inv, engines, agents, bool(environ.get(inv.router.admin_token_env)), loaded.client_keys,
             inv.engine.api_key_env if environ.get(inv.engine.api_key_env) else None, tls)
+    if inv.firewall is not None:
+        for host_plan in plans.values():
+            host_plan.firewall = _firewall(inv, host_plan)
     return Plan(
         cluster=inv.cluster,
         inventory=inv,

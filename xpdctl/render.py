@@ -8,6 +8,7 @@ inventory and secrets give byte-identical files.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from xpdctl.plan import ENGINE_HOOK_DIR, ETC, Plan, Service
 
 MANIFEST = "manifest.json"
 HOSTS = "hosts"
+FIREWALL = "firewall"  # nftables rules per host, loaded by the firewall role
 OBSERVABILITY = "observability"  # Prometheus and Grafana files for the operator's monitoring host
 GRAFANA_DASHBOARDS = "/var/lib/grafana/dashboards/xpdctl"
 UNIT_DIR = "etc/systemd/system"
@@ -168,6 +170,36 @@ def _observability(jinja: jinja2.Environment, plan: Plan, files: dict[str, Rende
     return {rel: RenderedFile(content, 0o644) for rel, content in out.items()}
 
 
+def _split(networks: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """IPv4 and IPv6 elements of an nftables interval set: overlapping ones merged (nft refuses them)."""
+    found: tuple[list, list] = ([], [])
+    for text in networks:
+        net = ipaddress.ip_network(text)
+        found[net.version == 6].append(net)
+    return tuple([str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n)
+                  for n in ipaddress.collapse_addresses(nets)] for nets in found)
+
+
+def _firewall(jinja: jinja2.Environment, plan: Plan) -> dict[str, RenderedFile]:
+    """One nftables file per host (FIREWALL/<host>.nft), for the firewall role; not under hosts/, as
+    the role, not the service executor, puts it in place and loads it."""
+    out = {}
+    for name, host in plan.hosts.items():
+        rules = host.firewall
+        if rules is None:
+            continue
+        sets = []
+        for set_name, networks in (("trusted", rules.trusted), ("clients", rules.clients),
+                                   ("prometheus", rules.prometheus)):
+            v4, v6 = _split(networks)
+            sets += [(f"{set_name}4", "ipv4", v4), (f"{set_name}6", "ipv6", v6)]
+        text = jinja.get_template("firewall/xpdctl.nft.j2").render(
+            cluster=plan.cluster, host=name, sets=sets, router_port=rules.router_port,
+            service_ports=rules.service_ports, open_ports=rules.open_ports)
+        out[f"{FIREWALL}/{name}.nft"] = RenderedFile(text, 0o644)
+    return out
+
+
 def render_files(plan: Plan) -> dict[str, RenderedFile]:
     jinja = _environment()
     unit = jinja.get_template("systemd/service.j2")
@@ -198,6 +230,7 @@ def render_files(plan: Plan) -> dict[str, RenderedFile]:
             )
     if any(h.router_config is not None for h in plan.hosts.values()):  # not the partial plans of an upgrade
         files.update(_observability(jinja, plan, files))
+    files.update(_firewall(jinja, plan))
     files[MANIFEST] = RenderedFile(json.dumps(manifest(plan), indent=2, sort_keys=True) + "\n", 0o644)
     return dict(sorted(files.items()))
 

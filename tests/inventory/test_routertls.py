@@ -14,6 +14,8 @@ import yaml
 from click.testing import CliRunner
 
 from xpdctl.cli import cli
+from problem_lines import details, line_of
+
 from xpdctl.errors import InputError
 from xpdctl.inventory import load_inventory
 from xpdctl.inventory.routertls import client_context
@@ -41,16 +43,6 @@ def _generate(path, *extra) -> dict:
     result = CliRunner().invoke(cli, ["tls", "generate", "-i", str(path), "-o", "json", *extra])
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
-
-
-def _details(path) -> list[str]:
-    with pytest.raises(InputError) as info:
-        load_inventory(path)
-    return info.value.details
-
-
-def _line_of(path, text: str) -> int:
-    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
 def test_generated_pair_is_rendered_beside_the_router_config(tls_inventory, tmp_path):
@@ -86,8 +78,8 @@ def test_a_certificate_not_naming_the_router_address_is_refused_at_its_line(tls_
     _generate(path)
     lab_data["hosts"][[h["name"] for h in lab_data["hosts"]].index("gw-01")]["address"] = "10.0.0.99"
     path.write_text(yaml.safe_dump(lab_data, sort_keys=False))
-    (detail,) = _details(path)
-    assert detail.startswith(f"{path}:{_line_of(path, 'cert_file:')}: router.tls.cert_file: ")
+    (detail,) = details(path)
+    assert detail.startswith(f"{path}:{line_of(path, 'cert_file:')}: router.tls.cert_file: ")
     assert "names 10.0.0.5, not 10.0.0.99, where clients reach the router" in detail
 
 
@@ -96,24 +88,24 @@ def test_bad_files_are_each_reported_with_what_to_do(tls_inventory, tmp_path):
     _generate(path)
     key = tmp_path / "tls/router.key"
     key.chmod(0o644)
-    (detail,) = _details(path)
-    assert detail.startswith(f"{path}:{_line_of(path, 'key_file:')}: router.tls.key_file: ")
+    (detail,) = details(path)
+    assert detail.startswith(f"{path}:{line_of(path, 'key_file:')}: router.tls.key_file: ")
     assert detail.endswith(f"is readable by others (mode 0644); run chmod 600 {key}")
 
     key.chmod(0o600)
     (tmp_path / "tls/router.crt").write_text("not a certificate\n")
-    (detail,) = _details(path)
+    (detail,) = details(path)
     assert "router.tls.cert_file:" in detail and "holds no PEM certificate" in detail
 
     other = tls_inventory(cert_file="other/router.crt", key_file="other/router.key", ca_file="other/ca.pem")
     _generate(other)  # a second CA and pair
     mixed = tls_inventory(cert_file="other/router.crt", key_file="tls/router.key", ca_file="tls/ca.pem")
-    details = _details(mixed)
-    assert any("router.tls.key_file:" in d and "is not the key of" in d for d in details)
-    assert any("router.tls.ca_file:" in d and "is not signed by the CA in" in d for d in details)
+    found = details(mixed)
+    assert any("router.tls.key_file:" in d and "is not the key of" in d for d in found)
+    assert any("router.tls.ca_file:" in d and "is not signed by the CA in" in d for d in found)
 
     missing = tls_inventory(cert_file="nowhere.crt")
-    (detail,) = _details(missing)
+    (detail,) = details(missing)
     assert "router.tls.cert_file: cannot read" in detail and "xpdctl tls generate" in detail
 
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from xpdctl.errors import InputError
 from xpdctl.inventory.clientkeys import HashedKey, read_keys
+from xpdctl.inventory.firewall import firewall_problems
 from xpdctl.inventory.problems import Problem, format_problem, raise_if_any, schema_problem
 from xpdctl.inventory.routertls import TlsPair, read_tls
 from xpdctl.inventory.rules import check_rules, exposure_warnings
@@ -92,6 +93,7 @@ def load_inventory(path: Path | str, *, tls_files: bool = True) -> LoadedInvento
     problems.extend(check_rules(inventory))
     kv = decide(inventory)
     problems.extend(kv.problems)
+    problems.extend(firewall_problems(inventory))
     auth = inventory.router.auth
     keys = read_keys(Path(auth.keys_file)) if auth.mode == "keys" and auth.keys_file else None
     tls = read_tls(inventory.router.tls, router_addresses(inventory)) if inventory.router.tls and tls_files else None

@@ -153,6 +153,20 @@ class Router(_Strict):
     auth: RouterAuth = Field(description="write auth: {mode: keys, keys_file: FILE} (client keys) or auth: {mode: open}")
 
 
+class Firewall(_Strict):
+    """A host firewall (nftables, its own table) on every host: the cluster's hosts and ``control``
+    reach everything, anyone else only the ports named here (docs/security.md)."""
+
+    # Addresses or networks xpdctl runs from: SSH, and its probes of engines, KV agents and the router.
+    control: list[str] = Field(min_length=1)
+    # Who may reach the router's port on the router hosts.
+    clients: list[str] = ["0.0.0.0/0", "::/0"]
+    # Who may reach the services' ports for scraping (/metrics): the Prometheus host.
+    prometheus: list[str] = []
+    # TCP ports anyone may reach on every host (e.g. 9100 for a node exporter).
+    open_ports: list[int] = []
+
+
 class Observability(_Strict):
     """What `render` writes for Prometheus and Grafana (docs/observability.md), and tracing."""
 
@@ -178,3 +192,4 @@ class Inventory(_Strict):
     pools: Pools
     router: Router
     observability: Observability = Observability()
+    firewall: Firewall | None = None  # unset: xpdctl filters nothing on the hosts
