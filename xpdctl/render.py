@@ -26,6 +26,7 @@ from xpdctl.plan import ENGINE_HOOK_DIR, ETC, Plan, Service
 MANIFEST = "manifest.json"
 HOSTS = "hosts"
 FIREWALL = "firewall"  # nftables rules per host, loaded by the firewall role
+KEEPALIVED = "keepalived"  # keepalived config per router host (router.vip), for the keepalived role
 OBSERVABILITY = "observability"  # Prometheus and Grafana files for the operator's monitoring host
 GRAFANA_DASHBOARDS = "/var/lib/grafana/dashboards/xpdctl"
 UNIT_DIR = "etc/systemd/system"
@@ -119,7 +120,9 @@ def manifest(plan: Plan) -> dict:
         },
         "router": {
             "hosts": list(router_hosts),
-            "url": f"{'https' if inv.router.tls else 'http'}://{plan.hosts[router_hosts[0]].address}:{inv.router.port}",
+            # Where clients reach the router: its virtual address when it has one.
+            "url": f"{'https' if inv.router.tls else 'http'}://"
+                   f"{inv.router.vip.address if inv.router.vip else plan.hosts[router_hosts[0]].address}:{inv.router.port}",
             # What xpdctl's own requests to the router trust (a public certificate, not a secret).
             **({"ca_pem": plan.router_ca_pem} if plan.router_ca_pem else {}),
         },
@@ -200,6 +203,25 @@ def _firewall(jinja: jinja2.Environment, plan: Plan) -> dict[str, RenderedFile]:
     return out
 
 
+def _keepalived(jinja: jinja2.Environment, plan: Plan) -> dict[str, RenderedFile]:
+    """One keepalived config per router host (KEEPALIVED/<host>.conf) when router.vip is set; the
+    keepalived role puts it in place. The first router host listed is preferred."""
+    router = plan.inventory.router
+    vip = router.vip
+    if vip is None:
+        return {}
+    addresses = {name: plan.hosts[name].address for name in router.hosts}
+    out = {}
+    for j, name in enumerate(router.hosts):
+        text = jinja.get_template("keepalived/keepalived.conf.j2").render(
+            cluster=plan.cluster, host=name, address=vip.address, prefix=ipaddress.ip_network(vip.network).prefixlen,
+            interface=vip.interface, vrid=vip.vrid, priority=max(1, 150 - 10 * j), self_address=addresses[name],
+            peers=[a for n, a in addresses.items() if n != name], port=router.port, tls=router.tls is not None,
+            scheme="https" if router.tls else "http")
+        out[f"{KEEPALIVED}/{name}.conf"] = RenderedFile(text, 0o644)
+    return out
+
+
 def render_files(plan: Plan) -> dict[str, RenderedFile]:
     jinja = _environment()
     unit = jinja.get_template("systemd/service.j2")
@@ -231,6 +253,7 @@ def render_files(plan: Plan) -> dict[str, RenderedFile]:
     if any(h.router_config is not None for h in plan.hosts.values()):  # not the partial plans of an upgrade
         files.update(_observability(jinja, plan, files))
     files.update(_firewall(jinja, plan))
+    files.update(_keepalived(jinja, plan))
     files[MANIFEST] = RenderedFile(json.dumps(manifest(plan), indent=2, sort_keys=True) + "\n", 0o644)
     return dict(sorted(files.items()))
 

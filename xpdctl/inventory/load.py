@@ -16,6 +16,7 @@ from xpdctl.inventory.problems import Problem, format_problem, raise_if_any, sch
 from xpdctl.inventory.routertls import TlsPair, read_tls
 from xpdctl.inventory.rules import check_rules, exposure_warnings
 from xpdctl.inventory.topology import router_addresses
+from xpdctl.inventory.vip import vip_problems
 from xpdctl.inventory.schema import Inventory
 from xpdctl.inventory.yamlsource import LineMap, load_yaml
 from xpdctl.inventory.kvcompat import KvDecision, decide
@@ -94,6 +95,7 @@ def load_inventory(path: Path | str, *, tls_files: bool = True) -> LoadedInvento
     kv = decide(inventory)
     problems.extend(kv.problems)
     problems.extend(firewall_problems(inventory))
+    problems.extend(vip_problems(inventory))
     auth = inventory.router.auth
     keys = read_keys(Path(auth.keys_file)) if auth.mode == "keys" and auth.keys_file else None
     tls = read_tls(inventory.router.tls, router_addresses(inventory)) if inventory.router.tls and tls_files else None

@@ -136,9 +136,18 @@ class RouterTls(_Strict):
     ca_file: str | None = None  # what xpdctl's own requests to the router trust; unset: the system's CAs
 
 
+class RouterVip(_Strict):
+    # The address clients use, held by one router host at a time (VRRP through keepalived, moved
+    # within seconds when that host's router stops answering /health; docs/router.md, Two routers).
+    address: str = Field(min_length=1)
+    network: str = Field(min_length=1)  # the subnet it and every router host are on, e.g. 10.0.0.0/24
+    interface: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")  # the hosts' NIC on it
+    vrid: int = Field(51, ge=1, le=255)  # VRRP virtual router id: unique among VRRP users of the network
+
+
 class Router(_Strict):
-    # One host is the common case; two or more share a virtual address (not yet supported: refused by
-    # the rules). The old single `host:` key is refused at load with the rewrite to make.
+    # One host is the common case; two or more share a virtual address (router.vip). The old single
+    # `host:` key is refused at load with the rewrite to make.
     hosts: list[str] = Field(min_length=1)
     port: int = Field(8000, ge=1, le=65535)
     listen: str = "0.0.0.0"
@@ -150,6 +159,7 @@ class Router(_Strict):
     # the router's 0600 env file); unset, the admin API stays off.
     admin_token_env: str = Field("XPDCTL_ROUTER_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     tls: RouterTls | None = None  # unset: plain HTTP
+    vip: RouterVip | None = None  # needed with two or more hosts
     auth: RouterAuth = Field(description="write auth: {mode: keys, keys_file: FILE} (client keys) or auth: {mode: open}")
 
 

@@ -17,7 +17,7 @@ from xpdctl.errors import InputError
 from xpdctl.gpu_catalog import find_gpu
 from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import runtime_of
-from xpdctl.render import FIREWALL
+from xpdctl.render import FIREWALL, KEEPALIVED
 from xpdctl.vendors import vendor_profiles
 
 # Engines first (they take minutes), then the agents that probe them, then the router in front.
@@ -142,6 +142,8 @@ def host_vars(
         "xpd_files": rendered_files(render_dir, host.name) if planned else [],
         # render's nftables rules for the host (firewall: in the inventory), else "" (no firewall role).
         "xpd_firewall_rules": str(rules) if (rules := render_dir / FIREWALL / f"{host.name}.nft").exists() else "",
+        # render's keepalived config for a router host with router.vip, else "" (no keepalived role).
+        "xpd_keepalived_config": str(vrrp) if (vrrp := render_dir / KEEPALIVED / f"{host.name}.conf").exists() else "",
     }
 
 
