@@ -41,17 +41,18 @@ for target in sys.argv[1:]:
         print(json.dumps([target, type(exc).__name__]))
 """
 
-# Run on a test host: one keep-alive connection to the router, GET /health every 0.1 s, N times.
+# Run on a test host: one keep-alive connection to the router (never reopened: auto_open off), GET
+# /health every 0.1 s until its stdin closes.
 HOLD = r"""
-import http.client, sys, time
+import http.client, select, sys
 c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=5)
-for _ in range(int(sys.argv[3])):
+c.connect()
+c.auto_open = 0
+while not select.select([sys.stdin], [], [], 0.1)[0]:
     c.request("GET", "/health")
     r = c.getresponse(); r.read()
     print(r.status, flush=True)
-    time.sleep(0.1)
 """
-
 
 def _python(fleet_name: str, address: str, script: str, *args: str) -> list:
     done = ssh(fleet_name, address, f"python3 -c '{script}' {' '.join(args)}")
@@ -120,18 +121,20 @@ def test_a_rule_change_keeps_a_held_connection_and_a_rerun_changes_nothing(lab, 
     router = addr[ROUTER]
     holder = subprocess.Popen(
         [*fleet.ssh_argv(FLEET, addr[OUTSIDER])[:-1], "-o", "BatchMode=yes", fleet.ssh_argv(FLEET, addr[OUTSIDER])[-1],
-         f"python3 -c '{HOLD}' {router} 8000 300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         f"python3 -c '{HOLD}' {router} 8000"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(2)  # the connection is open and in use
         data["firewall"]["clients"] = [f"{CONTROL}/32"]  # the outsider is no client any more
         inventory.write_text(yaml.safe_dump(data, sort_keys=False))
         changed = xpdctl("provision", "-i", inventory, "--tags", "firewall", "-o", "json")
         assert changed.returncode == 0, changed.stdout[-2000:] + changed.stderr[-2000:]
-        out, err = holder.communicate(timeout=120)
+        time.sleep(2)  # and still in use under the new rules
+        out, err = holder.communicate("", timeout=60)
     finally:
         holder.kill()
     statuses = out.split()
-    assert holder.returncode == 0 and statuses == ["200"] * 300, (statuses[-5:], err[-500:])
+    assert holder.returncode == 0 and len(statuses) > 20 and set(statuses) == {"200"}, (statuses[-5:], err[-500:])
     # A new connection from the outsider is refused now; the rules were replaced, not added to.
     assert dict(_python(FLEET, addr[OUTSIDER], PROBE, f"{router}:8000")) == {f"{router}:8000": "ConnectionRefusedError"}
     again = xpdctl("provision", "-i", inventory, "--tags", "firewall", "-o", "json")
