@@ -21,7 +21,9 @@ from deploy_helpers import ssh, state_env, xpdctl_runner
 from xpdctl.testhosts import fleet
 from xpdctl.testhosts.models import GpuDecl
 
-pytestmark = pytest.mark.testhosts
+# Not yet run: the heavy lock stayed busy until the deadline of the session that wrote it. Soak (out of
+# CI) until a run on test hosts passes, then the testhosts tier (DEVELOPERS.md, Tests).
+pytestmark = [pytest.mark.testhosts, pytest.mark.soak]
 
 FLEET = "fwl"
 SUBNET = "10.88.63"
