@@ -37,7 +37,7 @@ if [ "$want_test" = 1 ]; then
   pip install -q -e ".[test]"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
-    for tool in debootstrap:debootstrap ssh:openssh-client ip:iproute2 dpkg-scanpackages:dpkg-dev openssl:openssl gpg:gnupg systemd-analyze:systemd promtool:prometheus; do
+    for tool in debootstrap:debootstrap ssh:openssh-client ip:iproute2 dpkg-scanpackages:dpkg-dev openssl:openssl gpg:gnupg systemd-analyze:systemd promtool:prometheus nft:nftables keepalived:keepalived; do
       command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
     done
     if [ -n "$missing" ]; then

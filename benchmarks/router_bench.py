@@ -134,9 +134,10 @@ class Cluster:
     prefill: Service
     decode: Service
     routers: dict[str, Service] = field(default_factory=dict)
+    sink: Service | None = None  # the OTLP receiver, with --traces
 
     def services(self) -> list[Service]:
-        return [self.prefill, self.decode, *self.routers.values()]
+        return [self.prefill, self.decode, *self.routers.values(), *([self.sink] if self.sink else [])]
 
 
 def free_port() -> int:
@@ -204,8 +205,14 @@ def start_cluster(args: argparse.Namespace, logs: Path, engine_cpus: str | None,
         port = free_port()
         argv = [py, "-m", "xpdctl", "router", "--prefill", p, "--decode", d, "--host", "127.0.0.1", "--port", str(port),
                 "--model", MODEL]
-        if args.keys:
-            argv = [py, "-m", "xpdctl", "router", "--config", str(keyed_config(logs, p, d, args.keys)), "--port", str(port)]
+        if args.traces:
+            sink_port = free_port()
+            cluster.sink = Service("otlp-sink", f"http://127.0.0.1:{sink_port}", spawn(
+                "otlp-sink", [py, "-c", OTLP_SINK, str(sink_port)], engine_cpus, logs), logs / "otlp-sink.log")
+        if args.keys or args.traces:
+            config = router_config(logs, p, d, args.keys,
+                                   f"http://127.0.0.1:{sink_port}/v1/traces" if args.traces else None)
+            argv = [py, "-m", "xpdctl", "router", "--config", str(config), "--port", str(port)]
         cluster.routers["router"] = Service("router", f"http://127.0.0.1:{port}", spawn("router", argv, router_cpus, logs),
                                             logs / "router.log")
     if "vllm-router" in args.modes:
@@ -222,29 +229,57 @@ def bench_key(i: int) -> str:
     return f"router-bench-key-{i:04d}-" + "x" * 24
 
 
-def keyed_config(folder: Path, prefill: str, decode: str, keys: int) -> Path:
-    """The quick form's config with client keys on: every key has all three limits, set high enough that
-    none refuses a request here, so each request pays for the whole check (hash, lookup, buckets, usage)."""
+# An OTLP/HTTP receiver that takes every export and keeps nothing (no collector here): what the
+# router pays for tracing is making and exporting the spans, which this measures.
+OTLP_SINK = """
+import sys
+from aiohttp import web
+async def take(request):
+    print("export", len(await request.read()), flush=True)
+    return web.Response(content_type="application/x-protobuf")
+async def health(request):
+    return web.Response(text="ok")
+app = web.Application(client_max_size=64 * 2**20)
+app.router.add_post("/v1/traces", take)
+app.router.add_get("/health", health)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+"""
+
+
+def router_config(folder: Path, prefill: str, decode: str, keys: int, otlp: str | None) -> Path:
+    """The quick form's config, with client keys on (every key has all three limits, set high enough that
+    none refuses a request here, so each request pays for the whole check: hash, lookup, buckets, usage)
+    and/or spans exported to ``otlp``."""
     auth = {"mode": "keys", "keys": [
         {"id": f"bench-{i}", "sha256": hashlib.sha256(bench_key(i).encode()).hexdigest(),
-         "requests_per_minute": 10**7, "tokens_per_minute": 10**9, "max_concurrent": 10**4} for i in range(keys)]}
+         "requests_per_minute": 10**7, "tokens_per_minute": 10**9, "max_concurrent": 10**4} for i in range(keys)]} \
+        if keys else {"mode": "open"}
     document = {"model": MODEL, "listen": {"host": "127.0.0.1", "port": 8000}, "auth": auth,
-                "backends": [{"url": prefill, "pool": "prefill"}, {"url": decode, "pool": "decode"}]}
-    path = folder / "router-keys.yaml"
+                "backends": [{"url": prefill, "pool": "prefill"}, {"url": decode, "pool": "decode"}],
+                **({"tracing": {"otlp_endpoint": otlp}} if otlp else {})}
+    path = folder / "router-config.yaml"
     path.write_text(json.dumps(document))
     return path
 
 
 def stop_cluster(cluster: Cluster) -> None:
-    for service in cluster.services():
-        if service.popen.poll() is None:
-            service.popen.terminate()
-    for service in cluster.services():
-        try:
-            service.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            service.popen.kill()
-            service.popen.wait()
+    # The OTLP receiver goes last: a router exports the spans it still holds as it exits.
+    for group in ([s for s in cluster.services() if s is not cluster.sink], [cluster.sink] if cluster.sink else []):
+        for service in group:
+            if service.popen.poll() is None:
+                service.popen.terminate()
+        for service in group:
+            try:
+                service.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                service.popen.kill()
+                service.popen.wait()
+
+
+def exported(sink: Service) -> str:
+    """What the OTLP receiver got: its log has one line per export, with the body's bytes."""
+    sizes = [int(line.split()[1]) for line in sink.log.read_text().splitlines() if line.startswith("export ")]
+    return f"spans exported to the OTLP receiver: {len(sizes)} batches, {sum(sizes)} bytes (protobuf)"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -483,6 +518,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     ap.add_argument("--router-cpu", type=int, default=None,
                     help="the CPU the routers get to themselves [the last one]; pick one that other work leaves free")
+    ap.add_argument("--traces", action="store_true",
+                    help="our router exports a span per request (OTLP/HTTP) to a receiver that keeps nothing")
     ap.add_argument("--keys", type=int, default=0,
                     help="our router with client keys on: this many keys, each with every limit (none reached) [0: open]")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows and checks to this file")
@@ -529,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
         f"CPUs: {os.cpu_count()}; {pin}",
         f"load average (1/5/15 min) at start {' '.join(f'{x:.1f}' for x in load_start)}, "
         f"at end {' '.join(f'{x:.1f}' for x in load_end)}; logs in {logs}",
+        *([f"client keys on: {args.keys}"] if args.keys else []),
+        *([exported(cluster.sink)] if cluster.sink else []),
     ]
     print(render(rows, checks, header))
     if args.json:

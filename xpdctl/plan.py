@@ -7,9 +7,11 @@ writes anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from xpdctl.inventory import LoadedInventory
 from xpdctl.inventory.clientkeys import HashedKey
@@ -18,7 +20,9 @@ from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, runtime_of, vllm_version_of
 from xpdctl.kvagent.config import KvAgentConfig, Pair
 from xpdctl.models import builder_vllm_args
-from xpdctl.router.config import Admin, Auth, Backend, ClientKey, ConditionalDisagg, Listen, RouterConfig, Tracing
+from xpdctl.inventory.routertls import TlsPair
+from xpdctl.router.config import (Admin, Auth, Backend, ClientKey, ConditionalDisagg, Listen, RouterConfig, Tls,
+                                  Tracing)
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
 ETC = "/etc/xpdctl"  # every xpdctl-owned file on a host lives here
@@ -63,6 +67,18 @@ class Service:
         return f"{ETC}/{self.name}.env"
 
 
+@dataclass(frozen=True)
+class FirewallRules:
+    """What the host firewall lets in (templates/firewall/xpdctl.nft.j2); addresses and networks as text."""
+
+    trusted: tuple[str, ...]  # the cluster's hosts and the control machines: every port
+    clients: tuple[str, ...]  # the router's port, on router hosts
+    router_port: int | None
+    prometheus: tuple[str, ...]  # the ports of the host's services (their /metrics)
+    service_ports: tuple[int, ...]  # engines' HTTP ports, NIXL side channels, the KV agent, the router
+    open_ports: tuple[int, ...]  # to anyone
+
+
 @dataclass
 class HostPlan:
     name: str
@@ -70,6 +86,8 @@ class HostPlan:
     services: list[Service] = field(default_factory=list)
     router_config: RouterConfig | None = None
     kv_agent_config: KvAgentConfig | None = None
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)  # host path -> (content, mode)
+    firewall: FirewallRules | None = None
 
 
 @dataclass
@@ -82,6 +100,7 @@ class Plan:
     engines: list[Service]  # prefill then decode instances, in pool order (also in hosts)
     # The client key xpdctl presents to its router (auth mode keys), e.g. for up's smoke request.
     router_client_key: str | None = None
+    router_ca_pem: str | None = None  # router.tls.ca_file's CA, which xpdctl's own requests trust
 
     def services(self) -> list[Service]:
         return [s for h in self.hosts.values() for s in h.services]
@@ -331,9 +350,18 @@ def _kv_agent_config(inv: Inventory, host: Host, engines: list[Service], hosts: 
     )
 
 
+def router_tls_files(pair: TlsPair) -> dict[str, tuple[str, int]]:
+    """The router's certificate and key as files beside its config. Named by their content, so a new
+    pair changes the config, which the router then reloads; the old files go with the old render."""
+    digest = hashlib.sha256((pair.cert_pem + pair.key_pem).encode()).hexdigest()[:12]
+    return {f"{ETC}/router-tls-{digest}.crt": (pair.cert_pem, 0o644),
+            f"{ETC}/router-tls-{digest}.key": (pair.key_pem, 0o600)}
+
+
 def _router_config(inv: Inventory, engines: list[Service], agents: list[Service], admin: bool,
-                   keys: list[HashedKey], engine_key_env: str | None) -> RouterConfig:
+                   keys: list[HashedKey], engine_key_env: str | None, tls: Tls | None) -> RouterConfig:
     return RouterConfig(
+        tls=tls,
         listen=Listen(host=inv.router.listen, port=inv.router.port),
         model=inv.model.name,
         backends=[
@@ -347,6 +375,21 @@ def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]
         auth=Auth(mode=inv.router.auth.mode, keys=[ClientKey(**vars(k)) for k in keys]),
         engine_api_key_env=engine_key_env,
         tracing=Tracing(otlp_endpoint=inv.observability.otlp_traces_endpoint),
+    )
+
+
+def _firewall(inv: Inventory, host: HostPlan) -> FirewallRules:
+    fw = inv.firewall
+    ports = {s.port for s in host.services} | {int(s.details["side_channel_port"]) for s in host.services
+                                               if "side_channel_port" in s.details}
+    routes = any(s.role == "router" for s in host.services)
+    return FirewallRules(
+        trusted=tuple(dict.fromkeys([h.address for h in inv.hosts] + fw.control)),
+        clients=tuple(fw.clients) if routes else (),
+        router_port=inv.router.port if routes else None,
+        prometheus=tuple(fw.prometheus),
+        service_ports=tuple(sorted(ports)),
+        open_ports=tuple(sorted(set(fw.open_ports))),
     )
 
 
@@ -381,10 +424,19 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         )
         router = replace(router, secret_env={
             name: environ[name] for name in (inv.router.admin_token_env, inv.engine.api_key_env) if environ.get(name)})
+        tls = None
+        if loaded.router_tls is not None:
+            files = plans[router_host.name].files = router_tls_files(loaded.router_tls)
+            cert, key = (Path(p).name for p in files)  # beside the config: local and host runs alike
+            tls = Tls(cert_file=cert, key_file=key)
+            router = replace(router, details={"url": f"https://{router_host.address}:{inv.router.port}"})
         plans[router_host.name].services.append(router)
         plans[router_host.name].router_config = _router_config(
             inv, engines, agents, bool(environ.get(inv.router.admin_token_env)), loaded.client_keys,
-            inv.engine.api_key_env if environ.get(inv.engine.api_key_env) else None)
+            inv.engine.api_key_env if environ.get(inv.engine.api_key_env) else None, tls)
+    if inv.firewall is not None:
+        for host_plan in plans.values():
+            host_plan.firewall = _firewall(inv, host_plan)
     return Plan(
         cluster=inv.cluster,
         inventory=inv,
@@ -393,4 +445,5 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         restart_sec=inv.engine.restart_sec,
         engines=engines,
         router_client_key=loaded.own_key,
+        router_ca_pem=loaded.router_tls.ca_pem if loaded.router_tls else None,
     )

@@ -8,6 +8,7 @@ inventory and secrets give byte-identical files.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -23,6 +24,8 @@ from xpdctl.plan import ENGINE_HOOK_DIR, ETC, Plan, Service
 
 MANIFEST = "manifest.json"
 HOSTS = "hosts"
+FIREWALL = "firewall"  # nftables rules per host, loaded by the firewall role
+KEEPALIVED = "keepalived"  # keepalived config per router host (router.vip), for the keepalived role
 OBSERVABILITY = "observability"  # Prometheus and Grafana files for the operator's monitoring host
 GRAFANA_DASHBOARDS = "/var/lib/grafana/dashboards/xpdctl"
 UNIT_DIR = "etc/systemd/system"
@@ -116,7 +119,11 @@ def manifest(plan: Plan) -> dict:
         },
         "router": {
             "hosts": list(router_hosts),
-            "url": f"http://{plan.hosts[router_hosts[0]].address}:{inv.router.port}",
+            # Where clients reach the router: its virtual address when it has one.
+            "url": f"{'https' if inv.router.tls else 'http'}://"
+                   f"{inv.router.vip.address if inv.router.vip else plan.hosts[router_hosts[0]].address}:{inv.router.port}",
+            # What xpdctl's own requests to the router trust (a public certificate, not a secret).
+            **({"ca_pem": plan.router_ca_pem} if plan.router_ca_pem else {}),
         },
         "hosts": {
             name: {
@@ -169,6 +176,55 @@ def _observability(jinja: jinja2.Environment, plan: Plan, files: dict[str, Rende
     return {rel: RenderedFile(content, 0o644) for rel, content in out.items()}
 
 
+def _split(networks: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """IPv4 and IPv6 elements of an nftables interval set: overlapping ones merged (nft refuses them)."""
+    found: tuple[list, list] = ([], [])
+    for text in networks:
+        net = ipaddress.ip_network(text)
+        found[net.version == 6].append(net)
+    return tuple([str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n)
+                  for n in ipaddress.collapse_addresses(nets)] for nets in found)
+
+
+def _firewall(jinja: jinja2.Environment, plan: Plan) -> dict[str, RenderedFile]:
+    """One nftables file per host (FIREWALL/<host>.nft), for the firewall role; not under hosts/, as
+    the role, not the service executor, puts it in place and loads it."""
+    out = {}
+    for name, host in plan.hosts.items():
+        rules = host.firewall
+        if rules is None:
+            continue
+        sets = []
+        for set_name, networks in (("trusted", rules.trusted), ("clients", rules.clients),
+                                   ("prometheus", rules.prometheus)):
+            v4, v6 = _split(networks)
+            sets += [(f"{set_name}4", "ipv4", v4), (f"{set_name}6", "ipv6", v6)]
+        text = jinja.get_template("firewall/xpdctl.nft.j2").render(
+            cluster=plan.cluster, host=name, sets=sets, router_port=rules.router_port,
+            service_ports=rules.service_ports, open_ports=rules.open_ports)
+        out[f"{FIREWALL}/{name}.nft"] = RenderedFile(text, 0o644)
+    return out
+
+
+def _keepalived(jinja: jinja2.Environment, plan: Plan) -> dict[str, RenderedFile]:
+    """One keepalived config per router host (KEEPALIVED/<host>.conf) when router.vip is set; the
+    keepalived role puts it in place. The first router host listed is preferred."""
+    router = plan.inventory.router
+    vip = router.vip
+    if vip is None:
+        return {}
+    addresses = {name: plan.hosts[name].address for name in router.hosts}
+    out = {}
+    for j, name in enumerate(router.hosts):
+        text = jinja.get_template("keepalived/keepalived.conf.j2").render(
+            cluster=plan.cluster, host=name, address=vip.address, prefix=ipaddress.ip_network(vip.network).prefixlen,
+            interface=vip.interface, vrid=vip.vrid, priority=max(1, 150 - 10 * j), self_address=addresses[name],
+            peers=[a for n, a in addresses.items() if n != name], port=router.port, tls=router.tls is not None,
+            scheme="https" if router.tls else "http")
+        out[f"{KEEPALIVED}/{name}.conf"] = RenderedFile(text, 0o644)
+    return out
+
+
 def render_files(plan: Plan) -> dict[str, RenderedFile]:
     jinja = _environment()
     unit = jinja.get_template("systemd/service.j2")
@@ -188,6 +244,8 @@ def render_files(plan: Plan) -> dict[str, RenderedFile]:
                 _config(jinja, plan, name, "Router config", "xpdctl.router.config.RouterConfig", host.router_config),
                 0o644,
             )
+        for path, (content, mode) in host.files.items():
+            files[_host_path(name, path)] = RenderedFile(content, mode)
         if host.kv_agent_config is not None:
             files[_host_path(name, f"{ETC}/kv-agent.yaml")] = RenderedFile(
                 _config(
@@ -197,6 +255,8 @@ def render_files(plan: Plan) -> dict[str, RenderedFile]:
             )
     if any(h.router_config is not None for h in plan.hosts.values()):  # not the partial plans of an upgrade
         files.update(_observability(jinja, plan, files))
+    files.update(_firewall(jinja, plan))
+    files.update(_keepalived(jinja, plan))
     files[MANIFEST] = RenderedFile(json.dumps(manifest(plan), indent=2, sort_keys=True) + "\n", 0o644)
     return dict(sorted(files.items()))
 

@@ -173,3 +173,19 @@ def test_a_terminated_benchmark_stops_everything_it_started(tmp_path):
             bench.kill()
         for pid in _alive_in(sessions):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_keys_and_traces_run_through_our_router_and_spans_reach_the_receiver(tmp_path):
+    """--keys and --traces together: every request presents a key, and the router's spans reach the
+    benchmark's OTLP receiver (exported as the router exits, before the receiver stops)."""
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--modes", "direct,router", "--concurrency", "2", "--requests-per-level", "4",
+         "--tokens", "3", "--ttft-ms", "1", "--itl-ms", "1", "--rounds", "1", "--keys", "2", "--traces",
+         "--logs", str(tmp_path / "logs")],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "client keys on: 2" in proc.stdout
+    exported = next(line for line in proc.stdout.splitlines() if line.startswith("spans exported"))
+    batches = int(exported.split(": ")[1].split()[0])
+    assert batches >= 1, exported
+    assert "no failed requests" in proc.stdout and "FAIL" not in proc.stdout.split("no failed requests")[1].splitlines()[0]

@@ -1,6 +1,7 @@
 """Helpers of the deploy tests: `xpdctl` run as a person runs it, against test hosts.
 
-Fleets here: "dpl" on 10.88.60.0/24 (simulator engines) and "dplv" on 10.88.61.0/24 (real vLLM).
+Fleets here: "dpl" on 10.88.60.0/24 (simulator engines), "dplv" on 10.88.61.0/24 (real vLLM), "fwl" on
+10.88.63.0/24 (host firewall) and "vipf" on 10.88.64.0/24 (two routers behind router.vip).
 """
 
 from __future__ import annotations

@@ -47,11 +47,11 @@ def test_router_on_unknown_host(problems, lab_data):
     assert "router.hosts[0]: no host named 'gw-02'" in found
 
 
-def test_two_routers_refused_until_a_virtual_address_is_managed(problems, lab_data):
+def test_two_routers_need_a_virtual_address(problems, lab_data):
     lab_data["router"]["hosts"] = ["gw-01", "gw-01", "h100-01"]
     found = problems(lab_data)
     assert any("router.hosts[1]: 'gw-01' is listed twice" in p for p in found)
-    assert any("router.hosts: two or more routers need a virtual address" in p for p in found)
+    assert any("router.hosts: two or more routers need one address for clients: add router.vip" in p for p in found)
 
 
 def test_pooled_host_needs_vendor_and_gpu(problems, lab_data):

@@ -36,7 +36,9 @@ def from_inventory(path: Path, url: str | None = None, model: str | None = None,
     inv = load_inventory(path).inventory
     if url is None:
         # load_inventory checked that every router host is declared; the first is the one to measure.
-        url = f"http://{hosts_by_name(inv)[inv.router.hosts[0]].address}:{inv.router.port}"
+        scheme = "https" if inv.router.tls else "http"
+        vip = inv.router.vip
+        url = f"{scheme}://{vip.address if vip else hosts_by_name(inv)[inv.router.hosts[0]].address}:{inv.router.port}"
     option = current_option(inv)
     return Target(label or inv.cluster, url, model or inv.model.name, str(path),
                   option.signature() if option else None, local_tokenizer(inv.model.path))

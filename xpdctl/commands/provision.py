@@ -35,6 +35,8 @@ def command(inventory: Path, limit: str | None, check: bool, allow_reboot: bool,
                     Secure Boot, free ports; a host that fails is left untouched
       base_os       security updates kept, kernel/driver packages excluded and held; running
                     kernel's headers (every DKMS build needs them)
+      firewall      with firewall: in the inventory, nftables rules of xpdctl's own table (cluster
+                    hosts and control reach everything, others only what is opened), nft -c checked
       rdma, docker  inbox rdma-core (DOCA-OFED with -e rdma_stack=doca), Docker from Docker's repo
       nvidia_driver / amd_rocm
                     driver, fabric manager at the driver's exact version, container toolkit /

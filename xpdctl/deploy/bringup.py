@@ -7,6 +7,7 @@ the hosts that finished. Running it again resumes, since every playbook task pro
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 
 from xpdctl.deploy.models import DeployResult, HostDeploy, ServiceHealth, Stage
@@ -14,6 +15,7 @@ from xpdctl.deploy.stacks import shell_reader, unreadable
 from xpdctl.deploy.waits import wait_healthy, wait_pairs
 from xpdctl.errors import InputError, UnhealthyError
 from xpdctl.identity.record import holds_declared, judge, keep, read_hosts, reads_stacks
+from xpdctl.inventory.routertls import client_context
 from xpdctl.inventory import LoadedInventory
 from xpdctl.observe.targets import HostTarget, targets_from
 from xpdctl.paths import cluster_state_dir
@@ -61,8 +63,10 @@ def _ready(host: HostDeploy) -> bool:
 class _Run:
     """The state one ``deploy`` carries from stage to stage."""
 
-    def __init__(self, hosts: dict[str, HostDeploy], targets: list[HostTarget], progress: Progress):
+    def __init__(self, hosts: dict[str, HostDeploy], targets: list[HostTarget], progress: Progress,
+                 context: ssl.SSLContext | None):
         self.hosts = hosts
+        self.context = context  # what the router's https URL is verified against
         self.progress = progress
         # Hosts whose services are checked: provisioned and their services applied now, or left out by
         # --limit (probed only).
@@ -80,9 +84,11 @@ class _Run:
         """Health of the live hosts' services of ``roles``: waited for where this run deployed them,
         probed once where --limit left the host out (a never-deployed host must not cost the timeout)."""
         waited = _urls(self.waited, roles)
-        found = {label: probe(url) for label, url in _urls(self.live, roles).items() if label not in waited}
+        found = {label: probe(url, context=self.context)
+                 for label, url in _urls(self.live, roles).items() if label not in waited}
         if waited:
-            found.update(wait_healthy(waited, timeout_s=timeout_s, what=what, progress=self.progress))
+            found.update(wait_healthy(waited, timeout_s=timeout_s, what=what, progress=self.progress,
+                                      context=self.context))
         self.health.update(found)
         for label, state in sorted(found.items()):
             if state != "healthy":
@@ -170,7 +176,8 @@ def deploy(
         applied = apply_rendered(inv, tree, ready, check=check, record=not check, timeout_s=timeout_s)
         for name, outcome in applied.hosts.items():
             hosts[name].applied = outcome
-    state = _Run(hosts, targets, progress)
+    context = client_context(loaded.router_tls.ca_pem if loaded.router_tls else None)
+    state = _Run(hosts, targets, progress, context)
     state.problems += [_failure_line(n, h.provision) for n, h in hosts.items() if h.targeted
                        and h.provision.status not in FINISHED]  # fmt: skip
     state.problems += stack_problems
@@ -192,7 +199,8 @@ def deploy(
         return DeployResult(
             cluster=inv.cluster, check=check, ok=run.ok and not state.problems and (check or reached == "done"),
             reached=reached, hosts=hosts, kv_pairs=kv_pairs, router_url=router_url, model=inv.model.name,
-            smoke=smoke, curl=curl_line(router_url, inv.model.name, loaded.own_key is not None) if router_url else None,
+            smoke=smoke, curl=curl_line(router_url, inv.model.name, loaded.own_key is not None,
+                                                       inv.router.tls.ca_file if inv.router.tls else None) if router_url else None,
             problems=state.problems, retry=_retry(run.retry, hosts), artifacts=run.artifacts, rendered=str(tree),
         )  # fmt: skip
 
@@ -232,7 +240,8 @@ def deploy(
     reached = "smoke"
     progress.show(f"smoke request through {router_url}")
     try:
-        smoke = smoke_request(router_url, inv.model.name, timeout_s=timeout_s, api_key=loaded.own_key)
+        smoke = smoke_request(router_url, inv.model.name, timeout_s=timeout_s, api_key=loaded.own_key,
+                              context=context)
     except UnhealthyError as exc:
         progress.done("smoke request failed")
         state.problems.append(exc.message)

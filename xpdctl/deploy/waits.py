@@ -6,6 +6,7 @@ is reported with its last answer, and ``deploy`` carries on with the services th
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Collection, Sequence
 
@@ -14,7 +15,8 @@ from xpdctl.verify.kvpath import PairReport, agent_pairs
 
 
 def wait_healthy(
-    urls: dict[str, str], *, timeout_s: float, what: str, progress: Progress, poll_s: float = 1.0
+    urls: dict[str, str], *, timeout_s: float, what: str, progress: Progress, poll_s: float = 1.0,
+    context: ssl.SSLContext | None = None,
 ) -> dict[str, str]:
     """``{name: "healthy" | last reason}`` once every service answers ``/health`` or the time is up."""
     start = time.monotonic()
@@ -23,7 +25,7 @@ def wait_healthy(
         elapsed = time.monotonic() - start
         for name, url in urls.items():
             if last.get(name) != "healthy":
-                last[name] = probe(url)
+                last[name] = probe(url, context=context)
         waiting = [f"{name} {last[name]}" for name in urls if last[name] != "healthy"]
         if not waiting:
             progress.done(f"{what}: {len(urls)} healthy in {elapsed:.0f} s")

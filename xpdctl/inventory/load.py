@@ -11,8 +11,12 @@ from pydantic import ValidationError
 
 from xpdctl.errors import InputError
 from xpdctl.inventory.clientkeys import HashedKey, read_keys
+from xpdctl.inventory.firewall import firewall_problems
 from xpdctl.inventory.problems import Problem, format_problem, raise_if_any, schema_problem
+from xpdctl.inventory.routertls import TlsPair, read_tls
 from xpdctl.inventory.rules import check_rules, exposure_warnings
+from xpdctl.inventory.topology import router_addresses
+from xpdctl.inventory.vip import vip_problems
 from xpdctl.inventory.schema import Inventory
 from xpdctl.inventory.yamlsource import LineMap, load_yaml
 from xpdctl.inventory.kvcompat import KvDecision, decide
@@ -26,6 +30,7 @@ class LoadedInventory:
     kv: KvDecision
     client_keys: list[HashedKey] = field(default_factory=list)  # hashed; router.auth.mode keys
     own_key: str | None = None  # the client key xpdctl presents to its router (keys mode); never written out
+    router_tls: TlsPair | None = None  # router.tls's files, read and checked
     warnings: list[str] = field(default_factory=list)  # `file:LINE: field: ...`, like problems; nothing refused
 
 
@@ -52,11 +57,15 @@ def _resolve_paths(inv: Inventory, base: Path) -> Inventory:
     engine = inv.engine.model_copy(update={"python": resolve(inv.engine.python)})
     model = inv.model.model_copy(update={"path": resolve(inv.model.path)})
     auth = inv.router.auth.model_copy(update={"keys_file": resolve(inv.router.auth.keys_file)})
-    router = inv.router.model_copy(update={"auth": auth})
+    tls = inv.router.tls
+    if tls is not None:
+        tls = tls.model_copy(update={name: resolve(getattr(tls, name)) for name in ("cert_file", "key_file", "ca_file")})
+    router = inv.router.model_copy(update={"auth": auth, "tls": tls})
     return inv.model_copy(update={"engine": engine, "model": model, "router": router})
 
 
-def load_inventory(path: Path | str) -> LoadedInventory:
+def load_inventory(path: Path | str, *, tls_files: bool = True) -> LoadedInventory:
+    """``tls_files`` False: router.tls's files are not read (``tls generate`` is about to write them)."""
     path = Path(path)
     try:
         data, lines, yaml_problems = load_yaml(path)
@@ -85,10 +94,14 @@ def load_inventory(path: Path | str) -> LoadedInventory:
     problems.extend(check_rules(inventory))
     kv = decide(inventory)
     problems.extend(kv.problems)
+    problems.extend(firewall_problems(inventory))
+    problems.extend(vip_problems(inventory))
     auth = inventory.router.auth
     keys = read_keys(Path(auth.keys_file)) if auth.mode == "keys" and auth.keys_file else None
+    tls = read_tls(inventory.router.tls, router_addresses(inventory)) if inventory.router.tls and tls_files else None
+    problems.extend(tls.problems if tls else [])
     raise_if_any(path, lines, problems, keys.problems if keys else [])
     warnings = [format_problem(path, lines, w) for w in exposure_warnings(inventory)]
     return LoadedInventory(inventory=inventory, path=path, lines=lines, kv=kv,
                            client_keys=keys.keys if keys else [], own_key=keys.own_key if keys else None,
-                           warnings=warnings)
+                           router_tls=tls.pair if tls else None, warnings=warnings)

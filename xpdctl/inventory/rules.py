@@ -71,11 +71,11 @@ def pools_name_known_hosts(inv: Inventory) -> list[Problem]:
             problems.append(Problem(("router", "hosts", j), f"no host named {name!r}; declare it under hosts"))
         elif inv.router.hosts.index(name) != j:
             problems.append(Problem(("router", "hosts", j), f"{name!r} is listed twice; list each router host once"))
-    if len(inv.router.hosts) > 1:
+    if len(inv.router.hosts) > 1 and inv.router.vip is None:
         problems.append(Problem(
             ("router", "hosts"),
-            "two or more routers need a virtual address held by keepalived, which xpdctl does not manage yet; "
-            "list one host",
+            "two or more routers need one address for clients: add router.vip {address, network, interface} "
+            "(keepalived moves it between them), or list one host",
         ))
     return problems
 

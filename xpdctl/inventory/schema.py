@@ -128,9 +128,26 @@ class RouterAuth(_Strict):
     keys_file: str | None = None
 
 
+class RouterTls(_Strict):
+    # PEM files on this machine, relative to the inventory file; render copies them to the router hosts.
+    # `xpdctl tls generate` writes all three for clusters without a CA of their own (docs/security.md).
+    cert_file: str = Field(min_length=1)  # the router's certificate (chain, leaf first)
+    key_file: str = Field(min_length=1)  # its private key, unencrypted, mode 0600
+    ca_file: str | None = None  # what xpdctl's own requests to the router trust; unset: the system's CAs
+
+
+class RouterVip(_Strict):
+    # The address clients use, held by one router host at a time (VRRP through keepalived, moved
+    # within seconds when that host's router stops answering /health; docs/router.md, Two routers).
+    address: str = Field(min_length=1)
+    network: str = Field(min_length=1)  # the subnet it and every router host are on, e.g. 10.0.0.0/24
+    interface: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:@-]{1,15}$")  # the hosts' NIC on it
+    vrid: int = Field(51, ge=1, le=255)  # VRRP virtual router id: unique among VRRP users of the network
+
+
 class Router(_Strict):
-    # One host is the common case; two or more share a virtual address (not yet supported: refused by
-    # the rules). The old single `host:` key is refused at load with the rewrite to make.
+    # One host is the common case; two or more share a virtual address (router.vip). The old single
+    # `host:` key is refused at load with the rewrite to make.
     hosts: list[str] = Field(min_length=1)
     port: int = Field(8000, ge=1, le=65535)
     listen: str = "0.0.0.0"
@@ -141,7 +158,23 @@ class Router(_Strict):
     # When this variable is set at render time, its value becomes the admin API token (kept only in
     # the router's 0600 env file); unset, the admin API stays off.
     admin_token_env: str = Field("XPDCTL_ROUTER_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    tls: RouterTls | None = None  # unset: plain HTTP
+    vip: RouterVip | None = None  # needed with two or more hosts
     auth: RouterAuth = Field(description="write auth: {mode: keys, keys_file: FILE} (client keys) or auth: {mode: open}")
+
+
+class Firewall(_Strict):
+    """A host firewall (nftables, its own table) on every host: the cluster's hosts and ``control``
+    reach everything, anyone else only the ports named here (docs/security.md)."""
+
+    # Addresses or networks xpdctl runs from: SSH, and its probes of engines, KV agents and the router.
+    control: list[str] = Field(min_length=1)
+    # Who may reach the router's port on the router hosts.
+    clients: list[str] = ["0.0.0.0/0", "::/0"]
+    # Who may reach the services' ports for scraping (/metrics): the Prometheus host.
+    prometheus: list[str] = []
+    # TCP ports anyone may reach on every host (e.g. 9100 for a node exporter).
+    open_ports: list[int] = []
 
 
 class Observability(_Strict):
@@ -169,3 +202,4 @@ class Inventory(_Strict):
     pools: Pools
     router: Router
     observability: Observability = Observability()
+    firewall: Firewall | None = None  # unset: xpdctl filters nothing on the hosts

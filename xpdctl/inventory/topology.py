@@ -33,6 +33,16 @@ def hosts_by_name(inv: Inventory) -> dict[str, Host]:
     return result
 
 
+def router_addresses(inv: Inventory) -> list[str]:
+    """Where clients reach the router: its virtual address and each router host's address, or the one
+    address it listens on."""
+    hosts = hosts_by_name(inv)
+    if inv.router.listen not in ("0.0.0.0", "::"):
+        return [inv.router.listen]
+    vip = [inv.router.vip.address] if inv.router.vip else []
+    return vip + [hosts[n].address for n in dict.fromkeys(inv.router.hosts) if n in hosts]
+
+
 def pool(inv: Inventory, role: str) -> Pool:
     return getattr(inv.pools, role)
 

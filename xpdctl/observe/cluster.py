@@ -12,6 +12,7 @@ import aiohttp
 
 from xpdctl.identity.record import recorded
 from xpdctl.inventory.load import LoadedInventory
+from xpdctl.inventory.routertls import client_context
 from xpdctl.observe import http
 from xpdctl.observe.hoststate import host_status
 from xpdctl.observe.judge import judge
@@ -29,7 +30,8 @@ def _engine(session: aiohttp.ClientSession, service: ServiceTarget, url: str):
 
 
 def _router(session: aiohttp.ClientSession, service: ServiceTarget, url: str):
-    return http.probe_router(session, service=service.name, url=url, token=service.admin_token)
+    return http.probe_router(session, service=service.name, url=url, token=service.admin_token,
+                             context=client_context(service.ca_pem))
 
 
 def _kv_agent(session: aiohttp.ClientSession, service: ServiceTarget, url: str):

@@ -7,6 +7,7 @@ never an exception, so one dead engine does not hide the rest of the cluster.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -40,8 +41,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def _get(session: aiohttp.ClientSession, url: str, *, want: str, headers: dict | None = None) -> Any:
-    async with session.get(url, headers=headers) as resp:
+async def _get(session: aiohttp.ClientSession, url: str, *, want: str, headers: dict | None = None,
+               context: ssl.SSLContext | None = None) -> Any:
+    async with session.get(url, headers=headers, ssl=context or True) as resp:
         if resp.status != 200:
             raise ProbeFailed(f"GET {url} answered HTTP {resp.status}")
         return await (resp.json(content_type=None) if want == "json" else resp.text())
@@ -130,26 +132,31 @@ def _backend(item: dict) -> RouterBackend:
     )
 
 
-async def _router_health(session: aiohttp.ClientSession, url: str) -> tuple[int, dict]:
-    async with session.get(f"{url}/health") as resp:
+async def _router_health(session: aiohttp.ClientSession, url: str,
+                         context: ssl.SSLContext | None) -> tuple[int, dict]:
+    async with session.get(f"{url}/health", ssl=context or True) as resp:
         body = await resp.json(content_type=None) if resp.content_type == "application/json" else {}
         return resp.status, body if isinstance(body, dict) else {}
 
 
-async def _router_backends(session: aiohttp.ClientSession, url: str, token: str | None) -> list[RouterBackend]:
+async def _router_backends(session: aiohttp.ClientSession, url: str, token: str | None,
+                           context: ssl.SSLContext | None) -> list[RouterBackend]:
     if token is None:
         raise ProbeFailed(
             "no admin token in the rendered router config; set one in the inventory to see backend states"
         )
-    body = await _get(session, f"{url}/admin/backends", want="json", headers={"Authorization": f"Bearer {token}"})
+    body = await _get(session, f"{url}/admin/backends", want="json", headers={"Authorization": f"Bearer {token}"},
+                      context=context)
     items = body.get("backends", []) if isinstance(body, dict) else body
     return [_backend(item) for item in items if isinstance(item, dict)]
 
 
-async def probe_router(session: aiohttp.ClientSession, *, service: str, url: str, token: str | None) -> RouterStatus:
-    """The router's own health (no token needed) and, with the admin token, its backends' states."""
+async def probe_router(session: aiohttp.ClientSession, *, service: str, url: str, token: str | None,
+                       context: ssl.SSLContext | None = None) -> RouterStatus:
+    """The router's own health (no token needed) and, with the admin token, its backends' states;
+    ``context``: what an https URL is verified against (the cluster's CA), else the system's store."""
     health, backends = await asyncio.gather(
-        _router_health(session, url), _router_backends(session, url, token), return_exceptions=True
+        _router_health(session, url, context), _router_backends(session, url, token, context), return_exceptions=True
     )
     status = RouterStatus(service=service, url=url, reachable=not isinstance(health, BaseException))
     if isinstance(health, BaseException):

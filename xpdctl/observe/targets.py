@@ -33,6 +33,8 @@ class ServiceTarget(_Model):
     admin_token: str | None = None
     # An engine's internal API key (VLLM_API_KEY in its rendered env file): vLLM checks it under /v1.
     api_key: str | None = None
+    # The router's https URL is verified against this CA (render's manifest); None: the system's store.
+    ca_pem: str | None = None
 
 
 class HostTarget(HostLink):
@@ -74,7 +76,8 @@ def _env_value(files: dict[str, RenderedFile], env_file: str | None, name: str) 
     return next((line.split("=", 1)[1] for line in rendered.content.splitlines() if line.startswith(f"{name}=")), None)
 
 
-def _service(files: dict[str, RenderedFile], host: str, address: str, entry: dict) -> ServiceTarget:
+def _service(files: dict[str, RenderedFile], host: str, address: str, entry: dict,
+             ca_pem: str | None) -> ServiceTarget:
     port = entry.get("port")
     return ServiceTarget(
         name=entry["name"],
@@ -85,6 +88,7 @@ def _service(files: dict[str, RenderedFile], host: str, address: str, entry: dic
         url=entry.get("url") or (f"http://{address}:{port}" if port else None),
         admin_token=_router_token(files, host, entry.get("config")) if entry["role"] == "router" else None,
         api_key=_env_value(files, entry.get("env_file"), "VLLM_API_KEY"),
+        ca_pem=ca_pem if entry["role"] == "router" else None,
     )
 
 
@@ -110,7 +114,8 @@ def targets_from(inventory: Inventory, files: dict[str, RenderedFile]) -> tuple[
                 gpu_pci_vendor=profile.pci_vendor_id if checks_gpus else None,
                 gpu_count=host.gpu.count if checks_gpus else None,
                 nics=list(host.nics),
-                services=[_service(files, host.name, address, service) for service in entry.get("services", [])],
+                services=[_service(files, host.name, address, service, manifest.get("router", {}).get("ca_pem"))
+                          for service in entry.get("services", [])],
                 expected_files=expected,
                 owned_globs=owned_globs(inventory.cluster),
                 drift_checked=True,

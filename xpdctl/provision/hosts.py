@@ -17,6 +17,7 @@ from xpdctl.errors import InputError
 from xpdctl.gpu_catalog import find_gpu
 from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import runtime_of
+from xpdctl.render import FIREWALL, KEEPALIVED
 from xpdctl.vendors import vendor_profiles
 
 _DOCKER_OPTIONS_WITH_VALUE = {"-e", "-v", "-p", "--env", "--volume", "--name", "--network", "--entrypoint"}
@@ -109,6 +110,10 @@ def host_vars(
         "xpd_images": images,
         "xpd_model": model,
         "xpd_services": services(planned, host.name, host.address),
+        # render's nftables rules for the host (firewall: in the inventory), else "" (no firewall role).
+        "xpd_firewall_rules": str(rules) if (rules := render_dir / FIREWALL / f"{host.name}.nft").exists() else "",
+        # render's keepalived config for a router host with router.vip, else "" (no keepalived role).
+        "xpd_keepalived_config": str(vrrp) if (vrrp := render_dir / KEEPALIVED / f"{host.name}.conf").exists() else "",
     }
 
 

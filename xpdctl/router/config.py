@@ -111,9 +111,13 @@ class Auth(_Strict):
 
 
 class Tls(_Strict):
-    # PEM files on the router's host; a reload reads them again (docs/router.md, TLS).
+    # PEM files on the router's host; a reload reads them again (docs/router.md, TLS). Relative paths
+    # are relative to the config file's folder (rendered configs name files rendered beside them).
     cert_file: Path
     key_file: Path
+
+    def beside(self, config: Path) -> Tls:
+        return Tls(cert_file=config.parent / self.cert_file, key_file=config.parent / self.key_file)
 
 
 class Tracing(_Strict):
@@ -179,6 +183,9 @@ def parse_router_config(text: bytes, path: Path) -> RouterConfig:
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
     try:
-        return RouterConfig.model_validate(data or {})
+        config = RouterConfig.model_validate(data or {})
     except Exception as exc:  # pydantic.ValidationError: shown as one line per problem
         raise InputError(f"{path}: invalid router config: {exc}") from exc
+    if config.tls is not None:
+        config.tls = config.tls.beside(path)
+    return config

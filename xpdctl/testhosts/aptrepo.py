@@ -4,6 +4,10 @@ One repository per entry of ``packages.yaml``'s ``repositories``, each with only
 ``dists/<suite>/`` for each of its suites, whose ``Release`` names the suite and lists ``Packages``
 under each of its components only, or one flat repository (``deb URL ./``). The debs share one pool.
 ``sites.json`` tells :mod:`.aptserve` which URL is which repository; it serves nothing else.
+
+Software that is not hardware is real: a ``republish: NAME`` entry serves Debian's package NAME
+unchanged; those packages are downloaded once into the cache with ``apt-get download`` from this
+machine's Debian sources (bookworm), and each entry says so in its ``source:``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import urllib.parse
@@ -22,13 +27,14 @@ from pathlib import Path
 
 import yaml
 
+from xpdctl.errors import ExecutionError
 from xpdctl.testhosts.identity import Identity, gpg_home
 from xpdctl.testhosts.run import run
 
 _HERE = Path(__file__).resolve().parent
 STANDINS = _HERE / "standins"
 _SPEC = _HERE / "packages.yaml"
-REPO_FORMAT = 3  # bumped when the build below changes the bytes it produces
+REPO_FORMAT = 4  # bumped when the build below changes the bytes it produces
 
 POSTINST = """#!/bin/sh
 set -e
@@ -185,13 +191,44 @@ def _write_repo(folder: Path, repo: dict, debs: list[Path], gpg: list[str]) -> N
         run([*gpg, "--armor", "--detach-sign", "-o", str(where / "Release.gpg"), str(where / "Release")])
 
 
+def debian_names() -> list[str]:
+    """The Debian packages ``packages.yaml`` republishes."""
+    return sorted({pkg["republish"] for repo in spec()["repositories"] for pkg in repo["packages"]
+                   if "republish" in pkg})
+
+
+def debian_debs(cache_dir: Path) -> dict[str, Path]:
+    """The Debian packages of :func:`debian_names`, by name; downloaded when missing (the versions are
+    this machine's candidates: ``apt-cache policy NAME``)."""
+    names = debian_names()
+    folder = cache_dir / f"debian-{hashlib.sha256(json.dumps(names).encode()).hexdigest()[:12]}"
+    if not (folder / "complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        try:
+            run(["apt-get", "download", *names], cwd=folder, timeout=600)
+        except ExecutionError as exc:
+            raise ExecutionError(
+                f"downloading Debian's {', '.join(names)} for the test hosts failed: {exc.message}; "
+                "this machine needs Debian bookworm's apt sources (run `apt-get update`, then try again)",
+                details=exc.details,
+            ) from exc
+        (folder / "complete").write_text("")
+    debs = {deb.name.split("_", 1)[0]: deb for deb in folder.glob("*.deb")}
+    missing = set(names) - set(debs)
+    if missing:
+        raise ExecutionError(f"{folder}: no .deb for {', '.join(sorted(missing))}; delete the folder and try again")
+    return debs
+
+
 def ensure_repo(cache_dir: Path, identity: Identity) -> Repo:
     """Build the repository for this kernel and these stand-ins when missing (call under the cache lock)."""
     kernel = os.uname().release
     sources = sorted(STANDINS.iterdir())
+    debian = debian_debs(cache_dir)
     digest = hashlib.sha256(
         json.dumps([REPO_FORMAT, kernel, _SPEC.read_text(), [(p.name, p.read_text()) for p in sources],
-                    identity.public_key.read_text()]).encode()  # fmt: skip
+                    identity.public_key.read_text(), sorted(d.name for d in debian.values())]).encode()  # fmt: skip
     ).hexdigest()[:12]
     final = Repo(cache_dir / f"apt-{digest}")
     if (final.root / "sites.json").exists():
@@ -204,6 +241,12 @@ def ensure_repo(cache_dir: Path, identity: Identity) -> Repo:
         for repo in spec()["repositories"]:
             debs = []
             for pkg in repo["packages"]:
+                if "republish" in pkg:
+                    # apt-get download names files with the epoch's colon escaped (2%3a...): no epoch in the pool.
+                    deb = partial / "pool" / re.sub(r"_\d+%3a", "_", debian[pkg["republish"]].name)
+                    shutil.copy(debian[pkg["republish"]], deb)
+                    debs.append(deb)
+                    continue
                 for version in pkg["versions"]:
                     staging = partial / "staging"
                     name = _stage_package(staging, pkg, version, kernel)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from xpdctl.errors import ExecutionError
 
@@ -16,6 +17,7 @@ def run(
     timeout: float = 120,
     check: bool = True,
     env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> str:
     """Run ``argv``, return its stdout; a failure raises with the command and what it printed.
 
@@ -24,7 +26,7 @@ def run(
     try:
         done = subprocess.run(
             list(argv), input=input, capture_output=True, text=True, timeout=timeout, check=False,
-            env={**os.environ, **env} if env else None,
+            env={**os.environ, **env} if env else None, cwd=cwd,
         )  # fmt: skip
     except FileNotFoundError as exc:
         raise ExecutionError(

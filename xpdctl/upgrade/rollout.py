@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from xpdctl.audit import who
 from xpdctl.errors import ExecutionError, InputError, XpdError
 from xpdctl.identity.record import keep
+from xpdctl.inventory.routertls import client_context
 from xpdctl.paths import cluster_state_path
 from xpdctl.render import read_tree, render_files, write_tree
 from xpdctl.upgrade import phases as ph
@@ -309,12 +310,19 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
         if req.dry_run:
             return result("dry-run", rollout, v, retargeted)
         manifest = manifest_of(read_tree(deployed_dir))
-        router_host = manifest["router"]["hosts"][0]  # one router until VRRP lands (router.hosts rule)
+        if len(manifest["router"]["hosts"]) > 1:
+            # Drains and backend changes go through one router's admin API; the others would keep
+            # sending requests to engines being restarted.
+            raise InputError(f"upgrade drains engines through one router, and this cluster has "
+                             f"{len(manifest['router']['hosts'])} (router.hosts); upgrading behind router.vip is "
+                             "not supported yet: list one router host for the upgrade, or use --dry-run")
+        router_host = manifest["router"]["hosts"][0]
         router = next(s for s in manifest["hosts"][router_host]["services"] if s["role"] == "router")
         token = admin_token(inv.router.admin_token_env, environ, deployed_dir / router["env_file"])
         ctx = Context(
             rollout=rollout, layout=layout, deployed=deployed_dir, executor=executor, shell=shell,
-            admin=RouterAdmin(manifest["router"]["url"], token), model=inv.model.name, options=options,
+            admin=RouterAdmin(manifest["router"]["url"], token,
+                              context=client_context(manifest["router"].get("ca_pem"))), model=inv.model.name, options=options,
             progress=progress, engine_key=environ.get(inv.engine.api_key_env) or None,
         )
         run(ctx)

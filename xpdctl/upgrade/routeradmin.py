@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -58,9 +59,11 @@ class RouterAdmin:
 
     ATTEMPTS = 3
 
-    def __init__(self, router_url: str, token: str, timeout_s: float = 10.0):
+    def __init__(self, router_url: str, token: str, timeout_s: float = 10.0, context: ssl.SSLContext | None = None):
+        """``context``: what an https router is verified against (the cluster's CA), else the system's store."""
         self.base = router_url.rstrip("/") + "/admin/backends"
         self.token = token
+        self.context = context
         self.timeout_s = timeout_s
 
     def _call(self, method: str, path: str = "", body: dict | None = None) -> dict:
@@ -84,7 +87,7 @@ class RouterAdmin:
             headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
+            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.context) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             text = exc.read()[:300].decode(errors="replace")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -26,16 +27,18 @@ def completion_body(model: str, max_tokens: int = 16) -> dict:
     return {"model": model, "prompt": SMOKE_PROMPT, "max_tokens": max_tokens, "temperature": 0}
 
 
-def curl_line(router_url: str, model: str, keyed: bool = False) -> str:
+def curl_line(router_url: str, model: str, keyed: bool = False, ca_file: str | None = None) -> str:
     body = json.dumps(completion_body(model))
     key = " -H \"Authorization: Bearer $XPDCTL_CLIENT_KEY\"" if keyed else ""
+    ca = f" --cacert {shlex.quote(ca_file)}" if ca_file else ""
     return (
-        f"curl -s {router_url}/v1/completions -H 'Content-Type: application/json'{key} "
+        f"curl -s{ca} {router_url}/v1/completions -H 'Content-Type: application/json'{key} "
         f"-d {shlex.quote(body)}"
     )
 
 
-def smoke_request(router_url: str, model: str, *, timeout_s: float, api_key: str | None = None) -> SmokeResult:
+def smoke_request(router_url: str, model: str, *, timeout_s: float, api_key: str | None = None,
+                  context: ssl.SSLContext | None = None) -> SmokeResult:
     """Send one greedy completion; retry while the router still waits for its backends to pass health checks."""
     deadline = time.monotonic() + timeout_s
     body = json.dumps(completion_body(model)).encode()
@@ -47,7 +50,7 @@ def smoke_request(router_url: str, model: str, *, timeout_s: float, api_key: str
             headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})},
         )
         try:
-            with urllib.request.urlopen(request, timeout=max(5.0, deadline - start)) as resp:
+            with urllib.request.urlopen(request, timeout=max(5.0, deadline - start), context=context) as resp:
                 answer = json.loads(resp.read())
             usage = answer.get("usage") or {}
             return SmokeResult(
