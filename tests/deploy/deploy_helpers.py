@@ -1,6 +1,7 @@
 """Helpers of the deploy tests: `xpdctl` run as a person runs it, against test hosts.
 
-Fleets here: "dpl" on 10.88.60.0/24 (simulator engines) and "dplv" on 10.88.61.0/24 (real vLLM).
+Fleets here: "dplv" on 10.88.61.0/24 (real vLLM); the simulator-engine tests use the shared serving fleet
+("dpl" on 10.88.60.0/24, tests/served_fleet.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-from xpdctl.testhosts import fleet
 from xpdctl.testhosts.layout import fleet_dirs
 
 # One `up` provisions every host and waits for every stage; a loaded machine makes it slow.
@@ -29,13 +29,6 @@ def xpdctl_runner(env: dict[str, str]) -> Callable[..., subprocess.CompletedProc
                               text=True, timeout=COMMAND_TIMEOUT_S)  # fmt: skip
 
     return run
-
-
-def ssh(fleet_name: str, address: str, command: str) -> subprocess.CompletedProcess:
-    """Run ``command`` on a test host over real SSH."""
-    argv = [*fleet.ssh_argv(fleet_name, address)]
-    argv[-1:-1] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
-    return subprocess.run([*argv, command], capture_output=True, text=True, timeout=120)
 
 
 def state_env(tmp: Path) -> dict[str, str]:
