@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 # session's vLLM engines (vllm_session below) start at the first vllm test and stop at the end of the
 # session, so no other test shares the 2 cores with them; the test-host tests do not share them with
 # engines either. Within a tier the collection order is kept (modules stay whole, so a module's
-# fixtures are set up once).
+# fixtures are set up once), except that the test-host tier starts with the modules that share the
+# serving fleet (served_fleet below), so its hosts run only while they do.
 
 # The lifecycle tests kill the decode engine and finally stop the shared cluster: last of all.
 _LAST = "tests/vllm_tier/test_lifecycle.py"
@@ -38,7 +39,11 @@ _LAST = "tests/vllm_tier/test_lifecycle.py"
 def _tier(item) -> tuple[int, bool]:
     if item.get_closest_marker("vllm"):
         return 2, item.nodeid.startswith(_LAST)
-    return (1 if item.get_closest_marker("testhosts") else 0), False
+    if item.get_closest_marker("testhosts"):
+        # The users of the shared serving fleet first, one after the other: its hosts' services run
+        # only while they do (served_fleet below).
+        return 1, _SERVED not in getattr(item, "fixturenames", ())
+    return 0, False
 
 
 def pytest_collection_modifyitems(items):
@@ -101,6 +106,36 @@ def testhosts_possible() -> None:
            f"test hosts need {', '.join(missing)} (./install.sh --test installs them)" if missing else None)
     if why:
         (pytest.fail if os.environ.get("CI") else pytest.skip)(why)
+
+
+_SERVED = "served_fleet"
+_served_key = pytest.StashKey()
+
+
+@pytest.fixture(scope="session")
+def served_fleet(request, tmp_path_factory, testhosts_possible):
+    """A fleet of test hosts serving a cluster, brought up once per session (tests/served_fleet.py says
+    how and who shares it). A user calls ``claim`` first. It is destroyed after the last test that
+    uses it (pytest_runtest_teardown below), not at the end of the session."""
+    from tests.served_fleet import ServedFleet
+
+    served = ServedFleet(tmp_path_factory.mktemp("served-fleet"))
+    request.config.stash[_served_key] = served
+    try:
+        served.create()
+        yield served
+    finally:
+        served.destroy()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    served = item.config.stash.get(_served_key, None)
+    if served is None or _SERVED not in item.fixturenames:
+        return
+    later = item.session.items[item.session.items.index(item) + 1:]
+    if not any(_SERVED in getattr(other, "fixturenames", ()) for other in later):
+        served.destroy()
+        del item.config.stash[_served_key]
 
 
 # --- real vLLM tier (xpdctl/local, xpdctl/models, the router and KV agent on real engines) ---------

@@ -1,7 +1,8 @@
 """Helpers of the deploy tests: `xpdctl` run as a person runs it, against test hosts.
 
-Fleets here: "dpl" on 10.88.60.0/24 (simulator engines), "dplv" on 10.88.61.0/24 (real vLLM), "fwl" on
-10.88.63.0/24 (host firewall) and "vipf" on 10.88.64.0/24 (two routers behind router.vip).
+Fleets here: "dplv" on 10.88.61.0/24 (real vLLM), "fwl" on 10.88.63.0/24 (host firewall) and "vipf" on
+10.88.64.0/24 (two routers behind router.vip); the simulator-engine tests use the shared serving fleet
+("dpl" on 10.88.60.0/24, tests/served_fleet.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-from xpdctl.testhosts import fleet
 from xpdctl.testhosts.layout import fleet_dirs
 
 # One `up` provisions every host and waits for every stage; a loaded machine makes it slow.
@@ -30,13 +30,6 @@ def xpdctl_runner(env: dict[str, str]) -> Callable[..., subprocess.CompletedProc
                               text=True, timeout=COMMAND_TIMEOUT_S)  # fmt: skip
 
     return run
-
-
-def ssh(fleet_name: str, address: str, command: str) -> subprocess.CompletedProcess:
-    """Run ``command`` on a test host over real SSH."""
-    argv = [*fleet.ssh_argv(fleet_name, address)]
-    argv[-1:-1] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
-    return subprocess.run([*argv, command], capture_output=True, text=True, timeout=120)
 
 
 def state_env(tmp: Path) -> dict[str, str]:

@@ -1,14 +1,11 @@
 """`xpdctl up` and `xpdctl status` end to end on test hosts: real Ansible and real SSH into network
 namespaces, simulator engines (runtime native, server sim) behind the real router and KV agents.
 
-The fleet: two NVIDIA-like hosts (2 x H100-SXM each, prefill), two AMD-like hosts (2 x MI300X each,
-decode) and a router host without GPUs. GPUs and vendor packages are simulated at the lowest layer
-(sysfs PCI entries, stand-in apt packages with the real names from a local signed mirror); faults are
-injected the way test hosts offer them: a package whose install script fails, a host whose link is
-down, a host showing fewer GPUs than the inventory declares. The hosts' simulated RDMA NICs are left
-out of the inventory: they carry no traffic, and KV crosses the hosts' virtual Ethernet instead.
-
-One fleet serves the whole module; the tests run in file order, each `up` building on the last.
+The fleet is the session's shared serving fleet (tests/served_fleet.py: two NVIDIA-like prefill hosts,
+three AMD-like decode hosts, a router host; GPUs and vendor packages simulated at the lowest layer). It
+came up the way the first tests here assert: a first `up` on fresh hosts while NVIDIA2's driver package
+fails to install and AMD2 is unreachable (faults injected the way test hosts offer them), then a re-run.
+The tests after those use the serving cluster and put back what they change.
 """
 
 from __future__ import annotations
@@ -20,41 +17,22 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from deploy_helpers import ssh, state_env, xpdctl_runner
 
+from tests.served_fleet import AMD, AMD2, AMD3, DECODE_UNITS, FLEET, NVIDIA, NVIDIA2, PREFILL_UNITS, ROUTER
 from xpdctl.testhosts import fleet
-from xpdctl.testhosts.models import GpuDecl
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 pytestmark = pytest.mark.testhosts
 
-FLEET = "dpl"
-NVIDIA, AMD, ROUTER, NVIDIA2, AMD2 = (f"{FLEET}-{i}" for i in range(1, 6))
-ENGINE_UNITS = {NVIDIA: f"xpd-{FLEET}-prefill-0", NVIDIA2: f"xpd-{FLEET}-prefill-1",
-                AMD: f"xpd-{FLEET}-decode-0", AMD2: f"xpd-{FLEET}-decode-1"}  # fmt: skip
+ENGINE_UNITS = {**PREFILL_UNITS, **DECODE_UNITS}
+HOSTS = (NVIDIA, AMD, ROUTER, NVIDIA2, AMD2, AMD3)
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, testhosts_possible):
-    """(xpdctl runner, inventory path, fleet record); the fleet is destroyed at module end."""
-    tmp = tmp_path_factory.mktemp("deploy-testhosts")
-    env = state_env(tmp)
-    patch = pytest.MonkeyPatch()
-    # fleet.create registers the hosts' keys in the cluster's state dir, where `up` and `status` look.
-    patch.setenv("XPDCTL_STATE_DIR", env["XPDCTL_STATE_DIR"])
-    inventory = tmp / "fleet.yaml"
-    nvidia, amd = GpuDecl(vendor="nvidia", count=2), GpuDecl(vendor="amd", count=2)
-    try:
-        record = fleet.create(FLEET, 5, [nvidia, amd, None, nvidia, amd], subnet="10.88.60.0/24",
-                              inventory_path=inventory, declare_nics=False)  # fmt: skip
-        yield xpdctl_runner(env), inventory, record
-    finally:
-        fleet.destroy(FLEET)
-        patch.undo()
-
-
-def _address(record, host: str) -> str:
-    return record.host(host).address
+def lab(served_fleet):
+    """The shared serving fleet, as its first `up`s left it (this module changes nothing it does not put back)."""
+    served_fleet.claim("tests/deploy/test_up_testhosts.py", changes=False)
+    return served_fleet
 
 
 def _json(done) -> dict:
@@ -64,16 +42,8 @@ def _json(done) -> dict:
 
 @pytest.fixture(scope="module")
 def first_up(lab):
-    """`up` while NVIDIA2's driver package fails to install and AMD2 is unreachable."""
-    xpdctl, inventory, _ = lab
-    fleet.set_faults(FLEET, NVIDIA2, fail_install=["nvidia-driver-570-server-open"])
-    fleet.set_faults(FLEET, AMD2, reachable=False)
-    try:
-        done = xpdctl("up", "-i", inventory, "-o", "json", "--timeout", 600)
-    finally:
-        fleet.set_faults(FLEET, NVIDIA2, fail_install=[])
-        fleet.set_faults(FLEET, AMD2, reachable=True)
-    return done, _json(done)
+    """`up` on fresh hosts while NVIDIA2's driver package fails to install and AMD2 is unreachable."""
+    return lab.first_up, _json(lab.first_up)
 
 
 def test_a_failing_package_and_an_unreachable_host_fail_alone(first_up):
@@ -87,7 +57,7 @@ def test_a_failing_package_and_an_unreachable_host_fail_alone(first_up):
     assert dark["status"] == "unreachable" and "10.88.60.15" in dark["failure"]["message"]
     assert result["retry"] == f"{NVIDIA2},{AMD2}"
     assert f"--limit {NVIDIA2},{AMD2}" in done.stderr
-    for name in (NVIDIA, AMD, ROUTER):
+    for name in (NVIDIA, AMD, ROUTER, AMD3):
         assert hosts[name]["provision"]["status"] == "changed" and hosts[name]["provision"]["failed"] == 0
         assert {s["health"] for s in hosts[name]["services"]} == {"healthy"}, hosts[name]["services"]
     assert {s["health"] for s in hosts[NVIDIA2]["services"]} == {f"not checked: provisioning failed on {NVIDIA2}"}
@@ -96,7 +66,7 @@ def test_a_failing_package_and_an_unreachable_host_fail_alone(first_up):
 def test_the_hosts_that_finished_serve_through_the_router(first_up):
     _, result = first_up
     pairs = [(p["prefill"], p["decode"], p["ok"]) for p in result["kv_pairs"]]
-    assert pairs == [(ENGINE_UNITS[NVIDIA], ENGINE_UNITS[AMD], True)]
+    assert pairs == [(ENGINE_UNITS[NVIDIA], ENGINE_UNITS[decode], True) for decode in (AMD, AMD3)]
     assert result["reached"] == "done" and result["smoke"]["completion_tokens"] > 0
 
 
@@ -111,9 +81,8 @@ def test_progress_is_shown_per_host_and_role_as_it_happens(first_up):
 
 @pytest.fixture(scope="module")
 def resumed(lab, first_up):
-    xpdctl, inventory, _ = lab
-    done = xpdctl("up", "-i", inventory, "-o", "json", "--timeout", 600)
-    return done, _json(done)
+    """The re-run once both hosts were fixed."""
+    return lab.resumed, _json(lab.resumed)
 
 
 def test_a_rerun_resumes_and_brings_up_the_hosts_that_failed(resumed):
@@ -121,28 +90,26 @@ def test_a_rerun_resumes_and_brings_up_the_hosts_that_failed(resumed):
     assert done.returncode == 0 and result["ok"], done.stderr[-3000:]
     hosts = result["hosts"]
     assert hosts[NVIDIA2]["provision"]["changed"] > 0 and hosts[AMD2]["provision"]["changed"] > 0
-    for name in (NVIDIA, AMD, ROUTER):
+    for name in (NVIDIA, AMD, ROUTER, AMD3):
         assert hosts[name]["provision"]["status"] in ("ok", "changed") and hosts[name]["provision"]["failed"] == 0
     sick = [(s["host"], s["name"], s["health"]) for h in hosts.values() for s in h["services"] if s["health"] != "healthy"]
     assert not sick
-    assert len(result["kv_pairs"]) == 4 and all(p["ok"] for p in result["kv_pairs"])
+    assert len(result["kv_pairs"]) == 6 and all(p["ok"] for p in result["kv_pairs"])
     assert result["smoke"]["text"]
 
 
 def test_every_service_is_active_on_its_host(lab, resumed):
-    _, _, record = lab
     units = {name: [s["name"] for s in h["services"]] for name, h in resumed[1]["hosts"].items()}
     assert units[ROUTER] == [f"xpd-{FLEET}-router"]
     for host, names in units.items():
         for unit in names:
-            done = ssh(FLEET, _address(record, host), f"systemctl is-active {unit}")
+            done = lab.ssh(host, f"systemctl is-active {unit}")
             assert done.stdout.strip() == "active", (host, unit, done.stdout, done.stderr)
 
 
 @pytest.fixture(scope="module")
 def again(lab, resumed):
-    xpdctl, inventory, _ = lab
-    return xpdctl("up", "-i", inventory)
+    return lab.xpdctl("up", "-i", lab.inventory)
 
 
 def test_a_second_up_changes_nothing(again):
@@ -150,14 +117,13 @@ def test_a_second_up_changes_nothing(again):
     rows = {line.split()[0]: line.split() for line in again.stdout.splitlines() if line.startswith(f"{FLEET}-")}
     # host, provision, ok, changed, failed, unreachable, services...
     assert {host: (row[1], row[3], row[4]) for host, row in rows.items()} == {
-        host: ("ok", "0", "0") for host in (NVIDIA, AMD, ROUTER, NVIDIA2, AMD2)
+        host: ("ok", "0", "0") for host in HOSTS
     }
     assert f"cluster {FLEET} is up" in again.stdout and "smoke request through" in again.stdout
 
 
 def test_status_json_follows_the_schema_and_is_healthy(lab, again):
-    xpdctl, inventory, _ = lab
-    done = xpdctl("status", "-i", inventory, "-o", "json")
+    done = lab.xpdctl("status", "-i", lab.inventory, "-o", "json")
     status = _json(done)
     schema = json.loads((DOCS / "status-schema.json").read_text())
     jsonschema.validate(status, schema)
@@ -173,21 +139,19 @@ def test_status_json_follows_the_schema_and_is_healthy(lab, again):
 
 
 def test_status_table_is_one_screen_and_says_healthy(lab, again):
-    xpdctl, inventory, _ = lab
-    done = xpdctl("status", "-i", inventory)
+    done = lab.xpdctl("status", "-i", lab.inventory)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"cluster {FLEET}: healthy" in done.stdout
-    assert all(host in done.stdout for host in (NVIDIA, AMD, ROUTER, NVIDIA2, AMD2))
+    assert all(host in done.stdout for host in HOSTS)
 
 
 def test_status_exits_non_zero_when_a_service_is_down(lab, again):
-    xpdctl, inventory, record = lab
     unit = ENGINE_UNITS[AMD2]
-    ssh(FLEET, _address(record, AMD2), f"systemctl stop {unit}")
+    lab.ssh(AMD2, f"systemctl stop {unit}")
     try:
-        done = xpdctl("status", "-i", inventory, "-o", "json")
+        done = lab.xpdctl("status", "-i", lab.inventory, "-o", "json")
     finally:
-        ssh(FLEET, _address(record, AMD2), f"systemctl start {unit}")
+        lab.ssh(AMD2, f"systemctl start {unit}")
     status = _json(done)
     assert done.returncode == 3 and not status["healthy"]
     whats = [p["what"] for p in status["problems"] if p["severity"] == "error" and p["host"] == AMD2]
@@ -196,10 +160,9 @@ def test_status_exits_non_zero_when_a_service_is_down(lab, again):
 
 
 def test_preflight_in_up_catches_a_gpu_count_that_differs_from_the_inventory(lab, again):
-    xpdctl, inventory, _ = lab
     fleet.set_faults(FLEET, NVIDIA, gpu_count=1)
     try:
-        done = xpdctl("up", "-i", inventory, "--check", "--limit", f"{NVIDIA},{ROUTER}")
+        done = lab.xpdctl("up", "-i", lab.inventory, "--check", "--limit", f"{NVIDIA},{ROUTER}")
     finally:
         fleet.set_faults(FLEET, NVIDIA, gpu_count=2)
     assert done.returncode == 1
@@ -209,10 +172,10 @@ def test_preflight_in_up_catches_a_gpu_count_that_differs_from_the_inventory(lab
     assert router_row.split()[1] == "ok"
 
 
-def _point_engines_at(record, python_of: dict[str, str]) -> None:
+def _point_engines_at(lab, python_of: dict[str, str]) -> None:
     """Each engine host's /opt/xpd-stack/bin/python: a wrapper that runs the given interpreter there."""
     for host, python in python_of.items():
-        done = ssh(FLEET, _address(record, host), "mkdir -p /opt/xpd-stack/bin && printf '#!/bin/sh\\nexec %s \"$@\"\\n' "
+        done = lab.ssh(host, "mkdir -p /opt/xpd-stack/bin && printf '#!/bin/sh\\nexec %s \"$@\"\\n' "
                    f"{python} > /opt/xpd-stack/bin/python && chmod +x /opt/xpd-stack/bin/python")
         assert done.returncode == 0, done.stderr
 
@@ -223,22 +186,21 @@ def test_a_host_whose_vllm_reports_another_release_is_refused_before_any_engine_
     another release string). `up` reads every host's stack over SSH first and refuses the pairs with
     AMD2 (simulator engines: the stacks are compared with each other, not with the declared label);
     the engines' units on the hosts are still the ones the last `up` wrote."""
-    xpdctl, inventory, record = lab
     repo = Path(__file__).resolve().parents[2]
-    made = ssh(FLEET, _address(record, AMD2), f"cd {repo} && {sys.executable} -c 'from pathlib import Path; "
+    made = lab.ssh(AMD2, f"cd {repo} && {sys.executable} -c 'from pathlib import Path; "
                "from tests.vllm_tier.layered_env import layered_env; layered_env(Path(\"/opt/xpd-old\"), \"0.31.0\")'")
     assert made.returncode == 0, made.stderr
-    _point_engines_at(record, {h: sys.executable for h in ENGINE_UNITS} | {AMD2: "/opt/xpd-old/bin/python"})
+    _point_engines_at(lab, {h: sys.executable for h in ENGINE_UNITS} | {AMD2: "/opt/xpd-old/bin/python"})
     moved = tmp_path / "moved.yaml"
-    data = yaml.safe_load(inventory.read_text())
+    data = yaml.safe_load(lab.inventory.read_text())
     data["engine"]["python"] = "/opt/xpd-stack/bin/python"
     moved.write_text(yaml.safe_dump(data))
-    done = xpdctl("up", "-i", moved)
+    done = lab.xpdctl("up", "-i", moved)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "nothing was changed" in done.stderr
     assert (f"prefill {NVIDIA} -> decode {AMD2}: vllm: 0.32.0 vs 0.31.0: different releases: the NIXL "
             "handshake refuses them" in done.stderr), done.stderr
     assert f"-> decode {AMD}:" not in done.stderr
     for host, unit in ENGINE_UNITS.items():
-        unit_file = ssh(FLEET, _address(record, host), f"cat /etc/systemd/system/{unit}.service").stdout
+        unit_file = lab.ssh(host, f"cat /etc/systemd/system/{unit}.service").stdout
         assert unit_file and "/opt/xpd-stack" not in unit_file, (host, unit_file)

@@ -74,6 +74,12 @@ def test_no_fabric_manager_start_before_the_reboot(all_tasks):
     batched = all_tasks.split("): Reboot and start, engine hosts in batches")[1]
     assert "Enable and start the NVIDIA daemons" not in provision
     assert batched.index("Reboot (allowed by --allow-reboot)") < batched.index("Enable and start the NVIDIA daemons")
+    # Whatever a task is called: only daemons.yml, which only the batched plays import, names the
+    # daemons' units (a start of fabric manager under another name in the driver's role would pass the above).
+    naming = [str(p.relative_to(PLAYBOOKS)) for p in sorted((PLAYBOOKS / "roles").rglob("*.yml"))
+              if p.name != "daemons.yml" and re.search(r"nvidia_driver_(fabricmanager|persistenced)_service|"
+                                                       r"nvidia-(fabricmanager|persistenced)\b", p.read_text())]  # fmt: skip
+    assert naming == ["roles/nvidia_driver/defaults/main.yml"]
 
 
 def test_no_task_ignores_its_errors_in_check_mode():

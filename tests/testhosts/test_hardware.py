@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 from xpdctl.probes.pci import parse_sysfs_listing
 from xpdctl.testhosts import hardware
 from xpdctl.testhosts.models import GpuDecl
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _listing(root):
@@ -42,3 +47,17 @@ def test_ids_are_stable_per_seed_and_differ_between_hosts():
     assert first == again
     assert {g.uuid for g in first.gpus}.isdisjoint(g.uuid for g in other.gpus)
     assert first.gpus[0].product_name == "NVIDIA H200" and first.gpus[0].memory_mib == 143771
+
+
+def test_secure_boot_is_the_efi_variable_the_preflight_module_reads_rewritten_in_place(tmp_path):
+    """Read back by the preflight role's own module (playbooks/roles/preflight/library/xpd_host_facts.py)."""
+    spec = importlib.util.spec_from_file_location("xpd_host_facts", REPO / "playbooks/roles/preflight/library/xpd_host_facts.py")
+    facts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(facts)
+    hw = hardware.build("h-1", "seed", GpuDecl(vendor="nvidia", count=2), None, [])
+    hardware.write(tmp_path, hw)
+    assert facts.secure_boot(str(tmp_path / "sys")) == "disabled"
+    variable = tmp_path / hardware.SECURE_BOOT_VAR
+    inode = variable.stat().st_ino
+    hardware.write(tmp_path, hw.model_copy(update={"faults": hw.faults.model_copy(update={"secure_boot": True})}))
+    assert facts.secure_boot(str(tmp_path / "sys")) == "enabled" and variable.stat().st_ino == inode

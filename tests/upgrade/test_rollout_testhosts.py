@@ -2,8 +2,10 @@
 hosts' systemctl, simulator engines (runtime native, server sim) behind the real router and KV agents,
 under steady streaming load from this machine. GPUs are simulated at the lowest layer (test hosts).
 
-The fleet: one prefill host, a decode pool of three hosts, a router host; one `xpdctl up` for the
-module, then the tests in file order, each upgrading what the one before left.
+The fleet is the session's shared serving fleet (tests/served_fleet.py: two prefill hosts, a decode pool
+of three hosts, a router host), already up; the tests run in file order, each upgrading what the one
+before left, on this module's own copy of the inventory. They change the cluster (and end with `down`),
+so the module claims it as changing it: the next user of the fleet brings it back with an `up`.
 
 A release is an engine environment installed on each host: a small wrapper of the interpreter every
 host shares read-only (tests/upgrade/upgrade_helpers.write_release), put on the host over SSH at
@@ -15,41 +17,39 @@ the decode port exit at start: what a bad build does, which cannot be had otherw
 from __future__ import annotations
 
 import json
-import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from upgrade_helpers import TOKEN, Load, write_release
+from upgrade_helpers import Load, write_release
 
 from tests.router_reloads import router_reloads
-
-from xpdctl.testhosts import fleet
-from xpdctl.testhosts.models import GpuDecl
+from tests.served_fleet import (ADMIN_TOKEN, AMD, AMD2, AMD3, DECODE_UNITS, FLEET, NVIDIA, NVIDIA2, PREFILL_UNITS,
+                                ROUTER, ROUTER_UNIT)  # fmt: skip
 
 pytestmark = pytest.mark.testhosts
 
-FLEET = "upg"
-PREFILL, D1, D2, D3, ROUTER = (f"{FLEET}-{i}" for i in range(1, 6))
-DECODES = {D1: f"xpd-{FLEET}-decode-0", D2: f"xpd-{FLEET}-decode-1", D3: f"xpd-{FLEET}-decode-2"}
-OTHERS = [(PREFILL, f"xpd-{FLEET}-prefill-0"), (ROUTER, f"xpd-{FLEET}-router")] + [
-    (h, f"xpd-{FLEET}-kv-agent") for h in (PREFILL, D1, D2, D3)]
-ENGINE_HOSTS = [PREFILL, D1, D2, D3]
+D1, D2, D3 = AMD, AMD2, AMD3
+DECODES = DECODE_UNITS  # host -> unit, in the pool's order
+OTHERS = [*PREFILL_UNITS.items(), (ROUTER, ROUTER_UNIT)] + [
+    (h, f"xpd-{FLEET}-kv-agent") for h in (NVIDIA, NVIDIA2, D1, D2, D3)]
+ENGINE_HOSTS = [NVIDIA, NVIDIA2, D1, D2, D3]
 RELEASES = "/opt/xpd-releases"
 
 
 class Lab:
-    def __init__(self, tmp: Path, record, inventory: Path):
-        self.tmp, self.record, self.inventory = tmp, record, inventory
-        self.env = dict(os.environ, XPDCTL_STATE_DIR=str(tmp / "state"), XPDCTL_ROUTER_ADMIN_TOKEN=TOKEN)
-        self.state_dir = tmp / "state" / FLEET
+    def __init__(self, served, tmp):
+        self.served, self.tmp = served, tmp
+        self.inventory = tmp / "fleet.yaml"
+        shutil.copy(served.inventory, self.inventory)
+        self.env, self.state_dir = served.env, served.state_dir
 
     def xpdctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "xpdctl", *args, "-i", str(self.inventory)], env=self.env,
-                              capture_output=True, text=True, timeout=1200)
+        done = self.served.xpdctl(*args, "-i", self.inventory)
         if check and done.returncode != 0:
             raise AssertionError(f"xpdctl {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
         return done
@@ -59,9 +59,7 @@ class Lab:
                            check=check)
 
     def on(self, host: str, command: str) -> str:
-        argv = fleet.ssh_argv(FLEET, self.record.host(host).address)
-        argv[-1:-1] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
-        done = subprocess.run([*argv, command], capture_output=True, text=True, timeout=120)
+        done = self.served.ssh(host, command)
         assert done.returncode == 0, (host, command, done.stderr)
         return done.stdout
 
@@ -92,31 +90,19 @@ class Lab:
         return {(h, u): self.main_pid(h, u) for h, u in OTHERS}
 
     def manifest(self) -> dict:
-        return json.loads((self.state_dir / "rendered" / "manifest.json").read_text())
+        return self.served.manifest()
 
     def load(self) -> Load:
-        return Load(self.manifest()["router"]["url"], TOKEN, "tiny-gpt-oss")
+        return Load(self.manifest()["router"]["url"], ADMIN_TOKEN, "tiny-gpt-oss")
 
     def rollout(self) -> dict:
         return json.loads((self.state_dir / "upgrade" / "rollout.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, testhosts_possible):
-    tmp = tmp_path_factory.mktemp("upgrade-testhosts")
-    patch = pytest.MonkeyPatch()
-    # fleet.create registers the hosts' keys in the cluster's state dir, where `up` and SSH look.
-    patch.setenv("XPDCTL_STATE_DIR", str(tmp / "state"))
-    amd = GpuDecl(vendor="amd", count=1)
-    try:
-        record = fleet.create(FLEET, 5, [GpuDecl(vendor="nvidia", count=1), amd, amd, amd, None],
-                              subnet="10.88.62.0/24", inventory_path=tmp / "fleet.yaml", declare_nics=False)
-        lab = Lab(tmp, record, tmp / "fleet.yaml")
-        lab.xpdctl("up", "--timeout", "600")
-        yield lab
-    finally:
-        fleet.destroy(FLEET)
-        patch.undo()
+def lab(served_fleet, tmp_path_factory):
+    served_fleet.claim("tests/upgrade/test_rollout_testhosts.py", changes=True)
+    return Lab(served_fleet, tmp_path_factory.mktemp("upgrade-testhosts"))
 
 
 def test_rolling_upgrade_of_the_decode_pool_under_load(lab):
@@ -132,7 +118,7 @@ def test_rolling_upgrade_of_the_decode_pool_under_load(lab):
     assert result["status"] == "done" and result["floor"] == 2
     assert {h: lab.release_running(h, u) for h, u in DECODES.items()} == {h: "release-2" for h in DECODES}
     assert lab.others() == others  # prefill, router and KV agents never restarted
-    assert lab.release_running(PREFILL, f"xpd-{FLEET}-prefill-0") == ""
+    assert {h: lab.release_running(h, u) for h, u in PREFILL_UNITS.items()} == {h: "" for h in PREFILL_UNITS}
     # What ran a unit is recorded on its host: a second run finds nothing to do.
     assert json.loads(lab.upgrade("-o", "json").stdout)["status"] == "unchanged"
     assert lab.xpdctl("status", check=False).returncode == 0
@@ -168,6 +154,8 @@ def test_failure_on_the_second_decode_host_rolls_back_then_resume_completes(lab)
 
 def test_compat_change_refused_in_place_then_blue_green(lab):
     others = lab.others()
+    router_url = lab.manifest()["router"]["url"]
+    reloads = router_reloads(router_url, at_least=0)  # the shared fleet's router may have reloaded before
     lab.edit(python=lab.install_release("release-4", ENGINE_HOSTS), vllm_version="0.33.0")
     refused = lab.upgrade(check=False)
     assert refused.returncode == 2 and "vllm_version: 0.32.0 -> 0.33.0" in refused.stderr
@@ -179,11 +167,11 @@ def test_compat_change_refused_in_place_then_blue_green(lab):
     assert traffic.failures == [] and traffic.ok > 0, traffic.failure_summary()
     assert min(traffic.serving) >= 3  # the new generation is up before the old one leaves
     assert result["status"] == "done" and result["mode"] == "blue-green"
-    engines = {**DECODES, PREFILL: f"xpd-{FLEET}-prefill-0"}
+    engines = {**DECODES, **PREFILL_UNITS}
     assert {h: lab.release_running(h, u) for h, u in engines.items()} == {h: "release-4" for h in engines}
-    router = (ROUTER, f"xpd-{FLEET}-router")
+    router = (ROUTER, ROUTER_UNIT)
     assert lab.main_pid(*router) == others[router]  # never restarted under load: it reloaded its new config
-    assert router_reloads(lab.manifest()["router"]["url"]) == 1
+    assert router_reloads(router_url, at_least=reloads + 1) == reloads + 1
     for host in ENGINE_HOSTS:  # the green instances are gone, files and all
         assert "-next" not in lab.on(host, "ls /etc/systemd/system /etc/xpdctl")
 
@@ -206,7 +194,7 @@ def test_a_new_decode_stack_of_another_release_is_refused_before_anything_restar
         lab.edit(python=previous)
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert "nothing was restarted" in refused.stderr
-    assert (f"prefill {PREFILL} -> decode {D3}: vllm: 0.32.0 vs 0.31.0: different releases: the NIXL handshake "
+    assert (f"prefill {NVIDIA} -> decode {D3}: vllm: 0.32.0 vs 0.31.0: different releases: the NIXL handshake "
             "refuses them") in refused.stderr, refused.stderr
     assert f"-> decode {D1}:" not in refused.stderr
     assert {h: lab.main_pid(h, u) for h, u in DECODES.items()} == running and lab.others() == others

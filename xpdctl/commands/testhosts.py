@@ -181,6 +181,8 @@ def reboot(fleet: str, host: str) -> None:
 @click.option("--nic-port", type=click.Choice(["ACTIVE", "DOWN"]), help="State of every RDMA port.")
 @click.option("--nouveau/--no-nouveau", default=None,
               help="nouveau holds the NVIDIA GPUs from the next boot until one with it blacklisted (a fresh Ubuntu install).")
+@click.option("--secure-boot", type=click.Choice(["on", "off"]),
+              help="The firmware's Secure Boot state, as the SecureBoot EFI variable shows it (preflight reads it).")
 @click.option("--clear", is_flag=True, help="Remove injected package failures.")
 def fault(
     fleet: str,
@@ -190,6 +192,7 @@ def fault(
     unreachable: bool | None,
     nic_port: str | None,
     nouveau: bool | None,
+    secure_boot: str | None,
     clear: bool,
 ) -> None:
     """Inject a failure into a running host: a failing package install, missing GPUs, a cut link.
@@ -200,6 +203,7 @@ def fault(
       xpdctl testhosts fault xpd-3 --unreachable     # SSH times out
       xpdctl testhosts fault xpd-3 --reachable --clear
       xpdctl testhosts fault xpd-1 --nouveau && xpdctl testhosts reboot xpd-1
+      xpdctl testhosts fault xpd-1 --secure-boot on   # preflight fails a host that builds DKMS modules
     """
     from xpdctl.testhosts import fleet as fleets
 
@@ -211,5 +215,6 @@ def fault(
         reachable=None if unreachable is None else not unreachable,
         port_state=nic_port,
         nouveau=nouveau,
+        secure_boot=None if secure_boot is None else secure_boot == "on",
     )
     click.echo(f"{host}: done")

@@ -321,6 +321,7 @@ def set_faults(
     reachable: bool | None = None,
     port_state: str | None = None,
     nouveau: bool | None = None,
+    secure_boot: bool | None = None,
 ) -> HostRecord:
     """Change a running host's simulated hardware or network (None leaves a setting alone)."""
     record = load(name)
@@ -336,6 +337,8 @@ def set_faults(
         hw = hw.model_copy(update={"faults": hw.faults.model_copy(update={"fail_install": fail_install})})
     if nouveau is not None:
         hw = hw.model_copy(update={"faults": hw.faults.model_copy(update={"nouveau": nouveau})})
+    if secure_boot is not None:
+        hw = hw.model_copy(update={"faults": hw.faults.model_copy(update={"secure_boot": secure_boot})})
     if port_state is not None:
         # ibv_devinfo's spelling (PORT_DOWN) is accepted as well as the short one.
         port_state = port_state.upper().removeprefix("PORT_")

@@ -1,7 +1,8 @@
 """Declared GPUs and NICs -> what a test host's hardware looks like from inside.
 
 ``hardware.json`` (read by the stand-in tools: nvidia-smi, amd-smi, ibv_devinfo, ...) and a fake sysfs
-tree (``bus/pci/devices`` and ``class/infiniband``) that the host sees under ``/sys``. Both live in the
+tree (``bus/pci/devices``, ``class/infiniband`` and the firmware's ``firmware/efi/efivars``) that the
+host sees under ``/sys``. Both live in the
 host's hardware folder outside its overlay, so a test can change the hardware of a running host
 (fewer GPUs than the inventory says, a NIC port down) by rewriting them.
 """
@@ -67,6 +68,9 @@ class Faults(_Hw):
     # nouveau binds the NVIDIA GPUs at boot unless a modprobe.d file blacklists it (a fresh Ubuntu
     # install): until a reboot after that, the nvidia module cannot take the GPUs.
     nouveau: bool = False
+    # The firmware's Secure Boot state (UEFI setup, not the OS): every host boots through UEFI, with
+    # Secure Boot off unless set. Shown as the real SecureBoot EFI variable in efivarfs.
+    secure_boot: bool = False
 
 
 class Hardware(_Hw):
@@ -157,6 +161,22 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text + "\n")
 
 
+# efivarfs shows a variable as its 4-byte attribute word (little endian) followed by its data; SecureBoot
+# (EFI global variable GUID, UEFI spec 2.10 section 3.3) is BOOTSERVICE_ACCESS | RUNTIME_ACCESS (0x6)
+# and one byte, 1 when Secure Boot is on. The name is the one the preflight module reads
+# (playbooks/roles/preflight/library/xpd_host_facts.py), as mokutil --sb-state does.
+SECURE_BOOT_VAR = "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+
+def _write_secure_boot(folder: Path, on: bool) -> None:
+    # Written in place, never replaced: the host sees the folder through an overlay, which keeps the
+    # file it first looked up.
+    path = folder / SECURE_BOOT_VAR
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "r+b" if path.exists() else "wb") as handle:
+        handle.write(bytes([0x06, 0, 0, 0, 1 if on else 0]))
+
+
 def _clear(folder: Path) -> None:
     # Emptied in place, never replaced: the host has this very folder bind-mounted.
     folder.mkdir(parents=True, exist_ok=True)
@@ -186,6 +206,7 @@ def write(folder: Path, hw: Hardware) -> None:
             _write(port / name, value)
         _write(ib / nic.name / "fw_ver", nic.fw_ver)
         _write(ib / nic.name / "node_guid", nic.node_guid)
+    _write_secure_boot(folder, hw.faults.secure_boot)
 
 
 def read(folder: Path) -> Hardware:

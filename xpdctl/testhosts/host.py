@@ -4,7 +4,7 @@ A supervisor (:mod:`.supervise`) runs ``nsenter --net`` (the host's namespace) +
 --ipc --pid --fork --kill-child`` with :data:`BOOT`, and boots the host again after a reboot. BOOT
 mounts, all inside the host's own mount namespace (so nothing stays mounted on this machine when the
 host dies): the overlay root; /proc, whose kernel settings are read-only but for the host's own copies
-of a few; /sys, read-only, with the fake PCI devices and RDMA class; /dev; /run; the hardware folder;
+of a few; /sys, read-only, with the fake PCI devices, RDMA class and EFI variables; /dev; /run; the hardware folder;
 the shared read-only folders. It then chroots into PID 1, Debian's daemonless ``systemctl`` run as
 ``/sbin/init init``, which starts the enabled units (sshd) and reaps orphans. Killing ``unshare`` kills
 PID 1 and so every process of the host.
@@ -54,6 +54,10 @@ fi
 mount -t sysfs -o ro sysfs "$M/sys"
 mount --bind "$XPD_HW/sys/bus/pci/devices" "$M/sys/bus/pci/devices"
 mount -t overlay sysclass -o "lowerdir=$XPD_HW/sys/class:$M/sys/class" "$M/sys/class"
+# The firmware's EFI variables (Secure Boot); hosts whose hardware folder predates them have none.
+if [ -d "$XPD_HW/sys/firmware" ]; then
+  mount -t overlay sysfirmware -o "lowerdir=$XPD_HW/sys/firmware:$M/sys/firmware" "$M/sys/firmware"
+fi
 mount -t tmpfs -o mode=755,nosuid dev "$M/dev"
 mknod -m 666 "$M/dev/null" c 1 3
 mknod -m 666 "$M/dev/zero" c 1 5
