@@ -71,6 +71,7 @@ class Engine:
     async def generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
         started = time.monotonic()
         if self.crashed:
+            self.log.append({"request_id": request.headers.get("X-Request-Id"), "path": request.path, "outcome": "cut"})
             _cut(request)
         try:
             body = json.loads(await request.read())
@@ -148,6 +149,8 @@ class Engine:
         except (asyncio.CancelledError, ConnectionResetError):
             record["outcome"] = "aborted"
             self.metrics.finished["abort"].inc()
+            if self.crashed:  # its own cut, met by a write: no traceback in the log for it
+                raise asyncio.CancelledError() from None
             raise
         except _Dropped:
             record["outcome"] = "dropped"
