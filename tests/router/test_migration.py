@@ -195,3 +195,58 @@ def test_a_chat_continuation_keeps_sampling_and_counts_down_the_budget():
     leg = migration.continuation(body, True, [1, 2], [7, 8, 9])
     assert leg == {"model": "m", "prompt": [1, 2, 7, 8, 9], "max_tokens": 7, "min_tokens": 1, "temperature": 0,
                    "stream": True, "stream_options": {"include_usage": True}, "return_token_ids": True}
+
+
+async def test_a_client_that_leaves_is_not_migrated(cluster, http, wait_until):
+    decodes = [await cluster.sim("both", itl_ms=20), await cluster.sim("both", itl_ms=20)]
+    router = await _aggregated(cluster, decodes)
+    path, body = _request(False, True, max_tokens=1000)
+    async with http.post(router.url + path, json=body) as resp:
+        await _read_events(resp, 3)
+        resp.close()
+    await wait_until(lambda: all(r["outcome"] != "running" for d in decodes for r in d.engine.log))
+    assert [r["outcome"] for d in decodes for r in d.engine.log] == ["aborted"]
+    assert all(b.in_flight == 0 for b in router.router.registry)
+    assert _sample(router, "xpd_router_migrations_total", {"kind": "stream"}) == 0
+    assert _sample(router, "xpd_router_upstream_errors_total", {"pool": "decode", "kind": "broken"}) == 0
+
+
+async def test_an_error_event_from_the_engine_is_migrated(cluster, http):
+    """vLLM ends a stream with an error event when its engine core dies (then [DONE]); that leg is broken."""
+    from aiohttp import web
+
+    from xpdctl.aioserve import start_site
+
+    dying_calls = []
+
+    async def dying(request):
+        dying_calls.append(1)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        prompt = (await request.json())["prompt"]
+        await resp.write(b'data: {"id":"cmpl-x","object":"text_completion","created":1,"model":"m","choices":[{"index":0,'
+                         b'"text":"","prompt_token_ids":' + json.dumps(prompt if isinstance(prompt, list) else [1, 2]).encode()
+                         + b',"token_ids":[],"finish_reason":null}]}\n\n')
+        await resp.write(b'data: {"error":{"message":"EngineCore encountered an issue","code":500}}\n\ndata: [DONE]\n\n')
+        return resp
+
+    async def health(request):
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", dying)
+    app.router.add_get("/health", health)
+    runner, port = await start_site(app, "127.0.0.1", 0)
+    try:
+        good = await cluster.sim("both")
+        router = await _aggregated(cluster, [], backends=[{"url": f"http://127.0.0.1:{port}", "pool": "decode"},
+                                                          {"url": good.url, "pool": "decode"}], health={"interval_s": 60})
+        for _ in range(2):  # whichever decode is picked first, the answer ends well
+            path, body = _request(False, True, max_tokens=5)
+            async with http.post(router.url + path, json=body) as resp:
+                events = _events(await resp.read())
+            assert events[-1] == b"[DONE]" and not any("error" in e for e in events if isinstance(e, dict))
+            assert "".join(e["choices"][0]["text"] for e in events if isinstance(e, dict) and e["choices"]).count(" ") == 5
+        assert _sample(router, "xpd_router_migrations_total", {"kind": "stream"}) == len(dying_calls) >= 1
+    finally:
+        await runner.cleanup()

@@ -99,20 +99,33 @@ class StreamLedger:
         self.carried = 0  # tokens generated before the current leg
         self.continuing = False
         self.tail = b""
+        self.error: EngineError | None = None  # the current leg sent an error event
         self._partial = b""
 
     def new_leg(self) -> None:
         """The next bytes come from another leg: a continuation (a completions stream) once the client
         got something, else the request started over."""
         self._partial = b""
+        self.error = None
         if self.forwarded:
             self.carried = len(self.ids)
             self.continuing = True
 
     def feed(self, chunk: bytes) -> bytes:
+        """What the client gets of ``chunk``; an error event ends the leg: ``error`` is set, what came
+        before it is still returned, nothing after it."""
         events = (self._partial + chunk).split(b"\n\n")
         self._partial = events.pop()
-        out = b"".join(self._event(e) for e in events if e)
+        parts = []
+        for event in events:
+            if not event:
+                continue
+            try:
+                parts.append(self._event(event))
+            except EngineError as exc:
+                self.error = exc
+                break
+        out = b"".join(parts)
         if out:
             self.forwarded = True
             self.tail = (self.tail + out)[-4096:]
@@ -125,9 +138,12 @@ class StreamLedger:
         if payload == b"[DONE]":
             self.done = True
             return event + b"\n\n"
-        data = orjson.loads(payload)
-        if "error" in data:
-            raise EngineError(str(data["error"])[:300])
+        try:
+            data = orjson.loads(payload)
+        except ValueError as exc:
+            raise EngineError(f"an event that is not JSON: {payload[:100]!r}") from exc
+        if not isinstance(data, dict) or "error" in data:
+            raise EngineError(str(data.get("error") if isinstance(data, dict) else data)[:300])
         if not self.head:
             self.head = {"id": data.get("id"), "created": data.get("created"), "model": data.get("model")}
         if self.prompt_ids is None:

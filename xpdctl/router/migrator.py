@@ -20,9 +20,9 @@ from xpdctl.router.metrics import RouterMetrics
 
 log = logging.getLogger(__name__)
 
-# What ends a decode leg that migration answers: the connection broke or went idle, or the engine
-# said in the stream that it failed.
-LEG_BROKE = (aiohttp.ClientError, asyncio.TimeoutError, migration.EngineError)
+# What ends a decode leg that migration answers, besides an error event in the stream (the ledger's
+# ``error``): the connection broke or went idle.
+LEG_BROKE = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 class NoLeg(Exception):
@@ -92,39 +92,23 @@ class Migrator:
         """``upstream`` (None: it failed with ``failure`` before any byte) to the client through
         ``ledger``, continued elsewhere as often as the bounds allow; GaveUp when they do not. Returns
         the decode that finished the stream. The first leg is the caller's; continuations are this loop's."""
-        self.status, failure = failure
+        self.status, message = failure
         tried = {decode.url}
         attempts = 0
         deadline = 0.0
         broke_at: float | None = None
-        chunk = first
-        own: Backend | None = None
+        own: Backend | None = None  # the decode of a continuation leg, counted in flight while it streams
         try:
             while True:
                 if upstream is not None:
-                    try:
-                        while True:
-                            data = ledger.feed(chunk) if chunk else b""
-                            if data:
-                                if broke_at is not None:
-                                    self.metrics.migration_gap.observe(time.monotonic() - broke_at)
-                                    broke_at = None
-                                await write(data)
-                            if ledger.done:
-                                return decode
-                            chunk = await upstream.content.readany()
-                            if not chunk:
-                                raise aiohttp.ServerDisconnectedError("the stream ended without data: [DONE]")
-                    except LEG_BROKE as exc:
-                        failure = self._broke(decode, exc)
-                        if ledger.finished:  # only the usage event and [DONE] were missing
-                            await write(b"data: [DONE]\n\n")
-                            return decode
+                    message = await self._relay(ledger, decode, upstream, first, write, broke_at)
+                    if message is None:
+                        return decode
                     if own is not None:
                         upstream.close()
                         own.in_flight -= 1
                         own = None
-                broke_at = broke_at or time.monotonic()
+                broke_at = time.monotonic()
                 deadline = deadline or broke_at + self.config.window_s
                 while True:
                     if ledger.forwarded:
@@ -133,21 +117,47 @@ class Migrator:
                         leg_body, leg_chat, kind = body, chat, "restart"
                     try:
                         decode, upstream = await self._next_leg(leg_body, leg_chat, tried, attempts, deadline,
-                                                                ledger.continuation_refusal(), failure, kind)
+                                                                ledger.continuation_refusal(), message, kind)
                         break
                     except _Again as again:
-                        failure = str(again)
+                        message = str(again)
                     finally:
                         attempts += 1
                 tried.add(decode.url)
                 own = decode
                 own.in_flight += 1
                 ledger.new_leg()
-                chunk = b""
+                first = b""
         finally:
             if own is not None:
                 upstream.close()
                 own.in_flight -= 1
+
+    async def _relay(self, ledger: migration.StreamLedger, decode: Backend, upstream: aiohttp.ClientResponse, chunk: bytes,
+                     write: Callable[[bytes], Awaitable[None]], broke_at: float | None) -> str | None:
+        """One leg to the client: None when the stream ended well, else why the leg broke. A client that
+        went away raises out of ``write``: that ends the request, it is no reason to migrate."""
+        while True:
+            data = ledger.feed(chunk) if chunk else b""
+            if data:
+                if broke_at is not None:
+                    self.metrics.migration_gap.observe(time.monotonic() - broke_at)
+                    broke_at = None
+                await write(data)
+            if ledger.error is not None:
+                return self._broke(decode, ledger.error)
+            if ledger.done:
+                return None
+            try:
+                chunk = await upstream.content.readany()
+                if not chunk:
+                    raise aiohttp.ServerDisconnectedError("the stream ended without data: [DONE]")
+            except LEG_BROKE as exc:
+                message = self._broke(decode, exc)
+                if ledger.finished:  # only the usage event and [DONE] were missing
+                    await write(b"data: [DONE]\n\n")
+                    return None
+                return message
 
     async def whole(self, body: dict, chat: bool, decode: Backend, failure: tuple[int, str]) -> tuple[Backend, aiohttp.ClientResponse, bytes]:
         """A whole (not streamed) answer that broke: the request again on another pair; GaveUp when the
