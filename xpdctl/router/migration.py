@@ -98,7 +98,7 @@ class StreamLedger:
         self.head: dict[str, Any] = {}  # the client's id, created, model
         self.carried = 0  # tokens generated before the current leg
         self.continuing = False
-        self.tail = b""
+        self._before = self._last = b""
         self.error: EngineError | None = None  # the current leg sent an error event
         self._partial = b""
 
@@ -128,8 +128,13 @@ class StreamLedger:
         out = b"".join(parts)
         if out:
             self.forwarded = True
-            self.tail = (self.tail + out)[-4096:]
+            self._before, self._last = self._last, out
         return out
+
+    @property
+    def tail(self) -> bytes:
+        """The last two pieces the client got: where a stream's usage event is (xpdctl.router.usage)."""
+        return self._before + self._last
 
     def _event(self, event: bytes) -> bytes:
         if not event.startswith(b"data:"):
