@@ -99,6 +99,9 @@ async def test_a_decode_killed_mid_answer_is_continued_on_another_pair(cluster, 
         assert _sample(router, "xpd_router_migration_gap_seconds_count", {}) == 1
         (continued,) = [r for d in decodes if not d.engine.crashed for r in d.engine.log]
         assert continued["path"] == "/v1/completions" and isinstance(continued["body"]["prompt"], list)
+        # through the PD path again: the prefill computed prompt plus the tokens sent, the decode pulled it
+        assert len(prefill.engine.log) == 2 and prefill.engine.log[-1]["body"]["prompt"] == continued["body"]["prompt"]
+        assert continued["body"]["kv_transfer_params"]["do_remote_prefill"] is True
 
 
 async def test_the_client_who_asked_for_token_ids_gets_them_across_the_seam(cluster, http, wait_until):
