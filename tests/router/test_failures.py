@@ -68,10 +68,10 @@ async def test_decode_failure_before_first_byte_is_502_and_not_retried(cluster, 
     assert sum(len(d.engine.log) for d in decodes) == 2  # one decode leg per request
 
 
-async def test_decode_dying_mid_stream_ends_with_an_sse_error(cluster, http):
+async def test_decode_dying_mid_stream_ends_with_an_sse_error_without_migration(cluster, http):
     prefill = await cluster.sim("prefill")
     decodes = [await cluster.sim("decode"), await cluster.sim("decode")]
-    router = await cluster.router([prefill], decodes)
+    router = await cluster.router([prefill], decodes, migration={"enabled": False})
     for d in decodes:
         await _faults(http, d, fail_after_tokens=3)
     async with http.post(router.url + "/v1/completions", json={**BODY, "stream": True}) as resp:

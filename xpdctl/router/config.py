@@ -126,6 +126,16 @@ class Tracing(_Strict):
     otlp_endpoint: str | None = Field(None, pattern=r"^https?://")
 
 
+class Migration(_Strict):
+    # A decode leg that breaks (connection lost, idle past timeouts.idle_s, an error event) continues
+    # on another pair: prompt plus the tokens already sent (docs/router.md, Request migration).
+    enabled: bool = True
+    # Continuation legs tried per request (each on a decode not tried before).
+    max_attempts: int = Field(2, ge=1)
+    # From the first failure until a continuation answers; past it the request ends as without migration.
+    window_s: float = Field(30.0, gt=0)
+
+
 class RouterConfig(_Strict):
     listen: Listen = Listen()
     tls: Tls | None = None  # None: plain HTTP
@@ -155,6 +165,7 @@ class RouterConfig(_Strict):
     kv_agent_poll_interval_s: float = 5.0
     load_scrape_interval_s: float = 1.0
     tracing: Tracing = Tracing()
+    migration: Migration = Migration()
 
     @model_validator(mode="after")
     def _one_entry_per_url(self) -> RouterConfig:

@@ -59,6 +59,12 @@ class RouterMetrics:
         self.rejected = Counter("xpd_router_queue_rejected", "Requests turned away by the admission queue.", ["reason"], registry=r)
         self.config_reloads = Counter("xpd_router_config_reloads", "Config file reloads (SIGHUP) by result: ok or error.",
                                       ["result"], registry=r)
+        self.migrations = Counter("xpd_router_migrations", "Broken decode legs continued on another pair, by kind: stream "
+                                  "(tokens already sent), restart (nothing sent yet), whole (a whole answer).", ["kind"], registry=r)
+        self.not_migrated = Counter("xpd_router_not_migrated", "Broken decode legs that ended the request as without "
+                                    "migration, by reason (docs/router.md).", ["reason"], registry=r)
+        self.migration_gap = Histogram("xpd_router_migration_gap_seconds", "From a stream's failure to the next byte "
+                                       "the client got from its continuation.", buckets=_BUCKETS, registry=r)
         # Series that exist at zero, so a rate over them (dashboards, alerts) reads 0 rather than nothing.
         for result in ("ok", "error"):
             self.config_reloads.labels(result)
@@ -66,6 +72,8 @@ class RouterMetrics:
             self.retries.labels(leg)
         for reason in ("full", "timeout"):
             self.rejected.labels(reason)
+        for kind in ("stream", "restart", "whole"):
+            self.migrations.labels(kind)
         # What a script compares with the file on disk to know the router runs it: the sha256 of the
         # bytes last loaded (empty when the router was started from flags, without a file).
         self.config_file = Info("xpd_router_config", "The config file the router runs.", registry=r)

@@ -14,6 +14,8 @@ connections and so aborts the legs in vLLM.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import os
 import time
 import uuid
@@ -23,16 +25,18 @@ import orjson  # each request is parsed twice and encoded twice: the stdlib's js
 from aiohttp import web
 from yarl import URL
 
-from xpdctl.router import disagg, health, pdcontract, selection, usage
+from xpdctl.router import disagg, health, migration, pdcontract, selection, usage
 from xpdctl.router.admission import Admission, QueueFull, QueueTimeout
 from xpdctl.router.auth import KeyGate, Refused
 from xpdctl.router.backends import Backend, Registry
 from xpdctl.router.config import RouterConfig
 from xpdctl.router.limits import KeyState
 from xpdctl.router.metrics import RouterMetrics
+from xpdctl.router.migrator import GaveUp, Migrator, NoLeg
 from xpdctl.router.openai_errors import error_response, sse_error
 from xpdctl.router.tracing import NoTracing, tracing_for
 
+log = logging.getLogger(__name__)
 _JSON = "application/json"
 # W3C trace context goes to both legs as the client sent it (tracing on, each leg sends its own span's).
 # The client's Authorization never does: engines take the cluster's own key (docs/security.md).
@@ -167,11 +171,18 @@ class Proxy:
 
     async def _route(self, request: web.Request, body: dict, raw: bytes, chat: bool, headers: dict, started: float) -> web.StreamResponse:
         stream = bool(body.get("stream"))
+        ledger = None
+        if self.config.migration.enabled:
+            ledger = migration.StreamLedger(chat, keep_ids=bool(body.get("return_token_ids")))
+            ledger.refusal = migration.refusal(body, chat)
+            if stream and ledger.refusal is None:  # a stream is continued from the token ids it carried
+                body["return_token_ids"] = True
+                raw = orjson.dumps(body)
         reason = disagg.decide(self.config.conditional_disagg, body, chat, self.registry.prefills)
         if self.config.conditional_disagg.enabled:
             self.metrics.disagg.labels("decode_only" if reason else "disaggregated", reason or "long_prompt").inc()
         if reason:
-            return await self._decode_whole(request, raw, chat, stream, headers, started)
+            return await self._decode_whole(request, body, raw, chat, stream, headers, started, ledger)
 
         prefill_payload = orjson.dumps(pdcontract.prefill_request(body, chat))
         tried: set[str] = set()
@@ -207,20 +218,21 @@ class Proxy:
                 )  # fmt: skip
                 continue
             payload = orjson.dumps(pdcontract.decode_request(body, kv))
-            return await self._decode_leg(request, prefill, decode, payload, chat, stream, headers, started)
+            return await self._decode_leg(request, prefill, decode, payload, chat, stream, headers, started, body, ledger)
         if self.config.decode_only_on_prefill_failure:
             self.metrics.disagg.labels("decode_only", "prefill_failed").inc()
-            return await self._decode_whole(request, raw, chat, stream, headers, started)
+            return await self._decode_whole(request, body, raw, chat, stream, headers, started, ledger)
         if failure is not None:
             return error_response(failure.status, failure.message)
         return error_response(503, "no healthy prefill backend with a compatible decode; check `GET /admin/backends` and the engines' /health")
 
-    async def _decode_whole(self, request: web.Request, raw: bytes, chat: bool, stream: bool, headers: dict, started: float) -> web.StreamResponse:
+    async def _decode_whole(self, request: web.Request, body: dict, raw: bytes, chat: bool, stream: bool, headers: dict, started: float,
+                            ledger: migration.StreamLedger | None) -> web.StreamResponse:
         """The client's request, unchanged, to a decode that computes the prompt itself."""
         decode = selection.pick_decode(self.registry, None)
         if decode is None:
             return error_response(503, "no healthy decode backend; check `GET /admin/backends` and the engines' /health")
-        return await self._decode_leg(request, None, decode, raw, chat, stream, headers, started)
+        return await self._decode_leg(request, None, decode, raw, chat, stream, headers, started, body, ledger)
 
     async def _prefill_leg(self, prefill: Backend, payload: bytes, chat: bool, headers: dict) -> dict:
         url = prefill.chat_url if chat else prefill.completions_url
@@ -258,7 +270,8 @@ class Proxy:
         return failure
 
     async def _decode_leg(self, request: web.Request, prefill: Backend | None, decode: Backend, payload: bytes,
-                          chat: bool, stream: bool, headers: dict, started: float) -> web.StreamResponse:
+                          chat: bool, stream: bool, headers: dict, started: float, body: dict,
+                          ledger: migration.StreamLedger | None) -> web.StreamResponse:
         """``payload`` on ``decode``; while a decode cannot be connected to, on another one that may take
         ``prefill``'s KV (any usable decode for a request without a prefill leg), else once more on the
         same one: a decode restarted or stopped between health checks must not fail the request."""
@@ -268,7 +281,7 @@ class Proxy:
             if attempt:
                 self.metrics.retries.labels("decode").inc()
             try:
-                return await self._decode_attempt(request, decode, payload, chat, stream, headers, started)
+                return await self._decode_attempt(request, decode, payload, chat, stream, headers, started, body, ledger)
             except LegFailed as exc:  # only a leg whose connection never opened is raised, not answered
                 failure = exc
             unreachable.add(decode.url)
@@ -282,7 +295,7 @@ class Proxy:
         return error_response(failure.status, failure.message)
 
     async def _decode_attempt(self, request: web.Request, decode: Backend, payload: bytes, chat: bool, stream: bool,
-                              headers: dict, started: float) -> web.StreamResponse:
+                              headers: dict, started: float, body: dict, ledger: migration.StreamLedger | None) -> web.StreamResponse:
         url: URL = decode.chat_url if chat else decode.completions_url
         decode.in_flight += 1
         upstream: aiohttp.ClientResponse | None = None
@@ -302,8 +315,13 @@ class Proxy:
                     failure = self._failed(decode, _classify(exc, decode, "decode"))
                     if failure.unsent:
                         raise failure from exc
+                    if ledger is not None and ledger.refusal is None:
+                        return await self._migrated(request, ledger, body, chat, stream, decode, None, b"", failure, headers, started)
+                    self._not_migrated(ledger, failure.message)
                     return error_response(failure.status, failure.message)
-                return await self._pass_stream(request, decode, upstream, first, headers, started)
+                if ledger is not None and ledger.refusal is None:
+                    return await self._migrated(request, ledger, body, chat, stream, decode, upstream, first, None, headers, started)
+                return await self._pass_stream(request, decode, upstream, first, headers, started, ledger)
         except BaseException:
             if upstream is not None:
                 upstream.close()  # closing the connection is how vLLM learns the request is gone
@@ -326,7 +344,7 @@ class Proxy:
                             headers={"Content-Type": content_type, "X-Request-Id": headers["X-Request-Id"]})
 
     async def _pass_stream(self, request: web.Request, decode: Backend, upstream: aiohttp.ClientResponse, first: bytes,
-                           headers: dict, started: float) -> web.StreamResponse:
+                           headers: dict, started: float, ledger: migration.StreamLedger | None) -> web.StreamResponse:
         _idle(upstream, self.config.timeouts.idle_s)
         out = _PassThrough(headers={
             "Content-Type": upstream.headers.get("Content-Type", "text/event-stream"),
@@ -345,6 +363,7 @@ class Proxy:
                 before, last = last, chunk
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             failure = self._failed(decode, _classify(exc, decode, "decode"))
+            self._not_migrated(ledger, failure.message)
             # The status line is long gone: the error travels as one more SSE event, after closing
             # off any event the decode left half-written.
             await out.write((b"" if last.endswith(b"\n\n") else b"\n\n") + sse_error(failure.status, failure.message + " (mid-stream; not retried)"))
@@ -353,6 +372,89 @@ class Proxy:
             out.tail = before + last
         await out.write_eof()
         return out
+
+
+    def _not_migrated(self, ledger: migration.StreamLedger | None, failure: str) -> None:
+        if ledger is not None:  # None: migration is off
+            self.metrics.not_migrated.labels(ledger.refusal).inc()
+            log.warning("request not migrated (%s): %s", ledger.refusal, failure)
+
+    async def _migrated(self, request: web.Request, ledger: migration.StreamLedger, body: dict, chat: bool, stream: bool,
+                        decode: Backend, upstream: aiohttp.ClientResponse | None, first: bytes, failure: LegFailed | None,
+                        headers: dict, started: float) -> web.StreamResponse:
+        """The decode leg (``upstream``; None when it already failed with ``failure``) continued on other
+        pairs when it breaks (xpdctl.router.migrator)."""
+        migrator = Migrator(self.config.migration, self.metrics, functools.partial(self._open_leg, headers), self._broke)
+        first_failure = (failure.status, failure.message) if failure else (0, "")
+        if not stream:
+            try:
+                decode, answer, data = await migrator.whole(body, chat, decode, first_failure)
+            except GaveUp as gave_up:
+                return error_response(gave_up.status, gave_up.message)
+            health.record_request_success(decode)
+            self.metrics.ttft.observe(time.monotonic() - started)
+            return web.Response(status=200, body=data, headers={"Content-Type": answer.headers.get("Content-Type", _JSON),
+                                                                "X-Request-Id": headers["X-Request-Id"]})
+        if upstream is not None:
+            _idle(upstream, self.config.timeouts.idle_s)
+        out = _PassThrough(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Request-Id": headers["X-Request-Id"]})
+
+        async def write(data: bytes) -> None:
+            if not out.prepared:
+                await out.prepare(request)
+                self.metrics.ttft.observe(time.monotonic() - started)
+            await out.write(data)
+
+        try:
+            decode = await migrator.stream(ledger, body, chat, decode, upstream, first, first_failure, write)
+        except GaveUp as gave_up:
+            if not out.prepared:
+                return error_response(gave_up.status, gave_up.message)
+            await out.write(sse_error(gave_up.status, gave_up.message))
+        else:
+            health.record_request_success(decode)
+            out.tail = ledger.tail
+        await out.write_eof()
+        return out
+
+    def _broke(self, decode: Backend, exc: BaseException) -> tuple[int, str]:
+        if isinstance(exc, migration.EngineError):
+            failure = self._failed(decode, LegFailed(502, "broken", f"decode {decode.url} sent an error event: {exc}"))
+        else:
+            failure = self._failed(decode, _classify(exc, decode, "decode"))
+        return failure.status, failure.message
+
+    async def _open_leg(self, headers: dict, body: dict, chat: bool, avoid: set[str]) -> tuple[Backend, aiohttp.ClientResponse]:
+        """``body`` on a pair whose decode is not in ``avoid``: its answer, status 200, idle timeout set."""
+        prefill = None
+        if not disagg.decide(self.config.conditional_disagg, body, chat, self.registry.prefills):
+            prefill = selection.pick_prefill(self.registry, set())
+        if prefill is not None and selection.pick_decode(self.registry, prefill, avoid) is None:
+            prefill = None  # no decode left that pairs with it: one that computes the prompt itself
+        payload = body
+        if prefill is not None:
+            try:
+                payload = pdcontract.decode_request(body, await self._prefill_leg(
+                    prefill, orjson.dumps(pdcontract.prefill_request(body, chat)), chat, headers))
+            except LegFailed as exc:
+                raise NoLeg(exc.message) from exc
+            except LegAnswered as exc:
+                raise NoLeg(f"prefill {prefill.url} refused the continuation: HTTP {exc.response.status}") from exc
+        decode = selection.pick_decode(self.registry, prefill, avoid)
+        if decode is None:
+            raise NoLeg("no usable decode backend left to continue on", no_backend=True)
+        url = decode.chat_url if chat else decode.completions_url
+        try:
+            upstream = await decode.session.post(url, data=orjson.dumps(payload), headers=headers, timeout=self._leg_timeout)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise NoLeg(self._broke(decode, exc)[1], decode.url) from exc
+        if upstream.status != 200:
+            data = await upstream.read()
+            upstream.close()
+            failure = LegFailed(502, "status", f"decode {decode.url} answered HTTP {upstream.status}: {data[:300]!r}")
+            raise NoLeg((self._failed(decode, failure) if upstream.status >= 500 else failure).message, decode.url)
+        _idle(upstream, self.config.timeouts.idle_s)
+        return decode, upstream
 
 
 class _PassThrough(web.StreamResponse):

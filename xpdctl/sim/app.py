@@ -49,6 +49,17 @@ class Engine:
         self.metrics = SimMetrics(config.model, self._gauges)
         self.side_channel: tuple[str, int] = (config.advertised_side_channel_host(), config.side_channel_port)
         self.session: aiohttp.ClientSession | None = None
+        self.jobs: set[_Job] = set()
+        # Set by POST /sim/crash: every connection is cut, as when the process or its host dies.
+        self.crashed = False
+
+    def crash(self) -> int:
+        """Cut every answer under way and every later connection; how many answers were cut."""
+        self.crashed = True
+        jobs = list(self.jobs)
+        for job in jobs:
+            job.cut()
+        return len(jobs)
 
     def _gauges(self) -> dict[str, float]:
         return {
@@ -59,6 +70,9 @@ class Engine:
 
     async def generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
         started = time.monotonic()
+        if self.crashed:
+            self.log.append({"request_id": request.headers.get("X-Request-Id"), "path": request.path, "outcome": "cut"})
+            _cut(request)
         try:
             body = json.loads(await request.read())
         except ValueError:
@@ -80,9 +94,10 @@ class Engine:
         if body.get("model") != cfg.model:
             return _error(404, f"The model `{body.get('model')}` does not exist.")
         try:
-            key, prompt_tokens = textgen.prompt_key(body, chat)
+            key, prompt_ids = textgen.parse_prompt(body, chat)
         except textgen.PromptError as exc:
             return _error(400, str(exc))
+        prompt_tokens = len(prompt_ids)
         max_tokens = (body.get("max_completion_tokens") if chat else None) or body.get("max_tokens") or cfg.default_max_tokens
         if not isinstance(max_tokens, int) or max_tokens < 1:
             return _error(400, "max_tokens must be a positive integer")
@@ -125,11 +140,17 @@ class Engine:
             else:
                 self.metrics.prompt_tokens.inc(prompt_tokens)
                 first_s = self.timing.prefill_s(prompt_tokens)
-            job = _Job(self, request, body, chat, request_id, record, started, key, prompt_tokens, max_tokens, produce, faults, first_s)
-            return await (job.stream() if body.get("stream") else job.whole())
+            job = _Job(self, request, body, chat, request_id, record, started, key, prompt_ids, max_tokens, produce, faults, first_s)
+            self.jobs.add(job)
+            try:
+                return await (job.stream() if body.get("stream") else job.whole())
+            finally:
+                self.jobs.discard(job)
         except (asyncio.CancelledError, ConnectionResetError):
             record["outcome"] = "aborted"
             self.metrics.finished["abort"].inc()
+            if self.crashed:  # its own cut, met by a write: no traceback in the log for it
+                raise asyncio.CancelledError() from None
             raise
         except _Dropped:
             record["outcome"] = "dropped"
@@ -151,13 +172,17 @@ class _Job:
     """One admitted generate request: produces its tokens on the timing model's schedule."""
 
     def __init__(self, engine: Engine, request: web.Request, body: dict, chat: bool, request_id: str, record: dict,
-                 started: float, key: str, prompt_tokens: int, max_tokens: int, produce: bool, faults: Faults, first_s: float):
+                 started: float, key: str, prompt_ids: list[int], max_tokens: int, produce: bool, faults: Faults, first_s: float):
         self.e, self.request, self.body, self.chat, self.record = engine, request, body, chat, record
-        self.started, self.key, self.prompt_tokens, self.produce, self.faults = started, key, prompt_tokens, produce, faults
+        self.started, self.key, self.produce, self.faults = started, key, produce, faults
+        self.prompt_ids, self.prompt_tokens = prompt_ids, len(prompt_ids)
+        # vLLM's return_token_ids: prompt ids once, generated ids with each token (see docs/router.md).
+        self.with_ids = bool(body.get("return_token_ids"))
         self.request_id = request_id
         self.rid = ("chatcmpl-" if chat else "cmpl-") + request_id
         self.created = int(time.time())
-        self.tokens = textgen.tokens(key, max_tokens)
+        self.token_ids = textgen.generate(prompt_ids, max_tokens)
+        self.tokens = [textgen.text_of(t) for t in self.token_ids]
         self.times = engine.timing.token_times(first_s, max_tokens)
 
     async def _until(self, index: int) -> None:
@@ -170,11 +195,14 @@ class _Job:
             self.e.metrics.itl.observe(self.times[index] - self.times[index - 1])
         self.e.metrics.generation_tokens.inc()
 
+    def cut(self) -> None:
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
     def _maybe_drop(self, sent: int) -> None:
-        if self.faults.fail_after_tokens is not None and sent >= self.faults.fail_after_tokens:
-            transport = self.request.transport
-            if transport is not None:
-                transport.abort()
+        if self.e.crashed or (self.faults.fail_after_tokens is not None and sent >= self.faults.fail_after_tokens):
+            self.cut()
             raise _Dropped()
 
     def _kv_params(self) -> dict | None:
@@ -205,6 +233,9 @@ class _Job:
                 kv = self._kv_params()
         build = shapes.chat_completion if self.chat else shapes.completion
         data = build(self.rid, self.created, self.e.config.model, "".join(self.tokens), "length", self._usage(), kv)
+        if self.with_ids:
+            (data if self.chat else data["choices"][0])["prompt_token_ids"] = self.prompt_ids
+            data["choices"][0]["token_ids"] = self.token_ids
         if self.e.config.timestamps:
             if kv is not None:
                 kv[stamps.KEY] = stamps.prefill(self.started, time.monotonic())
@@ -214,6 +245,16 @@ class _Job:
         self._finish()
         return web.Response(body=json.dumps(data).encode(), content_type=_JSON, headers={"X-Request-Id": self.request_id})
 
+    def _template(self, chunk: dict) -> list[bytes]:
+        if self.with_ids:
+            chunk["choices"][0]["token_ids"] = [shapes.TOKEN_ID_MARK]
+        return shapes.sse_template(chunk)
+
+    def _first_completion_chunk(self, only: bool) -> dict:
+        chunk = shapes.completion_chunk(self.rid, self.created, self.e.config.model, shapes.TOKEN_MARK, "length" if only else None)
+        chunk["choices"][0]["prompt_token_ids"] = self.prompt_ids
+        return chunk
+
     async def stream(self) -> web.StreamResponse:
         model = self.e.config.model
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Request-Id": self.request_id})
@@ -221,13 +262,18 @@ class _Job:
         last = len(self.tokens) - 1
         mark = shapes.TOKEN_MARK
         if self.chat:
-            ongoing = shapes.sse_template(shapes.chat_chunk(self.rid, self.created, model, {"content": mark}, None))
-            final = shapes.sse_template(shapes.chat_chunk(self.rid, self.created, model, {"content": mark}, "length"))
-            opening = shapes.sse(shapes.chat_chunk(self.rid, self.created, model, {"role": "assistant", "content": ""}, None))
+            ongoing = self._template(shapes.chat_chunk(self.rid, self.created, model, {"content": mark}, None))
+            final = self._template(shapes.chat_chunk(self.rid, self.created, model, {"content": mark}, "length"))
+            role = shapes.chat_chunk(self.rid, self.created, model, {"role": "assistant", "content": ""}, None)
+            if self.with_ids:
+                role["prompt_token_ids"] = self.prompt_ids
+            opening = shapes.sse(role)
+            first_event = None
         else:
-            ongoing = shapes.sse_template(shapes.completion_chunk(self.rid, self.created, model, mark, None))
-            final = shapes.sse_template(shapes.completion_chunk(self.rid, self.created, model, mark, "length"))
+            ongoing = self._template(shapes.completion_chunk(self.rid, self.created, model, mark, None))
+            final = self._template(shapes.completion_chunk(self.rid, self.created, model, mark, "length"))
             opening = b""
+            first_event = self._template(self._first_completion_chunk(last == 0)) if self.with_ids else None
         first = sent = 0.0
         for i, token in enumerate(self.tokens):
             self._maybe_drop(i)
@@ -238,8 +284,11 @@ class _Job:
             if i == 0:
                 first = sent
                 self._kv_params()
-            head, tail = final if i == last else ongoing
-            await resp.write((opening if i == 0 else b"") + head + json.dumps(token).encode() + tail)
+            parts = first_event if i == 0 and first_event else final if i == last else ongoing
+            event = parts[0] + json.dumps(token).encode() + parts[1]
+            if self.with_ids:
+                event += str(self.token_ids[i]).encode() + parts[2]
+            await resp.write((opening if i == 0 else b"") + event)
             self.record["tokens_sent"] = i + 1
         options = self.body.get("stream_options") or {}
         tail = b""
@@ -269,7 +318,16 @@ async def _models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [card]})
 
 
+def _cut(request: web.Request) -> None:
+    """A crashed engine's connection: closed without an answer."""
+    if request.transport is not None:
+        request.transport.abort()
+    raise asyncio.CancelledError()
+
+
 async def _health(request: web.Request) -> web.Response:
+    if request.app[ENGINE_KEY].crashed:
+        _cut(request)
     faults = request.app[ENGINE_KEY].faults.current
     if faults.health_delay_ms:
         await asyncio.sleep(faults.health_delay_ms / 1000)
@@ -298,6 +356,10 @@ async def _set_faults(request: web.Request) -> web.Response:
 async def _clear_faults(request: web.Request) -> web.Response:
     request.app[ENGINE_KEY].faults.replace(Faults())
     return web.json_response(Faults().model_dump())
+
+
+async def _crash(request: web.Request) -> web.Response:
+    return web.json_response({"cut": request.app[ENGINE_KEY].crash()})
 
 
 async def _requests(request: web.Request) -> web.Response:
@@ -354,6 +416,7 @@ def build_app(config: SimConfig) -> web.Application:
     app.router.add_post("/sim/faults", _set_faults)
     app.router.add_delete("/sim/faults", _clear_faults)
     app.router.add_get("/sim/requests", _requests)
+    app.router.add_post("/sim/crash", _crash)
     app.router.add_get("/sim/state", _state)
     app.router.add_post(kvlease.PULL_PATH, _kv_pull)
     app.on_cleanup.append(_close_session)

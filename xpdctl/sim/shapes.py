@@ -52,12 +52,15 @@ def sse(data: dict[str, Any]) -> bytes:
 
 SSE_DONE = b"data: [DONE]\n\n"
 TOKEN_MARK = "\u0000token\u0000"
+TOKEN_ID_MARK = "\u0000token_id\u0000"
 
 
-def sse_template(chunk: dict[str, Any]) -> tuple[bytes, bytes]:
-    """The SSE event of ``chunk`` split around TOKEN_MARK: per token, only the token is encoded."""
-    head, tail = json.dumps(chunk, separators=(",", ":")).split(json.dumps(TOKEN_MARK))
-    return b"data: " + head.encode(), tail.encode() + b"\n\n"
+def sse_template(chunk: dict[str, Any]) -> list[bytes]:
+    """The SSE event of ``chunk`` split around TOKEN_MARK and, when the chunk has one, TOKEN_ID_MARK: per
+    token, only the token's text (and id) are encoded."""
+    head, rest = json.dumps(chunk, separators=(",", ":")).split(json.dumps(TOKEN_MARK))
+    parts = [head, *rest.split(json.dumps(TOKEN_ID_MARK))]
+    return [b"data: " + parts[0].encode(), *(p.encode() for p in parts[1:-1]), parts[-1].encode() + b"\n\n"]
 
 
 def completion_chunk(rid: str, created: int, model: str, text: str, finish: str | None) -> dict[str, Any]:

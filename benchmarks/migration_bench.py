@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Request migration under load: a decode engine killed mid-stream, do clients notice?
+
+    .venv/bin/python benchmarks/migration_bench.py                        # 512 requests, 64 streams
+    .venv/bin/python benchmarks/migration_bench.py --requests 2048 --concurrency 256 --decodes 4
+
+`xpdctl router --config F` runs as its own process (default config: migration on) in front of one
+prefill and ``--decodes`` decode simulators (in this process; their text is a chained function of the
+token ids, as a greedy model's, so a continuation gives exactly the uninterrupted tokens). A closed loop
+of C greedy streams, half completions and half chat, runs twice over the same prompts:
+
+- baseline: no fault; each request's text, usage and end-to-end latency (E2EL) are kept.
+- killed: the same requests; once ``--kill-after`` of them finished, one decode crashes (``/sim/crash``:
+  every connection cut, new ones refused, as a dead process or host), while streams are on it.
+
+Measured: failed requests (status not 200, no ``data: [DONE]``, an error event), answers that differ
+from the baseline's (text and usage), and for the migrated requests (those the killed decode was
+serving) the added E2EL against the same request's baseline, beside the added E2EL of the others
+(the control: what the load alone changed between the two phases). The router's own
+``xpd_router_migration_gap_seconds`` (failure -> next byte to the client) is printed too.
+
+Targets: 0 failed, 0 different, at least one request migrated, and the migrated requests' added E2EL
+p99, less the control's added p50 (the drift of the machine between the phases), <= ``--max-added-p99-ms``
+(default 250 ms, our target: a continuation is a new prefill of prompt plus generated tokens and a new
+decode leg, here 20 ms prefill and 10 ms per token, and the moved streams queue on the decodes left).
+Exit status 1 when one is missed. Everything runs on the simulator: the numbers are of the router's migration path,
+not of real engines (tests/vllm_tier/test_migration.py checks real vLLM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from xpdctl.sim.config import SimConfig
+from xpdctl.sim.server import start as start_sim
+import children  # noqa: E402 - benchmarks/children.py, next to this script
+
+WORDS = "migration keeps every stream whole when a decode engine dies under load in the middle of its answer".split()
+
+
+def body(i: int, tokens: int) -> tuple[str, dict]:
+    prompt = f"request {i}: " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(40))
+    common = {"model": "m", "max_tokens": tokens, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    if i % 2:
+        return "/v1/chat/completions", {**common, "messages": [{"role": "user", "content": prompt}]}
+    return "/v1/completions", {**common, "prompt": prompt}
+
+
+async def one(http: aiohttp.ClientSession, url: str, i: int, tokens: int) -> dict:
+    path, payload = body(i, tokens)
+    started = time.perf_counter()
+    text, usage, error = [], None, None
+    try:
+        async with http.post(url + path, json=payload, headers={"X-Request-Id": f"r{i}-{time.monotonic_ns()}"}) as resp:
+            rid = resp.headers.get("X-Request-Id")
+            raw = await resp.read()
+            if resp.status != 200:
+                error = f"HTTP {resp.status}: {raw[:200]!r}"
+    except aiohttp.ClientError as exc:
+        return {"i": i, "error": f"{type(exc).__name__}: {exc}", "e2el": time.perf_counter() - started, "rid": None}
+    e2el = time.perf_counter() - started
+    if error is None:
+        if not raw.endswith(b"data: [DONE]\n\n"):
+            error = "no data: [DONE]"
+        for event in raw.split(b"\n\n"):
+            if not event.startswith(b"data: {"):
+                continue
+            data = json.loads(event[6:])
+            if "error" in data:
+                error = f"error event: {data['error'].get('message', '')[:200]}"
+            usage = data.get("usage") or usage
+            for c in data.get("choices") or ():
+                text.append(c["delta"].get("content") or "" if "delta" in c else c["text"])
+    return {"i": i, "rid": rid, "text": "".join(text), "usage": usage, "error": error, "e2el": e2el}
+
+
+async def phase(url: str, requests: int, concurrency: int, tokens: int, on_done=None) -> list[dict]:
+    slots = asyncio.Semaphore(concurrency)
+    done = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as http:
+        async def run(i: int) -> dict:
+            nonlocal done
+            async with slots:
+                out = await one(http, url, i, tokens)
+            done += 1
+            if on_done is not None:
+                on_done(done)
+            return out
+
+        return await asyncio.gather(*(run(i) for i in range(requests)))
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+async def router_metric(url: str, name: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
+        text = await resp.text()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)}
+
+
+def labelled(samples: dict[str, float]) -> dict[str, float]:
+    """{label value: sample} of a one-label counter's _total samples."""
+    return {name.split('"')[1]: v for name, v in samples.items() if "_total{" in name}
+
+
+async def main(args: argparse.Namespace) -> int:
+    timing = {"model": "m", "port": 0, "ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms}
+    prefill = await start_sim(SimConfig(role="prefill", **timing))
+    decodes = [await start_sim(SimConfig(role="decode", **timing)) for _ in range(args.decodes)]
+    path = Path(tempfile.mkdtemp(prefix="migration-bench-")) / "router.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": "m", "listen": {"host": "127.0.0.1"}, "health": {"interval_s": 0.5},
+        "backends": [{"url": prefill.url, "pool": "prefill"}] + [{"url": d.url, "pool": "decode"} for d in decodes]}))
+    router = await asyncio.create_subprocess_exec(sys.executable, "-m", "xpdctl", "router", "--config", str(path), "--port", "0",
+                                                  stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        url = (await asyncio.wait_for(router.stdout.readline(), 60)).decode().rsplit(" ", 1)[1].strip()
+        await asyncio.sleep(1.5)  # health checks admit the engines
+        await phase(url, args.concurrency, args.concurrency, args.tokens)  # warm-up: connections, first-time code paths
+        baseline = await phase(url, args.requests, args.concurrency, args.tokens)
+        victim = decodes[0]
+        killed_at = max(1, int(args.requests * args.kill_after))
+
+        cut_streams = 0
+
+        def maybe_kill(done: int) -> None:
+            nonlocal cut_streams
+            if done == killed_at and not victim.engine.crashed:
+                cut_streams = victim.engine.crash()
+
+        killed = await phase(url, args.requests, args.concurrency, args.tokens, maybe_kill)
+        gap = await router_metric(url, "xpd_router_migration_gap_seconds")
+        counts = await router_metric(url, "xpd_router_migrations_total")
+        refused = await router_metric(url, "xpd_router_not_migrated_total")
+    finally:
+        router.terminate()
+        await router.wait()
+        for sim in [prefill, *decodes]:
+            await sim.stop()
+
+    cut = {r["request_id"] for r in victim.engine.log if r["outcome"] in ("dropped", "aborted", "cut")}
+    failed = [k for k in killed if k["error"]] + [b for b in baseline if b["error"]]
+    different = [k for k, b in zip(killed, baseline) if not k["error"] and (k["text"], k["usage"]) != (b["text"], b["usage"])]
+    migrated = [k["e2el"] - b["e2el"] for k, b in zip(killed, baseline) if k["rid"] in cut]
+    others = [k["e2el"] - b["e2el"] for k, b in zip(killed, baseline) if k["rid"] not in cut]
+    ms = lambda v: "-" if v is None else f"{v * 1000:.1f}"  # noqa: E731
+    print(f"migration_bench: {args.requests} requests x 2 phases, {args.concurrency} streams, {args.tokens} tokens each, "
+          f"1 prefill + {args.decodes} decode simulators (prefill {args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms); "
+          f"decode 1 crashed after {killed_at} requests of the second phase, cutting {cut_streams} answers under way")
+    print(f"{'requests':<34}{'count':>8}{'added E2EL p50 ms':>20}{'p99 ms':>10}{'max ms':>10}")
+    print(f"{'migrated (on the killed decode)':<34}{len(migrated):>8}{ms(pct(migrated, 50)):>20}{ms(pct(migrated, 99)):>10}"
+          f"{ms(max(migrated) if migrated else None):>10}")
+    print(f"{'others (control)':<34}{len(others):>8}{ms(pct(others, 50)):>20}{ms(pct(others, 99)):>10}"
+          f"{ms(max(others) if others else None):>10}")
+    gap_sum = gap.get("xpd_router_migration_gap_seconds_sum", 0.0)
+    gap_count = gap.get("xpd_router_migration_gap_seconds_count", 0.0)
+    print(f"router: migrations {json.dumps(labelled(counts))}, not migrated {json.dumps(labelled(refused))}, "
+          f"gap failure->next byte mean {ms(gap_sum / gap_count if gap_count else None)} ms")
+    checks = [
+        ("failed requests == 0", len(failed) == 0, len(failed)),
+        ("answers different from the baseline == 0", len(different) == 0, len(different)),
+        ("requests migrated >= 1", len(migrated) >= 1, len(migrated)),
+        (f"migrated added E2EL p99 - control's p50 <= {args.max_added_p99_ms:g} ms",
+         bool(migrated) and (pct(migrated, 99) - (pct(others, 50) or 0.0)) * 1000 <= args.max_added_p99_ms,
+         ms(pct(migrated, 99) - (pct(others, 50) or 0.0)) if migrated else "-"),
+    ]
+    for name, ok, value in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {value}")
+    for f in failed[:5]:
+        print(f"  failed: request {f['i']}: {f['error']}")
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=512, help="requests per phase [512]")
+    ap.add_argument("--concurrency", type=int, default=64, help="streams at a time [64]")
+    ap.add_argument("--tokens", type=int, default=64, help="output tokens per request [64]")
+    ap.add_argument("--decodes", type=int, default=3, help="decode simulators; one is killed [3]")
+    ap.add_argument("--ttft-ms", type=float, default=20.0, help="the simulators' prefill time [20]")
+    ap.add_argument("--itl-ms", type=float, default=10.0, help="the simulators' inter-token latency [10]")
+    ap.add_argument("--kill-after", type=float, default=0.3, help="fraction of the second phase done when the decode dies [0.3]")
+    ap.add_argument("--max-added-p99-ms", type=float, default=250.0, help="target for migrated requests [250]")
+    return ap.parse_args(argv)
+
+
+if __name__ == "__main__":
+    children.install()  # SIGTERM/SIGHUP unwind through the finally that stops the router
+    sys.exit(asyncio.run(main(parse_args())))
