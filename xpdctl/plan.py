@@ -150,8 +150,7 @@ def vllm_args(inv: Inventory, settings: KvSettings, vendor: VendorProfile, p: Pl
     if settings.hybrid_kv_cache_manager != "auto":
         negation = "no-" if settings.hybrid_kv_cache_manager == "on" else ""
         args.append(f"--{negation}disable-hybrid-kv-cache-manager")
-    # The report's runs had prefix caching off; PD with NIXL is only verified that way.
-    args.append("--no-enable-prefix-caching")
+    args.append("--enable-prefix-caching" if the_pool.prefix_caching else "--no-enable-prefix-caching")
     args += ["--kv-transfer-config", _kv_transfer_config(p.role, settings, vendor)]
     if inv.observability.otlp_traces_endpoint:
         # vLLM's spans join the router's trace: it reads the traceparent each leg sends.

@@ -296,7 +296,7 @@ MANAGED_FLAGS = {
     "--block-size": "set pools.<role>.block_size instead",
     "--attention-backend": "set kv.attention_backend instead",
     "--disable-hybrid-kv-cache-manager": "set kv.hybrid_kv_cache_manager instead",
-    "--enable-prefix-caching": "remove it: prefix caching stays off, PD is verified that way",
+    "--enable-prefix-caching": "set pools.<role>.prefix_caching instead",
     "--kv-transfer-config": "set kv.buffer and the pools instead",
 }
 

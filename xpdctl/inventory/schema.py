@@ -113,6 +113,9 @@ class Pool(_Strict):
     instances_per_host: int | None = Field(None, ge=1)
     port: int | None = Field(None, ge=1, le=65535)  # first HTTP port on each host; prefill 8100, decode 8200
     block_size: int | None = Field(None, ge=1)  # default: the vendor profile's
+    # vLLM's automatic prefix caching, and with it the KV events the router's prefix routing reads
+    # (docs/router.md). The report's benchmark grid ran with it off (inventory/lab*.yaml keep that).
+    prefix_caching: bool = True
     extra_args: list[str] = []
 
 
