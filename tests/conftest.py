@@ -141,12 +141,13 @@ def _local_inventory(tmp: Path) -> Path:
     """inventory/local.yaml with free ports (a developer's own local cluster may hold the defaults)
     and the interpreter named by absolute path (the copy lives outside the repository)."""
     data = yaml.safe_load((REPO / "inventory" / "local.yaml").read_text())
-    base = ports.free_port_block(6)
+    base = ports.free_port_block(8)
     data["pools"]["prefill"]["port"] = base
     data["pools"]["decode"]["port"] = base + 1
     data["router"]["port"] = base + 2
     data["kv"]["agent_port"] = base + 3
     data["kv"]["side_channel_port"] = base + 4  # and base + 5: one per engine
+    data["kv"]["events_port"] = base + 6  # and base + 7: one per engine
     venv_python = REPO / ".venv" / "bin" / "python"
     data["engine"]["python"] = str(venv_python if venv_python.exists() else Path(sys.executable))
     path = tmp / "local.yaml"
