@@ -156,15 +156,16 @@ def _local_inventory(tmp: Path) -> Path:
 
 
 def _aggregated_command(inventory: Path, port: int) -> tuple[list[str], dict]:
-    """The prefill engine's own command line and environment, without KV transfer, on another port."""
+    """The prefill engine's own command line and environment, without KV transfer or KV events, on another port."""
     from xpdctl.inventory import load_inventory
     from xpdctl.plan import build_plan
 
     plan = build_plan(load_inventory(inventory), {})
     prefill = next(s for s in plan.services() if s.role == "prefill")
     args = list(prefill.command)
-    i = args.index("--kv-transfer-config")
-    del args[i:i + 2]
+    for flag in ("--kv-transfer-config", "--kv-events-config"):  # the latter's port is the prefill's
+        i = args.index(flag)
+        del args[i:i + 2]
     args[args.index("--port") + 1] = str(port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
     # It shares the decode engine's core: the tests send decode little work while they compare.
