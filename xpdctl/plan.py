@@ -128,7 +128,7 @@ def _kv_transfer_config(role: str, settings: KvSettings, vendor: VendorProfile) 
 
 
 # The hash the router can compute too (xpdctl/router/blockhash.py): vLLM's default, sha256, hashes a
-# Python pickle (vllm/utils/hashing.py:27-41).
+# Python pickle (vllm/utils/hashing.py:26-41).
 PREFIX_HASH_ALGO = "sha256_cbor"
 
 

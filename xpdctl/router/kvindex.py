@@ -11,8 +11,8 @@ Hybrid models (GPT-OSS: sliding-window and full-attention layers) have one group
 when vLLM's hybrid KV cache manager is on; vLLM reuses a prefix of k blocks only when every
 full-attention group holds blocks 0..k-1 and every sliding-window group holds the last
 ceil((window-1)/block_size) blocks before k (or all k when fewer), lowering k until every group agrees
-(vllm/v1/core/single_type_kv_cache_manager.py:944-1016, SlidingWindowManager.find_longest_cache_hit;
-the coordinator's fixed point in vllm/v1/core/kv_cache_coordinator.py). A sliding-window block the
+(vllm/v1/core/single_type_kv_cache_manager.py:956-1053, SlidingWindowManager.find_longest_cache_hit;
+the fixed point of HybridKVCacheCoordinator.find_longest_cache_hit, kv_cache_coordinator.py:796). A sliding-window block the
 engine evicted is therefore not a cached prefix, even when the full-attention group still holds it.
 """
 

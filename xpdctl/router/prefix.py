@@ -40,7 +40,7 @@ class Want:
     def __init__(self, token_ids: list[int], router: PrefixRouter):
         self.tokens = len(token_ids)
         # vLLM never reuses the prompt's last token (it must compute it to sample), so at most the
-        # blocks of all tokens but the last can hit (kv_cache_manager.py: max_cache_hit_length = num_tokens - 1).
+        # blocks of all tokens but the last can hit (vllm/v1/core/kv_cache_manager.py:295: max_cache_hit_length = num_tokens - 1).
         self._ids = token_ids[:-1]
         self._hashes: dict[int, list[bytes]] = {}
         self.router = router
