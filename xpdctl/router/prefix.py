@@ -60,7 +60,8 @@ class Want:
         self.router.prompt_tokens[pool] += self.tokens
         self.router.cached_tokens[pool] += cached
         index = backend.kv_index
-        if index is not None and index.expect_by is None:
+        # Only a prompt with a full block the engine has not cached makes it announce something.
+        if index is not None and index.expect_by is None and self.tokens // index.block_size * index.block_size > cached:
             index.expect_by = time.monotonic() + self.router.config.silence_s
 
 
