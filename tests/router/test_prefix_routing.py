@@ -153,3 +153,15 @@ async def test_a_tokenizer_that_cannot_load_leaves_routing_by_load(cluster, http
     await _complete(http, router)
     assert 'xpd_router_prefix_routing{state="load_only"} 1.0' in await _metrics(http, router)
     assert "no tokenizer.json or tokenizer_config.json" in caplog.text
+
+
+
+async def test_a_reload_turns_prefix_routing_off_and_on(prefix_cluster, wait_until):
+    router, prefills, publishers, indexes = prefix_cluster
+    app = router.router
+    on = app.config
+    await app.apply(on.model_copy(update={"prefix_routing": type(on.prefix_routing)()}), None)
+    assert app.proxy.prefix is None and indexes() == [None, None]
+    await app.apply(on, None)
+    await wait_until(lambda: all(i is not None for i in indexes()), timeout_s=60)
+    assert app.proxy.prefix.tokens.state == "ready"
