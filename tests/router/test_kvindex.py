@@ -5,7 +5,7 @@ import json
 import pytest
 
 from xpdctl.models.tiny_gpt_oss import LAYER_TYPES, SLIDING_WINDOW
-from xpdctl.router.blockhash import NONE_HASH, block_hashes
+from xpdctl.router.blockhash import NONE_HASH, block_hashes, event_key
 from xpdctl.router.kvindex import FULL, Group, InstanceIndex
 from xpdctl.router.kvlayout import LayoutError, groups_of
 from xpdctl.router.kvwire import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch
@@ -37,18 +37,19 @@ def _batch(*events):
 
 
 PROMPT = block_hashes(list(range(6 * 16)), 16)  # six blocks
+KEYS = [event_key(h) for h in PROMPT]  # what the router looks up
 
 
 def test_stored_blocks_count_as_a_prefix_until_one_is_removed():
     index = InstanceIndex(16)
-    assert index.cached_blocks(PROMPT) == 0 and index.state == "empty"
+    assert index.cached_blocks(KEYS) == 0 and index.state == "empty"
     assert index.apply(0, _batch(_stored(PROMPT))) is None
-    assert index.cached_blocks(PROMPT) == 6
-    assert index.cached_blocks(block_hashes(list(range(3 * 16)) + [7] * 48, 16)) == 3  # diverges after block 3
+    assert index.cached_blocks(KEYS) == 6
+    assert index.cached_blocks([event_key(h) for h in block_hashes(list(range(3 * 16)) + [7] * 48, 16)]) == 3
     index.apply(1, _batch(_removed(PROMPT[2:3])))
-    assert index.cached_blocks(PROMPT) == 2  # blocks 3.. are unreachable without block 2
+    assert index.cached_blocks(KEYS) == 2  # blocks 3.. are unreachable without block 2
     index.apply(2, _batch(AllBlocksCleared()))
-    assert index.cached_blocks(PROMPT) == 0
+    assert index.cached_blocks(KEYS) == 0
 
 
 def test_a_sequence_gap_or_restart_drops_everything_known():
@@ -56,9 +57,9 @@ def test_a_sequence_gap_or_restart_drops_everything_known():
     index.apply(5, _batch(_stored(PROMPT)))
     why = index.apply(7, _batch(_stored(PROMPT[:1])))  # batch 6 lost: a BlockRemoved may be in it
     assert "1 event batch(es) lost" in why
-    assert index.cached_blocks(PROMPT) == 1  # rebuilt from what came after the gap only
+    assert index.cached_blocks(KEYS) == 1  # rebuilt from what came after the gap only
     why = index.apply(0, _batch())  # the engine started again: its cache is empty
-    assert "restarted" in why and index.cached_blocks(PROMPT) == 0 and index.state == "ok"
+    assert "restarted" in why and index.cached_blocks(KEYS) == 0 and index.state == "ok"
 
 
 def test_events_the_layout_does_not_explain_make_the_instance_load_only_until_it_restarts():
@@ -66,13 +67,17 @@ def test_events_the_layout_does_not_explain_make_the_instance_load_only_until_it
     why = index.apply(0, _batch(_stored(PROMPT, group=1)))
     assert "group 1" in why and index.state == "mismatch"
     index.apply(1, _batch(_stored(PROMPT)))
-    assert index.cached_blocks(PROMPT) == 0  # still load-only
+    assert index.cached_blocks(KEYS) == 0  # still load-only
     index.apply(0, _batch(_stored(PROMPT)))  # restarted
-    assert index.state == "ok" and index.cached_blocks(PROMPT) == 6
+    assert index.state == "ok" and index.cached_blocks(KEYS) == 6
     assert "block size 32" in InstanceIndex(16).apply(0, _batch(_stored(PROMPT, block_size=32)))
-    ints = BlockStored(block_hashes=[1, 2], parent_block_hash=None, token_ids=[], block_size=16, lora_id=None,
-                       medium="GPU", lora_name=None)
-    assert "VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES" in InstanceIndex(16).apply(0, _batch(ints))
+
+
+def test_integer_block_hashes_as_vllm_publishes_them_by_default_are_the_same_blocks():
+    index = InstanceIndex(16)
+    index.apply(0, _batch(_stored(KEYS[:3]), _stored(PROMPT[3:])))  # ints (vLLM's default), then whole hashes
+    assert index.cached_blocks(KEYS) == 6
+    assert KEYS[0] == int.from_bytes(PROMPT[0], "big") & (1 << 64) - 1  # vLLM's maybe_convert_block_hash
 
 
 @pytest.fixture
@@ -88,15 +93,15 @@ def test_tiny_gpt_oss_evicted_sliding_window_blocks_are_not_a_cached_prefix(tiny
     assert groups_of(tiny_gpt_oss_dir, hybrid_kv_cache_manager=False) == FULL
     index = InstanceIndex(16, groups)  # window 32 at block size 16: the 2 blocks before the hit point
     index.apply(0, _batch(_stored(PROMPT, group=1), _stored(PROMPT, group=0)))
-    assert index.cached_blocks(PROMPT) == 6
+    assert index.cached_blocks(KEYS) == 6
     index.apply(1, _batch(_removed(PROMPT[4:6], group=0)))  # the window's blocks of the full prefix evicted
-    assert index.cached_blocks(PROMPT) == 4  # full attention still holds 6, but only 4 have their window
+    assert index.cached_blocks(KEYS) == 4  # full attention still holds 6, but only 4 have their window
     index.apply(2, _batch(_removed(PROMPT[3:4], group=0)))
-    assert index.cached_blocks(PROMPT) == 3  # blocks 1-2 hold the window before block 3
+    assert index.cached_blocks(KEYS) == 3  # blocks 1-2 hold the window before block 3
     index.apply(3, _batch(_removed(PROMPT[1:2], group=0)))
-    assert index.cached_blocks(PROMPT) == 1  # only block 0 (a hit shorter than the window counts whole)
+    assert index.cached_blocks(KEYS) == 1  # only block 0 (a hit shorter than the window counts whole)
     index.apply(4, _batch(_removed(PROMPT[0:1], group=1)))
-    assert index.cached_blocks(PROMPT) == 0  # full attention lost block 0: nothing is reusable
+    assert index.cached_blocks(KEYS) == 0  # full attention lost block 0: nothing is reusable
 
 
 def test_a_layout_the_router_does_not_model_is_refused(tmp_path):

@@ -11,7 +11,7 @@ import zmq.asyncio
 
 from tests.tokenizer_dir import ids, write_tokenizer
 from xpdctl.router import kvwire
-from xpdctl.router.blockhash import block_hashes
+from xpdctl.router.blockhash import block_hashes, event_key
 from xpdctl.router.config import RouterConfig
 from xpdctl.router.server import start as start_router
 
@@ -60,7 +60,8 @@ async def test_blocks_are_announced_as_vllm_does_and_a_cached_prefix_is_not_comp
     seq, batch = kvwire.decode(await asyncio.wait_for(sub.recv_multipart(), 5))
     assert seq == 0
     (event,) = batch.events
-    assert event.block_hashes == block_hashes(ids(prompt), BLOCK) and event.parent_block_hash is None
+    assert event.block_hashes == [event_key(h) for h in block_hashes(ids(prompt), BLOCK)]  # as vLLM's default
+    assert event.parent_block_hash is None
     assert event.token_ids == ids(prompt)[:16] and event.block_size == BLOCK
 
     longer = prompt + " w100 w101 w102 w103 w104"  # shares 4 blocks, adds one
@@ -68,7 +69,7 @@ async def test_blocks_are_announced_as_vllm_does_and_a_cached_prefix_is_not_comp
     seq, batch = kvwire.decode(await asyncio.wait_for(sub.recv_multipart(), 5))
     assert seq == 1
     assert [type(e).__name__ for e in batch.events] == ["BlockStored"]
-    assert batch.events[0].parent_block_hash == block_hashes(ids(prompt), BLOCK)[-1]
+    assert batch.events[0].parent_block_hash == event_key(block_hashes(ids(prompt), BLOCK)[-1])
     text = await _scrape(http, sim.url)
     assert _counter(text, "vllm:prefix_cache_queries_total") == 18 + 23
     assert _counter(text, "vllm:prefix_cache_hits_total") == 16
@@ -76,7 +77,7 @@ async def test_blocks_are_announced_as_vllm_does_and_a_cached_prefix_is_not_comp
     await _complete(http, sim, " ".join(f"w{500 + i}" for i in range(13)))  # 3 blocks: 8 > capacity 6, 2 evicted
     _, batch = kvwire.decode(await asyncio.wait_for(sub.recv_multipart(), 5))
     removed = [e.block_hashes[0] for e in batch.events if isinstance(e, kvwire.BlockRemoved)]
-    assert removed == block_hashes(ids(prompt), BLOCK)[:2]  # least recently used first
+    assert removed == [event_key(h) for h in block_hashes(ids(prompt), BLOCK)[:2]]  # least recently used first
     sub.close(linger=0)
 
 

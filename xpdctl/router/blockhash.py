@@ -45,6 +45,13 @@ def block_hashes(token_ids: Sequence[int], block_size: int, seed_hash: bytes = N
     return hashes
 
 
+def event_key(block_hash: bytes | int) -> int:
+    """A block hash as vLLM 0.32 publishes it by default: the low 64 bits of the big-endian hash
+    (kv_cache_utils.py:96-99, maybe_convert_block_hash; VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES defaults to 1,
+    envs.py:2033-2035). Events carrying the whole hash (the variable set to 0) give the same key."""
+    return block_hash if isinstance(block_hash, int) else int.from_bytes(block_hash[-8:], "big")
+
+
 def hashable(body: dict) -> bool:
     """Whether vLLM hashes this request's blocks without extra keys (LoRA names, multimodal inputs and
     cache_salt go into the hash; the router does not model them)."""

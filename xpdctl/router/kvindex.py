@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from xpdctl.router.blockhash import event_key
 from xpdctl.router.kvwire import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch
 
 # Index states (the xpd_router_kv_index_state metric): ok = events applied in order since the last
@@ -45,7 +46,7 @@ class InstanceIndex:
     def __init__(self, block_size: int, groups: tuple[Group, ...] = FULL):
         self.block_size = block_size
         self.groups = groups
-        self._blocks: list[set[bytes]] = [set() for _ in groups]
+        self._blocks: list[set[int]] = [set() for _ in groups]  # event_key of each block's hash
         self.last_seq: int | None = None
         # Set when the engine is sent a request and cleared by its next batch: an engine that stays
         # silent past it has stopped publishing, and its index no longer sees evictions.
@@ -94,9 +95,7 @@ class InstanceIndex:
         if group >= len(self._blocks):
             return (f"event for KV cache group {group}, but the router expects {len(self._blocks)} group(s) "
                     "(prefix_routing.hybrid_kv_cache_manager and the model's layer types)")
-        hashes = event.block_hashes
-        if hashes and not isinstance(hashes[0], bytes):
-            return "integer block hashes (VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES is set on the engine); unset it"
+        hashes = [event_key(h) for h in event.block_hashes]
         if isinstance(event, BlockStored):
             if event.block_size != self.block_size:
                 return f"block size {event.block_size} in the events, {self.block_size} configured"
@@ -107,8 +106,8 @@ class InstanceIndex:
             self._blocks[group].difference_update(hashes)
         return None
 
-    def cached_blocks(self, hashes: list[bytes]) -> int:
-        """How many leading blocks of ``hashes`` the engine would reuse."""
+    def cached_blocks(self, hashes: list[int]) -> int:
+        """How many leading blocks of ``hashes`` (event keys, blockhash.event_key) the engine would reuse."""
         if self.state != "ok" or not hashes:
             return 0
         k = len(hashes)
@@ -126,7 +125,7 @@ class InstanceIndex:
             k = lowest
 
 
-def _window_hit(hashes: list[bytes], blocks: set[bytes], limit: int, need: int) -> int:
+def _window_hit(hashes: list[int], blocks: set[int], limit: int, need: int) -> int:
     """The largest k <= limit whose last ``need`` blocks (all k when fewer) the group holds."""
     run = 0
     for i in range(limit - 1, -1, -1):

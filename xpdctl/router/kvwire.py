@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
-BlockHash = bytes | int  # bytes unless the engine sets VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES
+BlockHash = bytes | int  # int (the hash's low 64 bits) unless the engine sets VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0
 
 
 class KVCacheEvent(msgspec.Struct, omit_defaults=True, gc=False, tag=True):

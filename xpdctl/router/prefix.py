@@ -22,7 +22,7 @@ from collections import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from xpdctl.router.backends import Backend, Registry
-from xpdctl.router.blockhash import block_hashes, hashable
+from xpdctl.router.blockhash import block_hashes, event_key, hashable
 from xpdctl.router.config import PrefixRouting
 from xpdctl.router.kvevents import EventStats, events_loop
 from xpdctl.router.kvindex import STATES, Group, InstanceIndex
@@ -42,7 +42,7 @@ class Want:
         # vLLM never reuses the prompt's last token (it must compute it to sample), so at most the
         # blocks of all tokens but the last can hit (vllm/v1/core/kv_cache_manager.py:295: max_cache_hit_length = num_tokens - 1).
         self._ids = token_ids[:-1]
-        self._hashes: dict[int, list[bytes]] = {}
+        self._hashes: dict[int, list[int]] = {}  # per block size: event keys of the prompt's blocks
         self.router = router
         self.load_weight = router.config.load_weight
 
@@ -52,7 +52,7 @@ class Want:
             return 0
         hashes = self._hashes.get(index.block_size)
         if hashes is None:
-            hashes = self._hashes[index.block_size] = block_hashes(self._ids, index.block_size)
+            hashes = self._hashes[index.block_size] = [event_key(h) for h in block_hashes(self._ids, index.block_size)]
         return index.cached_blocks(hashes) * index.block_size
 
     def chosen(self, pool: str, backend: Backend, cached: int) -> None:

@@ -11,7 +11,7 @@ from collections import OrderedDict
 import zmq
 
 from xpdctl.router import kvwire
-from xpdctl.router.blockhash import block_hashes
+from xpdctl.router.blockhash import block_hashes, event_key
 
 MEDIUM = "GPU"
 
@@ -69,10 +69,11 @@ class PrefixCache:
         events: list = []
         if first_new < len(hashes):
             bs = self.block_size
-            events.append(kvwire.BlockStored(
-                block_hashes=hashes[first_new:], parent_block_hash=hashes[first_new - 1] if first_new else None,
+            events.append(kvwire.BlockStored(  # hashes as vLLM 0.32 publishes them by default
+                block_hashes=[event_key(h) for h in hashes[first_new:]],
+                parent_block_hash=event_key(hashes[first_new - 1]) if first_new else None,
                 token_ids=token_ids[first_new * bs:len(hashes) * bs], block_size=bs, lora_id=None, medium=MEDIUM,
                 lora_name=None, group_idx=0))
-        events += [kvwire.BlockRemoved(block_hashes=[h], medium=MEDIUM, group_idx=0) for h in evicted]
+        events += [kvwire.BlockRemoved(block_hashes=[event_key(h)], medium=MEDIUM, group_idx=0) for h in evicted]
         if events and self.publisher is not None:
             self.publisher.send(events)
