@@ -116,6 +116,7 @@ ADDED_P99_MS = 5.0
 VS_DIRECT = 0.98
 VS_VLLM_ROUTER = 1.0
 PROMPT_WORDS = 120  # plus "request N:": 123 tokens as the simulator counts them
+PREFIX_BLOCK = 16  # --prefix-index: the engines' block size
 # Where a request's time goes outside the engines: the three hops, the last one to the first and to the last token.
 HOPS = ("client_to_prefill", "prefill_to_decode", "decode_to_client_first", "decode_to_client_last")
 LATENCIES = ("ttft_p50", "ttft_p99", "e2el_p50", "e2el_p99")
@@ -198,6 +199,10 @@ def start_cluster(args: argparse.Namespace, logs: Path, engine_cpus: str | None,
         argv = [py, "-m", "xpdctl.sim", "--role", role, "--model", MODEL, "--host", "127.0.0.1", "--port", str(port),
                 "--ttft-ms", str(args.ttft_ms), "--itl-ms", str(args.itl_ms), "--max-num-seqs", str(max(256, *args.levels)),
                 "--timestamps"]
+        if args.prefix_index:
+            args.events[role] = f"tcp://127.0.0.1:{free_port()}"
+            argv += ["--prefix-caching", "--tokenizer", str(args.prefix_index), "--block-size", str(PREFIX_BLOCK),
+                     "--kv-events-port", args.events[role].rsplit(":", 1)[1]]
         engines[role] = Service(role, f"http://127.0.0.1:{port}", spawn(role, argv, engine_cpus, logs, side_channel), logs / f"{role}.log")
     cluster = Cluster(engines["prefill"], engines["decode"])
     p, d = cluster.prefill.url, cluster.decode.url
@@ -209,8 +214,8 @@ def start_cluster(args: argparse.Namespace, logs: Path, engine_cpus: str | None,
             sink_port = free_port()
             cluster.sink = Service("otlp-sink", f"http://127.0.0.1:{sink_port}", spawn(
                 "otlp-sink", [py, "-c", OTLP_SINK, str(sink_port)], engine_cpus, logs), logs / "otlp-sink.log")
-        if args.keys or args.traces:
-            config = router_config(logs, p, d, args.keys,
+        if args.keys or args.traces or args.prefix_index:
+            config = router_config(logs, p, d, args,
                                    f"http://127.0.0.1:{sink_port}/v1/traces" if args.traces else None)
             argv = [py, "-m", "xpdctl", "router", "--config", str(config), "--port", str(port)]
         cluster.routers["router"] = Service("router", f"http://127.0.0.1:{port}", spawn("router", argv, router_cpus, logs),
@@ -223,6 +228,17 @@ def start_cluster(args: argparse.Namespace, logs: Path, engine_cpus: str | None,
         cluster.routers["vllm-router"] = Service("vllm-router", f"http://127.0.0.1:{port}",
                                                  spawn("vllm-router", argv, router_cpus, logs), logs / "vllm-router.log")
     return cluster
+
+
+def wait_prefix_working(router: Service, timeout_s: float = 180.0) -> None:
+    """Until the router has loaded its tokenizer (seconds: transformers): before, it routes by load alone."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(router.url + "/metrics", timeout=5) as resp:
+            if 'xpd_router_prefix_routing{state="working"} 1.0' in resp.read().decode():
+                return
+        time.sleep(0.5)
+    sys.exit(f"the router's prefix routing did not start working in {timeout_s:.0f} s; see {router.log}")
 
 
 def bench_key(i: int) -> str:
@@ -246,18 +262,26 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 """
 
 
-def router_config(folder: Path, prefill: str, decode: str, keys: int, otlp: str | None) -> Path:
-    """The quick form's config, with client keys on (every key has all three limits, set high enough that
-    none refuses a request here, so each request pays for the whole check: hash, lookup, buckets, usage)
-    and/or spans exported to ``otlp``."""
-    auth = {"mode": "keys", "keys": [
-        {"id": f"bench-{i}", "sha256": hashlib.sha256(bench_key(i).encode()).hexdigest(),
-         "requests_per_minute": 10**7, "tokens_per_minute": 10**9, "max_concurrent": 10**4} for i in range(keys)]} \
-        if keys else {"mode": "open"}
-    document = {"model": MODEL, "listen": {"host": "127.0.0.1", "port": 8000}, "auth": auth,
-                "backends": [{"url": prefill, "pool": "prefill"}, {"url": decode, "pool": "decode"}],
-                **({"tracing": {"otlp_endpoint": otlp}} if otlp else {})}
-    path = folder / "router-config.yaml"
+def router_config(folder: Path, prefill: str, decode: str, args: argparse.Namespace, otlp: str | None) -> Path:
+    """The quick form's config, with client keys on (``--keys``: every key has all three limits, set high
+    enough that none refuses a request here, so each request pays for the whole check: hash, lookup,
+    buckets, usage), spans exported to ``otlp`` (``--traces``) and/or the prefix index (``--prefix-index``:
+    every request tokenized, hashed and looked up in both engines' indexes, which the engines' KV events
+    keep up to date)."""
+    document = {"model": MODEL, "listen": {"host": "127.0.0.1", "port": 8000}, "auth": {"mode": "open"},
+                "backends": [{"url": prefill, "pool": "prefill"}, {"url": decode, "pool": "decode"}]}
+    if args.keys:
+        document["auth"] = {"mode": "keys", "keys": [
+            {"id": f"bench-{i}", "sha256": hashlib.sha256(bench_key(i).encode()).hexdigest(),
+             "requests_per_minute": 10**7, "tokens_per_minute": 10**9, "max_concurrent": 10**4} for i in range(args.keys)]}
+    if otlp:
+        document["tracing"] = {"otlp_endpoint": otlp}
+    if args.prefix_index:
+        for backend in document["backends"]:
+            backend.update(kv_events=args.events[backend["pool"]], block_size=PREFIX_BLOCK)
+        # The simulator caches one full-attention group.
+        document["prefix_routing"] = {"tokenizer": str(args.prefix_index), "hybrid_kv_cache_manager": False}
+    path = folder / "router.yaml"
     path.write_text(json.dumps(document))
     return path
 
@@ -522,10 +546,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="our router exports a span per request (OTLP/HTTP) to a receiver that keeps nothing")
     ap.add_argument("--keys", type=int, default=0,
                     help="our router with client keys on: this many keys, each with every limit (none reached) [0: open]")
+    ap.add_argument("--prefix-index", type=Path, default=None, metavar="MODEL_DIR",
+                    help="our router with prefix-aware routing on: engines with prefix caching and KV events, every "
+                         "request tokenized with MODEL_DIR's tokenizer (e.g. ~/.cache/xpdctl/models/tiny-gpt-oss)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows and checks to this file")
     ap.add_argument("--logs", type=Path, default=None, help="folder for the engines' and routers' logs [a temporary one]")
     args = ap.parse_args(argv)
     args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.events = {}  # --prefix-index: each engine's KV event endpoint
     chosen = {x.strip() for x in args.modes.split(",") if x.strip()}
     args.modes = [m for m in MODES if m in chosen]
     if chosen - set(MODES) or not args.modes:
@@ -553,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for service in cluster.services():
             wait_healthy(service)
+        if args.prefix_index and "router" in cluster.routers:
+            wait_prefix_working(cluster.routers["router"])
         rows = derive(measure(args, cluster))
     finally:
         stop_cluster(cluster)
@@ -563,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         f"router_bench: {args.tokens} output tokens/request, prompt {PROMPT_WORDS + 3} tokens, sim prefill "
         f"{args.ttft_ms:g} ms, decode ITL {args.itl_ms:g} ms, {args.rounds} round(s) per mode and level",
-        f"CPUs: {os.cpu_count()}; {pin}",
+        f"CPUs: {os.cpu_count()}; {pin}; our router's prefix index: "
+        f"{'on (' + str(args.prefix_index) + ')' if args.prefix_index else 'off'}",
         f"load average (1/5/15 min) at start {' '.join(f'{x:.1f}' for x in load_start)}, "
         f"at end {' '.join(f'{x:.1f}' for x in load_end)}; logs in {logs}",
         *([f"client keys on: {args.keys}"] if args.keys else []),

@@ -193,12 +193,13 @@ def _local_inventory(tmp: Path, traces_url: str) -> Path:
     # Scraped every second, for the dashboard test (tests/vllm_tier/test_dashboard.py).
     data["observability"] = {**data.get("observability", {}), "otlp_traces_endpoint": traces_url,
                              "scrape_interval_s": 1, "evaluation_interval_s": 1}
-    base = ports.free_port_block(6)
+    base = ports.free_port_block(8)
     data["pools"]["prefill"]["port"] = base
     data["pools"]["decode"]["port"] = base + 1
     data["router"]["port"] = base + 2
     data["kv"]["agent_port"] = base + 3
     data["kv"]["side_channel_port"] = base + 4  # and base + 5: one per engine
+    data["kv"]["events_port"] = base + 6  # and base + 7: one per engine
     venv_python = REPO / ".venv" / "bin" / "python"
     data["engine"]["python"] = str(venv_python if venv_python.exists() else Path(sys.executable))
     path = tmp / "local.yaml"
@@ -207,15 +208,16 @@ def _local_inventory(tmp: Path, traces_url: str) -> Path:
 
 
 def _aggregated_command(inventory: Path, port: int) -> tuple[list[str], dict]:
-    """The prefill engine's own command line and environment, without KV transfer, on another port."""
+    """The prefill engine's own command line and environment, without KV transfer or KV events, on another port."""
     from xpdctl.inventory import load_inventory
     from xpdctl.plan import build_plan
 
     plan = build_plan(load_inventory(inventory), {})
     prefill = next(s for s in plan.services() if s.role == "prefill")
     args = list(prefill.command)
-    i = args.index("--kv-transfer-config")
-    del args[i:i + 2]
+    for flag in ("--kv-transfer-config", "--kv-events-config"):  # the latter's port is the prefill's
+        i = args.index(flag)
+        del args[i:i + 2]
     args[args.index("--port") + 1] = str(port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
     # It shares the decode engine's core: the tests send decode little work while they compare.

@@ -231,3 +231,13 @@ def test_kv_load_failure_policy_is_rendered_and_recompute_only_when_asked(write_
     with pytest.raises(InputError) as refused:
         load_inventory(write_inventory(lab_data))
     assert "--kv-transfer-config is set by xpdctl" in refused.value.details[0]
+
+
+def test_prefix_caching_is_per_pool_and_on_by_default(lab_data, write_inventory):
+    """The report's grid inventories keep it off; an inventory that says nothing gets it on."""
+    lab = _services(_plan("inventory/lab.yaml"))
+    assert "--no-enable-prefix-caching" in lab["xpd-lab-prefill-0"].vllm_args
+    del lab_data["pools"]["prefill"]["prefix_caching"]
+    services = _services(_plan(write_inventory(lab_data)))
+    assert "--enable-prefix-caching" in services["xpd-lab-prefill-0"].vllm_args
+    assert "--no-enable-prefix-caching" in services["xpd-lab-decode-0"].vllm_args

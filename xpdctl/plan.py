@@ -21,7 +21,7 @@ from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, run
 from xpdctl.kvagent.config import KvAgentConfig, Pair
 from xpdctl.models import builder_vllm_args
 from xpdctl.inventory.routertls import TlsPair
-from xpdctl.router.config import (Admin, Auth, Backend, ClientKey, ConditionalDisagg, Listen, RouterConfig, Tls,
+from xpdctl.router.config import (Admin, Auth, Backend, ClientKey, ConditionalDisagg, Listen, PrefixRouting, RouterConfig, Tls,
                                   Tracing)
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
@@ -145,6 +145,22 @@ def _kv_transfer_config(role: str, settings: KvSettings, vendor: VendorProfile) 
     return json.dumps(config, separators=(",", ":"))
 
 
+# The hash the router can compute too (xpdctl/router/blockhash.py): vLLM's default, sha256, hashes a
+# Python pickle (vllm/utils/hashing.py:26-41).
+PREFIX_HASH_ALGO = "sha256_cbor"
+
+
+def block_size(inv: Inventory, vendor: VendorProfile, role: str) -> int:
+    return pool(inv, role).block_size or vendor.default_block_size
+
+
+def _kv_events_config(p: Placement) -> str:
+    # vLLM binds only a wildcard endpoint and connects to any other (kv_events.py:449-456, _is_bind_endpoint),
+    # so the publisher listens on every address of the host; the router connects to the engine's address.
+    config = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{p.events_port}"}
+    return json.dumps(config, separators=(",", ":"))
+
+
 def vllm_args(inv: Inventory, settings: KvSettings, vendor: VendorProfile, p: Placement, host: Host) -> list[str]:
     model = inv.model
     the_pool = pool(inv, p.role)
@@ -162,15 +178,18 @@ def vllm_args(inv: Inventory, settings: KvSettings, vendor: VendorProfile, p: Pl
         args += ["--max-model-len", str(model.max_model_len)]
     args += [
         "--kv-cache-dtype", settings.kv_cache_dtype,
-        "--block-size", str(the_pool.block_size or vendor.default_block_size),
+        "--block-size", str(block_size(inv, vendor, p.role)),
     ]  # fmt: skip
     if settings.forced_backend:
         args += ["--attention-backend", settings.forced_backend]
     if settings.hybrid_kv_cache_manager != "auto":
         negation = "no-" if settings.hybrid_kv_cache_manager == "on" else ""
         args.append(f"--{negation}disable-hybrid-kv-cache-manager")
-    # The report's runs had prefix caching off; PD with NIXL is only verified that way.
-    args.append("--no-enable-prefix-caching")
+    if the_pool.prefix_caching:
+        args += ["--enable-prefix-caching", "--prefix-caching-hash-algo", PREFIX_HASH_ALGO,
+                 "--kv-events-config", _kv_events_config(p)]
+    else:
+        args.append("--no-enable-prefix-caching")
     args += ["--kv-transfer-config", _kv_transfer_config(p.role, settings, vendor)]
     if inv.observability.otlp_traces_endpoint:
         # vLLM's spans join the router's trace: it reads the traceparent each leg sends.
@@ -276,6 +295,9 @@ def _engine_service(
             "side_channel_port": p.side_channel_port,
             "kv_buffer_device": settings.buffer_device(vendor),
             "url": url(host, p.port),
+            "block_size": block_size(inv, vendor, p.role),
+            # Where the router subscribes to its KV events; None: prefix caching off in its pool.
+            "kv_events": f"tcp://{host.address}:{p.events_port}" if pool(inv, p.role).prefix_caching else None,
             "generation": generation(factors),
             # Recorded so an upgrade can say which factor a new release changes (xpdctl.upgrade).
             "generation_factors": factors,
@@ -365,7 +387,8 @@ def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]
         listen=Listen(host=inv.router.listen, port=inv.router.port),
         model=inv.model.name,
         backends=[
-            Backend(url=str(s.details["url"]), pool=s.role, generation=str(s.details["generation"]), name=s.name)
+            Backend(url=str(s.details["url"]), pool=s.role, generation=str(s.details["generation"]), name=s.name,
+                    kv_events=s.details["kv_events"], block_size=s.details["block_size"])
             for s in engines
         ],
         conditional_disagg=ConditionalDisagg(enabled=inv.router.conditional_disagg,
@@ -375,6 +398,7 @@ def _router_config(inv: Inventory, engines: list[Service], agents: list[Service]
         auth=Auth(mode=inv.router.auth.mode, keys=[ClientKey(**vars(k)) for k in keys]),
         engine_api_key_env=engine_key_env,
         tracing=Tracing(otlp_endpoint=inv.observability.otlp_traces_endpoint),
+        prefix_routing=_prefix_routing(inv, engines),
     )
 
 
@@ -391,6 +415,15 @@ def _firewall(inv: Inventory, host: HostPlan) -> FirewallRules:
         service_ports=tuple(sorted(ports)),
         open_ports=tuple(sorted(set(fw.open_ports))),
     )
+
+
+def _prefix_routing(inv: Inventory, engines: list[Service]) -> PrefixRouting:
+    """On when any engine publishes KV events. The router reads the tokenizer and config.json from the
+    model's path on its own host (docs/router.md, Prefix-aware routing)."""
+    if not any(s.details["kv_events"] for s in engines):
+        return PrefixRouting()
+    return PrefixRouting(tokenizer=inv.model.weights_path,
+                         hybrid_kv_cache_manager=inv.kv.hybrid_kv_cache_manager != "off")
 
 
 def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:

@@ -179,8 +179,8 @@ def test_extra_args_cannot_override_checked_settings(problems, lab_data):
     found = problems(lab_data)
     assert len(found) == 3
     assert "engine.extra_args[0]: --kv-cache-dtype=fp8 is set by xpdctl; set model.kv_cache_dtype instead" in found[0]
-    assert ("pools.decode.extra_args[2]: --enable-prefix-caching is set by xpdctl; remove it: prefix caching stays "
-            "off, PD is verified that way") in found[2]
+    assert ("pools.decode.extra_args[2]: --enable-prefix-caching is set by xpdctl; set pools.<role>.prefix_caching "
+            "instead") in found[2]
     assert "engine.extra_args[2]: --no_enable_prefix_caching is set by xpdctl" in found[1]
 
 

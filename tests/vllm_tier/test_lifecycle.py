@@ -90,6 +90,20 @@ def test_decode_restarts_and_traffic_recovers(local_cluster, aggregated_url, pro
     assert local_cluster.status()["healthy"] is True
 
 
+def test_the_restarted_decodes_prefix_index_was_dropped_then_rebuilt(local_cluster):
+    """The decode came back at the same address with an empty cache: the router must not have kept
+    trusting what the old process announced (tests/vllm_tier/test_prefix_routing.py has the rest)."""
+    from test_prefix_routing import router_config, scrape, value
+
+    decode = next(b for b in router_config(local_cluster)["backends"] if b["pool"] == "decode")
+    metrics = scrape(local_cluster.router_url)
+    url = decode["url"]
+    dropped = sum(value(metrics, f'xpd_router_kv_index_resets_total{{reason="{reason}",url="{url}"}}')
+                  for reason in ("unhealthy", "restart"))
+    assert dropped >= 1
+    assert value(metrics, f'xpd_router_kv_index_state{{pool="decode",state="ok",url="{url}"}}') == 1
+
+
 def _port_open(url: str) -> bool:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     with socket.socket() as s:

@@ -40,14 +40,16 @@ def vllm_parser():
 
 def _engines():
     for inventory in INVENTORIES:
-        plan = build_plan(load_inventory(inventory), {})
+        loaded = load_inventory(inventory)
+        plan = build_plan(loaded, {})
         for service in plan.services():
             if service.vllm_args is not None:
-                yield pytest.param(service, id=f"{inventory.split('/')[-1]}:{service.name}")
+                prefix_caching = getattr(loaded.inventory.pools, service.role).prefix_caching
+                yield pytest.param(service, prefix_caching, id=f"{inventory.split('/')[-1]}:{service.name}")
 
 
-@pytest.mark.parametrize("service", list(_engines()))
-def test_rendered_vllm_args_parse(vllm_parser, service):
+@pytest.mark.parametrize(("service", "prefix_caching"), list(_engines()))
+def test_rendered_vllm_args_parse(vllm_parser, service, prefix_caching):
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
     from vllm.v1.attention.backends.registry import AttentionBackendEnum
@@ -65,7 +67,7 @@ def test_rendered_vllm_args_parse(vllm_parser, service):
     assert engine.kv_transfer_config.kv_connector == "NixlConnector"
     assert engine.kv_transfer_config.kv_role == role
     assert engine.kv_transfer_config.kv_buffer_device == service.details["kv_buffer_device"]
-    assert engine.enable_prefix_caching is False
+    assert engine.enable_prefix_caching is prefix_caching
     assert args.port == service.port
     if args.attention_backend is not None:
         # The parser keeps the name as a string: check it names a backend this vLLM knows.

@@ -36,6 +36,16 @@ from xpdctl.errors import InputError
 @click.option("--fail-after-tokens", type=int, default=None, help="Fault: drop the connection after this many tokens.")
 @click.option("--first-byte-delay-ms", type=float, default=0.0, help="Fault: hold each response this long first.")
 @click.option("--health-status", type=int, default=200, help="Fault: status of GET /health.")
+@click.option("--prefix-caching", is_flag=True, help="vLLM's prefix caching: cached prompt blocks are not computed "
+              "again (needs --tokenizer).")
+@click.option("--tokenizer", default=None, help="The model's folder (tokenizer files): prompts are tokenized with it, as "
+              "the router does, so block hashes match.")
+@click.option("--kv-events-port", type=int, default=None, help="With --prefix-caching: publish vLLM's KV events on "
+              "tcp://HOST:PORT (0: a free port), for the router's prefix index.")
+@click.option("--block-size", type=int, default=16, help="Tokens per KV block (prefix cache, KV leases).")
+@click.option("--num-gpu-blocks", type=int, default=8192, help="KV blocks of the instance (prefix cache capacity).")
+@click.option("--serial-prefill", is_flag=True, help="Compute one prompt at a time (--prefill-ms-per-token each token "
+              "not cached): prefills queue as on a real engine.")
 def command(**opts) -> None:
     """Run a simulator engine with vLLM's endpoints, metric names and kv_transfer_params contract.
 
@@ -55,6 +65,12 @@ def command(**opts) -> None:
       xpdctl sim --role prefill --model m --port 8100 --profile H100-SXM &
       xpdctl sim --role decode  --model m --port 8200 --profile MI300X --kv-path host &
 
+    Prefix caching with vLLM's KV events, for the router's prefix index at scale:
+
+    \b
+      xpdctl sim --role prefill --model m --port 8100 --prefix-caching \\
+        --tokenizer ~/.cache/xpdctl/models/tiny-gpt-oss --kv-events-port 5700 --prefill-ms-per-token 0.05 --serial-prefill
+
     Same flags: `python -m xpdctl.sim ...`. The /sim/* endpoints have no authentication: bind the
     simulator to loopback or a test network.
     """
@@ -65,7 +81,7 @@ def command(**opts) -> None:
 
     fault_keys = ("fail_status", "fail_after_tokens", "first_byte_delay_ms", "health_status")
     faults = {k: opts.pop(k) for k in fault_keys}
-    for key in ("side_channel_port", "kv_lease_s"):
+    for key in ("side_channel_port", "kv_lease_s", "kv_events_port", "tokenizer"):
         if opts[key] is None:
             opts.pop(key)
     try:

@@ -344,6 +344,7 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
                 "set the same block_size on both pools",
             )
         )
+    why(_prefix_caching_reason(inv))
     why(_nixl_reason(p, d))
     _handshake(inv, settings, decision)
     why(f"transfer mode {TRANSFER_MODE}: decode reads prefill's KV blocks (NIXL READ)")
@@ -355,6 +356,20 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
         bare = " and ".join(s.host for s in (p, d) if not s.nics)
         why(f"network: no RDMA NICs declared on {bare}, so UCX moves KV over TCP")
     return decision
+
+
+def _prefix_caching_reason(inv: Inventory) -> str:
+    # Not a generation factor: vLLM's NIXL handshake does not compare it, and blocks a decode has
+    # cached are simply not pulled (vllm/distributed/kv_transfer/kv_connector/v1/nixl/pull_scheduler.py:62-63
+    # in 0.32: count = prompt tokens - locally computed tokens).
+    on = {role: pool(inv, role).prefix_caching for role in ("prefill", "decode")}
+    if on["decode"]:
+        tail = "decode pulls only the prompt blocks it has not cached itself"
+    else:
+        tail = "decode pulls the whole prompt's KV on every request"
+    words = {True: "on", False: "off"}
+    return (f"prefix caching: prefill {words[on['prefill']]}, decode {words[on['decode']]} "
+            f"(pools.<role>.prefix_caching; not a KV-compatibility factor): {tail}")
 
 
 def _nixl_reason(p: Side, d: Side) -> str:

@@ -270,6 +270,11 @@ def ports_unique_per_host(inv: Inventory) -> list[Problem]:
         explicit = "side_channel_port" in inv.kv.model_fields_set
         what = f"the NIXL side channel of {p.role} instance {p.index}"
         claim(p.host, p.side_channel_port, what, ("kv", "side_channel_port"), explicit)
+    for p in placements:
+        if pool(inv, p.role).prefix_caching:
+            explicit = "events_port" in inv.kv.model_fields_set
+            claim(p.host, p.events_port, f"the KV event publisher of {p.role} instance {p.index}",
+                  ("kv", "events_port"), explicit)
     for name in dict.fromkeys(p.host for p in placements):
         explicit = "agent_port" in inv.kv.model_fields_set
         claim(name, inv.kv.agent_port, "the KV agent", ("kv", "agent_port"), explicit)
@@ -295,8 +300,10 @@ MANAGED_FLAGS = {
     "--block-size": "set pools.<role>.block_size instead",
     "--attention-backend": "set kv.attention_backend instead",
     "--disable-hybrid-kv-cache-manager": "set kv.hybrid_kv_cache_manager instead",
-    "--enable-prefix-caching": "remove it: prefix caching stays off, PD is verified that way",
+    "--enable-prefix-caching": "set pools.<role>.prefix_caching instead",
     "--kv-transfer-config": "set kv.buffer and the pools instead",
+    "--kv-events-config": "set pools.<role>.prefix_caching (and kv.events_port) instead",
+    "--prefix-caching-hash-algo": "remove it: the router computes sha256_cbor block hashes, what xpdctl renders",
 }
 
 

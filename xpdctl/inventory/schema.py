@@ -70,6 +70,8 @@ class Kv(_Strict):
     # (right answers from a broken KV path; docs/kv-handshake.md). Rendered on every engine.
     load_failure_policy: Literal["fail", "recompute"] = "fail"
     side_channel_port: int = Field(5600, ge=1, le=65535)  # first NIXL side-channel port on each host
+    # First port of the engines' KV event publishers on each host (pools with prefix_caching on).
+    events_port: int = Field(5700, ge=1, le=65535)
     agent_port: int = Field(8788, ge=1, le=65535)
     # How long NIXL's progress thread in each vLLM engine sleeps while no KV moves (it still wakes at
     # once for a transfer). 0 keeps NIXL's own default: a thread polling without sleep, one busy core
@@ -113,6 +115,9 @@ class Pool(_Strict):
     instances_per_host: int | None = Field(None, ge=1)
     port: int | None = Field(None, ge=1, le=65535)  # first HTTP port on each host; prefill 8100, decode 8200
     block_size: int | None = Field(None, ge=1)  # default: the vendor profile's
+    # vLLM's automatic prefix caching, and with it the KV events the router's prefix routing reads
+    # (docs/router.md). The report's benchmark grid ran with it off (inventory/lab*.yaml keep that).
+    prefix_caching: bool = True
     extra_args: list[str] = []
 
 

@@ -23,6 +23,7 @@ class Placement:
     gpus: tuple[int, ...]
     port: int
     side_channel_port: int
+    events_port: int  # its KV event publisher's, when its pool has prefix caching on
 
 
 def hosts_by_name(inv: Inventory) -> dict[str, Host]:
@@ -92,6 +93,7 @@ def place(inv: Inventory) -> list[Placement]:
                         gpus=tuple(range(first, first + p.tensor_parallel)),
                         port=pool_port(inv, role) + local,
                         side_channel_port=inv.kv.side_channel_port + channel,
+                        events_port=inv.kv.events_port + channel,
                     )
                 )
                 index += 1

@@ -92,10 +92,15 @@ def _build_tokenizer(dest: Path) -> None:
     fast.save_pretrained(dest)
 
 
+# Its attention layout (what the router's prefix index models: xpdctl/router/kvlayout.py).
+SLIDING_WINDOW = 32
+LAYER_TYPES = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(4)]
+
+
 def _config():
     from transformers import GptOssConfig
 
-    layers = 4
+    layers = len(LAYER_TYPES)
     return GptOssConfig(
         vocab_size=VOCAB_SIZE,
         hidden_size=128,
@@ -106,8 +111,8 @@ def _config():
         head_dim=32,
         num_local_experts=4,
         num_experts_per_tok=2,
-        sliding_window=32,
-        layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)],
+        sliding_window=SLIDING_WINDOW,
+        layer_types=LAYER_TYPES,
         max_position_embeddings=4096,
         initializer_range=INIT_STD,
         bos_token_id=0,

@@ -20,6 +20,7 @@ from xpdctl.router.health import health_loop
 from xpdctl.router.loadscrape import load_loop
 from xpdctl.router.metrics import RouterMetrics
 from xpdctl.router.pairs import pairs_loop
+from xpdctl.router.prefix import PrefixCollector, PrefixRouter
 from xpdctl.router.proxy import Proxy
 
 
@@ -35,6 +36,8 @@ class Router:
         self.keys = KeyGate(config.auth)
         self.metrics.registry.register(KeyCollector(self.keys))
         self.proxy = Proxy(config, self.registry, self.admission, self.metrics, self.keys)
+        self._set_prefix(config)
+        self.metrics.registry.register(PrefixCollector(lambda: self.proxy.prefix))
         self.admin = AdminApi(config.admin.resolved_token(), self.registry, config.health)
         self._loops: dict[str, asyncio.Task] = {}
 
@@ -55,11 +58,17 @@ class Router:
         q = config.queue
         self.admission.resize(q.max_in_flight, q.max_waiting, q.wait_timeout_s)
         self.proxy.configure(config)
+        if config.prefix_routing != self.config.prefix_routing:
+            self._set_prefix(config)
         self.keys.configure(config.auth)
         self.admin.configure(admin_token, config.health)
         old, self.config = self.config, config
         await self._restart_loops(old)
         return changes
+
+    def _set_prefix(self, config: RouterConfig) -> None:
+        tokenizer = config.prefix_routing.tokenizer
+        self.proxy.prefix = PrefixRouter(config.prefix_routing, self.registry) if tokenizer else None
 
     def _loop_factories(self, cfg: RouterConfig) -> dict[str, tuple[object, Callable[[], Coroutine]]]:
         """Each background loop with the settings it was started from."""
@@ -67,6 +76,8 @@ class Router:
             "health": (cfg.health, lambda: health_loop(self.registry, cfg.health)),
             "load": (cfg.load_scrape_interval_s, lambda: load_loop(self.registry, cfg.load_scrape_interval_s)),
         }
+        if cfg.prefix_routing.tokenizer:
+            loops["prefix"] = (cfg.prefix_routing, lambda: self.proxy.prefix.run())
         if cfg.kv_agents:
             pairs_settings = (cfg.kv_agents, cfg.kv_agent_poll_interval_s)
             loops["pairs"] = (pairs_settings, lambda: pairs_loop(self.registry, cfg.kv_agents, cfg.kv_agent_poll_interval_s))

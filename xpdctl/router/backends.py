@@ -11,6 +11,7 @@ from yarl import URL
 
 from xpdctl.router.config import Backend as BackendSpec
 from xpdctl.router.config import Timeouts
+from xpdctl.router.kvindex import InstanceIndex
 
 
 @dataclass
@@ -57,6 +58,10 @@ class Backend:
         self.fails = 0
         self.successes = 0
         self.load = Load()
+        self.kv_events = spec.kv_events
+        self.block_size = spec.block_size
+        # What the engine has cached, from its KV events (xpdctl/router/kvevents.py); None: not indexed.
+        self.kv_index: InstanceIndex | None = None
 
     @property
     def usable(self) -> bool:

@@ -32,6 +32,10 @@ class Backend(_Strict):
     # every instance whose KV-compatibility factors are equal (see xpdctl.inventory.kvcompat).
     generation: str = "default"
     name: str = ""
+    # The engine's KV event publisher (ZMQ, e.g. tcp://10.0.0.11:5700) and block size: with
+    # prefix_routing on, the router indexes what the engine has cached (docs/router.md).
+    kv_events: str | None = Field(None, pattern=r"^tcp://")
+    block_size: int | None = Field(None, ge=1)
 
 
 class Health(_Strict):
@@ -136,6 +140,18 @@ class Migration(_Strict):
     window_s: float = Field(30.0, gt=0)
 
 
+class PrefixRouting(_Strict):
+    # The model's folder on the router's host (tokenizer files and config.json); None: prefix routing
+    # off, every pick by load alone. docs/router.md (Prefix-aware routing) has the scoring rule.
+    tokenizer: str | None = None
+    # Whether the engines run vLLM's hybrid KV cache manager (one KV cache group per attention kind).
+    hybrid_kv_cache_manager: bool = True
+    # A prefill's cost = prompt tokens it must compute + load_weight x prompt tokens x requests in flight.
+    load_weight: float = Field(1.0, ge=0)
+    # An engine sent a request that publishes no KV event for this long has its index dropped.
+    silence_s: float = Field(10.0, gt=0)
+
+
 class RouterConfig(_Strict):
     listen: Listen = Listen()
     tls: Tls | None = None  # None: plain HTTP
@@ -166,6 +182,7 @@ class RouterConfig(_Strict):
     load_scrape_interval_s: float = 1.0
     tracing: Tracing = Tracing()
     migration: Migration = Migration()
+    prefix_routing: PrefixRouting = PrefixRouting()
 
     @model_validator(mode="after")
     def _one_entry_per_url(self) -> RouterConfig:

@@ -34,6 +34,7 @@ from xpdctl.router.limits import KeyState
 from xpdctl.router.metrics import RouterMetrics
 from xpdctl.router.migrator import GaveUp, Migrator, NoLeg
 from xpdctl.router.openai_errors import error_response, sse_error
+from xpdctl.router.prefix import PrefixRouter, Want
 from xpdctl.router.tracing import NoTracing, tracing_for
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Proxy:
         self.keys = keys
         self.metrics = metrics
         self.tracing = NoTracing()
+        self.prefix: PrefixRouter | None = None  # set by the app from config.prefix_routing
         self.configure(config)
         # Queue slots free up as streams end, which at serving rates is well within a second.
         self._retry_after = {"Retry-After": "1"}
@@ -181,8 +183,9 @@ class Proxy:
         reason = disagg.decide(self.config.conditional_disagg, body, chat, self.registry.prefills)
         if self.config.conditional_disagg.enabled:
             self.metrics.disagg.labels("decode_only" if reason else "disaggregated", reason or "long_prompt").inc()
+        want = self.prefix.want(body, chat) if self.prefix is not None else None
         if reason:
-            return await self._decode_whole(request, body, raw, chat, stream, headers, started, ledger)
+            return await self._decode_whole(request, body, raw, chat, stream, headers, started, ledger, want)
 
         prefill_payload = orjson.dumps(pdcontract.prefill_request(body, chat))
         tried: set[str] = set()
@@ -190,12 +193,12 @@ class Proxy:
         failure_url = ""
         same_again = False
         for attempt in range(1 + self.config.prefill_retries):
-            prefill = selection.pick_prefill(self.registry, tried)
+            prefill = selection.pick_prefill(self.registry, tried, want)
             if prefill is None and failure is not None and failure.unsent and not same_again:
                 # The only prefill left could not be connected to (a connect that timed out under load,
                 # a restart between health checks): it never saw the request, so once more may serve.
                 same_again = True
-                prefill = selection.pick_prefill(self.registry, tried - {failure_url})
+                prefill = selection.pick_prefill(self.registry, tried - {failure_url}, want)
             if prefill is None:
                 break
             if attempt:
@@ -208,7 +211,7 @@ class Proxy:
             except LegFailed as exc:
                 failure, failure_url = exc, prefill.url
                 continue
-            decode = selection.pick_decode(self.registry, prefill)
+            decode = selection.pick_decode(self.registry, prefill, want=want)
             if decode is None:
                 # Its decodes went away during the prefill leg (drained, removed, unhealthy): nothing
                 # has reached the client yet, so another prefill with live partners may still serve.
@@ -221,15 +224,15 @@ class Proxy:
             return await self._decode_leg(request, prefill, decode, payload, chat, stream, headers, started, body, ledger)
         if self.config.decode_only_on_prefill_failure:
             self.metrics.disagg.labels("decode_only", "prefill_failed").inc()
-            return await self._decode_whole(request, body, raw, chat, stream, headers, started, ledger)
+            return await self._decode_whole(request, body, raw, chat, stream, headers, started, ledger, want)
         if failure is not None:
             return error_response(failure.status, failure.message)
         return error_response(503, "no healthy prefill backend with a compatible decode; check `GET /admin/backends` and the engines' /health")
 
     async def _decode_whole(self, request: web.Request, body: dict, raw: bytes, chat: bool, stream: bool, headers: dict, started: float,
-                            ledger: migration.StreamLedger | None) -> web.StreamResponse:
+                            ledger: migration.StreamLedger | None, want: Want | None) -> web.StreamResponse:
         """The client's request, unchanged, to a decode that computes the prompt itself."""
-        decode = selection.pick_decode(self.registry, None)
+        decode = selection.pick_decode(self.registry, None, want=want)
         if decode is None:
             return error_response(503, "no healthy decode backend; check `GET /admin/backends` and the engines' /health")
         return await self._decode_leg(request, None, decode, raw, chat, stream, headers, started, body, ledger)

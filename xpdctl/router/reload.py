@@ -2,7 +2,7 @@
 without dropping a request, or, when the file cannot be read or is invalid, keeps the old config whole.
 
 Backends are reconciled by URL: a kept backend keeps its runtime state (drain flag, health, counters);
-a new one, or a kept URL whose pool, generation or name changed, gets a fresh record that is admitted
+a new one, or a kept URL whose pool, generation, name, KV event endpoint or block size changed, gets a fresh record that is admitted
 by its first successful health check; one no longer listed is retired (its in-flight requests finish,
 then its connections close). A new listen address is bound before anything else changes and the old
 one is closed last, so streams on old connections finish.
@@ -96,7 +96,7 @@ async def reconcile_backends(registry: Registry, specs: list[BackendSpec], polic
     replaced = 0
     for url, spec in wanted.items():
         have = registry.get(url)
-        if have is None or (have.pool, have.generation, have.name) != (spec.pool, spec.generation, spec.name):
+        if have is None or _identity(have) != (spec.pool, spec.generation, spec.name, spec.kv_events, spec.block_size):
             fresh.append(Backend(spec, registry.timeouts))
             replaced += have is not None
     try:
@@ -114,6 +114,11 @@ async def reconcile_backends(registry: Registry, specs: list[BackendSpec], polic
     added = len(fresh) - replaced
     counts = [f"+{added} {_backends(added)}", f"-{len(gone)} {_backends(len(gone))}", f"{replaced} {_backends(replaced)} replaced"]
     return [words for n, words in zip((added, len(gone), replaced), counts) if n]
+
+
+def _identity(backend: Backend) -> tuple:
+    # A new event endpoint or block size is another engine as far as its prefix index goes.
+    return backend.pool, backend.generation, backend.name, backend.kv_events, backend.block_size
 
 
 async def _first_checks(registry: Registry, fresh: list[Backend], policy: Health) -> None:

@@ -15,10 +15,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from xpdctl.router.prompttokens import PromptTokens
 from xpdctl.sim import kvlease, shapes, stamps, textgen
 from xpdctl.sim.config import Faults, SimConfig
 from xpdctl.sim.faults import FaultState
 from xpdctl.sim.metrics import SimMetrics
+from xpdctl.sim.prefixcache import PrefixCache, Publisher
 from xpdctl.sim.timing import timing_for
 
 ENGINE_KEY = web.AppKey("engine", "Engine")
@@ -52,6 +54,16 @@ class Engine:
         self.jobs: set[_Job] = set()
         # Set by POST /sim/crash: every connection is cut, as when the process or its host dies.
         self.crashed = False
+        self.tokens: PromptTokens | None = None
+        self.publisher: Publisher | None = None
+        self.prefix: PrefixCache | None = None
+        if config.prefix_caching:
+            self.tokens = PromptTokens(config.tokenizer or "")
+            if config.kv_events_port is not None:
+                self.publisher = Publisher(f"tcp://{config.host}:{config.kv_events_port or '*'}")
+                self.publisher.mode = config.faults.kv_events
+            self.prefix = PrefixCache(config.num_gpu_blocks, config.block_size, self.publisher)
+        self._prefill_free_at = 0.0  # serial_prefill: when the prompt being computed is done
 
     def crash(self) -> int:
         """Cut every answer under way and every later connection; how many answers were cut."""
@@ -60,6 +72,19 @@ class Engine:
         for job in jobs:
             job.cut()
         return len(jobs)
+
+    def set_faults(self, faults: Faults) -> None:
+        self.faults.replace(faults)
+        if self.publisher is not None:
+            self.publisher.mode = faults.kv_events
+
+    def _prefill_s(self, tokens: int) -> float:
+        duration = self.timing.prefill_s(tokens)
+        if not self.config.serial_prefill:
+            return duration
+        now = time.monotonic()
+        self._prefill_free_at = max(now, self._prefill_free_at) + duration
+        return self._prefill_free_at - now
 
     def _gauges(self) -> dict[str, float]:
         return {
@@ -128,6 +153,10 @@ class Engine:
         self.running += 1
         self.running_blocks += blocks
         try:
+            ids = self.tokens.of(body, chat) if self.tokens is not None else None
+            computed = None  # token ids cached once the first token is out (prefix caching)
+            if ids and self.prefix is not None:
+                prompt_tokens = len(ids)
             if consume:
                 pull_started = time.monotonic()
                 try:
@@ -137,10 +166,21 @@ class Engine:
                     return _error(exc.status, exc.reason)
                 self.metrics.kv_xfer.observe(time.monotonic() - pull_started)
                 first_s = self.timing.kv_pull_s(prompt_tokens)
+                if ids and self.prefix is not None:
+                    self.prefix.store(ids)  # a decode caches the blocks it pulled, as vLLM does
+            elif ids and self.prefix is not None:
+                cached = self.prefix.cached_tokens(ids)
+                self.metrics.prefix_queries.inc(len(ids))
+                self.metrics.prefix_hits.inc(cached)
+                self.metrics.prompt_tokens.inc(prompt_tokens)
+                first_s = self._prefill_s(prompt_tokens - cached)
+                computed = ids
             else:
                 self.metrics.prompt_tokens.inc(prompt_tokens)
-                first_s = self.timing.prefill_s(prompt_tokens)
+                first_s = self._prefill_s(prompt_tokens)
             job = _Job(self, request, body, chat, request_id, record, started, key, prompt_ids, max_tokens, produce, faults, first_s)
+            job.prompt_tokens = prompt_tokens  # the model tokenizer's count when prefix caching reads real tokens
+            job.computed = computed
             self.jobs.add(job)
             try:
                 return await (job.stream() if body.get("stream") else job.whole())
@@ -184,6 +224,11 @@ class _Job:
         self.token_ids = textgen.generate(prompt_ids, max_tokens)
         self.tokens = [textgen.text_of(t) for t in self.token_ids]
         self.times = engine.timing.token_times(first_s, max_tokens)
+        self.computed: list[int] | None = None
+
+    def _first_token(self) -> None:
+        if self.computed is not None and self.e.prefix is not None:
+            self.e.prefix.store(self.computed)
 
     async def _until(self, index: int) -> None:
         delay = self.started + self.times[index] - time.monotonic()
@@ -231,6 +276,7 @@ class _Job:
             if i == 0:
                 first = time.monotonic()
                 kv = self._kv_params()
+                self._first_token()
         build = shapes.chat_completion if self.chat else shapes.completion
         data = build(self.rid, self.created, self.e.config.model, "".join(self.tokens), "length", self._usage(), kv)
         if self.with_ids:
@@ -284,6 +330,7 @@ class _Job:
             if i == 0:
                 first = sent
                 self._kv_params()
+                self._first_token()
             parts = first_event if i == 0 and first_event else final if i == last else ongoing
             event = parts[0] + json.dumps(token).encode() + parts[1]
             if self.with_ids:
@@ -349,12 +396,12 @@ async def _set_faults(request: web.Request) -> web.Response:
         faults = Faults.model_validate(await request.json())
     except (ValueError, ValidationError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    request.app[ENGINE_KEY].faults.replace(faults)
+    request.app[ENGINE_KEY].set_faults(faults)
     return web.json_response(faults.model_dump())
 
 
 async def _clear_faults(request: web.Request) -> web.Response:
-    request.app[ENGINE_KEY].faults.replace(Faults())
+    request.app[ENGINE_KEY].set_faults(Faults())
     return web.json_response(Faults().model_dump())
 
 
@@ -387,6 +434,8 @@ async def _kv_pull(request: web.Request) -> web.Response:
 async def _close_session(app: web.Application) -> None:
     if app[ENGINE_KEY].session is not None:
         await app[ENGINE_KEY].session.close()
+    if app[ENGINE_KEY].publisher is not None:
+        app[ENGINE_KEY].publisher.close()
 
 
 def _api_key_guard(key: str):

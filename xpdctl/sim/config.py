@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -29,6 +29,9 @@ class Faults(_Strict):
     health_delay_ms: float = Field(0.0, ge=0)
     # Apply the generate faults to this many requests, then clear them; None: until replaced.
     times: int | None = Field(None, ge=1)
+    # The KV event stream (prefix caching on): ok; garbage (undecodable payloads); silent (batches
+    # dropped, so the stream shows a sequence gap when it is ok again). Not limited by ``times``.
+    kv_events: Literal["ok", "garbage", "silent"] = "ok"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -62,10 +65,26 @@ class SimConfig(_Strict):
     side_channel_port: int = Field(default_factory=lambda: _env_int("VLLM_NIXL_SIDE_CHANNEL_PORT", 0))
     # Prefill keeps KV blocks for a decode this long, then frees them (vLLM: VLLM_NIXL_ABORT_REQUEST_TIMEOUT).
     kv_lease_s: float = Field(default_factory=lambda: float(_env_int("VLLM_NIXL_ABORT_REQUEST_TIMEOUT", 480)))
+    # vLLM's prefix caching (xpdctl/sim/prefixcache.py): prompts tokenized with the model's tokenizer
+    # (required: the router hashes the same token ids), cached blocks not computed again, KV events
+    # published on tcp://<host>:<kv_events_port> (0: a free port) with vLLM's wire format.
+    prefix_caching: bool = False
+    tokenizer: str | None = None
+    kv_events_port: int | None = Field(None, ge=0, le=65535)
+    # One prompt computed at a time (a prefill engine's compute is one resource): requests queue for
+    # prefill_ms_per_token x uncached tokens each, so tokens a cache saves shorten everyone's wait.
+    serial_prefill: bool = False
     # Opt-in: arrival and token times in the answers (xpdctl.sim.stamps), so a benchmark on the same
     # machine can subtract the engines' own time request by request.
     timestamps: bool = False
     faults: Faults = Faults()
+
+    @model_validator(mode="after")
+    def _prefix_caching_has_a_tokenizer(self) -> SimConfig:
+        if self.prefix_caching and not self.tokenizer:
+            raise ValueError("prefix_caching needs tokenizer (the model's folder): the router hashes the token ids "
+                             "the model's tokenizer gives")
+        return self
 
     def advertised_side_channel_host(self) -> str:
         if self.side_channel_host:

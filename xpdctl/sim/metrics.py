@@ -40,6 +40,9 @@ class SimMetrics:
             return Histogram(name, doc, names, buckets=_LATENCY_BUCKETS, registry=self.registry)
 
         self.prompt_tokens = counter("vllm:prompt_tokens", "Prefill tokens processed.").labels(**labels)
+        # vLLM's names (vllm/v1/metrics/loggers.py): tokens looked up in the prefix cache, and found there.
+        self.prefix_queries = counter("vllm:prefix_cache_queries", "Prefix cache queries, in tokens.").labels(**labels)
+        self.prefix_hits = counter("vllm:prefix_cache_hits", "Prefix cache hits, in tokens.").labels(**labels)
         self.generation_tokens = counter("vllm:generation_tokens", "Generation tokens processed.").labels(**labels)
         success = counter("vllm:request_success", "Finished requests.", ("finished_reason",))
         self.finished = {reason: success.labels(**labels, finished_reason=reason) for reason in ("stop", "length", "abort", "error")}

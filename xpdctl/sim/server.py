@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from xpdctl.aioserve import announce, bound_port, run_until_signal, start_site
+from xpdctl.errors import XpdError
 from xpdctl.sim.app import ENGINE_KEY, Engine, build_app
 from xpdctl.sim.config import SimConfig
 
@@ -17,6 +18,11 @@ class RunningSim:
     runner: web.AppRunner
     port: int
     engine: Engine
+
+    @property
+    def kv_events(self) -> str | None:
+        """Where its KV events are published (prefix caching with kv_events_port), else None."""
+        return self.engine.publisher.endpoint if self.engine.publisher is not None else None
 
     @property
     def url(self) -> str:
@@ -29,8 +35,12 @@ class RunningSim:
 
 async def start(config: SimConfig) -> RunningSim:
     app = build_app(config)
-    runner, port = await start_site(app, config.host, config.port)
     engine = app[ENGINE_KEY]
+    if engine.tokens is not None:
+        await engine.tokens.load()
+        if engine.tokens.state != "ready":
+            raise XpdError(f"sim: prefix caching needs the model's tokenizer: {engine.tokens.why}")
+    runner, port = await start_site(app, config.host, config.port)
     host = config.advertised_side_channel_host()
     if config.side_channel_port:
         # Every decode pull lands here at once under load: aiohttp's default backlog of 128 overflowed
