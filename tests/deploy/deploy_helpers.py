@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+from xpdctl.testhosts import fleet
 from xpdctl.testhosts.layout import fleet_dirs
 
 # One `up` provisions every host and waits for every stage; a loaded machine makes it slow.
@@ -30,6 +31,13 @@ def xpdctl_runner(env: dict[str, str]) -> Callable[..., subprocess.CompletedProc
                               text=True, timeout=COMMAND_TIMEOUT_S)  # fmt: skip
 
     return run
+
+
+def ssh(fleet_name: str, address: str, command: str) -> subprocess.CompletedProcess:
+    """Run ``command`` on a test host over real SSH (the modules with fleets of their own)."""
+    argv = [*fleet.ssh_argv(fleet_name, address)]
+    argv[-1:-1] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+    return subprocess.run([*argv, command], capture_output=True, text=True, timeout=120)
 
 
 def state_env(tmp: Path) -> dict[str, str]:

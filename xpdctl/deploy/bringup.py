@@ -25,6 +25,7 @@ from xpdctl.provision.display import headline
 from xpdctl.provision.events import Progress as HostProgress
 from xpdctl.provision.events import ProgressCallback
 from xpdctl.provision.models import HostResult
+from xpdctl.provision.runner import ensure_ansible
 from xpdctl.remote.executor import apply_rendered
 from xpdctl.verify.health import Progress, probe
 from xpdctl.verify.smoke import curl_line, smoke_request
@@ -153,6 +154,7 @@ def deploy(
     """
     from xpdctl.render import read_tree
 
+    ensure_ansible()  # a missing Ansible stops `up` before it reads or touches any host
     progress = progress or Progress()
     inv = loaded.inventory
     plan = build_plan(loaded, {})  # what the stacks are judged against; secrets play no part

@@ -83,6 +83,7 @@ def host_vars(
     inv: Inventory,
     host: Host,
     manifest: dict[str, Any],
+    render_dir: Path,
     *,
     known_hosts: Path,
     model_source_dir: Path | None,
@@ -127,7 +128,7 @@ def ansible_inventory(
     """``{"all": {"hosts": {...}, "children": {...}}}``; groups by GPU vendor and service role for --limit."""
     manifest = read_manifest(render_dir)
     hosts = {
-        host.name: host_vars(inv, host, manifest, known_hosts=known_hosts, model_source_dir=model_source_dir)
+        host.name: host_vars(inv, host, manifest, render_dir, known_hosts=known_hosts, model_source_dir=model_source_dir)
         for host in inv.hosts
     }
     groups: dict[str, list[str]] = {}
