@@ -24,7 +24,7 @@ p99, less the control's added p50 (the drift of the machine between the phases),
 (default 250 ms, our target: a continuation is a new prefill of prompt plus generated tokens and a new
 decode leg, here 20 ms prefill and 10 ms per token, and the moved streams queue on the decodes left).
 Exit status 1 when one is missed. Everything runs on the simulator: the numbers are of the router's migration path,
-not of real engines (tests/vllm_tier/test_migration.py checks real vLLM).
+not of real engines (tests/vllm_tier/test_migration_vllm.py checks real vLLM).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Request migration against simulator engines: a decode killed mid-answer, the client's answer equal to
 an uninterrupted run; requests that may not migrate; the bounds. The simulator stands in for vLLM here
-(its text is a chained function of the token ids, as a greedy model's); tests/vllm_tier/test_migration.py
+(its text is a chained function of the token ids, as a greedy model's); tests/vllm_tier/test_migration_vllm.py
 does the same on real engines."""
 
 import asyncio

@@ -5,7 +5,7 @@ counter that starts at 0 when the engine starts and grows by one per batch (kv_e
 497-499), ``payload`` a msgpack ``KVEventBatch``: an array ``[ts, events, data_parallel_rank]``
 (array_like, kv_events.py:31-39) whose events are maps tagged by their class name (tag=True,
 kv_events.py:42-47). Field names, order and defaults are vLLM's, so the simulator, which encodes with
-these structs, sends the same bytes an engine would (tests/vllm_tier/test_prefix_routing.py).
+these structs, sends the same bytes an engine would (tests/vllm_tier/test_prefix_routing_vllm.py).
 Unknown fields from a later vLLM are ignored.
 """
 
