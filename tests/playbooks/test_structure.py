@@ -65,8 +65,9 @@ def test_reboot_and_daemons_run_in_batches_after_every_install():
         steps = [(t["ansible.builtin.import_role"]["name"], t["ansible.builtin.import_role"].get("tasks_from"))
                  for t in play["tasks"]]  # fmt: skip
         # fabric manager and the persistence daemon start after the reboot; the cluster's services are
-        # not the playbooks' (xpdctl's applier starts them).
-        assert steps == [("reboot", None), ("nvidia_driver", "daemons")]
+        # not the playbooks' to install (xpdctl's applier does), but a batch waits for the installed
+        # ones to listen again before the next goes down.
+        assert steps == [("reboot", None), ("nvidia_driver", "daemons"), ("reboot", "serving")]
 
 
 def test_no_fabric_manager_start_before_the_reboot(all_tasks):
