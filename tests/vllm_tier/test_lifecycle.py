@@ -93,7 +93,7 @@ def test_decode_restarts_and_traffic_recovers(local_cluster, aggregated_url, pro
 def test_the_restarted_decodes_prefix_index_was_dropped_then_rebuilt(local_cluster):
     """The decode came back at the same address with an empty cache: the router must not have kept
     trusting what the old process announced (tests/vllm_tier/test_prefix_routing_vllm.py has the rest)."""
-    from test_prefix_routing import router_config, scrape, value
+    from test_prefix_routing_vllm import router_config, scrape, value
 
     decode = next(b for b in router_config(local_cluster)["backends"] if b["pool"] == "decode")
     metrics = scrape(local_cluster.router_url)
