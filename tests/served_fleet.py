@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.deploy_helpers import xpdctl_runner
+from tests.deploy.deploy_helpers import ssh, xpdctl_runner
 from xpdctl.testhosts import fleet
 from xpdctl.testhosts.models import FleetRecord, GpuDecl
 
@@ -93,9 +93,7 @@ class ServedFleet:
 
     def ssh(self, host: str, command: str) -> subprocess.CompletedProcess:
         """Run ``command`` on one of the fleet's hosts over real SSH."""
-        argv = fleet.ssh_argv(FLEET, self.address(host))
-        argv[-1:-1] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
-        return subprocess.run([*argv, command], capture_output=True, text=True, timeout=120)
+        return ssh(FLEET, self.address(host), command)
 
     def manifest(self) -> dict:
         return json.loads((self.state_dir / "rendered" / "manifest.json").read_text())
