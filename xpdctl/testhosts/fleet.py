@@ -6,7 +6,6 @@ import ipaddress
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -15,13 +14,13 @@ from pathlib import Path
 import xpdctl
 from xpdctl.errors import ExecutionError, InputError
 from xpdctl.paths import cluster_state_dir
-from xpdctl.testhosts import aptrepo, hardware, host, identity, inventory, network, rootfs
+from xpdctl.testhosts import aptrepo, hardware, host, identity, inventory, network, registry, rootfs
 from xpdctl.testhosts.layout import FleetDirs, HostDirs, cache_root, fleet_dirs, state_root
 from xpdctl.testhosts.models import FLEET_NAME, FleetRecord, GpuDecl, HostRecord
-from xpdctl.testhosts.run import run
+from xpdctl.testhosts.run import recorded_process, run, spawn_server
 
 Progress = Callable[[str], None]
-TOOLS = ("debootstrap", "ip", "unshare", "nsenter", "dpkg-deb", "openssl", "gpg", "ssh-keygen")
+TOOLS = ("debootstrap", "ip", "unshare", "nsenter", "dpkg-deb", "openssl", "gpg", "ssh-keygen", "docker-registry")
 SSH_WAIT_S = 180  # a boot takes about a second; a machine shared by many test runs can be far slower
 PRUNE_AFTER_S = 3600
 FIRST_HOST_OFFSET = 10  # host i gets .10+i: the first addresses stay free for the bridge and routers
@@ -110,9 +109,14 @@ def plan(name: str, count: int, gpus: list[GpuDecl | None], nics: int, subnet: s
     )
 
 
+def _bridge_sites() -> list[str]:
+    """Names test hosts resolve to the bridge: the mirrored vendor sites and the registry."""
+    return [*aptrepo.mirrored_sites(), registry.NAME]
+
+
 def _etc_hosts(record: FleetRecord) -> str:
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines.append(f"{record.gateway}\t{' '.join(aptrepo.mirrored_sites())}")
+    lines.append(f"{record.gateway}\t{' '.join(_bridge_sites())}")
     lines += [f"{h.address}\t{h.name}" for h in record.hosts]
     return "\n".join(lines) + "\n"
 
@@ -120,31 +124,22 @@ def _etc_hosts(record: FleetRecord) -> str:
 def _start_apt_server(record: FleetRecord, dirs: FleetDirs, ident: identity.Identity) -> None:
     if _apt_server_pid(dirs) is not None:
         return
-    with open(dirs.apt_server_log, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "xpdctl.testhosts.aptserve", "--repo", record.apt_repo, "--bind", record.gateway,
-             "--cert", str(ident.server_cert), "--key", str(ident.server_key)],  # fmt: skip
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    dirs.apt_server_pid.write_text(str(process.pid))
+    spawn_server(
+        [sys.executable, "-m", "xpdctl.testhosts.aptserve", "--repo", record.apt_repo, "--bind", record.gateway,
+         "--cert", str(ident.server_cert), "--key", str(ident.server_key)],  # fmt: skip
+        dirs.apt_server_log,
+        dirs.apt_server_pid,
+    )
 
 
 def _apt_server_pid(dirs: FleetDirs) -> int | None:
-    try:
-        value = int(dirs.apt_server_pid.read_text())
-        cmdline = Path(f"/proc/{value}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    return value if b"xpdctl.testhosts.aptserve" in cmdline else None
+    return recorded_process(dirs.apt_server_pid, b"xpdctl.testhosts.aptserve")
 
 
 def _build_cache(progress: Progress) -> tuple[Path, Path, identity.Identity]:
     cache = cache_root()
     with rootfs.cache_lock(cache):
-        ident = identity.ensure_identity(cache, aptrepo.mirrored_sites())
+        ident = identity.ensure_identity(cache, _bridge_sites())
         repo = aptrepo.ensure_repo(cache, ident)
     lower = rootfs.ensure_rootfs(cache, ident, repo.preinstalled(), progress)
     _prune(cache, keep={lower, repo.root})
@@ -200,6 +195,7 @@ def create(
     authorized = dirs.key.with_suffix(".pub").read_text()
     network.ensure_bridge(record.bridge, record.gateway, record.prefix_len)
     _start_apt_server(record, dirs, ident)
+    registry.start(dirs, record.gateway, ident)
     shares = default_shares() if shares is None else shares
     known = []
     booted = []
@@ -250,6 +246,7 @@ def reboot(name: str, host_name: str, progress: Progress = _quiet) -> None:
     dirs = fleet_dirs(name).host(rec.name)
     started = time.monotonic()
     host.stop(dirs, network.netns_pids(rec.netns))
+    host.remove_container_cgroups(dirs)
     process = host.boot(dirs, rec.netns, rec.name, Path(record.rootfs), _shares_of(dirs))
     host.wait_for_ssh(rec.address, 22, time.monotonic() + SSH_WAIT_S, dirs, process)
     progress(f"{rec.name} rebooted in {time.monotonic() - started:.1f} s")
@@ -273,13 +270,13 @@ def destroy(name: str) -> list[str]:
     netnses = [n for n in network.netns_list() if n.startswith(f"{name}-")]
     for netns in netnses:
         host.stop(dirs.host(netns), network.netns_pids(netns))
+        host.remove_container_cgroups(dirs.host(netns))
         network.remove_host(netns, f"{name}v{netns.rsplit('-', 1)[1]}")
         removed.append(netns)
     for rec in record.hosts if record else []:
         network.remove_link(rec.veth)
-    server = _apt_server_pid(dirs)
-    if server is not None:
-        host.kill_all([server])
+    servers = [_apt_server_pid(dirs), registry.running(dirs)]
+    host.kill_all([server for server in servers if server is not None])
     bridge = record.bridge if record else f"{name}br0"
     if network.link_exists(bridge):
         network.remove_link(bridge)

@@ -1,0 +1,179 @@
+"""Images for test hosts, built for real on this machine: a builder dockerd, a base made here, push.
+
+No registry on the internet is reachable from these machines, so bases are made here: ``debootstrap``
+of Debian bookworm, then ``docker import``. A dockerd of this machine's (Debian's docker.io) builds
+with the host network (builds fetch packages from Debian's and PyPI's mirrors) and pushes to a
+fleet's registry (:mod:`.registry`), which returns the digest the inventory pins. The builder's data
+root is in the cache, so layers built once are reused by later builds and test sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import xpdctl
+from xpdctl.errors import ExecutionError
+from xpdctl.testhosts import rootfs
+from xpdctl.testhosts.layout import cache_root
+from xpdctl.testhosts.run import run
+
+Progress = Callable[[str], None]
+# The source tree (a checkout): the xpdctl image is built from it.
+SOURCE = Path(xpdctl.__file__).resolve().parent.parent
+DOCKER = "/usr/bin/docker"  # Debian's docker.io (./install.sh --test); not another docker on PATH
+DOCKERD = "/usr/sbin/dockerd"
+EXEC_ROOT = Path("/run/xpd-builder")
+SOCKET = EXEC_ROOT / "docker.sock"
+# Pushes go to fleet registries at their bridge addresses, whose certificate this machine does not trust.
+INSECURE = "10.88.0.0/16"
+BASE_PACKAGES = ("python3", "python3-pip", "ca-certificates")
+# A local CPU torch wheel for the xpdctl image (torch 2.13.0+cpu is on no index); found in pip's
+# find-links folder of this machine when there.
+TORCH_WHEELS = Path("/opt/wheels")
+# What images/xpdctl/Dockerfile copies from the repository root.
+XPDCTL_CONTEXT = ("pyproject.toml", "README.md", "xpdctl", "templates", "playbooks", "inventory", "images/xpdctl")
+
+
+def data_root() -> Path:
+    return cache_root() / "builder-docker"
+
+
+@dataclass(frozen=True)
+class Pushed:
+    ref: str  # name@sha256:..., as pushed (under this machine's name of the registry)
+    digest: str
+    seconds: float
+
+
+def docker(*args: str, timeout: float = 600, input: str | None = None) -> str:
+    return run([DOCKER, "-H", f"unix://{SOCKET}", *args], timeout=timeout, input=input,
+               env={"DOCKER_BUILDKIT": "0"})  # fmt: skip
+
+
+def start_daemon(timeout: float = 60) -> int:
+    """Start the builder dockerd (once; returns its PID). Stop it with :func:`stop_daemon`."""
+    if not Path(DOCKERD).exists():
+        raise ExecutionError(f"{DOCKERD} is missing; image builds need Debian's docker.io (./install.sh --test)")
+    EXEC_ROOT.mkdir(parents=True, exist_ok=True)
+    data_root().mkdir(parents=True, exist_ok=True)
+    log = open(data_root().parent / "builder-dockerd.log", "ab")
+    process = subprocess.Popen(
+        # No bridge or NAT: builds use the host network (--network host), so this machine's firewall is
+        # left alone; the daemon's own containerd runs under the exec root.
+        [DOCKERD, "--iptables=false", "--ip-masq=false", "--bridge=none", "--storage-driver=overlay2",
+         f"--data-root={data_root()}", f"--exec-root={EXEC_ROOT}/exec", f"--pidfile={EXEC_ROOT}/dockerd.pid",
+         f"--insecure-registry={INSECURE}", "-H", f"unix://{SOCKET}"],  # fmt: skip
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ExecutionError(f"the builder dockerd exited ({process.returncode}); see {log.name}")
+        if subprocess.run([DOCKER, "-H", f"unix://{SOCKET}", "info"], capture_output=True).returncode == 0:
+            return process.pid
+        time.sleep(0.5)
+    stop_daemon(process.pid)
+    raise ExecutionError(f"the builder dockerd did not answer in {timeout:.0f} s; see {log.name}")
+
+
+def stop_daemon(pid: int, timeout: float = 30) -> None:
+    """SIGTERM the builder dockerd (it stops its containerd) and wait for it."""
+    try:
+        os.kill(pid, 15)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+
+
+def _base_key() -> str:
+    return hashlib.sha256(json.dumps([rootfs.SUITE, rootfs.MIRROR, BASE_PACKAGES]).encode()).hexdigest()[:12]
+
+
+def base_tarball(progress: Progress) -> Path:
+    """The base image's root filesystem as a tarball in the cache: debootstrap of bookworm with Python."""
+    final = cache_root() / f"base-{rootfs.SUITE}-{_base_key()}.tar"
+    if final.exists():
+        return final
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="xpd-base-", dir=cache_root()) as tmp:
+        root = Path(tmp) / "root"
+        run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", rootfs.SUITE, str(root),
+             rootfs.MIRROR], timeout=1800)  # fmt: skip
+        # As Debian's official images: no package lists or caches in the image.
+        for junk in ("var/lib/apt/lists", "var/cache/apt/archives"):
+            shutil.rmtree(root / junk, ignore_errors=True)
+            (root / junk / "partial").mkdir(parents=True)
+        partial = Path(tmp) / "root.tar"
+        run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."], timeout=600)
+        partial.rename(final)
+    progress(f"{final.name}: debootstrap in {time.monotonic() - started:.0f} s")
+    return final
+
+
+def base_image(progress: Progress) -> str:
+    """``xpd-base:bookworm-<key>`` in the builder: :func:`base_tarball` imported; made when missing."""
+    tag = f"xpd-base:{rootfs.SUITE}-{_base_key()}"
+    if subprocess.run([DOCKER, "-H", f"unix://{SOCKET}", "image", "inspect", tag], capture_output=True).returncode == 0:
+        return tag
+    tarball = base_tarball(progress)
+    started = time.monotonic()
+    docker("import", "--change", 'CMD ["/bin/bash"]', str(tarball), tag, timeout=600)
+    progress(f"{tag}: docker import in {time.monotonic() - started:.0f} s")
+    return tag
+
+
+def _xpdctl_context(target: Path) -> None:
+    for name in XPDCTL_CONTEXT:
+        source = SOURCE / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.whl"))
+        else:
+            shutil.copy(source, target / name)
+    for wheel in TORCH_WHEELS.glob("torch-*+cpu-*.whl"):
+        os.link(wheel, target / "images/xpdctl/wheels" / wheel.name)
+
+
+def build_xpdctl(base: str, tag: str, progress: Progress, label: str | None = None) -> float:
+    """``docker build`` of images/xpdctl on ``base``; returns the seconds it took."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="xpd-ctx-", dir=cache_root()) as tmp:
+        _xpdctl_context(Path(tmp))
+        extra = ["--label", label] if label else []
+        docker("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", *extra,
+               "-f", f"{tmp}/images/xpdctl/Dockerfile", "-t", tag, tmp, timeout=3600)  # fmt: skip
+    seconds = time.monotonic() - started
+    progress(f"{tag}: docker build in {seconds:.0f} s")
+    return seconds
+
+
+_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+def push(tag: str, progress: Progress) -> Pushed:
+    """Push ``tag`` (``<registry>/<name>:<tag>``); returns ``<registry>/<name>@<digest>`` from the push."""
+    started = time.monotonic()
+    said = docker("push", tag, timeout=1800)
+    found = _DIGEST.findall(said)
+    if not found:
+        raise ExecutionError(f"docker push {tag} printed no digest: {said.strip().splitlines()[-1:]}")
+    seconds = time.monotonic() - started
+    ref = f"{tag.rsplit(':', 1)[0]}@{found[-1]}"
+    progress(f"{ref}: pushed in {seconds:.0f} s")
+    return Pushed(ref=ref, digest=found[-1], seconds=seconds)

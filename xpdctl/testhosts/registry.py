@@ -1,0 +1,49 @@
+"""A real container registry on the fleet's bridge: Debian's ``docker-registry`` (distribution 2.8).
+
+Test hosts resolve :data:`NAME` to the bridge and trust the fleet CA, so ``docker pull
+registry.testhosts.invalid:5000/x@sha256:...`` there runs as against a production registry over
+HTTPS, digest check included. Blobs live in the cache (:func:`storage`), shared by every fleet, so
+an image pushed once serves later fleets too. Pushes from this machine go to ``<bridge IP>:5000``
+(the same registry; a builder dockerd lists the fleet's subnets as insecure, since this machine does
+not trust the fleet CA); a digest is the same whatever name the image is pushed or pulled under.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xpdctl.testhosts.identity import Identity
+from xpdctl.testhosts.layout import FleetDirs, cache_root
+from xpdctl.testhosts.run import recorded_process, spawn_server
+
+NAME = "registry.testhosts.invalid"
+PORT = 5000
+BINARY = "/usr/bin/docker-registry"
+
+
+def storage() -> Path:
+    return cache_root() / "registry"
+
+
+def config(bind: str, ident: Identity) -> str:
+    return (
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {storage()}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: {bind}:{PORT}\n"
+        f"  tls:\n    certificate: {ident.server_cert}\n    key: {ident.server_key}\n"
+    )
+
+
+def start(dirs: FleetDirs, bind: str, ident: Identity) -> None:
+    """Start the fleet's registry on ``bind``:5000 unless it runs."""
+    if running(dirs) is not None:
+        return
+    storage().mkdir(parents=True, exist_ok=True)
+    dirs.registry_config.write_text(config(bind, ident))
+    spawn_server([BINARY, "serve", str(dirs.registry_config)], dirs.registry_log, dirs.registry_pid)
+
+
+def running(dirs: FleetDirs) -> int | None:
+    """The fleet's registry process, or None."""
+    return recorded_process(dirs.registry_pid, BINARY.encode())
