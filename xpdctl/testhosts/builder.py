@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -146,8 +147,30 @@ def _xpdctl_context(target: Path) -> None:
             shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.whl"))
         else:
             shutil.copy(source, target / name)
-    for wheel in TORCH_WHEELS.glob("torch-*+cpu-*.whl"):
+    for wheel in _wheelhouse(target).iterdir():
         os.link(wheel, target / "images/xpdctl/wheels" / wheel.name)
+
+
+def _wheelhouse(source: Path) -> Path:
+    """Every wheel the xpdctl image installs, fetched once per set of dependencies into the cache.
+
+    Builds reach no index here (PyPI only through this machine's pip configuration, PyTorch's index
+    not at all): this machine's pip fetches the wheels, the build installs them with no index.
+    """
+    wanted = ["hatchling>=1.24", "nixl==1.5.1", "torch==2.13.0"]
+    key = hashlib.sha256(json.dumps([wanted, (source / "pyproject.toml").read_text()]).encode()).hexdigest()[:12]
+    final = cache_root() / f"wheels-{key}"
+    if final.exists():
+        return final
+    partial = final.with_name(final.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for wheel in TORCH_WHEELS.glob("torch-*+cpu-*.whl"):
+        os.link(wheel, partial / wheel.name)
+    run([sys.executable, "-m", "pip", "download", "-q", "--dest", str(partial), "--find-links", str(partial),
+         *wanted, str(source)], timeout=1800)  # fmt: skip
+    partial.rename(final)
+    return final
 
 
 def build_xpdctl(base: str, tag: str, progress: Progress, label: str | None = None) -> float:
@@ -156,7 +179,7 @@ def build_xpdctl(base: str, tag: str, progress: Progress, label: str | None = No
     with tempfile.TemporaryDirectory(prefix="xpd-ctx-", dir=cache_root()) as tmp:
         _xpdctl_context(Path(tmp))
         extra = ["--label", label] if label else []
-        docker("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", *extra,
+        docker("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "PIP_NO_INDEX=1", *extra,
                "-f", f"{tmp}/images/xpdctl/Dockerfile", "-t", tag, tmp, timeout=3600)  # fmt: skip
     seconds = time.monotonic() - started
     progress(f"{tag}: docker build in {seconds:.0f} s")
