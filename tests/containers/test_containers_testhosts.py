@@ -1,5 +1,5 @@
 """Containers for real: Debian's dockerd on test hosts, a real registry, the xpdctl image built here,
-and `xpdctl up` with `runtime: container` across hosts (tier `containers`; CI runs this module).
+and `xpdctl up` with `runtime: container` across hosts (tier `containers`; not yet in CI, see pytestmark).
 
 Real here: dockerd 20.10 + containerd + runc on every host, started by the host's init from the
 docker-ce unit (test hosts' packages carry Debian's docker.io engine under Docker's package names,
@@ -28,7 +28,9 @@ from deploy_helpers import complete, ssh, state_env, xpdctl_runner  # noqa: E402
 from xpdctl.testhosts import builder, fleet, registry  # noqa: E402
 from xpdctl.testhosts.models import GpuDecl  # noqa: E402
 
-pytestmark = pytest.mark.containers
+# Also `soak` until it fits CI's 10 minutes: measured here on a cold cache, base 408 s + wheels 133 s +
+# build 390 s + push 420 s + `up` 520 s (three 2.2 GB pulls). `pytest -m containers` runs it.
+pytestmark = [pytest.mark.containers, pytest.mark.soak]
 
 FLEET = "ctr"
 SUBNET = "10.88.140.0/24"
@@ -83,7 +85,8 @@ def _on(record, host: str, command: str):
 def up(lab):
     xpdctl, inventory, _, _, timings = lab
     started = time.monotonic()
-    done = xpdctl("up", "-i", inventory, "-o", "json", "--timeout", 900)
+    # Test hosts share this machine's disk: preflight's 100 GiB for /var/lib/docker is a real server's.
+    done = xpdctl("up", "-i", inventory, "-o", "json", "--timeout", 900, "-e", "preflight_disk_images_gib=10")
     timings["up_s"] = time.monotonic() - started
     _say("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     assert done.stdout.strip(), done.stderr[-4000:]
@@ -109,23 +112,23 @@ def test_every_host_runs_the_real_engine_started_by_its_init(lab, up):
 
 def test_engines_and_agents_run_the_pinned_digest_in_containers(lab, up):
     _, _, record, image, _ = lab
-    for host, unit in UNITS.items():
-        found = _on(record, host, "docker ps --format '{{.Names}} {{.Image}}'")
-        running = dict(line.split() for line in found.stdout.splitlines())
-        assert running.get(unit) == image, (host, found.stdout, found.stderr)
-    router = _on(record, ROUTER, "docker ps --format '{{.Names}} {{.Image}}'").stdout
-    assert f"xpd-{FLEET}-router {image}" in router
+    units = {PREFILL: [UNITS[PREFILL], f"xpd-{FLEET}-kv-agent"], DECODE: [UNITS[DECODE], f"xpd-{FLEET}-kv-agent"],
+             ROUTER: [f"xpd-{FLEET}-router"]}  # fmt: skip
+    for host, names in units.items():
+        found = _on(record, host, "docker inspect --format '{{.Name}} {{.Config.Image}}' " + " ".join(names))
+        assert found.stdout.split() == [x for name in names for x in (f"/{name}", image)], (host, found.stderr)
 
 
 def test_gpu_flags_reach_the_stand_in_runtime_and_device_nodes(lab, up):
-    """The hardware layer only: dockerd hands --runtime=nvidia/--gpus to the stand-in runtime and hook,
-    and --device=/dev/kfd,/dev/dri to the AMD driver stand-in's device nodes."""
+    """The hardware layer only: dockerd runs the prefill container with the stand-in nvidia runtime and
+    a GPU device request (--gpus, served by the stand-in hook), and gives the decode container the AMD
+    driver stand-in's /dev/kfd and /dev/dri."""
     _, _, record, _, _ = lab
     nvidia = _on(record, PREFILL, f"docker inspect --format '{{{{.HostConfig.Runtime}}}} "
                                   f"{{{{len .HostConfig.DeviceRequests}}}}' {UNITS[PREFILL]}")
     assert nvidia.stdout.split() == ["nvidia", "1"], nvidia.stderr
-    amd = _on(record, DECODE, f"docker exec {UNITS[DECODE]} sh -c 'ls /dev/kfd /dev/dri'")
-    assert amd.returncode == 0 and "/dev/kfd" in amd.stdout, amd.stderr
+    amd = _on(record, DECODE, f"docker inspect --format '{{{{json .HostConfig.Devices}}}}' {UNITS[DECODE]}")
+    assert [d["PathOnHost"] for d in json.loads(amd.stdout)] == ["/dev/kfd", "/dev/dri"], amd.stderr
 
 
 def test_a_container_sees_only_its_hosts_network(lab, up):
@@ -156,5 +159,5 @@ def test_down_leaves_no_container_and_no_unit(lab, up):
     done = xpdctl("down", "-i", inventory)
     assert done.returncode == 0, done.stderr[-3000:]
     for host in (PREFILL, DECODE, ROUTER):
-        left = _on(record, host, "docker ps -aq; systemctl list-units --all --no-legend 'xpd-*' | grep -c active")
-        assert left.stdout.split() in ([], ["0"]), (host, left.stdout)
+        left = _on(record, host, "docker ps -aq; systemctl list-units --all --no-legend 'xpd-*' | grep -cw active")
+        assert left.stdout.split() == ["0"], (host, left.stdout)
