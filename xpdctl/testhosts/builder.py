@@ -101,6 +101,11 @@ def stop_daemon(pid: int, timeout: float = 30) -> None:
         except ChildProcessError:
             pass
         time.sleep(0.2)
+    # dockerd bind-mounts its data root onto itself and its default netns under the exec root, and
+    # left both mounted when it stopped (seen here): unmount what is still there, deepest first.
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for target in sorted((m for m in mounts if m.startswith((str(data_root()), str(EXEC_ROOT)))), reverse=True):
+        run(["umount", target], check=False)
 
 
 def _base_key() -> str:
