@@ -222,7 +222,9 @@ def _engine_service(
     pre: tuple[tuple[str, ...], ...] = ()
     container = runtime_of(inv, host) == "container"
     if container:
-        image = inv.engine.xpdctl_image if sim else inv.engine.images[vendor.name]
+        # A simulator engine runs xpdctl: the vendor's engine image when one is set (`upgrade --image`
+        # sets it; it must then be an xpdctl image), else the router's and KV agents' image.
+        image = (inv.engine.images.get(vendor.name) or inv.engine.xpdctl_image) if sim else inv.engine.images[vendor.name]
         flags = list(vendor.container_device_flags) + (list(vendor.container_rdma_flags) if host.nics else [])
         model = inv.model.weights_path
         volumes = [f"{model}:{model}:ro"]

@@ -1,7 +1,7 @@
 """Images for test hosts, built for real on this machine: a builder dockerd, a base made here, push.
 
-No registry on the internet is reachable from these machines, so bases are made here: ``debootstrap``
-of Debian bookworm, then ``docker import``. A dockerd of this machine's (Debian's docker.io) builds
+No registry on the internet is reachable from these machines, so bases are made here: the test
+hosts' own ``debootstrap`` of Debian bookworm (:mod:`.rootfs`, cached), then ``docker import``. A dockerd of this machine's (Debian's docker.io) builds
 with the host network (builds fetch packages from Debian's and PyPI's mirrors) and pushes to a
 fleet's registry (:mod:`.registry`), which returns the digest the inventory pins. The builder's data
 root is in the cache, so layers built once are reused by later builds and test sessions.
@@ -9,7 +9,9 @@ root is in the cache, so layers built once are reused by later builds and test s
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import json
 import os
 import re
@@ -17,8 +19,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +41,14 @@ EXEC_ROOT = Path("/run/xpd-builder")
 SOCKET = EXEC_ROOT / "docker.sock"
 # Pushes go to fleet registries at their bridge addresses, whose certificate this machine does not trust.
 INSECURE = "10.88.0.0/16"
-BASE_PACKAGES = ("python3", "python3-pip", "ca-certificates")
-# A local CPU torch wheel for the xpdctl image (torch 2.13.0+cpu is on no index); found in pip's
-# find-links folder of this machine when there.
+# The test hosts' Debian root (stage 1 of :mod:`.rootfs`, made by every test-host session anyway) is the
+# base, less what no image runs: compilers' support files, docs, translations, apt's caches.
+BASE_EXCLUDES = ("./usr/lib/gcc", "./usr/include", "./usr/share/doc", "./usr/share/man", "./usr/share/locale",
+                 "./var/cache/apt/*", "./var/lib/apt/lists/*", "./" + rootfs.COMPLETE)  # fmt: skip
+# A local CPU torch wheel (torch 2.13.0+cpu is on no index): pip's find-links folder of this machine.
 TORCH_WHEELS = Path("/opt/wheels")
 # What images/xpdctl/Dockerfile copies from the repository root.
-XPDCTL_CONTEXT = ("pyproject.toml", "README.md", "xpdctl", "templates", "playbooks", "inventory", "images/xpdctl")
+XPDCTL_CONTEXT = ("pyproject.toml", "README.md", "xpdctl", "templates", "playbooks", "inventory", "images/xpdctl/Dockerfile")
 
 
 def data_root() -> Path:
@@ -108,83 +114,95 @@ def stop_daemon(pid: int, timeout: float = 30) -> None:
         run(["umount", target], check=False)
 
 
-def _base_key() -> str:
-    return hashlib.sha256(json.dumps([rootfs.SUITE, rootfs.MIRROR, BASE_PACKAGES]).encode()).hexdigest()[:12]
-
-
-def base_tarball(progress: Progress) -> Path:
-    """The base image's root filesystem as a tarball in the cache: debootstrap of bookworm with Python."""
-    final = cache_root() / f"base-{rootfs.SUITE}-{_base_key()}.tar"
-    if final.exists():
-        return final
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="xpd-base-", dir=cache_root()) as tmp:
-        root = Path(tmp) / "root"
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", rootfs.SUITE, str(root),
-             rootfs.MIRROR], timeout=1800)  # fmt: skip
-        # As Debian's official images: no package lists or caches in the image.
-        for junk in ("var/lib/apt/lists", "var/cache/apt/archives"):
-            shutil.rmtree(root / junk, ignore_errors=True)
-            (root / junk / "partial").mkdir(parents=True)
-        partial = Path(tmp) / "root.tar"
-        run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."], timeout=600)
-        partial.rename(final)
-    progress(f"{final.name}: debootstrap in {time.monotonic() - started:.0f} s")
-    return final
-
-
 def base_image(progress: Progress) -> str:
-    """``xpd-base:bookworm-<key>`` in the builder: :func:`base_tarball` imported; made when missing."""
-    tag = f"xpd-base:{rootfs.SUITE}-{_base_key()}"
+    """``xpd-base:bookworm-<key>`` in the builder: the test hosts' Debian root imported; made when missing."""
+    cache = cache_root()
+    with rootfs.cache_lock(cache):
+        root = rootfs.debootstrap_root(cache, progress)
+    tag = f"xpd-base:{rootfs.SUITE}-{root.name.rsplit('-', 1)[-1]}"
     if subprocess.run([DOCKER, "-H", f"unix://{SOCKET}", "image", "inspect", tag], capture_output=True).returncode == 0:
         return tag
-    tarball = base_tarball(progress)
     started = time.monotonic()
-    docker("import", "--change", 'CMD ["/bin/bash"]', str(tarball), tag, timeout=600)
-    progress(f"{tag}: docker import in {time.monotonic() - started:.0f} s")
+    excludes = [f"--exclude={pattern}" for pattern in BASE_EXCLUDES]
+    tar = subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", *excludes, "-cf", "-", "."], stdout=subprocess.PIPE)
+    try:
+        run_piped([DOCKER, "-H", f"unix://{SOCKET}", "import", "--change", 'CMD ["/bin/bash"]', "-", tag], tar)
+    finally:
+        tar.wait(timeout=60)
+    progress(f"{tag}: docker import of {root.name} in {time.monotonic() - started:.0f} s")
     return tag
+
+
+def run_piped(argv: list[str], feeder: subprocess.Popen, timeout: float = 600) -> str:
+    """Run ``argv`` reading ``feeder``'s stdout; a failure of either raises with what it printed."""
+    done = subprocess.run(argv, stdin=feeder.stdout, capture_output=True, text=True, timeout=timeout, check=False)
+    feeder.stdout.close()
+    if done.returncode != 0 or feeder.wait(timeout=60) != 0:
+        raise ExecutionError(f"{' '.join(argv[:4])}... failed: {done.stderr.strip()[-500:]}")
+    return done.stdout
 
 
 def _xpdctl_context(target: Path) -> None:
     for name in XPDCTL_CONTEXT:
         source = SOURCE / name
         if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.whl"))
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, target / name)
-    for wheel in _wheelhouse(target).iterdir():
-        os.link(wheel, target / "images/xpdctl/wheels" / wheel.name)
 
 
-def _wheelhouse(source: Path) -> Path:
+def wheelhouse(progress: Progress) -> Path:
     """Every wheel the xpdctl image installs, fetched once per set of dependencies into the cache.
 
     Builds reach no index here (PyPI only through this machine's pip configuration, PyTorch's index
-    not at all): this machine's pip fetches the wheels, the build installs them with no index.
+    not at all): this machine's pip fetches the wheels, and the build installs them from this folder,
+    served to it over HTTP (:func:`_serve`), so that they are not a layer of the image.
     """
-    wanted = ["hatchling>=1.24", "nixl==1.5.1", "torch==2.13.0"]
-    key = hashlib.sha256(json.dumps([wanted, (source / "pyproject.toml").read_text()]).encode()).hexdigest()[:12]
+    pinned = {"torch": "2.13.0", "nixl": "1.5.1"}
+    key = hashlib.sha256(json.dumps([pinned, (SOURCE / "pyproject.toml").read_text()]).encode()).hexdigest()[:12]
     final = cache_root() / f"wheels-{key}"
     if final.exists():
         return final
+    started = time.monotonic()
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for wheel in TORCH_WHEELS.glob("torch-*+cpu-*.whl"):
+    for wheel in TORCH_WHEELS.glob(f"torch-{pinned['torch']}+cpu-*.whl"):
         os.link(wheel, partial / wheel.name)
-    run([sys.executable, "-m", "pip", "download", "-q", "--dest", str(partial), "--find-links", str(partial),
-         *wanted, str(source)], timeout=1800)  # fmt: skip
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--dest", str(partial), "--find-links", str(partial)]
+    run([*pip, "hatchling>=1.24", f"torch=={pinned['torch']}", "numpy", str(SOURCE)], timeout=1800)
+    # As images/xpdctl/Dockerfile installs them: nixl and its CUDA-13 variant only, without dependencies.
+    run([*pip, "--no-deps", f"nixl=={pinned['nixl']}", f"nixl-cu13=={pinned['nixl']}"], timeout=600)
     partial.rename(final)
+    progress(f"{final.name}: pip download in {time.monotonic() - started:.0f} s")
     return final
 
 
-def build_xpdctl(base: str, tag: str, progress: Progress, label: str | None = None) -> float:
+@contextmanager
+def _serve(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` on loopback (the build runs on this machine's network); yields its URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def build_xpdctl(base: str, tag: str, progress: Progress, labels: dict[str, str] | None = None) -> float:
     """``docker build`` of images/xpdctl on ``base``; returns the seconds it took."""
+    wheels = wheelhouse(progress)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="xpd-ctx-", dir=cache_root()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="xpd-ctx-", dir=cache_root()) as tmp, _serve(wheels) as url:
         _xpdctl_context(Path(tmp))
-        extra = ["--label", label] if label else []
-        docker("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "PIP_NO_INDEX=1", *extra,
+        extra = [arg for key, value in (labels or {}).items() for arg in ("--label", f"{key}={value}")]
+        docker("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "PIP_NO_INDEX=1",
+               "--build-arg", f"PIP_FIND_LINKS={url}", *extra,
                "-f", f"{tmp}/images/xpdctl/Dockerfile", "-t", tag, tmp, timeout=3600)  # fmt: skip
     seconds = time.monotonic() - started
     progress(f"{tag}: docker build in {seconds:.0f} s")
