@@ -21,7 +21,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "upgrade"))
-from deploy_helpers import COMMAND_TIMEOUT_S  # noqa: E402
+from deploy_helpers import COMMAND_TIMEOUT_S, complete  # noqa: E402
 from upgrade_helpers import TOKEN, Load  # noqa: E402
 
 from xpdctl.testhosts import builder, fleet, registry  # noqa: E402
@@ -37,6 +37,18 @@ AGENT = f"xpd-{FLEET}-kv-agent"
 
 def say(message: str) -> None:
     print(f"[containers] {message}", file=sys.stderr, flush=True)
+
+
+def wait_serving(router_url: str, timeout_s: float = 180) -> float:
+    """Seconds until a completion through the router succeeds again (bounded; fails the test after)."""
+    started = time.monotonic()
+    while True:
+        try:
+            complete(router_url, "tiny-gpt-oss", "are you back?", max_tokens=2, timeout_s=10)
+            return time.monotonic() - started
+        except OSError as exc:
+            assert time.monotonic() - started < timeout_s, f"nothing served through {router_url} for {timeout_s:.0f} s: {exc}"
+            time.sleep(1)
 
 
 @dataclass

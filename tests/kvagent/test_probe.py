@@ -151,7 +151,7 @@ def test_probes_that_only_time_out_after_a_success_keep_the_pair_ok_for_a_while(
 
 
 def test_a_probe_that_never_reached_the_network_keeps_the_verdict_past_the_grace():
-    """Its process was still importing torch and nixl: that is the host's load, not the path's health."""
+    """Its process was still importing nixl: that is the host's load, not the path's health."""
     stuck = _probe(False, "t9", timed_out=True).model_copy(update={"never_started": True})
     kept = keep_verdict_if_slow(stuck, _probe(True, "t0"), 5000.0, 900.0)
     assert kept.ok and "kept the verdict of the probe at t0" in kept.reason

@@ -81,7 +81,9 @@ def test_rendered_files_keep_their_modes_so_secrets_stay_private(lab):
     files = {f["dest"]: f for f in inventory["all"]["hosts"]["gw-01"]["xpd_files"]}
     assert set(files) == {
         "/etc/systemd/system/xpd-lab-router.service", "/etc/xpdctl/xpd-lab-router.env", "/etc/xpdctl/router.yaml",
+        "/etc/xpdctl/container-run",
     }  # fmt: skip
+    assert files["/etc/xpdctl/container-run"]["mode"] == "0755"
     assert files["/etc/xpdctl/xpd-lab-router.env"]["mode"] == "0600"
     assert files["/etc/xpdctl/router.yaml"]["mode"] == "0644"
     assert files["/etc/xpdctl/router.yaml"]["src"] == str(render_dir.resolve() / "hosts/gw-01/etc/xpdctl/router.yaml")
@@ -109,6 +111,8 @@ def test_a_missing_render_says_how_to_make_one(tmp_path, lab_data, write_invento
         (["docker", "run", "--name", "x", "-v", "/a:/a", "img:1", "serve"], "img:1"),
         (["/opt/venv/bin/python", "-m", "xpdctl", "router"], None),
         (["/usr/bin/docker", "stop", "x"], None),
+        (["/etc/xpdctl/container-run", "x", "/usr/bin/docker", "run", "--detach", "--name=x", "img@sha256:cd", "-m"],
+         "img@sha256:cd"),
     ],
 )
 def test_container_image(command, image):

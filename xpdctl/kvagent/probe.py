@@ -114,7 +114,7 @@ def keep_verdict_if_slow(new: TransferResult, last: TransferResult | None, since
     network or less than ``grace_s`` after the last probe that succeeded; ``new`` otherwise.
 
     A probe that does not finish on an overloaded host (an engine compiling beside it: each probe is a
-    process that imports nixl and torch) says nothing about the path; probes that hang in the transfer
+    process that imports nixl) says nothing about the path; probes that hang in the transfer
     for longer than the grace do. One that never got past its imports says nothing however long that
     lasts (seen: 17 minutes at load 40-60 on 2 cores while a vLLM surge instance compiled). A failed
     transfer is never excused."""

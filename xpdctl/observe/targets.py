@@ -33,6 +33,7 @@ class ServiceTarget(_Model):
     admin_token: str | None = None
     # An engine's internal API key (VLLM_API_KEY in its rendered env file): vLLM checks it under /v1.
     api_key: str | None = None
+    image: str | None = None  # the image render pinned, for a service run as a container (named as the service)
 
 
 class HostTarget(HostLink):
@@ -85,6 +86,7 @@ def _service(files: dict[str, RenderedFile], host: str, address: str, entry: dic
         url=entry.get("url") or (f"http://{address}:{port}" if port else None),
         admin_token=_router_token(files, host, entry.get("config")) if entry["role"] == "router" else None,
         api_key=_env_value(files, entry.get("env_file"), "VLLM_API_KEY"),
+        image=entry.get("image"),
     )
 
 

@@ -45,8 +45,6 @@ INSECURE = "10.88.0.0/16"
 # base, less what no image runs: compilers' support files, docs, translations, apt's caches.
 BASE_EXCLUDES = ("./usr/lib/gcc", "./usr/include", "./usr/share/doc", "./usr/share/man", "./usr/share/locale",
                  "./var/cache/apt/*", "./var/lib/apt/lists/*", "./" + rootfs.COMPLETE)  # fmt: skip
-# A local CPU torch wheel (torch 2.13.0+cpu is on no index): pip's find-links folder of this machine.
-TORCH_WHEELS = Path("/opt/wheels")
 # What images/xpdctl/Dockerfile copies from the repository root.
 XPDCTL_CONTEXT = ("pyproject.toml", "README.md", "xpdctl", "templates", "playbooks", "inventory", "images/xpdctl/Dockerfile")
 
@@ -155,11 +153,11 @@ def _xpdctl_context(target: Path) -> None:
 def wheelhouse(progress: Progress) -> Path:
     """Every wheel the xpdctl image installs, fetched once per set of dependencies into the cache.
 
-    Builds reach no index here (PyPI only through this machine's pip configuration, PyTorch's index
-    not at all): this machine's pip fetches the wheels, and the build installs them from this folder,
+    Builds reach no index here (PyPI only through this machine's pip configuration): this machine's
+    pip fetches the wheels, and the build installs them from this folder,
     served to it over HTTP (:func:`_serve`), so that they are not a layer of the image.
     """
-    pinned = {"torch": "2.13.0", "nixl": "1.5.1"}
+    pinned = {"nixl": "1.5.1"}
     key = hashlib.sha256(json.dumps([pinned, (SOURCE / "pyproject.toml").read_text()]).encode()).hexdigest()[:12]
     final = cache_root() / f"wheels-{key}"
     if final.exists():
@@ -168,10 +166,8 @@ def wheelhouse(progress: Progress) -> Path:
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for wheel in TORCH_WHEELS.glob(f"torch-{pinned['torch']}+cpu-*.whl"):
-        os.link(wheel, partial / wheel.name)
-    pip = [sys.executable, "-m", "pip", "download", "-q", "--dest", str(partial), "--find-links", str(partial)]
-    run([*pip, "hatchling>=1.24", f"torch=={pinned['torch']}", "numpy", str(SOURCE)], timeout=1800)
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--dest", str(partial)]
+    run([*pip, "hatchling>=1.24", "numpy", str(SOURCE)], timeout=1800)
     # As images/xpdctl/Dockerfile installs them: nixl and its CUDA-13 variant only, without dependencies.
     run([*pip, "--no-deps", f"nixl=={pinned['nixl']}", f"nixl-cu13=={pinned['nixl']}"], timeout=600)
     partial.rename(final)
@@ -179,11 +175,15 @@ def wheelhouse(progress: Progress) -> Path:
     return final
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
 @contextmanager
 def _serve(folder: Path) -> Iterator[str]:
     """Serve ``folder`` on loopback (the build runs on this machine's network); yields its URL."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    handler = functools.partial(_QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

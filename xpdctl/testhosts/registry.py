@@ -10,6 +10,9 @@ not trust the fleet CA); a digest is the same whatever name the image is pushed 
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 from xpdctl.testhosts.identity import Identity
@@ -41,7 +44,23 @@ def start(dirs: FleetDirs, bind: str, ident: Identity) -> None:
         return
     storage().mkdir(parents=True, exist_ok=True)
     dirs.registry_config.write_text(config(bind, ident))
+    serve(dirs)
+
+
+def serve(dirs: FleetDirs) -> None:
+    """Start the registry with the configuration :func:`start` wrote (again, after :func:`stop`)."""
     spawn_server([BINARY, "serve", str(dirs.registry_config)], dirs.registry_log, dirs.registry_pid)
+
+
+def stop(dirs: FleetDirs, timeout: float = 10) -> None:
+    """Stop the fleet's registry (what a registry outage looks like to the hosts)."""
+    pid = running(dirs)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running(dirs) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def running(dirs: FleetDirs) -> int | None:
