@@ -99,20 +99,6 @@ def test_a_stopped_dockerd_fails_the_pull_with_what_to_do(lab, up, second_image)
     wait_serving(up["router_url"])
 
 
-def test_an_up_with_an_image_the_registry_lacks_fails_before_any_service_changes(lab, up):
-    inventory = lab.inventory.read_text()
-    wrong = lab.image.split("@")[0] + "@sha256:" + "1" * 64
-    lab.inventory.write_text(inventory.replace(lab.image, wrong))
-    try:
-        done = lab.xpdctl("up", "--timeout", 120, "-e", "preflight_disk_images_gib=10")
-    finally:
-        lab.inventory.write_text(inventory)
-    assert done.returncode != 0
-    said = done.stdout + done.stderr
-    assert f"{PREFILL}: pulling {wrong} failed:" in said and ADVICE["digest"] in said, said[-3000:]
-    assert _running(lab, PREFILL, ENGINES[PREFILL])[0] == lab.image
-
-
 def test_rolling_upgrade_by_digest_under_load_fails_no_request(lab, up, second_image):
     old_digest, new_digest = lab.image.split("@")[1], second_image.split("@")[1]
     assert old_digest != new_digest
@@ -137,3 +123,19 @@ def test_status_shows_the_digest_each_engine_runs(lab, up, second_image):
     # The inventory still pins the first image (--image is the rollout's, not the file's): a warning.
     said = [p["what"] for p in status["problems"]]
     assert f"{ENGINES[DECODE]} runs {second_image.split('@')[1]}, render pins {lab.image.split('@')[1]}" in said, said
+
+
+def test_an_up_with_an_image_the_registry_lacks_fails_before_any_service_changes(lab, up):
+    """`up` pulls in the images role, before the services role changes any unit: the pull fails with the
+    role's line and the running containers stay as they are. Last, as it leaves `up`'s records behind."""
+    inventory = lab.inventory.read_text()
+    wrong = lab.image.split("@")[0] + "@sha256:" + "1" * 64
+    lab.inventory.write_text(inventory.replace(lab.image, wrong))
+    try:
+        done = lab.xpdctl("up", "--timeout", 120, "-e", "preflight_disk_images_gib=10")
+    finally:
+        lab.inventory.write_text(inventory)
+    assert done.returncode != 0
+    said = done.stdout + done.stderr
+    assert f"{PREFILL}: pulling {wrong} failed:" in said and ADVICE["digest"] in said, said[-3000:]
+    assert _running(lab, PREFILL, ENGINES[PREFILL])[0] == lab.image

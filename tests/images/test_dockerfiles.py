@@ -1,7 +1,8 @@
 """The Dockerfiles in images/: bases pinned by digest, one vLLM/UCX/NIXL release in both engine images,
 NIXL and UCX really installed (and checked at build time), the shipped inventories on the same vLLM.
 
-No Docker engine runs on these machines, so the files are parsed, not built.
+The files are parsed here; the xpdctl image is also built for real by the containers tier
+(tests/containers), the engine images are not built yet.
 """
 
 from __future__ import annotations
