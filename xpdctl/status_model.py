@@ -81,6 +81,15 @@ class UnitState(_Model):
     active: str = Field(description="systemctl is-active: active, inactive, failed, activating, unknown")
 
 
+class ContainerImage(_Model):
+    service: str
+    pinned: str = Field(description="the image render pinned (name@sha256:...)")
+    running: str | None = Field(None, description="the image reference the running container was started with")
+    digest: str | None = Field(None, description="repository digest of the image the container runs (sha256:...)")
+    image_id: str | None = None
+    error: str | None = Field(None, description="why the host's dockerd could not tell, or 'no container'")
+
+
 class EngineStatus(_Model):
     service: str
     role: str
@@ -173,6 +182,7 @@ class HostStatus(_Model):
     engines: list[EngineStatus] = []
     kv_agents: list[KvAgentStatus] = []
     routers: list[RouterStatus] = []
+    containers: list[ContainerImage] = Field([], description="the image each container service runs (Docker SDK)")
     drift: list[DriftEntry] = []
     drift_checked: bool = Field(False, description="false when no rendered files were available to compare")
     problems: list[Problem] = []

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kvagent_helpers import agent_config, free_port, pair, write_config
 
-STARTUP_TIMEOUT_S = 240  # generous: importing torch and nixl on a shared 2-core machine
+STARTUP_TIMEOUT_S = 240  # generous: importing nixl on a shared 2-core machine
 
 
 def _get(url: str) -> tuple[int, bytes]:

@@ -151,7 +151,7 @@ def test_probes_that_only_time_out_after_a_success_keep_the_pair_ok_for_a_while(
 
 
 def test_a_probe_that_never_reached_the_network_keeps_the_verdict_past_the_grace_but_not_forever():
-    """Its process was still importing torch and nixl: that is the host's load, not the path's health,
+    """Its process was still importing nixl: that is the host's load, not the path's health,
     for up to never_started_grace_s; after that no bytes have moved for too long to call the pair ok."""
     stuck = _probe(False, "t9", timed_out=True).model_copy(update={"never_started": True})
     kept = keep_verdict_if_slow(stuck, _probe(True, "t0"), 3500.0, 900.0, 3600.0)

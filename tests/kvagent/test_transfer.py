@@ -108,7 +108,7 @@ async def test_cancelled_probe_leaves_no_worker_behind(source, workers):
 
 
 async def test_a_probe_stuck_before_the_network_says_so(source, workers):
-    """Frozen while it imports torch and nixl (SIGSTOP: a stand-in for a process the scheduler does not
+    """Frozen while it imports nixl (SIGSTOP: a stand-in for a process the scheduler does not
     run on an overloaded host): the timeout is reported as never having started, which
     keep_verdict_if_slow never counts against the pair."""
     probe = asyncio.create_task(_probe(source.info, workers, timeout_s=1, startup_s=1))

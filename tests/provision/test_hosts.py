@@ -90,6 +90,8 @@ def test_a_missing_render_says_how_to_make_one(tmp_path, lab_data, write_invento
         (["docker", "run", "--name", "x", "-v", "/a:/a", "img:1", "serve"], "img:1"),
         (["/opt/venv/bin/python", "-m", "xpdctl", "router"], None),
         (["/usr/bin/docker", "stop", "x"], None),
+        (["/etc/xpdctl/container-run", "x", "/usr/bin/docker", "run", "--detach", "--name=x", "img@sha256:cd", "-m"],
+         "img@sha256:cd"),
     ],
 )
 def test_container_image(command, image):

@@ -41,8 +41,6 @@ def _with_sources(*lines: str) -> str:
 
 
 AMD_SOURCES = ("deb https://repo.radeon.com/amdgpu/6.4.1/ubuntu jammy main", "deb https://repo.radeon.com/rocm/apt/6.4.1 jammy main")
-CONTAINER_SOURCES = ("deb https://download.docker.com/linux/ubuntu jammy stable",
-                     "deb https://nvidia.github.io/libnvidia-container/stable/deb/amd64 /")  # fmt: skip
 PCI_LISTING = (
     'for d in /sys/bus/pci/devices/*; do echo "${d##*/} $(cat $d/vendor) $(cat $d/device) $(cat $d/class)"; done'
 )
@@ -340,21 +338,6 @@ def test_destroy_leaves_nothing_behind(make_fleet):
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(dirs.root) not in mounts
     assert fleet.destroy(name) == []  # a second destroy finds nothing and does not fail
-
-
-def test_standin_docker_takes_the_nvidia_runtime_and_pulls_by_digest(hosts):
-    record, _ = hosts
-    nvidia = record.hosts[0]
-    image = "vllm/vllm-openai@sha256:" + "ab" * 32
-    ssh(record, nvidia.address, _with_sources(*CONTAINER_SOURCES) + "docker-ce docker-ce-cli containerd.io nvidia-container-toolkit")
-    assert ssh(record, nvidia.address, "systemctl is-active docker").stdout.strip() == "active"
-    assert "nvidia" not in ssh(record, nvidia.address, "docker info").stdout
-    ssh(record, nvidia.address, "nvidia-ctk runtime configure --runtime=docker && systemctl restart docker")
-    assert "nvidia" in ssh(record, nvidia.address, "docker info | grep Runtimes").stdout
-    inspect = f"docker image inspect --format '{{{{.Id}}}}' {image}"
-    assert ssh(record, nvidia.address, inspect, check=False).returncode == 1
-    ssh(record, nvidia.address, f"docker pull {image}")
-    assert ssh(record, nvidia.address, inspect).stdout.startswith("sha256:")
 
 
 def test_kernel_settings_a_playbook_changes_stay_in_the_host(hosts):

@@ -55,7 +55,7 @@ class TransferResult(BaseModel):
     verified: bool = False
     checked_at: str  # ISO-8601, UTC
     timed_out: bool = False  # the probe did not finish in time (as opposed to failing)
-    # ... and never got as far as the network: its process was still importing torch and nixl.
+    # ... and never got as far as the network: its process was still importing nixl.
     never_started: bool = False
 
 

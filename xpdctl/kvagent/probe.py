@@ -114,9 +114,9 @@ def keep_verdict_if_slow(new: TransferResult, last: TransferResult | None, since
     last probe that succeeded (``never_started_grace_s`` when it never reached the network); ``new``
     otherwise.
 
-    A probe that does not finish on an overloaded host (an engine compiling beside it) says nothing about
-    the path; probes that hang in the transfer for longer than the grace do. One that never got past its
-    imports says nothing about the path for longer (seen: 17 minutes at load 40-60 on 2 cores while a vLLM
+    A probe that does not finish on an overloaded host (an engine compiling beside it: each probe is a
+    process that imports nixl) says nothing about the path; probes that hang in the transfer for longer
+    than the grace do. One that never got past its imports says nothing about the path for longer (seen: 17 minutes at load 40-60 on 2 cores while a vLLM
     surge instance compiled), but it is no success either: past its own grace no bytes have moved for too
     long to call the pair ok. A failed transfer is never excused."""
     if not new.timed_out or last is None or not last.ok:

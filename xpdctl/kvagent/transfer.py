@@ -15,8 +15,8 @@ from xpdctl.kvagent.models import SourceInfo, TransferResult, WorkerRequest, Wor
 from xpdctl.kvagent.ucxinfo import read_transports, transport_class
 from xpdctl.kvagent.worker import READY, RESULT
 
-# Seconds a worker gets beyond the transfer timeout when it must start first: importing torch and
-# nixl on a busy host.
+# Seconds a worker gets beyond the transfer timeout when it must start first: importing nixl on a
+# busy host.
 _STARTUP_ALLOWANCE_S = 60.0
 _READY_MARGIN_S = 10.0
 
@@ -155,7 +155,7 @@ async def run_transfer(
             return TransferResult(
                 peer_host=peer_host, ok=False, checked_at=checked_at, timed_out=True, never_started=True,
                 reason=f"the NIXL probe to {peer_host} did not get to the network within {limit:.0f} s "
-                "(its process was still importing torch and nixl: this host is overloaded)",
+                "(its process was still importing nixl: this host is overloaded)",
             )
         return TransferResult(
             peer_host=peer_host, ok=False, checked_at=checked_at, timed_out=True,

@@ -1,9 +1,9 @@
 """The initiator side of probes, a long-lived process of its own: ``python -m xpdctl.kvagent.worker``.
 
-The worker imports torch and nixl once, prints ``XPD-READY`` on stdout, then runs one probe per line
+The worker imports nixl once, prints ``XPD-READY`` on stdout, then runs one probe per line
 of stdin (a ``WorkerRequest`` as JSON): a new NIXL agent reads the source's buffers, and the
 ``WorkerResult`` follows on stdout as one ``XPD-RESULT <json>`` line. It ends when stdin closes (the
-KV agent stopped or died). Importing torch and nixl costs seconds of CPU; a process per probe paid
+KV agent stopped or died). Importing nixl costs seconds of CPU; a process per probe paid
 it every probe interval (``xpdctl.kvagent.transfer.ProbeWorkers`` keeps one process alive instead).
 
 A process of its own because UCX reads ``UCX_*`` variables (``UCX_PROTO_INFO``, ``UCX_TLS``,
@@ -46,13 +46,13 @@ def _read(agent, handle, deadline: float) -> float:
 
 
 def _prepare(agent, peer: str, local, remote: Region):
-    local_descs = agent.get_xfer_descs(local)
+    local_descs = agent.get_xfer_descs([(local.ctypes.data, local.nbytes, 0)], "DRAM")
     remote_descs = agent.get_xfer_descs([(remote.addr, remote.length, 0)], "DRAM")
     return agent.initialize_xfer("READ", local_descs, remote_descs, peer)
 
 
-def _verify(tensor, region: Region, what: str) -> None:
-    if hashlib.sha256(tensor.numpy().tobytes()).hexdigest() != region.sha256:
+def _verify(buffer, region: Region, what: str) -> None:
+    if hashlib.sha256(buffer.tobytes()).hexdigest() != region.sha256:
         raise _Failed(f"the {what} buffer read over NIXL does not match the source's digest (data corrupted)")
 
 
@@ -71,7 +71,7 @@ RESULT = "XPD-RESULT "
 
 
 def _measure(request: WorkerRequest) -> WorkerResult:
-    import torch
+    import numpy as np
     from nixl._api import nixl_agent, nixl_agent_config
 
     deadline = time.monotonic() + request.timeout_s
@@ -79,10 +79,10 @@ def _measure(request: WorkerRequest) -> WorkerResult:
     # No progress thread: the busy polling in _read progresses UCX, and a second spinning thread
     # would only compete with it for the CPU.
     agent = nixl_agent(request.agent_name, nixl_agent_config(enable_prog_thread=False, backends=["UCX"]))
-    bulk = torch.zeros(source.bulk.length, dtype=torch.uint8)
-    small = torch.zeros(source.small.length, dtype=torch.uint8)
+    bulk = np.zeros(source.bulk.length, dtype=np.uint8)
+    small = np.zeros(source.small.length, dtype=np.uint8)
     peer = _load_peer(agent, source.metadata_b64)
-    registered = agent.register_memory([bulk, small])
+    registered = agent.register_memory([(b.ctypes.data, b.nbytes, 0, "") for b in (bulk, small)], "DRAM")
     handles = []
     try:
         handles = [_prepare(agent, peer, small, source.small), _prepare(agent, peer, bulk, source.bulk)]
@@ -119,8 +119,7 @@ def run(request: WorkerRequest) -> WorkerResult:
 
 
 def serve(lines, out, flush_c_stdio) -> None:
-    import nixl._api  # noqa: F401 - the slow imports, paid once before READY
-    import torch  # noqa: F401
+    import nixl._api  # noqa: F401 - the slow import, paid once before READY
 
     out.write(READY + "\n")
     out.flush()

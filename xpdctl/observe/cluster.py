@@ -15,13 +15,14 @@ from xpdctl.inventory.load import LoadedInventory
 from xpdctl.inventory.routertls import client_context
 from xpdctl.observe import http
 from xpdctl.observe.hoststate import host_status
+from xpdctl.observe.images import running_images
 from xpdctl.observe.judge import judge
 from xpdctl.observe.script import build_script
 from xpdctl.observe.targets import HostTarget, ServiceTarget, targets_from
 from xpdctl.plan import ENGINE_ROLES
 from xpdctl.ssh.sections import new_marker, split_sections
 from xpdctl.paths import cluster_state_path
-from xpdctl.ssh.transport import Transport, cluster_ssh
+from xpdctl.ssh.transport import SshTransport, Transport, cluster_ssh
 from xpdctl.status_model import ClusterStatus, HostStatus, Problem
 
 
@@ -84,11 +85,14 @@ async def _http_part(target: HostTarget, session: aiohttp.ClientSession) -> dict
 async def observe_host(
     target: HostTarget, transport: Transport, session: aiohttp.ClientSession, *, ssh_timeout_s: float
 ) -> HostStatus:
-    (status, failures), services = await asyncio.gather(
-        _ssh_part(target, transport, ssh_timeout_s), _http_part(target, session)
+    # Images are read with the Docker SDK through SSH: hosts a status reaches over SSH only.
+    images = asyncio.to_thread(running_images, transport, target, ssh_timeout_s) if isinstance(transport, SshTransport) \
+        else asyncio.sleep(0, [])
+    (status, failures), services, containers = await asyncio.gather(
+        _ssh_part(target, transport, ssh_timeout_s), _http_part(target, session), images
     )
     # HTTP answers come from this machine's view, so they are reported even for a host SSH cannot reach.
-    status = status.model_copy(update=services)
+    status = status.model_copy(update={**services, "containers": containers if status.reachable else []})
     status.problems = judge(target, status, failures)
     return status
 

@@ -176,6 +176,18 @@ def _services(target: HostTarget, status: HostStatus) -> list[Problem]:
     return found
 
 
+def _images(target: HostTarget, status: HostStatus) -> list[Problem]:
+    """A container that runs another image than render pinned (an upgrade not finished, or a hand-run
+    container); a host whose dockerd cannot be read is an error only through its units."""
+    found = []
+    for image in status.containers:
+        pinned = image.pinned.rsplit("@", 1)[-1]
+        if image.digest is not None and image.digest != pinned:
+            found.append(_warning(target.name, f"{image.service} runs {image.digest}, render pins {pinned}",
+                                  "run `xpdctl up` (or finish the `xpdctl upgrade`) to run the pinned image"))
+    return found
+
+
 def judge(target: HostTarget, status: HostStatus, failures: list[str]) -> list[Problem]:
     if not status.reachable:
         return [
@@ -186,7 +198,7 @@ def judge(target: HostTarget, status: HostStatus, failures: list[str]) -> list[P
             )
         ]
     found = [_error(target.name, line, _tool_hint(line)) for line in failures]
-    found += _hardware(target, status) + _services(target, status)
+    found += _hardware(target, status) + _services(target, status) + _images(target, status)
     if status.drift:
         paths = ", ".join(f"{d.path} ({d.state})" for d in status.drift[:3])
         more = f" and {len(status.drift) - 3} more" if len(status.drift) > 3 else ""

@@ -134,6 +134,10 @@ def render_text(status: ClusterStatus) -> str:
     ]  # fmt: skip
     if moved:
         parts += ["", table(["decode engine", "nixl transfers", "nixl bytes", "failed transfers"], moved)]
+    images = [(c.service, host.name, _or_dash(c.digest), c.error or ("pinned" if c.digest == c.pinned.rsplit("@", 1)[-1]
+               else f"render pins {c.pinned.rsplit('@', 1)[-1]}")) for host in status.hosts for c in host.containers]  # fmt: skip
+    if images:
+        parts += ["", table(["container", "host", "running image digest", "state"], images)]
     if status.problems:
         # Errors first: they are what makes the exit status non-zero.
         ordered = sorted(status.problems, key=lambda p: p.severity != "error")

@@ -35,6 +35,7 @@ class ServiceTarget(_Model):
     api_key: str | None = None
     # The router's https URL is verified against this CA (render's manifest); None: the system's store.
     ca_pem: str | None = None
+    image: str | None = None  # the image render pinned, for a service run as a container (named as the service)
 
 
 class HostTarget(HostLink):
@@ -89,6 +90,7 @@ def _service(files: dict[str, RenderedFile], host: str, address: str, entry: dic
         admin_token=_router_token(files, host, entry.get("config")) if entry["role"] == "router" else None,
         api_key=_env_value(files, entry.get("env_file"), "VLLM_API_KEY"),
         ca_pem=ca_pem if entry["role"] == "router" else None,
+        image=entry.get("image"),
     )
 
 

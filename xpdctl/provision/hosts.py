@@ -34,10 +34,13 @@ def read_manifest(render_dir: Path) -> dict[str, Any]:
 
 
 def container_image(command: list[str]) -> str | None:
-    """The image of a ``docker run`` command line (the first argument after run that is not an option)."""
-    if len(command) < 2 or Path(command[0]).name != "docker" or command[1] != "run":
+    """The image of a ``docker run`` command line, also one a wrapper starts (``container-run NAME docker
+    run ...``): the first argument after run that is not an option."""
+    start = next((i for i in range(len(command) - 1) if Path(command[i]).name == "docker" and command[i + 1] == "run"),
+                 None)  # fmt: skip
+    if start is None:
         return None
-    args = iter(command[2:])
+    args = iter(command[start + 2:])
     for arg in args:
         if arg in _DOCKER_OPTIONS_WITH_VALUE:
             next(args, None)

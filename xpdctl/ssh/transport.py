@@ -99,6 +99,13 @@ class SshTransport:
             argv += ["-i", os.path.expanduser(target.ssh.key)]
         return argv + [f"{target.ssh.user}@{target.address}", _AS_ROOT_IF_ALLOWED]
 
+    def forward_argv(self, target: HostLink, local_socket: str, remote_socket: str) -> list[str]:
+        """``ssh -N`` forwarding ``local_socket`` to the host's ``remote_socket``, with this transport's
+        options but its own connection (a forward through a shared one would outlive this call)."""
+        argv = self.argv(target)[:-1]
+        argv[1:1] = ["-N", "-o", "ControlPath=none", "-o", "ExitOnForwardFailure=yes", "-L", f"{local_socket}:{remote_socket}"]
+        return argv
+
     async def run(self, target: HostLink, script: str, timeout_s: float) -> RunResult:
         result = await _run(self.argv(target), script, timeout_s)
         if result.rc == 255:

@@ -5,9 +5,10 @@ One repository per entry of ``packages.yaml``'s ``repositories``, each with only
 under each of its components only, or one flat repository (``deb URL ./``). The debs share one pool.
 ``sites.json`` tells :mod:`.aptserve` which URL is which repository; it serves nothing else.
 
-Software that is not hardware is real: a ``republish: NAME`` entry serves Debian's package NAME
-unchanged; those packages are downloaded once into the cache with ``apt-get download`` from this
-machine's Debian sources (bookworm), and each entry says so in its ``source:``.
+Software that is not hardware is real: a package's file can be taken from a Debian package (``deb:
+NAME`` + ``from: PATH``), and a ``republish: NAME`` entry serves a Debian package unchanged; those
+packages are downloaded once into the cache with ``apt-get download`` from this machine's Debian
+sources (bookworm), and each entry says so in its ``source:``.
 """
 
 from __future__ import annotations
@@ -91,7 +92,55 @@ def _fill(text: str, tokens: dict[str, str]) -> str:
     return text
 
 
-def _stage_package(staging: Path, pkg: dict, version: str, kernel: str) -> str:
+def debian_names() -> list[str]:
+    """The Debian packages ``packages.yaml`` takes files from or republishes."""
+    names = set()
+    for repo in spec()["repositories"]:
+        for pkg in repo["packages"]:
+            names.update([pkg["republish"]] if "republish" in pkg else [f["deb"] for f in pkg.get("files", []) if "deb" in f])
+    return sorted(names)
+
+
+def debian_debs(cache_dir: Path) -> dict[str, Path]:
+    """The Debian packages of :func:`debian_names`, by name; downloaded when missing (the versions are
+    this machine's candidates: ``apt-cache policy NAME``)."""
+    names = debian_names()
+    folder = cache_dir / f"debian-{hashlib.sha256(json.dumps(names).encode()).hexdigest()[:12]}"
+    if not (folder / "complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        try:
+            run(["apt-get", "download", *names], cwd=folder, timeout=600)
+        except ExecutionError as exc:
+            raise ExecutionError(
+                f"downloading Debian's {', '.join(names)} for the test hosts failed: {exc.message}; "
+                "this machine needs Debian bookworm's apt sources (run `apt-get update`, then try again)",
+                details=exc.details,
+            ) from exc
+        (folder / "complete").write_text("")
+    debs = {deb.name.split("_", 1)[0]: deb for deb in folder.glob("*.deb")}
+    missing = set(names) - set(debs)
+    if missing:
+        raise ExecutionError(f"{folder}: no .deb for {', '.join(sorted(missing))}; delete the folder and try again")
+    return debs
+
+
+def _extract(deb: Path, member: str, target: Path) -> None:
+    """Copy one file of a Debian package (a symlink inside the package followed) to ``target``."""
+    unpacked = deb.parent / "unpacked" / deb.stem
+    if not unpacked.exists():
+        partial = unpacked.with_name(unpacked.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        run(["dpkg-deb", "-x", str(deb), str(partial)], timeout=300)
+        partial.rename(unpacked)
+    source = unpacked / member.lstrip("/")
+    if source.is_symlink():
+        source = source.parent / os.readlink(source)
+    shutil.copy(source, target)
+
+
+def _stage_package(staging: Path, pkg: dict, version: str, kernel: str, debs: dict[str, Path]) -> str:
     """Lay out one package's tree under ``staging``; returns its name."""
     tokens = {"KERNEL": kernel, "VERSION": version}
     name = _fill(pkg["name"], tokens)
@@ -103,8 +152,11 @@ def _stage_package(staging: Path, pkg: dict, version: str, kernel: str) -> str:
         if "link" in entry:
             target.symlink_to(_fill(entry["link"], tokens))
             continue
-        text = (STANDINS / entry["standin"]).read_text() if "standin" in entry else _fill(entry["text"], tokens)
-        target.write_text(text)
+        if "deb" in entry:
+            _extract(debs[entry["deb"]], entry["from"], target)
+        else:
+            text = (STANDINS / entry["standin"]).read_text() if "standin" in entry else _fill(entry["text"], tokens)
+            target.write_text(text)
         target.chmod(int(entry.get("mode", "0644"), 8))
         if entry["path"].startswith("/etc/"):
             conffiles.append(entry["path"])
@@ -124,7 +176,10 @@ def _stage_package(staging: Path, pkg: dict, version: str, kernel: str) -> str:
     ]
     if depends:
         control.append(f"Depends: {depends}")
-    control.append(f"Description: {name} (test-host stand-in)\n Simulated hardware support for xpdctl test hosts.")
+    # Stand-ins keep their description byte for byte: a changed .deb would rebuild every cached root.
+    description = (f"{name} (test-host package)\n {pkg['description'].strip()}" if "description" in pkg
+                   else f"{name} (test-host stand-in)\n Simulated hardware support for xpdctl test hosts.")  # fmt: skip
+    control.append(f"Description: {description}")
     (debian / "control").write_text("\n".join(control) + "\n")
     if conffiles:
         (debian / "conffiles").write_text("\n".join(conffiles) + "\n")
@@ -136,12 +191,16 @@ def _stage_package(staging: Path, pkg: dict, version: str, kernel: str) -> str:
     return name
 
 
-def _build_deb(staging: Path, deb: Path) -> None:
+def _build_deb(staging: Path, deb: Path, fast: bool) -> None:
     """Build reproducibly (fixed timestamps), so an unchanged package keeps its digest across cache
     rebuilds and the root that has it preinstalled is not rebuilt."""
     for path in [staging, *staging.rglob("*")]:
         os.utime(path, (0, 0), follow_symlinks=False)
-    run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(staging), str(deb)], env={"SOURCE_DATE_EPOCH": "0"})
+    # ``fast``: packages carrying Debian's binaries (the Docker ones: ~150 MB) get the fastest gzip,
+    # which -z9 took minutes to pack; the small stand-ins keep the default (and so their digests).
+    level = ["-z1"] if fast else []
+    run(["dpkg-deb", "--root-owner-group", "-Zgzip", *level, "--build", str(staging), str(deb)],
+        env={"SOURCE_DATE_EPOCH": "0"}, timeout=600)  # fmt: skip
 
 
 def _packages_index(debs: list[Path]) -> bytes:
@@ -191,40 +250,10 @@ def _write_repo(folder: Path, repo: dict, debs: list[Path], gpg: list[str]) -> N
         run([*gpg, "--armor", "--detach-sign", "-o", str(where / "Release.gpg"), str(where / "Release")])
 
 
-def debian_names() -> list[str]:
-    """The Debian packages ``packages.yaml`` republishes."""
-    return sorted({pkg["republish"] for repo in spec()["repositories"] for pkg in repo["packages"]
-                   if "republish" in pkg})
-
-
-def debian_debs(cache_dir: Path) -> dict[str, Path]:
-    """The Debian packages of :func:`debian_names`, by name; downloaded when missing (the versions are
-    this machine's candidates: ``apt-cache policy NAME``)."""
-    names = debian_names()
-    folder = cache_dir / f"debian-{hashlib.sha256(json.dumps(names).encode()).hexdigest()[:12]}"
-    if not (folder / "complete").exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        try:
-            run(["apt-get", "download", *names], cwd=folder, timeout=600)
-        except ExecutionError as exc:
-            raise ExecutionError(
-                f"downloading Debian's {', '.join(names)} for the test hosts failed: {exc.message}; "
-                "this machine needs Debian bookworm's apt sources (run `apt-get update`, then try again)",
-                details=exc.details,
-            ) from exc
-        (folder / "complete").write_text("")
-    debs = {deb.name.split("_", 1)[0]: deb for deb in folder.glob("*.deb")}
-    missing = set(names) - set(debs)
-    if missing:
-        raise ExecutionError(f"{folder}: no .deb for {', '.join(sorted(missing))}; delete the folder and try again")
-    return debs
-
-
 def ensure_repo(cache_dir: Path, identity: Identity) -> Repo:
     """Build the repository for this kernel and these stand-ins when missing (call under the cache lock)."""
     kernel = os.uname().release
-    sources = sorted(STANDINS.iterdir())
+    sources = sorted(p for p in STANDINS.iterdir() if p.is_file())
     debian = debian_debs(cache_dir)
     digest = hashlib.sha256(
         json.dumps([REPO_FORMAT, kernel, _SPEC.read_text(), [(p.name, p.read_text()) for p in sources],
@@ -249,9 +278,9 @@ def ensure_repo(cache_dir: Path, identity: Identity) -> Repo:
                     continue
                 for version in pkg["versions"]:
                     staging = partial / "staging"
-                    name = _stage_package(staging, pkg, version, kernel)
+                    name = _stage_package(staging, pkg, version, kernel, debian)
                     deb = partial / "pool" / f"{name}_{version.split(':', 1)[-1]}_amd64.deb"
-                    _build_deb(staging, deb)
+                    _build_deb(staging, deb, fast=any("deb" in f for f in pkg.get("files", [])))
                     shutil.rmtree(staging)
                     debs.append(deb)
                     if pkg.get("preinstalled"):

@@ -6,7 +6,6 @@ import ipaddress
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -15,10 +14,10 @@ from pathlib import Path
 import xpdctl
 from xpdctl.errors import ExecutionError, InputError
 from xpdctl.paths import cluster_state_dir
-from xpdctl.testhosts import aptrepo, hardware, host, identity, inventory, network, rootfs
+from xpdctl.testhosts import aptrepo, hardware, host, identity, inventory, network, registry, rootfs
 from xpdctl.testhosts.layout import FleetDirs, HostDirs, cache_root, fleet_dirs, state_root
 from xpdctl.testhosts.models import FLEET_NAME, FleetRecord, GpuDecl, HostRecord
-from xpdctl.testhosts.run import run
+from xpdctl.testhosts.run import recorded_process, run, spawn_server
 
 Progress = Callable[[str], None]
 TOOLS = ("debootstrap", "ip", "unshare", "nsenter", "dpkg-deb", "openssl", "gpg", "ssh-keygen")
@@ -112,7 +111,8 @@ def plan(name: str, count: int, gpus: list[GpuDecl | None], nics: int, subnet: s
 
 def _etc_hosts(record: FleetRecord) -> str:
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines.append(f"{record.gateway}\t{' '.join(aptrepo.mirrored_sites())}")
+    # The registry's name too: it answers there in fleets created with_registry.
+    lines.append(f"{record.gateway}\t{' '.join([*aptrepo.mirrored_sites(), registry.NAME])}")
     lines += [f"{h.address}\t{h.name}" for h in record.hosts]
     return "\n".join(lines) + "\n"
 
@@ -120,25 +120,16 @@ def _etc_hosts(record: FleetRecord) -> str:
 def _start_apt_server(record: FleetRecord, dirs: FleetDirs, ident: identity.Identity) -> None:
     if _apt_server_pid(dirs) is not None:
         return
-    with open(dirs.apt_server_log, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "xpdctl.testhosts.aptserve", "--repo", record.apt_repo, "--bind", record.gateway,
-             "--cert", str(ident.server_cert), "--key", str(ident.server_key)],  # fmt: skip
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    dirs.apt_server_pid.write_text(str(process.pid))
+    spawn_server(
+        [sys.executable, "-m", "xpdctl.testhosts.aptserve", "--repo", record.apt_repo, "--bind", record.gateway,
+         "--cert", str(ident.server_cert), "--key", str(ident.server_key)],  # fmt: skip
+        dirs.apt_server_log,
+        dirs.apt_server_pid,
+    )
 
 
 def _apt_server_pid(dirs: FleetDirs) -> int | None:
-    try:
-        value = int(dirs.apt_server_pid.read_text())
-        cmdline = Path(f"/proc/{value}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    return value if b"xpdctl.testhosts.aptserve" in cmdline else None
+    return recorded_process(dirs.apt_server_pid, b"xpdctl.testhosts.aptserve")
 
 
 def _build_cache(progress: Progress) -> tuple[Path, Path, identity.Identity]:
@@ -173,10 +164,13 @@ def create(
     shares: list[Path] | None = None,
     progress: Progress = _quiet,
     declare_nics: bool = True,
+    with_registry: bool = False,
 ) -> FleetRecord:
     """Create (or finish creating) a fleet; hosts already running are left as they are.
 
     ``declare_nics``: list the simulated RDMA NICs in the inventory (see :func:`.inventory.build`).
+    ``with_registry``: start the fleet's container registry (:mod:`.registry`) too; only fleets that
+    run containers need it, so the others do not pay for it.
     """
     wanted = plan(name, count, gpus, nics, subnet)
     if inventory_path is not None and all(h.gpu is None for h in wanted.hosts):
@@ -200,6 +194,10 @@ def create(
     authorized = dirs.key.with_suffix(".pub").read_text()
     network.ensure_bridge(record.bridge, record.gateway, record.prefix_len)
     _start_apt_server(record, dirs, ident)
+    if with_registry:
+        if shutil.which(registry.BINARY) is None:
+            raise ExecutionError(f"{registry.BINARY} is missing (Debian's docker-registry); run ./install.sh --test")
+        registry.start(dirs, record.gateway, ident)
     shares = default_shares() if shares is None else shares
     known = []
     booted = []
@@ -250,6 +248,7 @@ def reboot(name: str, host_name: str, progress: Progress = _quiet) -> None:
     dirs = fleet_dirs(name).host(rec.name)
     started = time.monotonic()
     host.stop(dirs, network.netns_pids(rec.netns))
+    host.remove_container_cgroups(dirs)
     process = host.boot(dirs, rec.netns, rec.name, Path(record.rootfs), _shares_of(dirs))
     host.wait_for_ssh(rec.address, 22, time.monotonic() + SSH_WAIT_S, dirs, process)
     progress(f"{rec.name} rebooted in {time.monotonic() - started:.1f} s")
@@ -273,13 +272,13 @@ def destroy(name: str) -> list[str]:
     netnses = [n for n in network.netns_list() if n.startswith(f"{name}-")]
     for netns in netnses:
         host.stop(dirs.host(netns), network.netns_pids(netns))
+        host.remove_container_cgroups(dirs.host(netns))
         network.remove_host(netns, f"{name}v{netns.rsplit('-', 1)[1]}")
         removed.append(netns)
     for rec in record.hosts if record else []:
         network.remove_link(rec.veth)
-    server = _apt_server_pid(dirs)
-    if server is not None:
-        host.kill_all([server])
+    servers = [_apt_server_pid(dirs), registry.running(dirs)]
+    host.kill_all([server for server in servers if server is not None])
     bridge = record.bridge if record else f"{name}br0"
     if network.link_exists(bridge):
         network.remove_link(bridge)

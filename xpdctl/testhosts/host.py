@@ -23,7 +23,7 @@ from pathlib import Path
 
 from xpdctl.errors import ExecutionError
 from xpdctl.testhosts.layout import HostDirs
-from xpdctl.testhosts.run import run
+from xpdctl.testhosts.run import recorded_process, run
 
 BOOT = r"""
 set -eu
@@ -53,6 +53,13 @@ fi
 # sysfs is this machine's too: read-only, as in a container.
 mount -t sysfs -o ro sysfs "$M/sys"
 mount --bind "$XPD_HW/sys/bus/pci/devices" "$M/sys/bus/pci/devices"
+# The cgroup v1 hierarchies, as a real host's init mounts them at boot: dockerd and runc need them
+# (without, dockerd fails with "Devices cgroup isn't mounted"). They are this machine's hierarchies.
+mount -t tmpfs -o mode=755,nosuid,nodev,noexec cgroup "$M/sys/fs/cgroup"
+for hierarchy in $XPD_CGROUPS; do
+  mkdir "$M/sys/fs/cgroup/$hierarchy"
+  mount -t cgroup -o "$hierarchy" cgroup "$M/sys/fs/cgroup/$hierarchy"
+done
 mount -t overlay sysclass -o "lowerdir=$XPD_HW/sys/class:$M/sys/class" "$M/sys/class"
 # The firmware's EFI variables (Secure Boot); hosts whose hardware folder predates them have none.
 if [ -d "$XPD_HW/sys/firmware" ]; then
@@ -78,6 +85,10 @@ mount -t tmpfs -o mode=755,nosuid,nodev run "$M/run"
 # Ansible and invoke-rc.d that systemd (here: the daemonless systemctl) manages services.
 mkdir -p "$M/run/sshd" "$M/run/systemd/system" "$M/run/lock"
 mkdir -p "$M/etc/xpd-testhost"
+# Docker's data root on a disk of its own, as servers have it: outside the overlay root, so dockerd can
+# use overlay2 (an overlay upper dir cannot sit on overlayfs).
+mkdir -p "$XPD_DOCKER_ROOT" "$M/var/lib/docker"
+mount --bind "$XPD_DOCKER_ROOT" "$M/var/lib/docker"
 mount --bind -o ro "$XPD_HW" "$M/etc/xpd-testhost"
 for share in $XPD_SHARES; do
   mkdir -p "$M$share"
@@ -87,6 +98,8 @@ hostname "$XPD_HOSTNAME"
 exec chroot "$M" /bin/sh -c 'run-parts /usr/lib/xpd-testhost/boot.d || true; exec /sbin/init init'
 """
 
+
+CGROUP_HIERARCHIES = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")
 
 # Global (not per-namespace) kernel settings the playbooks change, e.g. kernel.numa_balancing for MI300X.
 SHADOWED_SYSCTLS = (
@@ -117,13 +130,8 @@ def prepare(dirs: HostDirs, hostname: str, etc_hosts: str, authorized_key: str) 
 
 def pid(dirs: HostDirs) -> int | None:
     """The running host's supervisor process (:mod:`.supervise`), or None."""
-    try:
-        value = int(dirs.pid.read_text())
-        cmdline = Path(f"/proc/{value}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
     # Hosts booted by xpdctl before supervisors existed have their unshare process recorded.
-    return value if b"xpdctl.testhosts.supervise" in cmdline or b"unshare" in cmdline else None
+    return recorded_process(dirs.pid, b"xpdctl.testhosts.supervise", b"unshare")
 
 
 def boot_argv(netns: str) -> list[str]:
@@ -144,6 +152,8 @@ def boot(dirs: HostDirs, netns: str, hostname: str, lower: Path, shares: list[Pa
         "XPD_HOSTNAME": hostname,
         "XPD_SYSCTLS": " ".join(SHADOWED_SYSCTLS),
         "XPD_SYSCTL_DIR": str(dirs.sysctl),
+        "XPD_CGROUPS": " ".join(CGROUP_HIERARCHIES),
+        "XPD_DOCKER_ROOT": str(dirs.docker_data),
     }
     with open(dirs.log, "ab") as log:
         process = subprocess.Popen(
@@ -189,6 +199,24 @@ def stop(dirs: HostDirs, netns_pids: list[int], timeout: float = 10) -> None:
     outer = pid(dirs)
     kill_all(netns_pids + ([outer] if outer is not None else []), timeout)
     dirs.pid.unlink(missing_ok=True)
+
+
+def remove_container_cgroups(dirs: HostDirs, timeout: float = 10) -> None:
+    """Remove the cgroups dockerd made on this machine's hierarchies for the host's containers.
+
+    Killing the host kills its containers, but their (now empty) cgroups stay in the hierarchies the
+    host mounted; the container IDs are the folders of its data root. Call after :func:`stop`.
+    """
+    ids = {p.name for p in (dirs.docker_data / "containers").glob("*")}
+    deadline = time.monotonic() + timeout
+    for hierarchy in CGROUP_HIERARCHIES:
+        for cid in ids:
+            group = Path("/sys/fs/cgroup", hierarchy, "docker", cid)
+            while group.exists() and time.monotonic() < deadline:
+                try:
+                    group.rmdir()
+                except OSError:
+                    time.sleep(0.05)  # its last processes are still exiting
 
 
 def kill_all(pids: list[int], timeout: float = 10) -> None:

@@ -76,16 +76,20 @@ def _certificates(root: Path, sites: list[str]) -> None:
     run(["openssl", "req", "-x509", *curve, "-keyout", str(ca_key), "-out", str(ca_cert), "-days", "3650",
          "-subj", "/CN=xpd test hosts CA", "-addext", "basicConstraints=critical,CA:TRUE",
          "-addext", "keyUsage=critical,keyCertSign,cRLSign"])  # fmt: skip
-    csr = root / "server.csr"
-    run(["openssl", "req", *curve, "-keyout", str(root / "server.key"), "-out", str(csr),
-         "-subj", "/CN=xpd test hosts mirror"])  # fmt: skip
-    ext = root / "server.ext"
+    issue_server_certificate(Identity(root), sites, root / "server.crt", root / "server.key", "mirror")
+
+
+def issue_server_certificate(ident: Identity, names: list[str], cert: Path, key: Path, what: str) -> None:
+    """A TLS server certificate for ``names``, signed by the identity's CA (which every test host trusts)."""
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    csr, ext = cert.with_suffix(".csr"), cert.with_suffix(".ext")
+    run(["openssl", "req", *curve, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN=xpd test hosts {what}"])
     ext.write_text(
         "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\n"
-        "authorityKeyIdentifier=keyid,issuer\nsubjectAltName=" + ",".join(f"DNS:{s}" for s in sites) + "\n"
+        "authorityKeyIdentifier=keyid,issuer\nsubjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n"
     )
-    run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
-         "-CAcreateserial", "-out", str(root / "server.crt"), "-days", "3650", "-extfile", str(ext)])  # fmt: skip
+    run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ident.ca_cert), "-CAkey", str(ident.root / "ca.key"),
+         "-CAcreateserial", "-out", str(cert), "-days", "3650", "-extfile", str(ext)])  # fmt: skip
 
 
 def ensure_identity(cache: Path, sites: list[str]) -> Identity:

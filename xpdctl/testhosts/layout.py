@@ -47,6 +47,18 @@ class FleetDirs:
     def apt_server_log(self) -> Path:
         return self.root / "apt-server.log"
 
+    @property
+    def registry_config(self) -> Path:
+        return self.root / "registry.yml"
+
+    @property
+    def registry_pid(self) -> Path:
+        return self.root / "registry.pid"
+
+    @property
+    def registry_log(self) -> Path:
+        return self.root / "registry.log"
+
     def host(self, name: str) -> HostDirs:
         return HostDirs(self.root / "hosts" / name)
 
@@ -91,6 +103,11 @@ class HostDirs:
     @property
     def reboot_request(self) -> Path:
         return self.power_requests / "reboot-requested"
+
+    @property
+    def docker_data(self) -> Path:
+        # Bind-mounted at /var/lib/docker: the host's "data disk" for images and containers.
+        return self.root / "docker"
 
     @property
     def pid(self) -> Path:

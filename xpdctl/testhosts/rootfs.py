@@ -97,7 +97,9 @@ def cache_lock(cache: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _debootstrap(cache: Path, progress: Progress) -> Path:
+def debootstrap_root(cache: Path, progress: Progress) -> Path:
+    """Stage 1, plain Debian bookworm (call under :func:`cache_lock`); also the base of the images built
+    for test hosts (:mod:`.builder`)."""
     final = cache / f"debootstrap-{SUITE}-{_key(SUITE, MIRROR, PACKAGES)}"
     if (final / COMPLETE).exists():
         return final
@@ -250,7 +252,7 @@ def _customize(root: Path, ident: Identity, preinstalled: list[Path]) -> None:
 def ensure_rootfs(cache: Path, ident: Identity, preinstalled: list[Path], progress: Progress) -> Path:
     """The cached root for this package list, identity and preinstalled stand-ins; built when missing."""
     with cache_lock(cache):
-        base = _debootstrap(cache, progress)
+        base = debootstrap_root(cache, progress)
         digests = [hashlib.sha256(deb.read_bytes()).hexdigest() for deb in preinstalled]
         support = [(STANDINS / n).read_text() for n in ("xpd_standin.py", "load_module.py", "power.sh")]
         identity_files = [ident.ca_cert.read_text(), ident.public_key.read_text()]

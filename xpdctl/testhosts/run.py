@@ -17,7 +17,7 @@ def run(
     timeout: float = 120,
     check: bool = True,
     env: dict[str, str] | None = None,
-    cwd: Path | None = None,
+    cwd: str | os.PathLike | None = None,
 ) -> str:
     """Run ``argv``, return its stdout; a failure raises with the command and what it printed.
 
@@ -49,3 +49,22 @@ def succeeds(argv: Sequence[str], timeout: float = 30) -> bool:
         return subprocess.run(list(argv), capture_output=True, timeout=timeout, check=False).returncode == 0
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return False
+
+
+def recorded_process(pid_file: Path, *markers: bytes) -> int | None:
+    """The PID in ``pid_file`` if that process runs and its command line has one of ``markers``."""
+    try:
+        value = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{value}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return value if any(marker in cmdline for marker in markers) else None
+
+
+def spawn_server(argv: Sequence[str], log: Path, pid_file: Path) -> None:
+    """Start a long-running server detached from this process (it outlives the command), logging to ``log``."""
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    pid_file.write_text(str(process.pid))

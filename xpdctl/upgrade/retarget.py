@@ -54,8 +54,8 @@ def differences(old: Files, new: Files, name: str) -> list[str]:
     changed_env = sorted(k for k in set(a["env"]) | set(b["env"]) if a["env"].get(k) != b["env"].get(k))
     if changed_env:
         said.append("the environment: " + ", ".join(changed_env))
-    # vllm_args are part of the command, already described with it.
-    skip = {"command", "env"} | ({"vllm_args"} if a["command"] != b["command"] else set())
+    # vllm_args and the image are part of the command, already described with it.
+    skip = {"command", "env"} | ({"vllm_args", "image"} if a["command"] != b["command"] else set())
     said += [line for key in sorted(set(a) | set(b)) if key not in skip and a.get(key) != b.get(key)
              for line in _value(key, a.get(key), b.get(key))]
     for what, key in (("unit", "unit"), ("env file", "env_file")):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from xpdctl.errors import ExecutionError
 from xpdctl.provision.hosts import container_image
+from xpdctl.provision.pullfailures import pull_failure_line
 from xpdctl.render import read_tree
 from xpdctl.router.config import load_router_config
 from xpdctl.ssh.hostrun import HostShell
@@ -117,6 +118,10 @@ def step_pull(ctx: Context, instances: list[Instance]) -> None:
         problem = run.problem(ctx.options.health_timeout_s)
         if problem:
             raise ExecutionError(f"{i.name}: getting the new program ready failed: {problem}")
+        image = container_image(argv)
+        if run.result.rc != 0 and image:
+            raise ExecutionError(f"{i.name}: {pull_failure_line(i.host, image, run.result.stdout)} (the instance was not "
+                                 "stopped; run the upgrade again with --resume, with --image if it named the wrong one)")
         if run.result.rc != 0:
             said = run.result.stdout.strip()[-300:] or f"exit status {run.result.rc}"
             raise ExecutionError(f"{i.name}: `{command}` failed on {i.host} ({said}); install the new release there, "
