@@ -207,8 +207,11 @@ def _container(
     name: str, image: str, module_args: list[str], *, flags: list[str], volumes: list[str]
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, ...], ...]]:
     """ExecStart, ExecStop and ExecStartPre of a service run as a container (started detached and
-    followed by :data:`CONTAINER_RUN`, so that the unit outlives a dockerd restart)."""
-    run = [CONTAINER_RUN, name, DOCKER, "run", "--detach", "--rm", f"--name={name}", "--network=host",
+    followed by :data:`CONTAINER_RUN`, so that the unit outlives a dockerd restart). No ``--rm``:
+    dockerd before 24.0.8 removes a running ``--rm`` container when it restarts even with
+    live-restore (moby/moby#46308, fixed by moby/moby#46857; seen with 20.10.24 on the test hosts);
+    CONTAINER_RUN removes the container once it has ended instead."""
+    run = [CONTAINER_RUN, name, DOCKER, "run", "--detach", f"--name={name}", "--network=host",
            f"--env-file={ETC}/{name}.env"]  # fmt: skip
     run += flags + [f"--volume={v}" for v in volumes]
     # One entry point for every image: vendor images disagree on theirs (vllm serve, bash, none).
