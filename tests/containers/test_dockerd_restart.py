@@ -19,9 +19,12 @@ dockerd's side: live-restore keeps the container, and the unit's process survive
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import pytest
-from conftest import DECODE, ENGINES, say
+from conftest import DECODE, ENGINES, say, wait_serving
+
+from xpdctl.inventory.topology import DEFAULT_POOL_PORT
 
 pytestmark = pytest.mark.containers
 
@@ -51,3 +54,33 @@ def test_a_dockerd_restart_under_load_fails_no_request_and_keeps_the_container(l
     assert _container(lab, DECODE, ENGINES[DECODE]) == before
     assert lab.on(DECODE, f"systemctl is-active {unit}").stdout.strip() == "active"
     assert lab.on(DECODE, "docker info --format '{{.LiveRestoreEnabled}}'").stdout.strip() == "true"
+
+
+def test_an_engine_unit_restart_replaces_its_container_and_serves_again(lab, up):
+    """`systemctl restart` of the decode unit: ExecStop stops the container, container-run removes it
+    (no `--rm`, see above), ExecStartPre and ExecStart start a new one under the same name. Measures
+    restart-to-healthy of a simulator engine container; simulator engines compile nothing, so the
+    compile-cache comparison of issue 14 applies to real vLLM images only (not measured here)."""
+    before = _container(lab, DECODE, ENGINES[DECODE]).split()[0]
+    started = time.monotonic()
+    restarted = lab.on(DECODE, f"systemctl restart {ENGINES[DECODE]}")
+    assert restarted.returncode == 0, restarted.stderr
+    engine = f"http://{lab.record.host(DECODE).address}:{DEFAULT_POOL_PORT['decode']}/health"
+    while True:
+        try:
+            with urllib.request.urlopen(engine, timeout=5) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() - started < 120, f"{engine} not healthy 120 s after the restart"
+        time.sleep(0.2)
+    healthy_s = time.monotonic() - started
+    serving_s = healthy_s + wait_serving(up["router_url"])
+    lab.timings.update(restart_to_healthy_s=healthy_s, restart_to_serving_s=serving_s)
+    say(f"{ENGINES[DECODE]} unit restart: engine healthy after {healthy_s:.1f} s, served through the router "
+        f"after {serving_s:.1f} s")
+    after = _container(lab, DECODE, ENGINES[DECODE]).split()
+    assert after[0] != before and after[-1] == "true"
+    listed = lab.on(DECODE, f"docker ps -a --filter name=^/{ENGINES[DECODE]}$ --format '{{{{.ID}}}}'").stdout.split()
+    assert listed == [after[0][:12]], listed  # the old container was removed, not left stopped

@@ -126,7 +126,7 @@ def test_status_shows_the_digest_each_engine_runs(lab, up, second_image):
 
 
 def test_an_up_with_an_image_the_registry_lacks_fails_before_any_service_changes(lab, up):
-    """`up` pulls in the images role, before the services role changes any unit: the pull fails with the
+    """`up` pulls in the images role, before xpdctl's applier changes any unit: the pull fails with the
     role's line and the running containers stay as they are. Last, as it leaves `up`'s records behind."""
     inventory = lab.inventory.read_text()
     wrong = lab.image.split("@")[0] + "@sha256:" + "1" * 64
