@@ -108,6 +108,10 @@ def test_rolling_upgrade_by_digest_under_load_fails_no_request(lab, up, second_i
     lab.timings["upgrade_s"] = time.monotonic() - started
     say(f"rolling upgrade: {lab.timings['upgrade_s']:.0f} s, {traffic.ok} requests served, "
         f"{len(traffic.failures)} failed; timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in lab.timings.items()))
+    if done.returncode != 0:  # what the decode host says, for the report
+        found = lab.on(DECODE, f"docker ps -a; tail -n 60 /var/log/journal/{ENGINES[DECODE]}.service.log; "
+                               f"systemctl status {ENGINES[DECODE]}; ls /var/log/journal")
+        say(f"after the failed upgrade, {DECODE}:\n{found.stdout}{found.stderr}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert traffic.ok > 0 and traffic.failures == [], traffic.failure_summary()
     assert _running(lab, DECODE, ENGINES[DECODE]) == (second_image, [new_digest])

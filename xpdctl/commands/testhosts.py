@@ -52,6 +52,9 @@ def command() -> None:
 @click.option("--share", "shares", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder every host sees read-only at the same path (repeatable). Default: this Python "
               "environment and this xpdctl, so native units run the same interpreter.")  # fmt: skip
+@click.option("--registry", "with_registry", is_flag=True,
+              help="Also run a container registry for the fleet at registry.testhosts.invalid:5000 (HTTPS, "
+              "trusted by the hosts; this machine pushes to <bridge IP>:5000), for `runtime: container`.")  # fmt: skip
 def create(
     fleet: str,
     count: int,
@@ -61,12 +64,14 @@ def create(
     subnet: str,
     inventory_path: Path | None,
     shares: tuple[Path, ...],
+    with_registry: bool,
 ) -> None:
     """Create N hosts (idempotent: running hosts are kept) and optionally write their inventory.
 
     \b
       xpdctl testhosts create -n 2 --gpus nvidia:8,amd:8
       xpdctl testhosts create --fleet lab -n 3 --gpus nvidia:2:H200-SXM,amd:2 --subnet 10.88.5.0/24 -o lab.yaml
+      xpdctl testhosts create --fleet ctr -n 2 --gpus nvidia:1,amd:1 --registry --no-declare-nics -o ctr.yaml
     """
     from xpdctl.testhosts import fleet as fleets
     from xpdctl.testhosts.models import GpuDecl
@@ -84,6 +89,7 @@ def create(
         shares=list(shares) or None,
         progress=progress,
         declare_nics=declare_nics,
+        with_registry=with_registry,
     )
     key = fleets.fleet_dirs(fleet).key
     click.echo(f"fleet {fleet}: {len(record.hosts)} hosts on {record.bridge} ({record.subnet})")
