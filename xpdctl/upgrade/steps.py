@@ -13,11 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from docker.errors import DockerException, ImageNotFound
+
 from xpdctl.errors import ExecutionError
 from xpdctl.provision.hosts import container_image
 from xpdctl.provision.pullfailures import pull_failure_line
 from xpdctl.render import read_tree
 from xpdctl.router.config import load_router_config
+from xpdctl.ssh.dockerd import DockerdUnreachable, docker_client
 from xpdctl.ssh.hostrun import HostShell
 from xpdctl.units.rendered import rendered_services
 from xpdctl.units.state import Executor
@@ -97,13 +100,34 @@ def _check_interpreter(argv: list[str]) -> str:
     return shlex.join([argv[0], "-c", f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 1)"])
 
 
-def _pull_image(argv: list[str]) -> str:
-    """Container runtime: the image is on the host before its instance stops."""
-    return shlex.join(["docker", "pull", container_image(argv)])
+def _native_ready(ctx: Context, i: Instance, argv: list[str]) -> None:
+    command = _check_interpreter(argv)
+    run = ctx.shell.run(i.host, command + " 2>&1", ctx.options.health_timeout_s)
+    problem = run.problem(ctx.options.health_timeout_s)
+    if problem:
+        raise ExecutionError(f"{i.name}: getting the new program ready failed: {problem}")
+    if run.result.rc != 0:
+        said = run.result.stdout.strip()[-300:] or f"exit status {run.result.rc}"
+        raise ExecutionError(f"{i.name}: `{command}` failed on {i.host} ({said}); install the new release there, "
+                             "or point the inventory (or --image) at one that is, then run the upgrade again with "
+                             "--resume: instances not upgraded yet get what the inventory says then")
 
 
-# What "have the new program on the host" means per runtime; the runtime shows in the unit's command.
-PULL: dict[str, Callable[[list[str]], str]] = {"native": _check_interpreter, "container": _pull_image}
+def _image_pulled(ctx: Context, i: Instance, image: str) -> None:
+    """The image, pinned by digest, on the host's dockerd (pulled through the Docker SDK when missing)."""
+    try:
+        with docker_client(ctx.shell.transport, ctx.shell.targets[i.host], ctx.options.health_timeout_s) as client:
+            try:
+                client.images.get(image)
+            except ImageNotFound:
+                client.images.pull(image)
+        return
+    except DockerdUnreachable as exc:
+        said = exc.why
+    except DockerException as exc:
+        said = str(getattr(exc, "explanation", None) or exc)
+    raise ExecutionError(f"{i.name}: {pull_failure_line(i.host, image, said)} (the instance was not stopped; run the "
+                         "upgrade again with --resume, with --image if it named the wrong one)")
 
 
 def step_pull(ctx: Context, instances: list[Instance]) -> None:
@@ -112,22 +136,12 @@ def step_pull(ctx: Context, instances: list[Instance]) -> None:
                 for s in rendered_services(tree, unique_names=False)}
     for i in instances:
         argv = services[i.host, i.name].desired.unit.exec_start.argv
-        command = PULL["container" if container_image(argv) else "native"](argv)
         ctx.progress.show(f"{i.name}: getting the new program ready on {i.host}")
-        run = ctx.shell.run(i.host, command + " 2>&1", ctx.options.health_timeout_s)
-        problem = run.problem(ctx.options.health_timeout_s)
-        if problem:
-            raise ExecutionError(f"{i.name}: getting the new program ready failed: {problem}")
         image = container_image(argv)
-        if run.result.rc != 0 and image:
-            raise ExecutionError(f"{i.name}: {pull_failure_line(i.host, image, run.result.stdout)} (the instance was not "
-                                 "stopped; run the upgrade again with --resume, with --image if it named the wrong one)")
-        if run.result.rc != 0:
-            said = run.result.stdout.strip()[-300:] or f"exit status {run.result.rc}"
-            raise ExecutionError(f"{i.name}: `{command}` failed on {i.host} ({said}); install the new release there, "
-                                 "or point the inventory (or --image) at one that is, then run the upgrade again with "
-                                 "--resume: instances not upgraded yet get what the inventory says then")
-
+        if image:
+            _image_pulled(ctx, i, image)
+        else:
+            _native_ready(ctx, i, argv)
 
 def step_drain(ctx: Context, instances: list[Instance]) -> None:
     for i in instances:
