@@ -42,12 +42,14 @@ def snapshot_of(expected, units=(), state=RUNNING, edits=None) -> HostSnapshot:
 def test_the_routers_config_alone_is_reloaded_its_unit_and_env_restart(lab):
     _, wanted, _ = lab
     [router] = wanted["gw-01"]
-    # a container's --env-file is read at `docker run` only: a change restarts the router
-    assert set(router.files) == {"/etc/systemd/system/xpd-lab-router.service", "/etc/xpdctl/xpd-lab-router.env"}
+    # a container's --env-file and the program that runs it (container-run) are read at start only: a
+    # change restarts the router
+    assert set(router.files) == {"/etc/systemd/system/xpd-lab-router.service", "/etc/xpdctl/xpd-lab-router.env",
+                                 "/etc/xpdctl/container-run"}
     assert router.reload_files == ["/etc/xpdctl/router.yaml"]
     agent = next(u for u in wanted["h100-01"] if u.role == "kv-agent")
     assert set(agent.files) == {"/etc/systemd/system/xpd-lab-kv-agent.service", "/etc/xpdctl/xpd-lab-kv-agent.env",
-                                "/etc/xpdctl/kv-agent.yaml"} and agent.reload_files == []
+                                "/etc/xpdctl/kv-agent.yaml", "/etc/xpdctl/container-run"} and agent.reload_files == []
 
 
 def test_a_fresh_host_gets_every_file_and_starts_engines_first(lab):

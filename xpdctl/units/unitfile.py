@@ -228,8 +228,11 @@ def load_unit(path: Path, host_paths: HostPaths) -> Unit:
     configs = hashlib.sha256()
     reloads = "exec_reload" in fields
     referenced = sorted({p for w in words if (p := host_paths.rendered_file(w)) is not None})
-    # An env file a container gets (`docker run --env-file=`) is read when it starts, never on reload.
+    # An env file a container gets (`docker run --env-file=`) is read when it starts, never on reload; so
+    # is a rendered program a command runs (/etc/xpdctl/container-run).
+    programs = [c.argv[0] for c in [*fields["exec_start_pre"], exec_start] if c.argv]
     start_only = {p for w in words if w.startswith("--env-file=") and (p := host_paths.rendered_file(w)) is not None}
+    start_only |= {p for w in programs if (p := host_paths.rendered_file(w)) is not None}
     config_paths = [p for p in referenced if reloads and p not in start_only]
     for path in referenced:
         (configs if path in config_paths else digest).update(path.read_bytes())
