@@ -178,6 +178,52 @@ class HostStatus(_Model):
     problems: list[Problem] = []
 
 
+class NixlModule(_Model):
+    module: str = Field(description="the module vLLM or the KV agent imports, e.g. nixl_cu12, nixl_rocm, nixl")
+    distribution: str | None = Field(None, description="the wheel that provides it, e.g. nixl-cu12")
+    version: str | None = None
+    path: str | None = Field(None, description="null: the module is not installed in that stack")
+
+
+class HostStack(_Model):
+    """One engine host's stack as its engines' own interpreter (or image) reported it."""
+
+    host: str
+    roles: list[str]
+    vendor: str | None = None
+    command: list[str] = Field(description="what starts the engines' Python: the interpreter, or docker run IMAGE")
+    declared_vllm: str | None = Field(None, description="the vLLM release the inventory declares for the host")
+    vllm_version: str | None = None
+    torch: str | None = None
+    rocm: bool | None = Field(None, description="torch built for ROCm")
+    nixl: list[NixlModule] = []
+    ucx_version: str | None = None
+    problem: str | None = Field(None, description="why the stack could not be read (then the rest is null)")
+
+
+class HandshakeFactor(_Model):
+    name: str = Field(description="what both sides must agree on, e.g. vllm_version, attention_backend, nixl")
+    prefill: str
+    decode: str
+    ok: bool
+    why: str
+
+
+class StackPair(_Model):
+    prefill: str = Field(description="a prefill host standing for its distinct stack")
+    decode: str = Field(description="a decode host standing for its distinct stack")
+    factors: list[HandshakeFactor]
+
+
+class Stacks(_Model):
+    """The engine stacks and the KV handshake per pair of distinct stacks, as `up` or `upgrade` last read
+    them (docs/kv-handshake.md); the running engines' own ``/version`` is compared in ``problems``."""
+
+    read_at: str = Field(description="UTC, ISO 8601")
+    hosts: list[HostStack]
+    pairs: list[StackPair]
+
+
 class ClusterStatus(_Model):
     schema_version: int = SCHEMA_VERSION
     cluster: str
@@ -186,6 +232,7 @@ class ClusterStatus(_Model):
     healthy: bool = Field(description="no problem of severity error anywhere")
     hosts: list[HostStatus]
     problems: list[Problem] = Field([], description="every host's problems, in host order")
+    stacks: Stacks | None = Field(None, description="null until `up` read the engine stacks of the cluster")
 
 
 def json_schema() -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from xpdctl.identity.record import recorded
+from xpdctl.identity.record import as_status, recorded
 from xpdctl.inventory.load import LoadedInventory
 from xpdctl.inventory.routertls import client_context
 from xpdctl.observe import http
@@ -154,6 +154,7 @@ def with_recorded_stacks(status: ClusterStatus, found: dict | None) -> ClusterSt
     holds a pair that cannot shake hands."""
     if not found:
         return status
+    stacks = as_status(found)
     extra = []
     for host in status.hosts:
         entry = found["hosts"].get(host.name, {})
@@ -176,5 +177,5 @@ def with_recorded_stacks(status: ClusterStatus, found: dict | None) -> ClusterSt
     for problem in extra:
         next((h for h in status.hosts if h.name == problem.host), status.hosts[0]).problems.append(problem)
     problems = [*status.problems, *extra]
-    return status.model_copy(update={"problems": problems,
+    return status.model_copy(update={"problems": problems, "stacks": stacks,
                                      "healthy": not any(p.severity == "error" for p in problems)})
