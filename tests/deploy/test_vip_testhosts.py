@@ -84,7 +84,7 @@ def _failover_under_load(doors_fleet, what: str, stop: Callable[[], None]) -> di
         while time.monotonic() - t0 < LOOP_S - CALM_S:
             time.sleep(0.2)
             after = [(a, ok) for s, a, ok in list(log) if s > stopped]
-            last_failure = max((a for a, ok in log if not ok), default=stopped)
+            last_failure = max((a for _, a, ok in log if not ok), default=stopped)
             if any(ok for _, ok in after) and time.monotonic() - t0 - last_failure > CALM_S:
                 break
     finally:
