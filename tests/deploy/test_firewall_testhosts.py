@@ -96,7 +96,7 @@ def test_the_rules_are_xpdctls_own_table_pass_nft_c_load_at_boot_and_survive_a_r
     assert _probe(doors_fleet, ROUTER1, urls[:1]) == {urls[0]: 200}
 
 
-def test_a_rule_change_keeps_a_held_connection_and_a_rerun_changes_nothing(doors_fleet):
+def test_a_rule_change_keeps_a_held_connection_and_a_rerun_undoes_only_a_hand_edit(doors_fleet):
     """The change (firewall.clients) touches the router hosts' rules only: provisioned alone."""
     router = doors_fleet.address(ROUTER1)
     holder = subprocess.Popen([*doors_fleet.ssh_argv(OUTSIDER), f"python3 -c '{HOLD}' {router} 8000"],
@@ -118,7 +118,12 @@ def test_a_rule_change_keeps_a_held_connection_and_a_rerun_changes_nothing(doors
     # A new connection from the outsider is refused now; the rules were replaced, not added to.
     url = f"http://{router}:8000/health"
     assert _probe(doors_fleet, OUTSIDER, [url]) == {url: "ConnectionRefusedError"}
+    # A rule added by hand on one router host: the next run loads the rendered rules there again, and
+    # changes nothing on the other.
+    edit = doors_fleet.ssh(ROUTER1, "nft add rule inet xpdctl input tcp dport 9 accept")
+    assert edit.returncode == 0, edit.stderr
     again = doors_fleet.xpdctl("provision", "-i", doors_fleet.inventory, "--tags", "firewall", "--limit", ROUTERS,
                                "-o", "json")  # fmt: skip
     hosts = json.loads(again.stdout)["hosts"]
-    assert {name: h["changed"] for name, h in hosts.items()} == {ROUTER1: 0, ROUTER2: 0}
+    assert hosts[ROUTER1]["changed"] > 0 and hosts[ROUTER2]["changed"] == 0, hosts
+    assert "dport 9 " not in doors_fleet.ssh(ROUTER1, "nft list table inet xpdctl").stdout
