@@ -175,6 +175,9 @@ class HostStatus(_Model):
     routers: list[RouterStatus] = []
     drift: list[DriftEntry] = []
     drift_checked: bool = Field(False, description="false when no rendered files were available to compare")
+    holds_vip: bool | None = Field(
+        None, description="router hosts behind router.vip: the host has the virtual address now; null elsewhere, "
+                          "or when SSH did not answer")  # fmt: skip
     problems: list[Problem] = []
 
 
@@ -224,6 +227,11 @@ class Stacks(_Model):
     pairs: list[StackPair]
 
 
+class VipStatus(_Model):
+    address: str = Field(description="router.vip.address")
+    holders: list[str] = Field(description="the router hosts that have the address now: one when all is well")
+
+
 class ClusterStatus(_Model):
     schema_version: int = SCHEMA_VERSION
     cluster: str
@@ -231,7 +239,9 @@ class ClusterStatus(_Model):
     duration_s: float
     healthy: bool = Field(description="no problem of severity error anywhere")
     hosts: list[HostStatus]
-    problems: list[Problem] = Field([], description="every host's problems, in host order")
+    vip: VipStatus | None = Field(None, description="with router.vip: which router host holds the address")
+    problems: list[Problem] = Field(
+        [], description="every host's problems, in host order, then the virtual address's (host null)")
     stacks: Stacks | None = Field(None, description="null until `up` read the engine stacks of the cluster")
 
 

@@ -15,7 +15,7 @@ from xpdctl.inventory.load import LoadedInventory
 from xpdctl.inventory.routertls import client_context
 from xpdctl.observe import http
 from xpdctl.observe.hoststate import host_status
-from xpdctl.observe.judge import judge
+from xpdctl.observe.judge import judge, judge_vip
 from xpdctl.observe.script import build_script
 from xpdctl.observe.targets import HostTarget, ServiceTarget, targets_from
 from xpdctl.plan import ENGINE_ROLES
@@ -55,6 +55,7 @@ async def _ssh_part(target: HostTarget, transport: Transport, timeout_s: float) 
         extra_globs=[target.root + pattern for pattern in target.owned_globs],
         # Leave the host time to report a hung tool before the SSH call itself gives up.
         probe_timeout_s=max(1, int(timeout_s * 0.6)),
+        vip=target.vip,
     )
     result = await transport.run(target, script, timeout_s)
     sections = split_sections(result.stdout, marker)
@@ -116,12 +117,18 @@ async def observe_targets(
 
         hosts = await asyncio.gather(*(one(target) for target in targets))
     problems = [problem for host in hosts for problem in host.problems]
+    vip = None
+    address = next((target.vip for target in targets if target.vip), None)
+    if address is not None:
+        vip, vip_problems = judge_vip(address, [host for host, target in zip(hosts, targets) if target.vip])
+        problems += vip_problems
     return ClusterStatus(
         cluster=cluster,
         observed_at=observed_at,
         duration_s=round(time.monotonic() - started, 3),
         healthy=not any(problem.severity == "error" for problem in problems),
         hosts=list(hosts),
+        vip=vip,
         problems=problems,
     )
 

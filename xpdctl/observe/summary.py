@@ -134,6 +134,9 @@ def render_text(status: ClusterStatus) -> str:
     ]  # fmt: skip
     if moved:
         parts += ["", table(["decode engine", "nixl transfers", "nixl bytes", "failed transfers"], moved)]
+    if status.vip is not None:
+        held = " and ".join(status.vip.holders) or "NO router host"
+        parts += ["", f"virtual address {status.vip.address}: held by {held}"]
     if status.problems:
         # Errors first: they are what makes the exit status non-zero.
         ordered = sorted(status.problems, key=lambda p: p.severity != "error")
