@@ -1,4 +1,5 @@
-"""What a benchmark starts, it stops: on a normal end, an exception, Ctrl-C, SIGTERM or SIGHUP.
+"""What a benchmark starts (services on loopback, each with its log), it stops: on a normal end, an
+exception, Ctrl-C, SIGTERM or SIGHUP.
 
 Benchmarks start their services in sessions of their own (``start_new_session=True``), so a signal
 to the benchmark's process group does not reach them, and a plain ``try/finally`` does not run when
@@ -16,8 +17,14 @@ import atexit
 import contextlib
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 _tracked: list[subprocess.Popen] = []
 
@@ -54,3 +61,49 @@ def install() -> None:
     atexit.register(stop_all)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _exit_on)
+
+
+@dataclass
+class Service:
+    name: str
+    url: str
+    popen: subprocess.Popen
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(name: str, argv: list[str], cpus: str | None, logs: Path, env: dict | None = None) -> subprocess.Popen:
+    log = logs / f"{name}.log"
+    command = (["taskset", "-c", cpus] if cpus else []) + argv
+    with log.open("wb") as out:
+        return track(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                               env={**os.environ, **(env or {})}, start_new_session=True))
+
+
+def wait_healthy(service: Service, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if service.popen.poll() is not None:
+            sys.exit(f"{service.name} exited with {service.popen.returncode}; its log ({service.log}):\n"
+                     + service.log.read_text()[-2000:])
+        try:
+            with urllib.request.urlopen(service.url + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    sys.exit(f"{service.name} at {service.url} was not healthy after {timeout_s:.0f} s; see {service.log}")
+
+
+def vllm_router_binary() -> str:
+    path = Path(sys.executable).parent / "vllm-router"
+    if not path.exists():
+        sys.exit(f"vllm-router is not installed next to {sys.executable}: `pip install vllm-router` "
+                 "(it is in xpdctl's test extras), or leave it out with --modes direct,router")
+    return str(path)

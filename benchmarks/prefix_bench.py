@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""Prefix-aware routing against least-in-flight, side by side, on simulated engines at scale.
+"""Prefix-aware routing against least-in-flight and vllm-router's cache-aware policy, side by side, on
+simulated engines at scale.
 
     .venv/bin/python benchmarks/prefix_bench.py                  # 8 prefills, 4 decodes, both workloads
     .venv/bin/python benchmarks/prefix_bench.py --prefills 16 --conversations 128 --json out.json
+    .venv/bin/python benchmarks/prefix_bench.py --modes least-inflight,prefix   # without vllm-router
 
 SIMULATED, not measured on hardware: the engines are ``xpdctl sim`` instances (in this process) with
 prefix caching (an LRU of vLLM block hashes, ``--num-gpu-blocks`` each) and vLLM's KV events, and
 serial prefill: a prefill engine computes one prompt at a time for ``--prefill-ms-per-token`` per
 token it has not cached, so the tokens a cache saves shorten the queue of every request behind.
-Decode is a latency model (``--itl-ms`` per token). Every engine caches in both modes; only the
-router's choice differs: ``prefix`` (the router's index of each engine's KV events, scoring in
-docs/router.md) or ``least-inflight`` (the same router without ``prefix_routing``). Fresh engines per
-run, so no run inherits another's cache. Prompts are tokenized with the tiny GPT-OSS model's tokenizer
-(built into ~/.cache/xpdctl/models on first use), by the router and the engines alike.
+Decode is a latency model (``--itl-ms`` per token). Every engine caches in every mode; only the
+router differs, each in a process of its own as in a cluster: ``prefix`` (our router with its index
+of each engine's KV events, scoring in docs/router.md), ``least-inflight`` (our router without
+``prefix_routing``), ``vllm-router`` (the Rust vllm-router from PyPI, ``--prefill-policy
+cache_aware --decode-policy power_of_two``). Fresh engines per run, so no run inherits another's
+cache. Prompts are tokenized with the tiny GPT-OSS model's tokenizer (built into
+~/.cache/xpdctl/models on first use), by our router and the engines alike.
 
 Workloads (completions, streamed, ``--max-tokens`` each, ``--concurrency`` in flight):
 - ``multi-turn``: conversations whose every turn sends the whole history so far plus a new message;
@@ -21,7 +25,7 @@ Workloads (completions, streamed, ``--max-tokens`` each, ``--concurrency`` in fl
 Columns: TTFT p50/p99 (ms, client-observed), prefill tokens the engines computed (prompt tokens
 minus prefix-cache hits, from their vllm:prefix_cache_* counters), throughput (requests/s and output
 tokens/s over the run). Targets (exit 1 when missed): on each workload, prefix routing computes fewer
-prefill tokens than least-in-flight and its TTFT p50 is not higher.
+prefill tokens than every other mode and its TTFT p50 is not higher; no request fails.
 """
 
 from __future__ import annotations
@@ -33,15 +37,17 @@ import random
 import re
 import statistics
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
+import yaml
 
+import children  # noqa: E402 - benchmarks/children.py, next to this script
 from xpdctl.bench.client import stream_completion
 from xpdctl.models import ensure_model
-from xpdctl.router.config import RouterConfig
-from xpdctl.router.server import start as start_router
 from xpdctl.sim.config import SimConfig
 from xpdctl.sim.server import start as start_sim
 
@@ -76,32 +82,70 @@ def system_prompt(args: argparse.Namespace) -> list[list[str]]:
 
 
 WORKLOADS = {"multi-turn": multi_turn, "system-prompt": system_prompt}
+# Our router by load alone, our router with its prefix index, the Rust vllm-router (PyPI, a test
+# dependency) with its approximate cache-aware prefill policy (a radix tree of the prompts' text it
+# routed) and power-of-two decode choice: all on the same simulated engines.
+MODES = ("least-inflight", "prefix", "vllm-router")
 
 
 def _series(text: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
 
 
-async def run(args: argparse.Namespace, workload: str, mode: str) -> dict:
+def start_router(args: argparse.Namespace, mode: str, prefills: list, decodes: list, logs: Path) -> children.Service:
+    """The router of ``mode`` in a process of its own, as it runs in a cluster: its CPU (tokenizing each
+    prompt, for ``prefix``) is not taken from the simulated engines' event loop in this process."""
+    port = children.free_port()
+    if mode == "vllm-router":
+        argv = [children.vllm_router_binary(), "--vllm-pd-disaggregation", "--kv-connector", "nixl",
+                "--host", "127.0.0.1", "--port", str(port), "--prefill-policy", "cache_aware",
+                "--decode-policy", "power_of_two", "--log-level", "warning",
+                "--prometheus-host", "127.0.0.1", "--prometheus-port", str(children.free_port())]
+        for s in prefills:
+            argv += ["--prefill", s.url]
+        for s in decodes:
+            argv += ["--decode", s.url]
+    else:
+        backends = [{"url": s.url, "pool": "prefill", "kv_events": s.kv_events, "block_size": args.block_size}
+                    for s in prefills]
+        backends += [{"url": s.url, "pool": "decode"} for s in decodes]
+        config = {"model": MODEL, "backends": backends, "health": {"interval_s": 0.2},
+                  "listen": {"host": "127.0.0.1", "port": port}}
+        if mode == "prefix":
+            # The simulator caches one full-attention group, whatever the model's layers.
+            config["prefix_routing"] = {"tokenizer": str(args.tokenizer), "hybrid_kv_cache_manager": False}
+        path = logs / f"router-{mode}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        argv = [sys.executable, "-m", "xpdctl", "router", "--config", str(path)]
+    router = children.Service(mode, f"http://127.0.0.1:{port}", children.spawn(mode, argv, None, logs), logs / f"{mode}.log")
+    children.wait_healthy(router)
+    return router
+
+
+def _indexing(router: children.Service, prefills: int) -> bool:
+    """Our router with prefix routing: tokenizer loaded and every prefill's event stream subscribed."""
+    with urllib.request.urlopen(router.url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    indexed = re.findall(r'^xpd_router_kv_index_state\{[^}]*pool="prefill"[^}]*\} 1\.0$', text, re.M)
+    return 'xpd_router_prefix_routing{state="working"} 1.0' in text and len(indexed) == prefills
+
+
+async def run(args: argparse.Namespace, workload: str, mode: str, logs: Path) -> dict:
     sim = {"model": MODEL, "port": 0, "ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms, "block_size": args.block_size}
     prefills = [await start_sim(SimConfig(role="prefill", prefix_caching=True, tokenizer=str(args.tokenizer),
                                           kv_events_port=0, serial_prefill=True, num_gpu_blocks=args.gpu_blocks,
                                           prefill_ms_per_token=args.prefill_ms_per_token, **sim))
                 for _ in range(args.prefills)]
     decodes = [await start_sim(SimConfig(role="decode", **sim)) for _ in range(args.decodes)]
-    backends = [{"url": s.url, "pool": "prefill", "kv_events": s.kv_events, "block_size": args.block_size} for s in prefills]
-    backends += [{"url": s.url, "pool": "decode"} for s in decodes]
-    config = {"model": MODEL, "backends": backends, "health": {"interval_s": 0.2}}
-    if mode == "prefix":
-        # The simulator caches one full-attention group, whatever the model's layers.
-        config["prefix_routing"] = {"tokenizer": str(args.tokenizer), "hybrid_kv_cache_manager": False}
-    router = await start_router(RouterConfig.model_validate(config), port=0)
+    router = None
     try:
-        while not all(b.health == "healthy" for b in router.router.registry) or (
-                mode == "prefix" and (router.router.proxy.prefix.layout is None
-                                      or any(router.router.registry.get(s.url).kv_index is None for s in prefills))):
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # ZMQ subscriptions up
+        router = await asyncio.to_thread(start_router, args, mode, prefills, decodes, logs)
+        deadline = time.monotonic() + 180
+        while mode == "prefix" and not await asyncio.to_thread(_indexing, router, len(prefills)):
+            if time.monotonic() > deadline:
+                sys.exit(f"the router's prefix routing did not start working in 180 s; see {router.log}")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0 if mode != "least-inflight" else 0.0)  # ZMQ subscriptions up; health checks run
         sessions = WORKLOADS[workload](args)
         gate = asyncio.Semaphore(args.concurrency)
         outputs = []
@@ -123,7 +167,7 @@ async def run(args: argparse.Namespace, workload: str, mode: str) -> dict:
                 queries += _series(text, "vllm:prefix_cache_queries_total")
                 hits += _series(text, "vllm:prefix_cache_hits_total")
     finally:
-        await router.stop()
+        children.stop_all()
         for s in [*prefills, *decodes]:
             await s.stop()
     ok = [o for o in outputs if o.success]
@@ -150,15 +194,19 @@ def render(rows: list[dict], checks: list[tuple[str, bool, str]]) -> str:
 
 
 def targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
+    """Prefix routing against each other mode that ran: fewer prefill tokens computed, TTFT p50 not
+    higher, nothing failed."""
     checks = []
     for workload in WORKLOADS:
         p = next(r for r in rows if r["workload"] == workload and r["mode"] == "prefix")
-        b = next(r for r in rows if r["workload"] == workload and r["mode"] == "least-inflight")
-        checks.append((f"{workload}: fewer prefill tokens computed", p["computed_tokens"] < b["computed_tokens"],
-                       f"{p['computed_tokens']} vs {b['computed_tokens']}"))
-        checks.append((f"{workload}: TTFT p50 not higher", p["ttft_p50_ms"] <= b["ttft_p50_ms"],
-                       f"{p['ttft_p50_ms']:.1f} vs {b['ttft_p50_ms']:.1f} ms"))
-        checks.append((f"{workload}: no failed request", p["failed"] == b["failed"] == 0, f"{p['failed']}, {b['failed']}"))
+        for b in (r for r in rows if r["workload"] == workload and r["mode"] != "prefix"):
+            vs = f"than {b['mode']}"
+            checks.append((f"{workload}: fewer prefill tokens computed {vs}", p["computed_tokens"] < b["computed_tokens"],
+                           f"{p['computed_tokens']} vs {b['computed_tokens']}"))
+            checks.append((f"{workload}: TTFT p50 not higher {vs}", p["ttft_p50_ms"] <= b["ttft_p50_ms"],
+                           f"{p['ttft_p50_ms']:.1f} vs {b['ttft_p50_ms']:.1f} ms"))
+        failed = {r["mode"]: r["failed"] for r in rows if r["workload"] == workload}
+        checks.append((f"{workload}: no failed request", not any(failed.values()), str(failed)))
     return checks
 
 
@@ -180,19 +228,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ttft-ms", type=float, default=2.0)
     ap.add_argument("--itl-ms", type=float, default=5.0)
     ap.add_argument("--tokenizer", type=Path, default=TOKENIZER)
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help=f"routers to compare, of {', '.join(MODES)} (prefix is required) [all]")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows and checks here")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    children.install()
     args = parse_args(argv)
+    modes = args.modes.split(",")
+    if "prefix" not in modes or not set(modes) <= set(MODES):
+        sys.exit(f"--modes {args.modes}: name prefix and any of {', '.join(MODES)}")
+    if "vllm-router" in modes:
+        children.vllm_router_binary()  # missing: say so before anything runs
     if args.tokenizer == TOKENIZER:
         ensure_model("tiny-gpt-oss", TOKENIZER)
     rows = []
+    logs = Path(tempfile.mkdtemp(prefix="prefix-bench-"))
     for workload in WORKLOADS:
-        for mode in ("least-inflight", "prefix"):
-            rows.append(asyncio.run(run(args, workload, mode)))
-            print(f"  {workload} {mode}: done", file=sys.stderr)
+        for mode in modes:
+            rows.append(asyncio.run(run(args, workload, mode, logs)))
+            print(f"  {workload} {mode}: done (logs in {logs})", file=sys.stderr)
     checks = targets(rows)
     print(f"prefix_bench (SIMULATED engines): {args.prefills} prefills, {args.decodes} decodes, concurrency "
           f"{args.concurrency}, {args.prefill_ms_per_token} ms/prefill token (serial), block {args.block_size}, "

@@ -9,6 +9,7 @@
 lists (the other one leaves while streams are on it) and changes the queue limit. Counted: requests
 that did not answer 200 or whose stream did not end with ``data: [DONE]``, and the time from SIGHUP to
 ``xpd_router_config_reloads_total{result="ok"}`` counting it (polled every 10 ms, so +-10 ms).
+Target (exit 1 when missed): no request failed or incomplete.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ async def _reloads_ok(http: aiohttp.ClientSession, url: str) -> float:
     return 0.0
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace) -> int:
     sims = [await start_sim(SimConfig(role=r, model="m", port=0, ttft_ms=5, itl_ms=10)) for r in ("prefill", "decode", "decode")]
     prefill, decodes = sims[0], sims[1:]
     path = Path(tempfile.mkdtemp()) / "router.yaml"
@@ -107,6 +108,8 @@ async def main(args: argparse.Namespace) -> None:
           f"{statistics.median(took):.0f} | {max(took):.0f} |")
     for why, n in reasons.most_common(5):
         print(f"{n} x {why}")
+    print(f"{'PASS' if not outcomes['failed'] else 'FAIL'}  target: no request failed or cut short by a reload")
+    return 1 if outcomes["failed"] else 0
 
 
 if __name__ == "__main__":
@@ -115,4 +118,4 @@ if __name__ == "__main__":
     parser.add_argument("--reloads", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--gap-s", type=float, default=0.5, help="load between reloads")
-    asyncio.run(main(parser.parse_args()))
+    sys.exit(asyncio.run(main(parser.parse_args())))

@@ -10,10 +10,14 @@ from xpdctl.status_model import (
     ClusterStatus,
     EngineStatus,
     Gpu,
+    HandshakeFactor,
+    HostStack,
     HostStatus,
     KvAgentStatus,
     Problem,
     RouterStatus,
+    StackPair,
+    Stacks,
     json_schema,
 )
 
@@ -27,7 +31,8 @@ def test_committed_schema_is_the_generated_one():
 
 def test_markdown_documents_every_field():
     text = (DOCS / "status-schema.md").read_text()
-    for model in (ClusterStatus, HostStatus, Gpu, EngineStatus, KvAgentStatus, RouterStatus, Problem):
+    for model in (ClusterStatus, HostStatus, Gpu, EngineStatus, KvAgentStatus, RouterStatus, Problem, Stacks,
+                  HostStack, StackPair, HandshakeFactor):
         missing = [name for name in model.model_fields if f"`{name}`" not in text]
         assert not missing, f"docs/status-schema.md does not mention {model.__name__} fields {missing}"
 

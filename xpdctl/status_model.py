@@ -185,7 +185,61 @@ class HostStatus(_Model):
     containers: list[ContainerImage] = Field([], description="the image each container service runs (Docker SDK)")
     drift: list[DriftEntry] = []
     drift_checked: bool = Field(False, description="false when no rendered files were available to compare")
+    holds_vip: bool | None = Field(
+        None, description="router hosts behind router.vip: the host has the virtual address now; null elsewhere, "
+                          "or when SSH did not answer")  # fmt: skip
     problems: list[Problem] = []
+
+
+class NixlModule(_Model):
+    module: str = Field(description="the module vLLM or the KV agent imports, e.g. nixl_cu12, nixl_rocm, nixl")
+    distribution: str | None = Field(None, description="the wheel that provides it, e.g. nixl-cu12")
+    version: str | None = None
+    path: str | None = Field(None, description="null: the module is not installed in that stack")
+
+
+class HostStack(_Model):
+    """One engine host's stack as its engines' own interpreter (or image) reported it."""
+
+    host: str
+    roles: list[str]
+    vendor: str | None = None
+    command: list[str] = Field(description="what starts the engines' Python: the interpreter, or docker run IMAGE")
+    declared_vllm: str | None = Field(None, description="the vLLM release the inventory declares for the host")
+    vllm_version: str | None = None
+    torch: str | None = None
+    rocm: bool | None = Field(None, description="torch built for ROCm")
+    nixl: list[NixlModule] = []
+    ucx_version: str | None = None
+    problem: str | None = Field(None, description="why the stack could not be read (then the rest is null)")
+
+
+class HandshakeFactor(_Model):
+    name: str = Field(description="what both sides must agree on, e.g. vllm_version, attention_backend, nixl")
+    prefill: str
+    decode: str
+    ok: bool
+    why: str
+
+
+class StackPair(_Model):
+    prefill: str = Field(description="a prefill host standing for its distinct stack")
+    decode: str = Field(description="a decode host standing for its distinct stack")
+    factors: list[HandshakeFactor]
+
+
+class Stacks(_Model):
+    """The engine stacks and the KV handshake per pair of distinct stacks, as `up` or `upgrade` last read
+    them (docs/kv-handshake.md); the running engines' own ``/version`` is compared in ``problems``."""
+
+    read_at: str = Field(description="UTC, ISO 8601")
+    hosts: list[HostStack]
+    pairs: list[StackPair]
+
+
+class VipStatus(_Model):
+    address: str = Field(description="router.vip.address")
+    holders: list[str] = Field(description="the router hosts that have the address now: one when all is well")
 
 
 class ClusterStatus(_Model):
@@ -195,7 +249,10 @@ class ClusterStatus(_Model):
     duration_s: float
     healthy: bool = Field(description="no problem of severity error anywhere")
     hosts: list[HostStatus]
-    problems: list[Problem] = Field([], description="every host's problems, in host order")
+    vip: VipStatus | None = Field(None, description="with router.vip: which router host holds the address")
+    problems: list[Problem] = Field(
+        [], description="every host's problems, in host order, then the virtual address's (host null)")
+    stacks: Stacks | None = Field(None, description="null until `up` read the engine stacks of the cluster")
 
 
 def json_schema() -> dict:

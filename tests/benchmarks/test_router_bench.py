@@ -50,9 +50,10 @@ def _rows(stdout: str, table: int = 0) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def test_exits_zero_and_prints_one_row_per_mode_and_level(run):
-    proc, _ = run
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_exit_status_says_whether_every_target_was_met_and_one_row_per_mode_and_level(run):
+    proc, result = run
+    missed = [t["target"] for t in result["targets"] if t["pass"] is False]
+    assert proc.returncode == (1 if missed else 0), (missed, proc.stderr[-3000:])
     header, rows = _rows(proc.stdout)
     assert header[:4] == ["CONC", "MODE", "OK", "FAIL"]
     assert "CPU" in header
@@ -183,7 +184,7 @@ def test_keys_and_traces_run_through_our_router_and_spans_reach_the_receiver(tmp
          "--tokens", "3", "--ttft-ms", "1", "--itl-ms", "1", "--rounds", "1", "--keys", "2", "--traces",
          "--logs", str(tmp_path / "logs")],
         capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1: a target missed, which 4 requests cannot settle
     assert "client keys on: 2" in proc.stdout
     exported = next(line for line in proc.stdout.splitlines() if line.startswith("spans exported"))
     batches = int(exported.split(": ")[1].split()[0])

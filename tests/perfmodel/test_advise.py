@@ -145,6 +145,26 @@ def test_bench_measurements_correct_the_measured_sides(tmp_path):
     assert corrected.outcome(single, work).corrected == ()
 
 
+def test_why_lines_show_the_tables_numbers_and_the_measured_values_behind_a_correction(tmp_path):
+    """Issue 16 item 4: a corrected option's reasons carry the numbers its table row shows, the measured
+    and modelled values each correction is the ratio of, and the model's own numbers labelled as such."""
+    inv, option = _measurement(tmp_path)
+    points, _ = load_measurements([tmp_path])
+    result = advise(inv, GPT, [parse_workload("isl=8K,osl=1K,c=8")], DEFAULT, measured=points)
+    ranked = next(r for r in result.ranked if r.option == option)
+    out = ranked.outcomes[0]
+    assert out.corrected == ("prefill", "decode")
+    head = ranked.reasons[0]
+    assert f"E2EL {out.e2el_s:.2f} s" in head and f"ITL {out.itl_s * 1000:.1f} ms" in head
+    decode = next(line for line in ranked.reasons if " decode on " in line)
+    assert f"ITL {out.itl_s * 1000:.1f} ms (model alone {out.prediction.itl_s * 1000:.1f} ms)" in decode
+    bench = next(line for line in ranked.reasons if "bench-corrected" in line)
+    measured, = points
+    assert f"prefill TTFT x3.00 (measured {measured.ttft_s * 1000:.0f} ms / model" in bench
+    assert f"decode ITL x2.00 (measured {measured.tpot_s * 1000:.1f} ms / model" in bench
+    assert f"the model alone here: TTFT" in bench and f"E2EL {out.prediction.e2el_s:.2f} s" in bench
+
+
 def test_advise_uses_bench_results_in_the_default_folder_unless_model_only(tmp_path, monkeypatch):
     _measurement(tmp_path / "bench-results" / "20260101-000000-lab")
     monkeypatch.chdir(tmp_path)

@@ -37,8 +37,8 @@ def test_held_out_median_ratio_errors_within_the_issues_bound(folds):
     assert s.median_tps_ratio_error <= 0.10
 
 
-@pytest.mark.xfail(strict=True, reason="not met: wrong winner at 4 of the 24 held-out ratios the report decides (1024/8192 c8 TPS, "
-                                       "8192/1024 c16 E2EL, 8192/1024 c256 E2EL and TPS); docs/performance.md")
+@pytest.mark.xfail(strict=True, reason="not met: wrong winner at 2 of the 24 held-out ratios the report decides (1024/8192 c8 TPS, "
+                                       "8192/1024 c16 E2EL); why, and what measurement would settle it: docs/performance.md")
 def test_held_out_winner_wherever_the_report_is_at_least_10_percent_from_parity(folds):
     s = summarize(r for f in folds for r in f.results)
     assert s.wrong_winners == ()
@@ -55,7 +55,7 @@ def test_every_constant_says_what_kind_of_figure_it_is():
     kinds = {kind for _, _, kind, _ in provenance()}
     assert kinds <= {"fitted", "measured", "source", "assumed"}
     assert all(what for _, _, _, what in provenance())
-    assert set(FITTED) == {name for name, _, kind, _ in provenance() if kind == "fitted"} and len(FITTED) == 8
+    assert set(FITTED) == {name for name, _, kind, _ in provenance() if kind == "fitted"} and len(FITTED) == 7
 
 
 def test_the_report_deployments_are_the_shipped_inventories():

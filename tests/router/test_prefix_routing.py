@@ -93,6 +93,7 @@ async def test_the_prefill_holding_the_prompts_blocks_gets_it(prefix_cluster, ht
     for _ in range(4):  # least in flight alone would alternate
         await _complete(http, router)
     assert (_served(prefills[0]), _served(prefills[1])) == (0, 4)
+    assert [b.queued_tokens for b in router.router.registry] == [0] * len(list(router.router.registry))  # legs ended
     text = await _metrics(http, router)
     assert 'xpd_router_prefix_picks_total{outcome="cached_prefix",pool="prefill"} 4.0' in text
     assert 'xpd_router_prefix_cached_tokens_total{pool="prefill"} 144.0' in text  # 4 x 9 blocks of 4
@@ -109,10 +110,16 @@ async def test_a_cached_prefix_does_not_outweigh_a_queue(prefix_cluster, http, w
     router, prefills, publishers, indexes = prefix_cluster
     publishers[1].send(stored(PROMPT))
     await wait_until(lambda: len(indexes()[1]) == 10)
-    router.router.registry.get(prefills[1].url).in_flight += 2  # two prompts' worth of work ahead
+    cached = router.router.registry.get(prefills[1].url)
+    # 36 of the prompt's 40 tokens are cached there: a queue of 20 uncached tokens ahead is less work
+    # than the 36 it saves, a queue of 80 (two whole prompts) is more.
+    cached.queued_tokens = 20
     await _complete(http, router)
-    assert (_served(prefills[0]), _served(prefills[1])) == (1, 0)
-    router.router.registry.get(prefills[1].url).in_flight -= 2
+    assert (_served(prefills[0]), _served(prefills[1])) == (0, 1)
+    cached.queued_tokens = 80
+    await _complete(http, router)
+    assert (_served(prefills[0]), _served(prefills[1])) == (1, 1)
+    cached.queued_tokens = 0
 
 
 async def test_garbage_gaps_restarts_and_silence_drop_the_index_and_serving_goes_on(prefix_cluster, http, wait_until,

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,25 @@ def test_up_again_changes_nothing(local_cluster):
     assert {s["name"]: s["pid"] for s in local_cluster.status()["services"]} == before
 
 
+def _fill_the_decodes_prefix_index(cluster, prompt_of) -> None:
+    """The decode caches the blocks it pulled once they arrive (vLLM 0.32
+    vllm/v1/core/sched/scheduler.py `_update_waiting_for_remote_kv`: `cache_blocks`), and publishes
+    them as BlockStored: a PD request whose prompt spans full blocks puts them in the router's index."""
+    from test_prefix_routing_vllm import router_config, scrape, value, wait_for
+
+    decode = next(b for b in router_config(cluster)["backends"] if b["pool"] == "decode")
+    series = f'xpd_router_kv_index_blocks{{pool="decode",url="{decode["url"]}"}}'
+    prompt = f"lifecycle {uuid.uuid4().hex} " + prompt_of(3 * decode["block_size"])
+    got = call(cluster.router_url, cluster.model, prompt, chat=False, stream=False, max_tokens=4)
+    assert got.status == 200, got.body
+    wait_for(lambda: value(scrape(cluster.router_url), series) > 0, 60,
+             "the decode's pulled blocks never reached the router's index")
+
+
 def test_killed_decode_gives_clients_a_clean_error_and_status_shows_it(local_cluster, prompt_of):
+    # What the router knows of the decode's cache must be dropped when it dies (checked below, after
+    # the restart): make sure there is something to drop, whatever ran before.
+    _fill_the_decodes_prefix_index(local_cluster, prompt_of)
     before = service(local_cluster.status(), "decode")
     assert (before["state"], before["health"]) == ("running", "healthy")
     os.kill(before["pid"], signal.SIGKILL)

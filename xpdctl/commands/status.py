@@ -26,9 +26,9 @@ def command(inventory: Path, watch: bool, interval_s: float, output: str) -> Non
       hosts         per host, all at once over SSH and HTTP: reachable, OS and kernel, driver and
                     ROCm versions, GPUs (memory, utilisation, ECC), RDMA ports, each unit's state,
                     engine health, vLLM version, model, requests running and waiting, KV cache use,
-                    KV-agent pair health, router backends, and drift (files on the host that differ
-                    from what `xpdctl render` produces now); one screen, problems last, exit
-                    status 3 when any problem is an error
+                    KV-agent pair health, router backends, which router host holds router.vip,
+                    and drift (files on the host that differ from what `xpdctl render` produces
+                    now); one screen, problems last, exit status 3 when any problem is an error
 
     \b
     JSON (-o json) on this machine, stable keys:

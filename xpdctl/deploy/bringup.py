@@ -17,7 +17,7 @@ from xpdctl.errors import InputError, UnhealthyError
 from xpdctl.identity.record import holds_declared, judge, keep, read_hosts, reads_stacks
 from xpdctl.inventory.routertls import client_context
 from xpdctl.inventory import LoadedInventory
-from xpdctl.observe.targets import HostTarget, targets_from
+from xpdctl.observe.targets import HostTarget, client_url, targets_from
 from xpdctl.paths import cluster_state_dir
 from xpdctl.plan import ENGINE_ROLES, Plan, build_plan
 from xpdctl.provision import provision, render_now
@@ -163,7 +163,8 @@ def deploy(
     tree = render_now(loaded, record=not check)
     run = provision(loaded, tree, limit=limit, check=check, allow_reboot=allow_reboot,
                     extra_vars=extra_vars, on_progress=on_progress)  # fmt: skip
-    _, targets = targets_from(inv, read_tree(tree))
+    files = read_tree(tree)
+    _, targets = targets_from(inv, files)
     hosts = {
         t.name: HostDeploy(host=t.name, provision=run.hosts.get(t.name) or HostResult(host=t.name, status="not run"),
                            targeted=t.name in run.hosts)
@@ -185,8 +186,8 @@ def deploy(
     state.problems += stack_problems
     state.problems += [f"{n}: installing its services failed: {h.applied.error}" for n, h in hosts.items()
                        if h.applied is not None and h.applied.error]
-    routers = [s for t in targets for s in t.services if s.role == "router" and s.url]
-    router_url = routers[0].url if routers else None
+    # Through router.vip when there is one: the smoke request then also proves the address answers.
+    router_url = client_url(files) if any(s.role == "router" for t in targets for s in t.services) else None
     reached: Stage = "provision"
     kv_pairs = []
     smoke = None

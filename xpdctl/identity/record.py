@@ -20,6 +20,7 @@ from xpdctl.errors import InputError, XpdError
 from xpdctl.identity import EngineIdentity, Factor, compare_pools, read_identity
 from xpdctl.inventory.topology import hosts_by_name, pool, runtime_of, vllm_version_of
 from xpdctl.plan import Plan
+from xpdctl.status_model import HandshakeFactor, HostStack, NixlModule, StackPair, Stacks
 
 RECORD = "identity.json"
 DOCKER_PYTHON = ("docker", "run", "--rm", "-i", "--pull=never", "--entrypoint=python3")
@@ -175,6 +176,23 @@ def describe(found: dict, heading: str) -> list[str]:
             values = f["prefill"] if f["prefill"] == f["decode"] else f"{f['prefill']} vs {f['decode']}"
             lines.append(f"    - {f['name']}: {values}: {'ok' if f['ok'] else 'REFUSED'}: {f['why']}")
     return lines
+
+
+def as_status(found: dict) -> Stacks:
+    """A record as ``status -o json`` shows it (:class:`xpdctl.status_model.Stacks`)."""
+    hosts = []
+    for name, side in found["hosts"].items():
+        stack = side.get("identity") or {}
+        nixl = [NixlModule(module=module, **(package or {})) for module, package in (stack.get("nixl") or {}).items()]
+        hosts.append(HostStack(
+            host=name, roles=side["roles"], vendor=side.get("vendor"), command=side["command"],
+            declared_vllm=side.get("declared"), vllm_version=stack.get("vllm_version"), torch=stack.get("torch"),
+            rocm=stack.get("rocm"), nixl=nixl, ucx_version=(stack.get("ucx") or {}).get("version"),
+            problem=side.get("problem")))  # fmt: skip
+    pairs = [StackPair(prefill=p["prefill"], decode=p["decode"], factors=[HandshakeFactor(**f) for f in p["factors"]])
+             for p in found["pairs"]]  # fmt: skip
+    read_at = datetime.fromtimestamp(found["read_at"], tz=timezone.utc).isoformat(timespec="seconds")
+    return Stacks(read_at=read_at, hosts=hosts, pairs=pairs)
 
 
 def against(plan: Plan, found: dict) -> list[str]:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from xpdctl.identity.record import as_status, recorded
 from xpdctl.local.cluster import LATE_ROLES, open_cluster, router_url
+from xpdctl.status_model import Stacks
 from xpdctl.units.rendered import rendered_services
 from xpdctl.verify.health import probe
 
@@ -37,6 +39,7 @@ class ClusterStatus(BaseModel):
     healthy: bool
     router: RouterStatus
     services: list[ServiceStatus]
+    stacks: Stacks | None = None  # the engine stacks `up` read, as in the hosts form of status
 
 
 def cluster_status(inventory: Path) -> ClusterStatus:
@@ -64,4 +67,5 @@ def cluster_status(inventory: Path) -> ClusterStatus:
         router=RouterStatus(url=url, state=router.state if router else "not deployed",
                             health=router.health if router else "-"),
         services=services,
+        stacks=as_status(found) if (found := recorded(cluster.state_dir)) else None,
     )

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import aiohttp
 
-from xpdctl.identity.record import recorded
+from xpdctl.identity.record import as_status, recorded
 from xpdctl.inventory.load import LoadedInventory
 from xpdctl.inventory.routertls import client_context
 from xpdctl.observe import http
 from xpdctl.observe.hoststate import host_status
 from xpdctl.observe.images import running_images
-from xpdctl.observe.judge import judge
+from xpdctl.observe.judge import judge, judge_vip
 from xpdctl.observe.script import build_script
 from xpdctl.observe.targets import HostTarget, ServiceTarget, targets_from
 from xpdctl.plan import ENGINE_ROLES
@@ -56,6 +56,7 @@ async def _ssh_part(target: HostTarget, transport: Transport, timeout_s: float) 
         extra_globs=[target.root + pattern for pattern in target.owned_globs],
         # Leave the host time to report a hung tool before the SSH call itself gives up.
         probe_timeout_s=max(1, int(timeout_s * 0.6)),
+        vip=target.vip,
     )
     result = await transport.run(target, script, timeout_s)
     sections = split_sections(result.stdout, marker)
@@ -120,12 +121,18 @@ async def observe_targets(
 
         hosts = await asyncio.gather(*(one(target) for target in targets))
     problems = [problem for host in hosts for problem in host.problems]
+    vip = None
+    address = next((target.vip for target in targets if target.vip), None)
+    if address is not None:
+        vip, vip_problems = judge_vip(address, [host for host, target in zip(hosts, targets) if target.vip])
+        problems += vip_problems
     return ClusterStatus(
         cluster=cluster,
         observed_at=observed_at,
         duration_s=round(time.monotonic() - started, 3),
         healthy=not any(problem.severity == "error" for problem in problems),
         hosts=list(hosts),
+        vip=vip,
         problems=problems,
     )
 
@@ -158,6 +165,7 @@ def with_recorded_stacks(status: ClusterStatus, found: dict | None) -> ClusterSt
     holds a pair that cannot shake hands."""
     if not found:
         return status
+    stacks = as_status(found)
     extra = []
     for host in status.hosts:
         entry = found["hosts"].get(host.name, {})
@@ -180,5 +188,5 @@ def with_recorded_stacks(status: ClusterStatus, found: dict | None) -> ClusterSt
     for problem in extra:
         next((h for h in status.hosts if h.name == problem.host), status.hosts[0]).problems.append(problem)
     problems = [*status.problems, *extra]
-    return status.model_copy(update={"problems": problems,
+    return status.model_copy(update={"problems": problems, "stacks": stacks,
                                      "healthy": not any(p.severity == "error" for p in problems)})

@@ -90,6 +90,7 @@ def host_status(target: HostTarget, sections: dict[str, Section]) -> tuple[HostS
         units=_units(target, sections.get("units")),
         # A host render gives no files is checked too: for leftovers only (the listing section).
         drift_checked=target.drift_checked and ("hashes" in text or not target.expected_files) and "listing" in text,
+        holds_vip=bool(text["vip"].strip()) if target.vip and "vip" in text else None,
     )
     if status.drift_checked:
         root = target.root

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from xpdctl.observability import alerts
 from xpdctl.observe.targets import HostTarget
-from xpdctl.status_model import HostStatus, Problem
+from xpdctl.status_model import HostStatus, Problem, VipStatus
 
 # What vendor tools print when a driver is broken in a known way -> what to do about it (REFERENCE 4).
 KNOWN_TOOL_FAILURES: tuple[tuple[str, str], ...] = (
@@ -212,3 +212,25 @@ def judge(target: HostTarget, status: HostStatus, failures: list[str]) -> list[P
             )
         )
     return found
+
+
+def judge_vip(address: str, router_hosts: list[HostStatus]) -> tuple[VipStatus, list[Problem]]:
+    """Which router hosts hold ``address`` (router.vip), and a problem unless exactly one does."""
+    holders = [host.name for host in router_hosts if host.holds_vip]
+    unknown = [host.name for host in router_hosts if host.holds_vip is None]
+    problems = []
+    if len(holders) > 1:
+        problems.append(Problem(
+            severity="error", what=f"{address} is on {' and '.join(holders)} at once: clients reach either",
+            hint="the router hosts do not hear each other's VRRP adverts (IP protocol 112, unicast): check the "
+                 "network between them, then `journalctl -u keepalived` on each"))  # fmt: skip
+    elif not holders and unknown:
+        problems.append(Problem(
+            severity="warning", what=f"no reachable router host holds {address}; {', '.join(unknown)} did not answer SSH",
+            hint="the address may be on a host SSH cannot reach: see its own problem"))  # fmt: skip
+    elif not holders:
+        problems.append(Problem(
+            severity="error", what=f"no router host holds {address}: clients using it get no answer",
+            hint="keepalived gives the address only to a host whose router answers /health: check the routers "
+                 "above, then `systemctl status keepalived` and `journalctl -u keepalived` on the router hosts"))  # fmt: skip
+    return VipStatus(address=address, holders=holders), problems

@@ -72,13 +72,15 @@ pci() {{
 
 
 def build_script(
-    marker: str, *, units: list[str], files: list[str], extra_globs: list[str], probe_timeout_s: int = 6
+    marker: str, *, units: list[str], files: list[str], extra_globs: list[str], probe_timeout_s: int = 6,
+    vip: str | None = None,
 ) -> str:
     """The probe script for one host.
 
     ``units`` are systemd units whose state to report, ``files`` absolute paths whose sha256 to
     report (or ``MISSING``, or ``UNREADABLE`` for a login without root), ``extra_globs`` shell globs whose matches are listed (files the host has
-    that render no longer produces).
+    that render no longer produces), ``vip`` a virtual address whose presence on the host's
+    interfaces to report (``ip -o addr show to ADDRESS`` prints a line when the host has it).
     """
     lines = [_PRELUDE.format(marker=marker, probe_timeout=int(probe_timeout_s))]
     lines += [f"bg {name} {shlex.quote(tool)} {shlex.quote(command)}" for name, tool, command in TOOLS]
@@ -105,6 +107,9 @@ def build_script(
             "printf '%s %s 0\\n' \"$M\" modes; "
             "[ $# -eq 0 ] || stat -c '%a %n' -- \"$@\""
         )
+    if vip:
+        lines.append(f"if have ip; then printf '%s %s 0\\n' \"$M\" vip; ip -o addr show to {shlex.quote(vip)}; "
+                     "else printf '%s %s -\\n' \"$M\" vip; fi")
     if extra_globs:
         # Globs stay unquoted so the host's shell expands them; unmatched ones print themselves and
         # are dropped by the -f test.

@@ -138,6 +138,9 @@ def render_text(status: ClusterStatus) -> str:
                else f"render pins {c.pinned.rsplit('@', 1)[-1]}")) for host in status.hosts for c in host.containers]  # fmt: skip
     if images:
         parts += ["", table(["container", "host", "running image digest", "state"], images)]
+    if status.vip is not None:
+        held = " and ".join(status.vip.holders) or "NO router host"
+        parts += ["", f"virtual address {status.vip.address}: held by {held}"]
     if status.problems:
         # Errors first: they are what makes the exit status non-zero.
         ordered = sorted(status.problems, key=lambda p: p.severity != "error")

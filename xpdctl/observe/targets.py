@@ -47,6 +47,7 @@ class HostTarget(HostLink):
     expected_files: dict[str, ExpectedFile] = {}  # absolute host path -> the rendered file's hash and mode
     owned_globs: list[str] = []
     drift_checked: bool = False
+    vip: str | None = None  # router.vip.address, on the router hosts that may hold it
 
 
 def _manifest(files: dict[str, RenderedFile]) -> dict:
@@ -56,6 +57,12 @@ def _manifest(files: dict[str, RenderedFile]) -> dict:
         raise InputError(f"render output has no {MANIFEST}; run `xpdctl render -i INVENTORY -o DIR` again") from exc
     except json.JSONDecodeError as exc:
         raise InputError(f"{MANIFEST}: not valid JSON ({exc}); run `xpdctl render` again") from exc
+
+
+def client_url(files: dict[str, RenderedFile]) -> str | None:
+    """Where clients reach the router (render's manifest): router.vip's address when it has one, else
+    the first router host's."""
+    return _manifest(files).get("router", {}).get("url")
 
 
 def _router_token(files: dict[str, RenderedFile], host: str, config_rel: str | None) -> str | None:
@@ -100,6 +107,7 @@ def targets_from(inventory: Inventory, files: dict[str, RenderedFile]) -> tuple[
 
     manifest = _manifest(files)
     profiles = vendor_profiles()
+    vip = inventory.router.vip.address if inventory.router.vip else None
     targets = []
     for host in inventory.hosts:
         entry = manifest.get("hosts", {}).get(host.name, {})
@@ -121,6 +129,7 @@ def targets_from(inventory: Inventory, files: dict[str, RenderedFile]) -> tuple[
                 expected_files=expected,
                 owned_globs=owned_globs(inventory.cluster),
                 drift_checked=True,
+                vip=vip if host.name in inventory.router.hosts else None,
             )
         )
     return manifest.get("cluster") or inventory.cluster, targets

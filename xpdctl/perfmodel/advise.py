@@ -23,7 +23,7 @@ from xpdctl.perfmodel.specs import ModelSpec, hardware_profiles
 # The model's measured error: held-out median |log(predicted / report)| of leave-one-scenario-out
 # cross-validation against the technical report (benchmarks/perfmodel_crossval.py; docs/performance.md):
 # of one deployment's E2EL and TPS, and of the E2EL ratio of two deployments (what a ranking compares).
-MODEL_ERROR = {"e2el": 0.21, "tps": 0.17, "ratio": 0.079}
+MODEL_ERROR = {"e2el": 0.19, "tps": 0.15, "ratio": 0.086}
 
 OBJECTIVES = {"e2el": False, "ttft": False, "itl": False, "tps": True}  # name -> higher is better
 
@@ -135,9 +135,11 @@ def reasons(option: Option, out: Outcome, cal: Calibration, modeller: Modeller) 
                  f"({tlow:.0f}-{thigh:.0f}), TTFT {_ms(out.ttft_s)}, ITL {out.itl_s * 1000:.1f} ms")
     if out.corrected:
         factors = modeller.corrections.factors(option.signature())
+        shown = {"prefill TTFT": _ms, "decode ITL": lambda s: f"{s * 1000:.1f} ms"}  # as the table shows each
         lines.append(f"{tag} bench-corrected: " + "; ".join(
-            f"{side} x{f:.2f} (measured / model, {n} points)" for side, (f, n) in factors.items())
-            + f"; the model alone: TTFT {_ms(p.ttft_s)}, ITL {p.itl_s * 1000:.1f} ms, E2EL {p.e2el_s:.2f} s")
+            f"{side} x{f:.2f} (measured {shown[side](meas)} / model {shown[side](mod)}, geomean of {n} points)"
+            for side, (f, n, meas, mod) in factors.items())
+            + f"; the model alone here: TTFT {_ms(p.ttft_s)}, ITL {p.itl_s * 1000:.1f} ms, E2EL {p.e2el_s:.2f} s")
     if option.threshold is not None and w.isl < option.threshold:
         lines.append(f"{tag} prompts under {option.threshold} tokens are prefilled on the decode instances "
                      f"(conditional disagg): no KV transfer, but prefill takes {p.prefill_utilization:.0%} of their time")
@@ -148,8 +150,10 @@ def reasons(option: Option, out: Outcome, cal: Calibration, modeller: Modeller) 
         how = "through host memory" if option.path == "host" else "GPUDirect RDMA"
         queue = f" + {_ms(p.transfer_s - p.transfer.seconds)} queued" if p.transfer_s > 1.05 * p.transfer.seconds else ""
         lines.append(f"{tag} KV {p.kv_bytes / 1e6:.0f} MB {how}: {p.transfer.describe()}{queue}")
+    # The ITL the table shows (bench-corrected where measured), the model's own beside it when they differ.
+    itl = f"ITL {out.itl_s * 1000:.1f} ms" + (f" (model alone {p.itl_s * 1000:.1f} ms)" if "decode" in out.corrected else "")
     line = (f"{tag} decode on {option.decode.hardware} TP{option.decode.tp}: batch {p.decode_batch:.1f} per instance, "
-            f"ITL {p.itl_s * 1000:.1f} ms, step {p.decode_step.bound}-bound")
+            f"{itl}, step {p.decode_step.bound}-bound")
     if p.load_stall > 1.005:
         line += f"; synchronous KV loads hold decode x{p.load_stall:.2f}"
     if p.congestion > 1.005:

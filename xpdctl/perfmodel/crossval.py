@@ -27,7 +27,7 @@ RATIO_WEIGHT = 4.0
 # Where every fit starts: round figures chosen before looking at any fold, the same for all folds
 # (a fit started from the shipped defaults would carry the held-out scenario in through the start).
 START = DEFAULT.model_copy(update={
-    "prefill_compute_efficiency_per_sqrt_kb": 0.001, "prefill_memory_efficiency": 0.03, "decode_memory_efficiency": 0.3,
+    "prefill_compute_efficiency_per_sqrt_kb": 0.001, "memory_efficiency": 0.3,
     "per_sequence_step_ms": 0.1, "prefill_chunk_tokens": 512, "congestion_saturation_gb": 2.0,
     "congestion_max_device": 0.5, "congestion_max_host": 0.5,
 })

@@ -34,6 +34,8 @@ class Corrections:
     ttft: dict[tuple, float] = field(default_factory=dict)
     itl: dict[tuple, float] = field(default_factory=dict)
     counts: dict[tuple, int] = field(default_factory=dict)
+    # key -> (measured, model-only) geomean seconds over its points: what the factor is the ratio of.
+    values: dict[tuple, tuple[float, float]] = field(default_factory=dict)
 
     def ttft_factor(self, signature: dict) -> float | None:
         return self.ttft.get(prefill_key(signature))
@@ -41,12 +43,12 @@ class Corrections:
     def itl_factor(self, signature: dict) -> float | None:
         return self.itl.get(decode_key(signature))
 
-    def factors(self, signature: dict) -> dict[str, tuple[float, int]]:
-        """side -> (measured/model factor, points behind it), for the sides measured."""
+    def factors(self, signature: dict) -> dict[str, tuple[float, int, float, float]]:
+        """side -> (measured/model factor, points behind it, measured s, model s), for the sides measured."""
         out = {}
         for side, key, table in (("prefill TTFT", prefill_key(signature), self.ttft), ("decode ITL", decode_key(signature), self.itl)):
             if key in table:
-                out[side] = (table[key], self.counts[key])
+                out[side] = (table[key], self.counts[key], *self.values[key])
         return out
 
 
@@ -107,18 +109,21 @@ def load_measurements(paths: list[Path]) -> tuple[list[MeasuredPoint], list[str]
 
 def fit(points: list[MeasuredPoint], predict) -> Corrections:
     """``predict(signature, isl, osl, concurrency)`` -> model-only Prediction (or None if unknown)."""
-    logs: dict[tuple, list[float]] = defaultdict(list)
+    pairs: dict[tuple, list[tuple[float, float]]] = defaultdict(list)  # key -> [(measured s, model s)]
     for p in points:
         pred = predict(p.signature, p.isl, p.osl, p.concurrency)
         if pred is None:
             continue
         if p.ttft_s > 0 and pred.ttft_s > 0:
-            logs[prefill_key(p.signature)].append(math.log(p.ttft_s / pred.ttft_s))
+            pairs[prefill_key(p.signature)].append((p.ttft_s, pred.ttft_s))
         if p.tpot_s > 0 and pred.itl_s > 0:
-            logs[decode_key(p.signature)].append(math.log(p.tpot_s / pred.itl_s))
+            pairs[decode_key(p.signature)].append((p.tpot_s, pred.itl_s))
     out = Corrections()
-    for key, values in logs.items():
+    for key, values in pairs.items():
+        measured = math.exp(sum(math.log(m) for m, _ in values) / len(values))
+        model = math.exp(sum(math.log(m) for _, m in values) / len(values))
         target = out.ttft if key[0] == "prefill" else out.itl
-        target[key] = math.exp(sum(values) / len(values))
+        target[key] = measured / model
         out.counts[key] = len(values)
+        out.values[key] = (measured, model)
     return out

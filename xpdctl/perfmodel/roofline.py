@@ -56,8 +56,8 @@ class InstanceModel:
     def flops_per_s(self, phase: Phase) -> float:
         return self.tp * self.hw.bf16_tflops * 1e12 * self.compute_efficiency(phase)
 
-    def bytes_per_s(self, phase: Phase) -> float:
-        return self.tp * self.hw.hbm_tb_s * 1e12 * getattr(self.cal, f"{phase}_memory_efficiency")
+    def bytes_per_s(self) -> float:
+        return self.tp * self.hw.hbm_tb_s * 1e12 * self.cal.memory_efficiency
 
     def fits(self, headroom: float = 0.85) -> bool:
         """Whether the weights fit in the group's memory with room left for KV and activations."""
@@ -81,7 +81,7 @@ class InstanceModel:
         flops = 2 * m.active_params * tokens + 4 * m.q_heads * m.head_dim * attended
         memory = m.weight_bytes_touched(tokens) + kv_read_bytes
         overhead = (self.cal.step_overhead_ms + self.cal.per_sequence_step_ms * sequences) / 1000
-        return StepTime(overhead, self._allreduce_s(tokens), flops / self.flops_per_s(phase), memory / self.bytes_per_s(phase))
+        return StepTime(overhead, self._allreduce_s(tokens), flops / self.flops_per_s(phase), memory / self.bytes_per_s())
 
     def prefill_step(self, tokens: float, prompt_tokens: int) -> StepTime:
         """A step carrying ``tokens`` prompt tokens from prompts of ``prompt_tokens`` tokens each.

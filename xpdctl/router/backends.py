@@ -52,6 +52,9 @@ class Backend:
         self.completions_url = URL(self.url + "/v1/completions")
         self.chat_url = URL(self.url + "/v1/chat/completions")
         self.in_flight = 0
+        # Prompt tokens the prefill legs in flight here still have to compute (their uncached part, as
+        # the prefix index saw it when each was routed): the queue a new prompt waits behind.
+        self.queued_tokens = 0
         self.health = "unknown"
         self.draining = False
         self.removed = False

@@ -146,7 +146,7 @@ class PrefixRouting(_Strict):
     tokenizer: str | None = None
     # Whether the engines run vLLM's hybrid KV cache manager (one KV cache group per attention kind).
     hybrid_kv_cache_manager: bool = True
-    # A prefill's cost = prompt tokens it must compute + load_weight x prompt tokens x requests in flight.
+    # A prefill's cost = prompt tokens it must compute + load_weight x the uncached tokens queued on it.
     load_weight: float = Field(1.0, ge=0)
     # An engine sent a request that publishes no KV event for this long has its index dropped.
     silence_s: float = Field(10.0, gt=0)

@@ -3,10 +3,10 @@ each engine's index of cached blocks, and the counters that say how well it goes
 
 Scoring (docs/router.md, Prefix-aware routing), over the candidates selection.py would consider:
 
-- prefill: cost = (prompt tokens - tokens the engine has cached) + load_weight x prompt tokens x
-  requests in flight on it; the lowest cost wins, ties broken on the engine's own load as before.
-  With nothing cached anywhere this is least-in-flight; a cached prefix wins until the engine holding
-  it has about one more request in flight than the share of the prompt it saves (load_weight 1).
+- prefill: cost = (prompt tokens - tokens the engine has cached) + load_weight x the uncached tokens
+  of the prefill legs already in flight on it (its queue, in the unit its compute is spent in); the
+  lowest cost wins, ties broken on requests in flight and the engine's own load as before. A cached
+  prefix wins while the work queued ahead of it on its engine is smaller than the work it saves.
 - decode: fewest in flight first (its load is the stream it will carry for the whole answer); among
   equals the longest cached prefix, which it will not pull over NIXL (pull_scheduler.py:62-63).
 """
@@ -45,6 +45,7 @@ class Want:
         self._hashes: dict[int, list[int]] = {}  # per block size: event keys of the prompt's blocks
         self.router = router
         self.load_weight = router.config.load_weight
+        self.prefill_work = self.tokens  # what the chosen prefill must compute (set when it is chosen)
 
     def cached_tokens(self, backend: Backend) -> int:
         index = backend.kv_index
@@ -56,6 +57,8 @@ class Want:
         return index.cached_blocks(hashes) * index.block_size
 
     def chosen(self, pool: str, backend: Backend, cached: int) -> None:
+        if pool == "prefill":
+            self.prefill_work = self.tokens - cached
         self.router.picks[(pool, "cached_prefix" if cached else "no_cached_prefix")] += 1
         self.router.prompt_tokens[pool] += self.tokens
         self.router.cached_tokens[pool] += cached

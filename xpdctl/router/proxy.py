@@ -205,7 +205,8 @@ class Proxy:
                 self.metrics.retries.labels("prefill").inc()
             tried.add(prefill.url)
             try:
-                kv = await self._prefill_leg(prefill, prefill_payload, chat, headers)
+                kv = await self._prefill_leg(prefill, prefill_payload, chat, headers,
+                                             want.prefill_work if want is not None else 0)
             except LegAnswered as answered:
                 return answered.response
             except LegFailed as exc:
@@ -237,10 +238,11 @@ class Proxy:
             return error_response(503, "no healthy decode backend; check `GET /admin/backends` and the engines' /health")
         return await self._decode_leg(request, None, decode, raw, chat, stream, headers, started, body, ledger)
 
-    async def _prefill_leg(self, prefill: Backend, payload: bytes, chat: bool, headers: dict) -> dict:
+    async def _prefill_leg(self, prefill: Backend, payload: bytes, chat: bool, headers: dict, work: int) -> dict:
         url = prefill.chat_url if chat else prefill.completions_url
         t0 = time.monotonic()
         prefill.in_flight += 1
+        prefill.queued_tokens += work
         try:
             with self.tracing.leg("prefill leg", headers) as leg_headers:
                 async with prefill.session.post(url, data=payload, headers=leg_headers, timeout=self._leg_timeout) as resp:
@@ -251,6 +253,7 @@ class Proxy:
             raise self._failed(prefill, _classify(exc, prefill, "prefill")) from exc
         finally:
             prefill.in_flight -= 1
+            prefill.queued_tokens -= work
         self.metrics.prefill_latency.observe(time.monotonic() - t0)
         if status >= 500:
             raise self._failed(prefill, LegFailed(502, "status", f"prefill {prefill.url} answered HTTP {status}: {data[:300]!r}"))
@@ -437,8 +440,9 @@ class Proxy:
         payload = body
         if prefill is not None:
             try:
+                # Routed by load alone (no prefix index for a continuation): it adds no queued tokens.
                 payload = pdcontract.decode_request(body, await self._prefill_leg(
-                    prefill, orjson.dumps(pdcontract.prefill_request(body, chat)), chat, headers))
+                    prefill, orjson.dumps(pdcontract.prefill_request(body, chat)), chat, headers, 0))
             except LegFailed as exc:
                 raise NoLeg(exc.message) from exc
             except LegAnswered as exc:

@@ -33,8 +33,7 @@ def _least_loaded(candidates: list[Backend], pool: str, want: Want | None = None
         return min(rotated, key=_key)
     cached = {b.url: want.cached_tokens(b) for b in rotated}
     if pool == "prefill":
-        work = want.tokens * want.load_weight
-        chosen = min(rotated, key=lambda b: (want.tokens - cached[b.url] + work * b.in_flight, *_key(b)[1:]))
+        chosen = min(rotated, key=lambda b: (want.tokens - cached[b.url] + want.load_weight * b.queued_tokens, *_key(b)))
     else:
         chosen = min(rotated, key=lambda b: (b.in_flight, -cached[b.url], *_key(b)[1:]))
     want.chosen(pool, chosen, cached[chosen.url])
