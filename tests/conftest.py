@@ -156,3 +156,143 @@ def pytest_runtest_teardown(item, nextitem):
         if not any(name in getattr(other, "fixturenames", ()) for other in later):
             shared.destroy()
             del item.config.stash[key]
+
+
+# --- real vLLM tier (xpdctl/local, xpdctl/models, the router and KV agent on real engines) ---------
+#
+# One local PD cluster per test session, started with `xpdctl up` on inventory/local.yaml, and one
+# aggregated vLLM instance (no KV transfer) as the reference for greedy outputs. Both are started at
+# once: on 2 cores each vLLM start takes one to a few minutes, and the tier must stay short.
+
+VLLM_START_TIMEOUT_S = 1500  # generous: the machine is shared, and starts slow down under load
+
+
+@pytest.fixture(scope="session")
+def free_port_block():
+    """free_port_block(count) -> first of ``count`` consecutive free loopback ports (tests/ports.py)."""
+    return ports.free_port_block
+
+
+def _wait_health(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{url} not healthy after {timeout_s} s")
+
+
+@dataclass
+class LocalCluster:
+    inventory: Path
+    env: dict
+    up: dict  # `xpdctl up -o json`
+    model: str
+    model_path: str
+    router_url: str
+    traces: ThreadedReceiver  # the session's OTLP receiver: the router and both engines export to it
+
+    def xpdctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "xpdctl", *args, "-i", str(self.inventory)],
+                              env=self.env, capture_output=True, text=True, check=check, timeout=600)
+
+    def status(self) -> dict:
+        return json.loads(self.xpdctl("status", "-o", "json").stdout)
+
+
+def _local_inventory(tmp: Path, traces_url: str) -> Path:
+    """inventory/local.yaml with free ports (a developer's own local cluster may hold the defaults),
+    the interpreter named by absolute path (the copy lives outside the repository) and tracing on."""
+    data = yaml.safe_load((REPO / "inventory" / "local.yaml").read_text())
+    # Scraped every second, for the dashboard test (tests/vllm_tier/test_dashboard.py).
+    data["observability"] = {**data.get("observability", {}), "otlp_traces_endpoint": traces_url,
+                             "scrape_interval_s": 1, "evaluation_interval_s": 1}
+    base = ports.free_port_block(8)
+    data["pools"]["prefill"]["port"] = base
+    data["pools"]["decode"]["port"] = base + 1
+    data["router"]["port"] = base + 2
+    data["kv"]["agent_port"] = base + 3
+    data["kv"]["side_channel_port"] = base + 4  # and base + 5: one per engine
+    data["kv"]["events_port"] = base + 6  # and base + 7: one per engine
+    venv_python = REPO / ".venv" / "bin" / "python"
+    data["engine"]["python"] = str(venv_python if venv_python.exists() else Path(sys.executable))
+    path = tmp / "local.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _aggregated_command(inventory: Path, port: int) -> tuple[list[str], dict]:
+    """The prefill engine's own command line and environment, without KV transfer or KV events, on another port."""
+    from xpdctl.inventory import load_inventory
+    from xpdctl.plan import build_plan
+
+    plan = build_plan(load_inventory(inventory), {})
+    prefill = next(s for s in plan.services() if s.role == "prefill")
+    args = list(prefill.command)
+    for flag in ("--kv-transfer-config", "--kv-events-config"):  # the latter's port is the prefill's
+        i = args.index(flag)
+        del args[i:i + 2]
+    args[args.index("--port") + 1] = str(port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
+    # It shares the decode engine's core: the tests send decode little work while they compare.
+    env.update({"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "1"})
+    return args, env
+
+
+@pytest.fixture(scope="session")
+def vllm_session(tmp_path_factory):
+    """(LocalCluster, aggregated engine URL), started once; everything is stopped at the end."""
+    tmp = tmp_path_factory.mktemp("vllm-tier")
+    traces = ThreadedReceiver()
+    inventory = _local_inventory(tmp, traces.url)
+    # The router's admin API on, for tests that drain and add backends (tests/upgrade).
+    env = dict(os.environ, XPDCTL_STATE_DIR=str(tmp / "state"), XPDCTL_ROUTER_ADMIN_TOKEN="vllm-tier-admin-token")
+    agg_port = ports.free_port_block(1)
+    agg_url = f"http://127.0.0.1:{agg_port}"
+    # The model must exist before the reference engine starts; `up` would build it too.
+    from xpdctl.inventory import load_inventory
+    from xpdctl.models import ensure_model
+
+    model = load_inventory(inventory).inventory.model
+    ensure_model(model.builder, Path(model.weights_path))
+    with open(tmp / "up.stderr", "w") as up_err:
+        up = subprocess.Popen([sys.executable, "-m", "xpdctl", "up", "-i", str(inventory), "-o", "json",
+                               "--timeout", str(VLLM_START_TIMEOUT_S)],
+                              env=env, stdout=subprocess.PIPE, stderr=up_err, text=True)
+    args, agg_env = _aggregated_command(inventory, agg_port)
+    with open(tmp / "aggregated.log", "w") as agg_log:
+        agg = subprocess.Popen(args, env=agg_env, stdout=agg_log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = up.communicate(timeout=VLLM_START_TIMEOUT_S * 3)
+        if up.returncode != 0:
+            raise RuntimeError(f"xpdctl up failed ({up.returncode}): {(tmp / 'up.stderr').read_text()[-3000:]}")
+        result = json.loads(out)
+        cluster = LocalCluster(inventory=inventory, env=env, up=result, model=result["model"],
+                               model_path=result["model_path"], router_url=result["router_url"], traces=traces)
+        _wait_health(agg_url, agg, VLLM_START_TIMEOUT_S)
+        yield cluster, agg_url
+    finally:
+        if up.poll() is None:
+            up.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(agg.pid, signal.SIGKILL)
+        agg.wait()
+        subprocess.run([sys.executable, "-m", "xpdctl", "down", "-i", str(inventory)], env=env,
+                       capture_output=True, timeout=600)
+        traces.close()
+
+
+@pytest.fixture(scope="session")
+def local_cluster(vllm_session) -> LocalCluster:
+    return vllm_session[0]
+
+
+@pytest.fixture(scope="session")
+def aggregated_url(vllm_session) -> str:
+    return vllm_session[1]
