@@ -241,10 +241,10 @@ ENGINE_KEEP_ALIVE_S = 60
 
 
 def _engine_service(
-    inv: Inventory, settings: KvSettings, p: Placement, host: Host, environ: Mapping[str, str]
+    inv: Inventory, settings: KvSettings, p: Placement, host: Host, environ: Mapping[str, str], suffix: str
 ) -> Service:
     vendor = vendor_profiles()[host.vendor or ""]
-    name = service_name(inv.cluster, p.role, p.index)
+    name = service_name(inv.cluster, p.role, p.index) + suffix
     env = {
         "VLLM_NIXL_SIDE_CHANNEL_HOST": host.address,
         "VLLM_NIXL_SIDE_CHANNEL_PORT": str(p.side_channel_port),
@@ -437,12 +437,23 @@ def _prefix_routing(inv: Inventory, engines: list[Service]) -> PrefixRouting:
                          hybrid_kv_cache_manager=inv.kv.hybrid_kv_cache_manager != "off")
 
 
+def engine_services(loaded: LoadedInventory, environ: Mapping[str, str], suffix: str = "") -> list[Service]:
+    """Every engine of the inventory. ``suffix`` goes on each one's name and so on everything named after
+    it: unit, env file, and a container's name, ExecStop and ExecStartPre (an upgrade's surge and green
+    instances run beside the old ones under such names, xpdctl/upgrade/target.py; renaming a built
+    service would leave its container under the old one's name, and starting it would remove the old
+    instance's serving container)."""
+    inv = loaded.inventory
+    hosts = hosts_by_name(inv)
+    return [_engine_service(inv, loaded.kv.settings, p, hosts[p.host], environ, suffix) for p in place(inv)]
+
+
 def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
     """The desired state of every host. ``environ`` supplies secrets (e.g. HF_TOKEN) by name."""
     inv = loaded.inventory
     settings = loaded.kv.settings
     hosts = hosts_by_name(inv)
-    engines = [_engine_service(inv, settings, p, hosts[p.host], environ) for p in place(inv)]
+    engines = engine_services(loaded, environ)
     plans = {name: HostPlan(name=name, address=h.address) for name, h in hosts.items()}
     for s in engines:
         plans[s.host].services.append(s)

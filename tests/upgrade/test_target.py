@@ -8,7 +8,7 @@ import pytest
 
 from xpdctl.errors import InputError
 from xpdctl.inventory import load_inventory
-from xpdctl.plan import build_plan
+from xpdctl.plan import CONTAINER_RUN, DOCKER, build_plan
 from xpdctl.render import render_files
 from xpdctl.upgrade.target import alt_plan, verdict, with_image
 from xpdctl.upgrade.tree import manifest_of
@@ -67,3 +67,18 @@ def test_alt_instances_get_other_names_and_ports():
     assert s.details["side_channel_port"] == base[name].details["side_channel_port"] + 1000
     assert s.details["generation"] == base[name].details["generation"]
     assert f"--port={s.port}" in " ".join(s.command).replace("--port ", "--port=")
+
+
+def test_an_alt_container_runs_under_its_own_name():
+    """lab.yaml's engines run as containers: the surge instance's container, env file, ExecStop and
+    ExecStartPre carry its name. Under the old one's name, its ExecStartPre (`docker rm --force NAME`)
+    removed the serving old container, and the old unit's ExecStop stopped the surge's (issue 14)."""
+    loaded = _loaded()
+    name = next(s.name for s in build_plan(loaded, {}).engines if s.role == "decode")
+    [s] = alt_plan(loaded, {}, {name}, 1000).engines
+    assert s.name == name + "-next"
+    assert s.command[:2] == (CONTAINER_RUN, s.name) and f"--name={s.name}" in s.command
+    assert f"--env-file={s.env_file}" in s.command
+    assert s.stop_command == (DOCKER, "stop", s.name) and s.pre_commands == ((DOCKER, "rm", "--force", s.name),)
+    words = [*s.command, *s.stop_command, *(w for c in s.pre_commands for w in c), *s.env.values()]
+    assert [w for w in words if name in w and s.name not in w] == []

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from xpdctl.errors import InputError
 from xpdctl.inventory import LoadedInventory
 from xpdctl.inventory.topology import pool, pool_port, runtime_of
-from xpdctl.plan import HostPlan, Plan, build_plan
+from xpdctl.plan import HostPlan, Plan, build_plan, engine_services
 from xpdctl.upgrade.tree import engines
 
 OTHER = {"prefill": "decode", "decode": "prefill"}
@@ -60,7 +60,7 @@ def alt_plan(loaded: LoadedInventory, environ: Mapping[str, str], names: set[str
     kv = inv.kv.model_copy(update={"side_channel_port": inv.kv.side_channel_port + offset})
     shifted = dataclasses.replace(loaded, inventory=inv.model_copy(update={"pools": pools, "kv": kv}))
     plan = build_plan(shifted, environ)
-    picked = [dataclasses.replace(s, name=s.name + ALT_SUFFIX) for s in plan.engines if s.name in names]
+    picked = [s for s in engine_services(shifted, environ, ALT_SUFFIX) if s.name.removesuffix(ALT_SUFFIX) in names]
     hosts = {
         name: HostPlan(name=name, address=h.address, services=[s for s in picked if s.host == name])
         for name, h in plan.hosts.items()
