@@ -11,7 +11,7 @@ decode host runs the new digest (`docker inspect`), and `status` reads each engi
 the Docker SDK (xpdctl/observe/images.py). The second image is a real build: the same Dockerfile with
 another label (`docker build --label`), so its config and digest differ while its layers are the first
 image's (its push sends a config and a manifest). The decode pool is one instance: the rollout goes
-through a surge instance beside it.
+through a surge instance beside it, in a container of its own name (xpd-ctr-decode-0-next).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import time
 
 import pytest
-from conftest import DECODE, ENGINES, FLEET, PREFILL, say, wait_serving
+from conftest import AGENT, DECODE, ENGINES, FLEET, PREFILL, say, wait_serving
 from deploy_helpers import complete
 
 from xpdctl.testhosts import builder, registry
@@ -99,15 +99,6 @@ def test_a_stopped_dockerd_fails_the_pull_with_what_to_do(lab, up, second_image)
     wait_serving(up["router_url"])
 
 
-# Not met yet (issue 14): in the two full runs of the tier (2026-12-02, at 2faa6b5 and f194282) the
-# batch step's health wait saw the re-created decode unit as exited ("exited (None) after 0 s") right
-# after the applier restarted it, and the rollout rolled back (4,689 of 5,002 requests failed); the unit
-# was active with a fresh container afterwards. Strict: the day it passes, this mark must go.
-ROLLING_NOT_MET = pytest.mark.xfail(strict=True, reason="rolling upgrade of container engines rolls back: the "
-                                    "re-created unit reads as exited at the first health poll (issue 14)")
-
-
-@ROLLING_NOT_MET
 def test_rolling_upgrade_by_digest_under_load_fails_no_request(lab, up, second_image):
     old_digest, new_digest = lab.image.split("@")[1], second_image.split("@")[1]
     assert old_digest != new_digest
@@ -125,9 +116,11 @@ def test_rolling_upgrade_by_digest_under_load_fails_no_request(lab, up, second_i
     assert traffic.ok > 0 and traffic.failures == [], traffic.failure_summary()
     assert _running(lab, DECODE, ENGINES[DECODE]) == (second_image, [new_digest])
     assert _running(lab, PREFILL, ENGINES[PREFILL]) == (lab.image, [old_digest])
+    # The surge instance ran in its own container (xpd-ctr-decode-0-next) and left with it.
+    left = lab.on(DECODE, "docker ps --all --format '{{.Names}}'").stdout.split()
+    assert sorted(left) == sorted([ENGINES[DECODE], AGENT]), left
 
 
-@ROLLING_NOT_MET  # it reads the digests the rolling upgrade should have left
 def test_status_shows_the_digest_each_engine_runs(lab, up, second_image):
     done = lab.xpdctl("status", "-o", "json")
     status = json.loads(done.stdout)
