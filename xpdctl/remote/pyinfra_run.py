@@ -30,11 +30,10 @@ from pyinfra.context import ctx_host, ctx_state
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, systemd
 
-from xpdctl.observe.drift import ExpectedFile, host_files
-from xpdctl.remote.applier import ApplyOutcome, ApplyRequest, HostOutcome, HostRequest
+from xpdctl.observe.drift import host_files
+from xpdctl.remote.applier import ApplyOutcome, ApplyRequest, HostOutcome, HostRequest, planned
 from xpdctl.remote.facts import HostServices
-from xpdctl.remote.hostchanges import VERB, HostChanges, HostSnapshot, host_changes, stop_rank
-from xpdctl.remote.unitstate import proc_state
+from xpdctl.remote.hostchanges import VERB, HostChanges, HostSnapshot
 from xpdctl.render import HOSTS, RenderedFile, read_tree
 
 SECRET_MODE = 0o600
@@ -119,12 +118,6 @@ def _read_hosts(state: State, hosts: list[Host], cluster: str, failures: _Failur
     return {host: g.value for host, g in greenlets.items() if g.value is not None}
 
 
-def _changes(request: HostRequest, snapshot: HostSnapshot, expected: dict[str, ExpectedFile]) -> HostChanges:
-    if request.units is None:  # down: every unit of the cluster stops, its files stay
-        return HostChanges(stop=sorted(snapshot.units, key=lambda u: (stop_rank(u), u)))
-    return host_changes(request.units, expected, snapshot)
-
-
 def apply(request: ApplyRequest) -> ApplyOutcome:
     rendered = read_tree(Path(request.tree)) if request.tree else {}
     inventory = Inventory(([(name, _host_data(request, h)) for name, h in request.hosts.items()], {}))
@@ -145,13 +138,9 @@ def apply(request: ApplyRequest) -> ApplyOutcome:
             outcomes[name] = HostOutcome(status="failed", error=failures.by_host.get(
                 name, "reading its units and files failed; check that the login can run systemctl as root"))
             continue
-        prefix = f"{HOSTS}/{name}"
-        expected = host_files(rendered, name)
-        changes = _changes(request.hosts[name], snapshot, expected)
-        mine = {path: rendered[prefix + path] for path in changes.write}
-        outcome = HostOutcome(status="changed" if changes.needed() else "ok", changes=changes,
-                              units={u: proc_state(p) for u, p in snapshot.units.items()})
-        outcomes[name] = outcome
+        outcome = outcomes[name] = planned(request.hosts[name], snapshot, host_files(rendered, name))
+        changes = outcome.changes
+        mine = {path: rendered[f"{HOSTS}/{name}" + path] for path in changes.write}
         try:
             if request.check:
                 outcome.diffs = {path: _diff(host, state, path, mine[path]) for path in changes.write}
