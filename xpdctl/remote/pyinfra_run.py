@@ -15,6 +15,7 @@ import difflib
 import gevent
 import io
 import logging
+import posixpath
 import re
 import sys
 from pathlib import Path
@@ -78,17 +79,23 @@ def _diff(host: Host, state: State, path: str, rendered: RenderedFile) -> str:
     return diff or f"{path}: mode {rendered.mode:o} (the content is the render's)\n"
 
 
-def _add_ops(state: State, host: Host, changes: HostChanges, rendered: dict[str, RenderedFile]) -> None:
+def _add_ops(state: State, host: Host, changes: HostChanges, rendered: dict[str, RenderedFile],
+             snapshot: HostSnapshot) -> None:
     def op(func, name: str, **kwargs) -> None:
         add_op(state, func, name=name, host=host, **kwargs)
 
+    # Each check or command below is one more command over SSH (a rollout step pays them while it
+    # waits), so the ones the host's read already answered are left out: the folders that hold its
+    # files exist, and a file root uploads is root's (a login through sudo hands it over).
+    folders = {posixpath.dirname(p) for p in snapshot.files}
+    owner = {"user": "root", "group": "root"} if host.data.get("_sudo") else {}
     for unit in changes.stop:
         op(systemd.service, f"stop {unit}", service=f"{unit}.service", running=False, enabled=False)
     for path in changes.write:
         file = rendered[path]
         # force: the host's digest was read already (it differs), so pyinfra need not read it twice more.
-        op(files.put, f"write {path}", src=io.BytesIO(file.content.encode()), dest=path, user="root", group="root",
-           mode=f"{file.mode:o}", force=True)
+        op(files.put, f"write {path}", src=io.BytesIO(file.content.encode()), dest=path, mode=f"{file.mode:o}",
+           force=True, create_remote_dir=posixpath.dirname(path) not in folders, **owner)
     for path in changes.remove:
         op(files.file, f"remove {path}", path=path, present=False)
     if changes.daemon_reload:
@@ -145,7 +152,7 @@ def apply(request: ApplyRequest) -> ApplyOutcome:
             if request.check:
                 outcome.diffs = {path: _diff(host, state, path, mine[path]) for path in changes.write}
             elif changes.needed():
-                _add_ops(state, host, changes, mine)
+                _add_ops(state, host, changes, mine, snapshot)
                 prepared[name] = host
         except Exception as exc:  # pyinfra refused an operation, SSH dropped: this host's failure only
             outcome.status, outcome.error = "failed", f"preparing its changes failed: {exc}"
