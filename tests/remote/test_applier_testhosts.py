@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from xpdctl.remote.applier import ApplyOutcome, apply_request, run_applier
-from xpdctl.remote.executor import wanted_unit
+from xpdctl.remote.applier import ApplyOutcome, ApplyRequest, apply_request, run_applier
+from xpdctl.remote.executor import apply_where_needed, wanted_unit
 from xpdctl.ssh.target import HostLink, SshTarget
+from xpdctl.ssh.transport import SshTransport
 from xpdctl.testhosts import fleet
 from xpdctl.testhosts.layout import fleet_dirs
 from xpdctl.units.state import DesiredUnit
@@ -72,13 +73,16 @@ class Lab:
         self.links = {h: HostLink(name=h, address=record.host(h).address, ssh=SshTarget(user="root", key=str(dirs.key)))
                       for h in HOSTS}
 
-    def apply(self, *, check: bool = False) -> ApplyOutcome:
+    def request(self, *, check: bool = False, known_hosts: Path | None = None) -> ApplyRequest:
         wanted = {}
         for host in HOSTS:
             root = self.tree / "hosts" / host
             unit = load_unit(root / f"etc/systemd/system/{UNIT}.service", HostPaths(root))
             wanted[host] = [wanted_unit(DesiredUnit(unit=unit, host=host, role="web"))]
-        return run_applier(apply_request(CLUSTER, self.tree, self.known_hosts, self.links, wanted, check=check), 300)
+        return apply_request(CLUSTER, self.tree, known_hosts or self.known_hosts, self.links, wanted, check=check)
+
+    def apply(self, *, check: bool = False) -> ApplyOutcome:
+        return run_applier(self.request(check=check), 300)
 
     def on(self, host: str, command: str) -> str:
         argv = fleet.ssh_argv(FLEET, self.record.host(host).address)
@@ -174,6 +178,26 @@ def test_a_failing_host_is_reported_by_name_and_the_other_is_changed(lab, first)
     # the host that was away gets the change on the next apply, nothing else changes
     again = lab.apply()
     assert again.hosts[dark].changes.units == {UNIT: "reloaded"} and again.hosts[live].status == "ok"
+
+
+def test_through_the_executor_pyinfra_meets_only_the_hosts_with_a_change(lab, first):
+    """The executor reads every host first (OpenSSH, one shared connection per host) and hands pyinfra,
+    which opens a new connection to each host it is given, only the hosts with something to change. Seen
+    from outside: pyinfra alone gets a fresh known_hosts file, and with accept-new it records there the
+    key of every host it connected to."""
+    changed, settled = HOSTS
+    (lab.tree / "hosts" / changed / "etc/xpdctl/web.yaml").write_text("greeting: salut\n")
+    seen = lab.tmp / "pyinfra_known_hosts"
+    quick = SshTransport(options={"UserKnownHostsFile": str(lab.known_hosts)})
+    outcome = apply_where_needed(quick, lab.request(known_hosts=seen), 300)
+    assert outcome.hosts[changed].changes.units == {UNIT: "reloaded"}
+    assert outcome.hosts[settled].status == "ok" and outcome.hosts[settled].units == {UNIT: "running"}
+    assert lab.on(changed, f"tail -n 1 {RELOADS}") == "greeting: salut\n"
+    assert {line.split()[0] for line in seen.read_text().splitlines()} == {lab.links[changed].address}
+    before = seen.read_text()
+    again = apply_where_needed(quick, lab.request(known_hosts=seen), 300)
+    assert {h: o.status for h, o in again.hosts.items()} == {h: "ok" for h in HOSTS}
+    assert seen.read_text() == before
 
 
 def test_a_unit_the_render_dropped_is_stopped_and_its_files_removed(lab, first):

@@ -21,7 +21,9 @@ from typing import Literal
 from pydantic import BaseModel
 
 from xpdctl.errors import ExecutionError
-from xpdctl.remote.hostchanges import HostChanges, WantedUnit
+from xpdctl.observe.drift import ExpectedFile
+from xpdctl.remote.hostchanges import HostChanges, HostSnapshot, WantedUnit, host_changes, stop_rank
+from xpdctl.remote.unitstate import proc_state
 from xpdctl.ssh.target import HostLink
 
 
@@ -47,6 +49,17 @@ class HostOutcome(BaseModel):
     # What a dry run would write, as a unified diff per path (a secret's file says only that it differs).
     diffs: dict[str, str] = {}
     error: str | None = None
+
+
+def planned(host: HostRequest, snapshot: HostSnapshot, expected: dict[str, ExpectedFile]) -> HostOutcome:
+    """What the apply does on a host that holds ``snapshot``, before anything changes there (``expected``:
+    the render's files for the host); the applier's worker and the executor's pre-read both ask this."""
+    if host.units is None:  # down: every unit of the cluster stops, its files stay
+        changes = HostChanges(stop=sorted(snapshot.units, key=lambda u: (stop_rank(u), u)))
+    else:
+        changes = host_changes(host.units, expected, snapshot)
+    return HostOutcome(status="changed" if changes.needed() else "ok", changes=changes,
+                       units={u: proc_state(p) for u, p in snapshot.units.items()})
 
 
 class ApplyOutcome(BaseModel):

@@ -15,6 +15,7 @@ import difflib
 import gevent
 import io
 import logging
+import posixpath
 import re
 import sys
 from pathlib import Path
@@ -30,11 +31,10 @@ from pyinfra.context import ctx_host, ctx_state
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, systemd
 
-from xpdctl.observe.drift import ExpectedFile, host_files
-from xpdctl.remote.applier import ApplyOutcome, ApplyRequest, HostOutcome, HostRequest
+from xpdctl.observe.drift import host_files
+from xpdctl.remote.applier import ApplyOutcome, ApplyRequest, HostOutcome, HostRequest, planned
 from xpdctl.remote.facts import HostServices
-from xpdctl.remote.hostchanges import VERB, HostChanges, HostSnapshot, host_changes, stop_rank
-from xpdctl.remote.unitstate import proc_state
+from xpdctl.remote.hostchanges import VERB, HostChanges, HostSnapshot
 from xpdctl.render import HOSTS, RenderedFile, read_tree
 
 SECRET_MODE = 0o600
@@ -79,17 +79,23 @@ def _diff(host: Host, state: State, path: str, rendered: RenderedFile) -> str:
     return diff or f"{path}: mode {rendered.mode:o} (the content is the render's)\n"
 
 
-def _add_ops(state: State, host: Host, changes: HostChanges, rendered: dict[str, RenderedFile]) -> None:
+def _add_ops(state: State, host: Host, changes: HostChanges, rendered: dict[str, RenderedFile],
+             snapshot: HostSnapshot) -> None:
     def op(func, name: str, **kwargs) -> None:
         add_op(state, func, name=name, host=host, **kwargs)
 
+    # Each check or command below is one more command over SSH (a rollout step pays them while it
+    # waits), so the ones the host's read already answered are left out: the folders that hold its
+    # files exist, and a file root uploads is root's (a login through sudo hands it over).
+    folders = {posixpath.dirname(p) for p in snapshot.files}
+    owner = {"user": "root", "group": "root"} if host.data.get("_sudo") else {}
     for unit in changes.stop:
         op(systemd.service, f"stop {unit}", service=f"{unit}.service", running=False, enabled=False)
     for path in changes.write:
         file = rendered[path]
         # force: the host's digest was read already (it differs), so pyinfra need not read it twice more.
-        op(files.put, f"write {path}", src=io.BytesIO(file.content.encode()), dest=path, user="root", group="root",
-           mode=f"{file.mode:o}", force=True)
+        op(files.put, f"write {path}", src=io.BytesIO(file.content.encode()), dest=path, mode=f"{file.mode:o}",
+           force=True, create_remote_dir=posixpath.dirname(path) not in folders, **owner)
     for path in changes.remove:
         op(files.file, f"remove {path}", path=path, present=False)
     if changes.daemon_reload:
@@ -119,12 +125,6 @@ def _read_hosts(state: State, hosts: list[Host], cluster: str, failures: _Failur
     return {host: g.value for host, g in greenlets.items() if g.value is not None}
 
 
-def _changes(request: HostRequest, snapshot: HostSnapshot, expected: dict[str, ExpectedFile]) -> HostChanges:
-    if request.units is None:  # down: every unit of the cluster stops, its files stay
-        return HostChanges(stop=sorted(snapshot.units, key=lambda u: (stop_rank(u), u)))
-    return host_changes(request.units, expected, snapshot)
-
-
 def apply(request: ApplyRequest) -> ApplyOutcome:
     rendered = read_tree(Path(request.tree)) if request.tree else {}
     inventory = Inventory(([(name, _host_data(request, h)) for name, h in request.hosts.items()], {}))
@@ -145,18 +145,14 @@ def apply(request: ApplyRequest) -> ApplyOutcome:
             outcomes[name] = HostOutcome(status="failed", error=failures.by_host.get(
                 name, "reading its units and files failed; check that the login can run systemctl as root"))
             continue
-        prefix = f"{HOSTS}/{name}"
-        expected = host_files(rendered, name)
-        changes = _changes(request.hosts[name], snapshot, expected)
-        mine = {path: rendered[prefix + path] for path in changes.write}
-        outcome = HostOutcome(status="changed" if changes.needed() else "ok", changes=changes,
-                              units={u: proc_state(p) for u, p in snapshot.units.items()})
-        outcomes[name] = outcome
+        outcome = outcomes[name] = planned(request.hosts[name], snapshot, host_files(rendered, name))
+        changes = outcome.changes
+        mine = {path: rendered[f"{HOSTS}/{name}" + path] for path in changes.write}
         try:
             if request.check:
                 outcome.diffs = {path: _diff(host, state, path, mine[path]) for path in changes.write}
             elif changes.needed():
-                _add_ops(state, host, changes, mine)
+                _add_ops(state, host, changes, mine, snapshot)
                 prepared[name] = host
         except Exception as exc:  # pyinfra refused an operation, SSH dropped: this host's failure only
             outcome.status, outcome.error = "failed", f"preparing its changes failed: {exc}"
