@@ -173,6 +173,7 @@ class VllmVictim:
     async def start(self, args: argparse.Namespace, logs: Path) -> dict:
         self.args = args
         self.cluster = await asyncio.to_thread(vllm_engines.start, 1, args.decodes, logs, ["--enable-log-requests"])
+        await asyncio.to_thread(vllm_engines.warm_up, self.cluster)
         self.victim = next(e for e in self.cluster.engines if e.role == "decode")
         self.running = 0.0
         return {**self.cluster.router_config, "kv_agents": []}

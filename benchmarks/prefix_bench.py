@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     logs = Path(tempfile.mkdtemp(prefix="prefix-bench-"))
     cluster = vllm_engines.start(args.prefills, args.decodes, logs) if args.engines == "vllm" else None
+    if cluster is not None:
+        vllm_engines.warm_up(cluster)  # the first router measured would pay for the KV handshakes
     for workload in WORKLOADS:
         for mode in modes:
             if cluster is None:

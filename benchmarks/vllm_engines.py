@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -39,6 +40,7 @@ import children
 from xpdctl.inventory import load_inventory
 from xpdctl.models import ensure_model
 from xpdctl.plan import build_plan
+from xpdctl.router import pdcontract
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -100,6 +102,33 @@ def start(prefills: int, decodes: int, logs: Path, decode_args: list[str] = ()) 
     print(f"  engines healthy after {time.monotonic() - started:.0f} s", file=sys.stderr)
     router = next(h.router_config for h in plan.hosts.values() if h.router_config is not None)
     return Cluster(engines, router.model_dump(mode="json", exclude_defaults=True), model.name, Path(model.weights_path))
+
+
+def _post(url: str, body: dict) -> dict | None:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def warm_up(cluster: Cluster, attempts: int = 10) -> None:
+    """One PD request through every prefill -> decode pair. A decode's NIXL handshake with a prefill
+    happens on their first request (vLLM 0.32 nixl/base_worker.py ``_nixl_handshake``); on a loaded
+    2-core machine it took seconds and timed out now and then (the request fails, the next one
+    handshakes again). Done here, no measured run pays for it."""
+    body = {"model": cluster.model, "prompt": "warm up the kv path", "max_tokens": 2, "temperature": 0}
+    for p in (e for e in cluster.engines if e.role == "prefill"):
+        for d in (e for e in cluster.engines if e.role == "decode"):
+            for _ in range(attempts):
+                first = _post(p.url + "/v1/completions", pdcontract.prefill_request(body, False))
+                params = pdcontract.kv_transfer_params(first) if first else None
+                answer = _post(d.url + "/v1/completions", pdcontract.decode_request(body, params)) if params else None
+                if answer and answer.get("choices"):
+                    break
+            else:
+                sys.exit(f"{p.name} -> {d.name}: no PD request succeeded in {attempts} attempts; see {d.service.log}")
 
 
 def reset_prefix_caches(cluster: Cluster, timeout_s: float = 60.0) -> None:

@@ -45,3 +45,23 @@ def test_an_unset_option_takes_the_engines_kind_default_and_a_given_one_wins():
     assert parse().requests == 512
     assert parse("--engines", "vllm").requests == 24
     assert parse("--engines", "vllm", "--requests", "3").requests == 3
+
+
+async def test_warm_up_sends_one_pd_request_through_every_pair(tmp_path):
+    """On simulated engines (the PD contract is the same; vLLM does not run in this tier)."""
+    import asyncio
+
+    import children
+    from xpdctl.sim.config import SimConfig
+    from xpdctl.sim.server import start as start_sim
+
+    sims = [await start_sim(SimConfig(role=role, model="m", port=0)) for role in ("prefill", "prefill", "decode")]
+    try:
+        # No process behind them: warm_up only talks HTTP (and names the decode's log when it gives up).
+        engines = [vllm_engines.Engine(f"e{i}", s.engine.config.role, s.url, children.Service(f"e{i}", s.url, None, tmp_path))
+                   for i, s in enumerate(sims)]
+        await asyncio.to_thread(vllm_engines.warm_up, vllm_engines.Cluster(engines, {}, "m", tmp_path))
+        assert [len(s.engine.log) for s in sims] == [1, 1, 2]
+    finally:
+        for s in sims:
+            await s.stop()
