@@ -282,8 +282,13 @@ async def main(args: argparse.Namespace) -> int:
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {value}")
     for f in failed[:5]:
         print(f"  failed: request {f['i']}: {f['error']}")
+    baseline_of = {b["i"]: b for b in baseline}
     for k in different[:3]:
-        print(f"  different: request {k['i']}: {k['text'][:80]!r}")
+        b = {"text": "", "usage": None, **baseline_of[k["i"]]}
+        at = next((n for n, (x, y) in enumerate(zip(k["text"], b["text"])) if x != y), min(len(k["text"]), len(b["text"])))
+        usage = "equal" if k["usage"] == b["usage"] else f"{k['usage']} vs {b['usage']}"
+        print(f"  different: request {k['i']} ({'migrated' if k['rid'] in cut else 'not migrated'}, usage {usage}), "
+              f"text from character {at}: {k['text'][at:at + 40]!r} vs the baseline's {b['text'][at:at + 40]!r}")
     return 0 if all(ok for _, ok, _ in checks) else 1
 
 
