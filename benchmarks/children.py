@@ -36,8 +36,19 @@ def track(proc: subprocess.Popen) -> subprocess.Popen:
 
 
 def stop_all(grace_s: float = 10.0) -> None:
-    """SIGTERM every tracked process group still running, SIGKILL what is left after ``grace_s``."""
-    running = [p for p in _tracked if p.poll() is None]
+    """SIGTERM every tracked process group, SIGKILL what is left after ``grace_s``."""
+    _stop(list(_tracked), grace_s)
+    _tracked.clear()
+
+
+def stop(service: Service | None, grace_s: float = 10.0) -> None:
+    """Stop one service started with :func:`spawn` (the others keep running), as :func:`stop_all` does."""
+    if service is not None and service.popen in _tracked:
+        _stop([service.popen], grace_s)
+        _tracked.remove(service.popen)
+
+
+def _stop(running: list[subprocess.Popen], grace_s: float) -> None:
     for proc in running:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -50,7 +61,6 @@ def stop_all(grace_s: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    _tracked.clear()
 
 
 def _exit_on(signum, _frame) -> None:
