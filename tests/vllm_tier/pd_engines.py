@@ -37,10 +37,8 @@ def two_host_inventory(path: Path, base: int, decode_version: str | None = None)
     decode = {"name": "d", "address": "127.0.0.2", "vendor": "cpu", "gpu": {"model": "cpu-core", "count": 1}}
     data["hosts"] = [{"name": "p", "address": "127.0.0.1", "vendor": "cpu", "gpu": {"model": "cpu-core", "count": 1}},
                      {**decode, **({"vllm_version": decode_version} if decode_version else {})}]
-    # Prefix caching on, as in the vLLM tier's cluster (the engines start without its KV event publishers,
-    # ``without_flag``: they would all bind one port on this machine). Measured 2026-12-02 with it off
-    # (tests/vllm_tier/test_nixl_versions_vllm.py): 4 of 8 prompts of 799 tokens answered differently
-    # through PD than aggregated, for every pair of NIXL builds, the same build on both sides included.
+    # Prefix caching on, as in the vLLM tier's cluster; start the engines without its KV event publishers
+    # (``without_flag``): they would all bind one port on this machine.
     data["pools"] = {"prefill": {"hosts": ["p"], "port": base}, "decode": {"hosts": ["d"], "port": base + 1}}
     data["kv"].update(hybrid_kv_cache_manager="on", agent_port=base + 3, side_channel_port=base + 4)
     data["router"] = {"hosts": ["p"], "port": base + 2, "listen": "127.0.0.1", "auth": {"mode": "open"}}

