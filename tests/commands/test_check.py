@@ -47,7 +47,7 @@ def test_check_json_of_an_invalid_inventory(write_inventory, lab_data):
     assert problem in result.stderr
 
 
-def test_check_shows_the_interop_cell_for_recorded_stacks_with_different_nixl(tmp_path):
+def test_check_shows_the_vllm_level_interop_cell_for_recorded_stacks_with_different_nixl(tmp_path):
     """`up` records the engine stacks (xpdctl/identity/record.py); check prints each pair's factors. The
     prefill's stack is this venv's as the real probe reads it (nixl 1.5.1); the decode's is the same with
     nixl 1.5.0, a pair xpdctl/releases/nixl_interop.yaml holds (a second environment with another NIXL is
@@ -80,4 +80,4 @@ def test_check_shows_the_interop_cell_for_recorded_stacks_with_different_nixl(tm
     assert done.returncode == 0, done.stderr
     (line,) = [x for x in done.stdout.splitlines() if x.strip().startswith("- nixl:")]
     assert "imports nixl (nixl 1.5.1) vs imports nixl (nixl 1.5.0): ok: nixl 1.5.1 -> nixl 1.5.0 measured to move KV " \
-           "at the NIXL API level" in line, done.stdout
+           "through vLLM 0.32.0's NIXL connector (vLLM level), 2026-12-02" in line, done.stdout

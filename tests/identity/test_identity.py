@@ -184,14 +184,15 @@ def test_status_json_shows_the_recorded_stacks_and_handshake_as_read(tmp_path):
 
 
 def test_nixl_releases_measured_together_are_a_pair_that_moves_bytes():
-    """1.5.1 beside 1.5.0 is a measured cell of xpdctl/releases/nixl_interop.yaml (the soak test
-    tests/kvagent/test_nixl_interop.py re-measures it); 1.5.1 beside 1.4.1 is not."""
+    """1.5.1 beside 1.5.0 is a measured cell of xpdctl/releases/nixl_interop.yaml, at the vLLM level too
+    (the soak test tests/vllm_tier/test_nixl_versions_vllm.py re-measures it); 1.5.1 beside 1.4.1 is not."""
     def stack(version):
         ours = _stack("0.32.0")
         ours.nixl["nixl"] = NixlPackage(path="/x/nixl", distribution="nixl", version=version)
         return ours
 
     measured = _by_name(compare_pools(stack("1.5.1"), "nvidia", stack("1.5.0"), "nvidia"))["nixl"]
-    assert measured.ok and "nixl 1.5.1 -> nixl 1.5.0 measured to move KV at the NIXL API level" in measured.why
+    assert measured.ok and "nixl 1.5.1 -> nixl 1.5.0 measured to move KV through vLLM 0.32.0's NIXL connector" \
+        in measured.why
     unmeasured = _by_name(compare_pools(stack("1.5.0"), "nvidia", stack("1.4.1"), "nvidia"))["nixl"]
     assert unmeasured.ok and "not measured" in unmeasured.why

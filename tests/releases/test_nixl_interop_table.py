@@ -8,7 +8,7 @@ PAIR = ("nixl 1.5.1", "nixl 1.5.0")
 
 def test_every_cell_belongs_to_a_described_run_and_vllm_level_runs_name_their_release():
     table = nixl_interop()
-    assert {run.level for run in table.runs.values()} <= {"NIXL API", "vLLM"}
+    assert {run.level for run in table.runs.values()} == {"NIXL API", "vLLM"}
     for name, run in table.runs.items():
         assert run.date and run.command, name
         assert (run.vllm is not None) == (run.level == "vLLM"), name
@@ -30,6 +30,15 @@ def test_a_pair_measured_at_both_levels_is_judged_by_its_vllm_level_cell():
                                                       "(xpdctl/releases/nixl_interop.yaml)")
     verdict = _table(("api", "ok")).verdict(PAIR, ("nixl", "nixl"))
     assert verdict.result == "ok" and "at the NIXL API level (the KV agent's probe, not through vLLM's" in verdict.why
+
+
+def test_the_shipped_pair_of_releases_is_judged_by_its_vllm_level_cells_both_ways():
+    """nixl 1.5.1 and 1.5.0 were measured at both levels (tests/kvagent/test_nixl_interop.py,
+    tests/vllm_tier/test_nixl_versions_vllm.py); the verdict names the vLLM-level run."""
+    for pair in (PAIR, PAIR[::-1]):
+        assert [run.level for _, run in nixl_interop().cells(*pair)] == ["vLLM", "NIXL API"]
+        verdict = nixl_interop().verdict(pair, ("nixl", "nixl"))
+        assert verdict.result == "ok" and "through vLLM 0.32.0's NIXL connector (vLLM level)" in verdict.why
 
 
 def test_a_cell_measured_broken_refuses_the_pair_whatever_else_was_measured():
