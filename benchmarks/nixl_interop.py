@@ -7,7 +7,7 @@ NIXL agent metadata and do one NIXL READ over UCX (``xpdctl.kvagent.transfer.run
 by digest. That is NIXL's own interop (metadata format, UCX wire); it is not vLLM's connector, whose
 handshake also compares vLLM's factors (docs/kv-handshake.md). Environments are named ``NAME=PYTHON``;
 each one's NIXL version is read with the engine identity probe. Prints the matrix; exits 1 when a cell
-differs from ``xpdctl/releases/nixl_interop.yaml`` (``--record`` prints the YAML cells instead).
+differs from the NIXL API cells of ``xpdctl/releases/nixl_interop.yaml`` (``--record`` prints the YAML cells instead).
 
     .venv/bin/python benchmarks/nixl_interop.py --env a=.venv/bin/python --env b=/tmp/env150/bin/python
 """
@@ -28,6 +28,7 @@ from xpdctl.output import table
 from xpdctl.releases import nixl_interop
 
 TIMEOUT_S = 300
+RUN = "nixl-api"  # the run of xpdctl/releases/nixl_interop.yaml these cells belong to
 
 
 async def _cell(reader_python: str, size_mib: int) -> dict:
@@ -68,12 +69,12 @@ def main() -> int:
     for name, python in envs.items():
         nixl = read_identity([python]).nixl.get("nixl")
         versions[name] = f"nixl {nixl.version}" if nixl else "no nixl"
-    known = nixl_interop()
+    known = nixl_interop().results(RUN)
     rows, cells, missed = [], [], []
     for src, dst in itertools.product(envs, repeat=2):
         found = _measure(envs[src], envs[dst], args.size_mib)
         result = "ok" if found["ok"] else "broken"
-        cells.append({"source": versions[src], "reader": versions[dst], "result": result})
+        cells.append({"run": RUN, "source": versions[src], "reader": versions[dst], "result": result})
         expected = known.get((versions[src], versions[dst]))
         if expected is not None and expected != result:
             missed.append(f"{versions[src]} -> {versions[dst]}: recorded {expected}, measured {result}")

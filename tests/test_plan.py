@@ -7,6 +7,7 @@ import pytest
 from xpdctl.errors import InputError
 from xpdctl.inventory import load_inventory
 from xpdctl.plan import build_plan, ucx_net_devices
+from xpdctl.render import render_files
 
 
 def _plan(path, environ=None):
@@ -105,6 +106,58 @@ def test_router_and_kv_agent_run_the_xpdctl_image_in_containers():
     router = services["xpd-lab-router"].command
     assert "--volume=/etc/xpdctl:/etc/xpdctl:ro" in router
     assert router[-5:] == ("-m", "xpdctl", "router", "--config", "/etc/xpdctl/router.yaml")
+
+
+def test_kv_agents_on_container_hosts_run_the_engine_image_with_xpdctl_copied_from_its_image():
+    """vLLM engines in containers: the KV agent runs the host's engine image (its NIXL and UCX are the
+    engines'), with xpdctl's package copied out of the pinned xpdctl image before each start (a failed
+    copy fails the start) and mounted read-only on PYTHONPATH; the copy's image is pulled too."""
+    from xpdctl.provision.hosts import container_image
+
+    plan = _plan("inventory/lab.yaml")
+    inv = plan.inventory
+    for host, vendor in (("h100-01", "nvidia"), ("mi300x-01", "amd")):
+        agent = next(s for s in plan.hosts[host].services if s.role == "kv-agent")
+        package = "/var/lib/xpdctl/xpd-lab-kv-agent"
+        assert container_image(list(agent.command)) == inv.engine.images[vendor] == agent.details["image"]
+        assert f"--volume={package}:{package}:ro" in agent.command
+        assert agent.command[-5:] == ("-m", "xpdctl", "kv-agent", "--config", "/etc/xpdctl/kv-agent.yaml")
+        assert agent.env == {"PYTHONPATH": package}
+        (copy,) = agent.prepare_commands
+        assert container_image(list(copy)) == inv.engine.xpdctl_image == agent.details["xpdctl_image"]
+        assert f"--volume={package}:/out" in copy and "--network=none" in copy
+    unit = render_files(plan)["hosts/h100-01/etc/systemd/system/xpd-lab-kv-agent.service"].content
+    assert "\nExecStartPre=/usr/bin/docker run --rm --network=none --volume=/var/lib/xpdctl/xpd-lab-kv-agent:/out " in unit
+    assert plan.hosts["gw-01"].services[0].details["image"] == inv.engine.xpdctl_image  # the router
+
+
+def test_simulator_engines_kv_agents_stay_on_the_xpdctl_image(write_inventory, lab_data):
+    """Simulator engines load no NIXL: the KV agent's own import is what moves bytes (xpdctl/identity)."""
+    lab_data["engine"]["server"] = "sim"
+    plan = _plan(write_inventory(lab_data))
+    agent = next(s for s in plan.hosts["mi300x-01"].services if s.role == "kv-agent")
+    assert agent.details["image"] == plan.inventory.engine.xpdctl_image and not agent.prepare_commands
+    assert "PYTHONPATH" not in agent.env
+
+
+def test_the_copy_of_xpdctl_runs_the_kv_agent_from_pythonpath_alone(tmp_path):
+    """What the agent's ExecStartPre does, run here with this interpreter: the copy holds everything the
+    agent imports (no data files of the install), and PYTHONPATH finds it before any installed xpdctl."""
+    import subprocess
+    import sys
+
+    from xpdctl.plan import _copy_xpdctl
+
+    copy = _copy_xpdctl("IMAGE", "/unused")
+    script = copy[copy.index("-c") + 1].replace("'/out/xpdctl'", repr(str(tmp_path / "xpdctl")))
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=60)
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    found = subprocess.run([sys.executable, "-c", "import xpdctl.kvagent.server, xpdctl.kvagent.worker, xpdctl; "
+                            "print(xpdctl.__file__)"], env=env, cwd="/", capture_output=True, text=True, timeout=120)
+    assert found.stdout.strip() == str(tmp_path / "xpdctl" / "__init__.py"), found.stderr
+    done = subprocess.run([sys.executable, "-m", "xpdctl", "kv-agent", "--help"], env=env, cwd="/",
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "GET /pairs" in done.stdout, done.stderr
 
 
 def test_native_kv_agents_probe_with_the_engines_interpreter():

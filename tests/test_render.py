@@ -230,7 +230,9 @@ def test_engine_hook_follows_the_progress_poll_setting(lab_data, write_inventory
     assert {s.env["PYTHONPATH"] for s in engines} == {"/etc/xpdctl/python"}
     # Containers see the hook through a read-only volume of that folder.
     assert all("--volume=/etc/xpdctl/python:/etc/xpdctl/python:ro" in s.command for s in engines)
-    assert not any("PYTHONPATH" in s.env for s in plan.services() if s.role not in ("prefill", "decode"))
+    # (a KV agent in an engine image has xpdctl's package on PYTHONPATH, tests/test_plan.py; never the hook)
+    assert not any(s.env.get("PYTHONPATH") == "/etc/xpdctl/python" for s in plan.services()
+                   if s.role not in ("prefill", "decode"))
     files = render_files(plan)
     hook = Path("templates/engine/sitecustomize.py").read_text()
     assert [rel for rel, f in files.items() if f.content == hook] == [
@@ -239,7 +241,8 @@ def test_engine_hook_follows_the_progress_poll_setting(lab_data, write_inventory
     ]
     lab_data["kv"]["nixl_progress_poll_ms"] = 0
     plan = build_plan(load_inventory(write_inventory(lab_data)), {})
-    assert not any("PYTHONPATH" in s.env or "XPD_NIXL_PROGRESS_POLL_US" in s.env for s in plan.services())
+    assert not any(s.env.get("PYTHONPATH") == "/etc/xpdctl/python" or "XPD_NIXL_PROGRESS_POLL_US" in s.env
+                   for s in plan.services())
     assert not [rel for rel in render_files(plan) if rel.endswith("sitecustomize.py")]
 
 

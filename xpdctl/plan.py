@@ -20,6 +20,7 @@ from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import Placement, hosts_by_name, place, pool, runtime_of, vllm_version_of
 from xpdctl.kvagent.config import KvAgentConfig, Pair
 from xpdctl.models import builder_vllm_args
+from xpdctl.releases import release
 from xpdctl.inventory.routertls import TlsPair
 from xpdctl.router.config import (Admin, Auth, Backend, ClientKey, ConditionalDisagg, Listen, PrefixRouting, RouterConfig, Tls,
                                   Tracing)
@@ -36,6 +37,12 @@ ENGINE_ROLES = tuple(KV_ROLE)
 # The engines' start-up hook (templates/engine/sitecustomize.py) lives here on every engine host: the
 # folder goes on their PYTHONPATH, and containers get it as a read-only volume.
 ENGINE_HOOK_DIR = f"{ETC}/python"
+# On container hosts with vLLM engines the KV agent runs in the host's engine image, not the xpdctl image:
+# its NIXL probe then loads the NIXL and UCX the engines load, so a pair it calls ok is one the engines'
+# own stack moved bytes on (docs/kv-handshake.md, "The KV agent probes with the engines' stack"). The
+# engine image has no xpdctl: the agent's ExecStartPre copies xpdctl's package out of the xpdctl image
+# into AGENT_PYTHON/<service>, which the agent's container mounts read-only and puts on PYTHONPATH.
+AGENT_PYTHON = "/var/lib/xpdctl"
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class Service:
     command: tuple[str, ...]  # ExecStart, as argv
     stop_command: tuple[str, ...] | None = None
     pre_commands: tuple[tuple[str, ...], ...] = ()  # ExecStartPre=- (failures ignored)
+    prepare_commands: tuple[tuple[str, ...], ...] = ()  # ExecStartPre= after those (a failure fails the start)
     env: Mapping[str, str] = field(default_factory=dict)
     secret_env: Mapping[str, str] = field(default_factory=dict)  # only ever written to the 0600 env file
     after: tuple[str, ...] = ()  # units started before this one (After= and Wants=)
@@ -324,11 +332,22 @@ def _xpdctl_service(
     module_args = ["-m", "xpdctl", role, "--config", config]
     stop: tuple[str, ...] | None = None
     pre: tuple[tuple[str, ...], ...] = ()
+    prepare: tuple[tuple[str, ...], ...] = ()
+    env: dict[str, str] = {}
+    details: dict[str, object] = {}
     container = runtime_of(inv, host) == "container"
     if container:
-        command, stop, pre = _container(
-            name, inv.engine.xpdctl_image or "", module_args, flags=flags, volumes=[f"{ETC}:{ETC}:ro"]
-        )
+        image, volumes = inv.engine.xpdctl_image or "", [f"{ETC}:{ETC}:ro"]
+        if role == "kv-agent" and inv.engine.server == "vllm":
+            image = inv.engine.images[host.vendor or ""]
+            package = f"{AGENT_PYTHON}/{name}"
+            volumes.append(f"{package}:{package}:ro")
+            env["PYTHONPATH"] = package
+            details["xpdctl_image"] = inv.engine.xpdctl_image
+        command, stop, pre = _container(name, image, module_args, flags=flags, volumes=volumes)
+        if "xpdctl_image" in details:
+            prepare = (_copy_xpdctl(inv.engine.xpdctl_image or "", env["PYTHONPATH"]),)
+        details["image"] = image
     else:
         command = (inv.engine.python or "", *module_args)
     label = "router" if role == "router" else "KV agent"
@@ -341,12 +360,23 @@ def _xpdctl_service(
         command=command,
         stop_command=stop,
         pre_commands=pre,
+        prepare_commands=prepare,
+        env=env,
         after=tuple(f"{a}.service" for a in after),
         needs_docker=container,
         config=config,
         reload_signal=reload_signal,
-        details={"url": url(host, port), **({"image": inv.engine.xpdctl_image} if container else {})},
+        details={"url": url(host, port), **details},
     )
+
+
+def _copy_xpdctl(xpdctl_image: str, package: str) -> tuple[str, ...]:
+    """ExecStartPre of a KV agent in an engine image: xpdctl's Python package, copied out of the xpdctl
+    image (so its version is the one the inventory pins) into ``package`` on the host, fresh on every start."""
+    script = ("import os, shutil, xpdctl; out = '/out/xpdctl'; shutil.rmtree(out, ignore_errors=True); "
+              "shutil.copytree(os.path.dirname(xpdctl.__file__), out, ignore=shutil.ignore_patterns('__pycache__'))")
+    return (DOCKER, "run", "--rm", "--network=none", f"--volume={package}:/out", "--entrypoint=python3", xpdctl_image,
+            "-c", script)
 
 
 def _kv_agent_config(inv: Inventory, host: Host, engines: list[Service], hosts: dict[str, Host]) -> KvAgentConfig:
@@ -379,8 +409,17 @@ def _kv_agent_config(inv: Inventory, host: Host, engines: list[Service], hosts: 
         nics=list(host.nics),
         expect_rdma=bool(host.nics),
         ucx_env=ucx_env(host),
+        nixl_module=_agent_nixl_module(inv, host),
         pairs=pairs,
     )
+
+
+def _agent_nixl_module(inv: Inventory, host: Host) -> str:
+    """The NIXL module the host's vLLM engines import (the release table); simulator engines load no
+    NIXL, so the agent imports its own ``nixl``."""
+    if inv.engine.server != "vllm":
+        return "nixl"
+    return release(vllm_version_of(inv, host)).nixl_import(host.vendor or "").module
 
 
 def router_tls_files(pair: TlsPair) -> dict[str, tuple[str, int]]:

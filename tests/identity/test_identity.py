@@ -28,8 +28,11 @@ def test_a_local_suffix_is_the_same_release_and_the_rocm_module_is_looked_up_per
     factors = _by_name(compare_pools(_stack(), "nvidia", _stack("0.15.0+rocm644", modules=("nixl", "rixl")), "amd"))
     assert factors["vllm"].ok and "local build suffixes differ" in factors["vllm"].why
     assert factors["nixl"].ok and factors["nixl"].line() == (
-        "nixl: imports nixl (nixl 1.5.1) vs imports rixl (rixl 1.5.1): nixl 1.5.1 -> rixl 1.5.1 not measured "
-        "against each other; measure it with benchmarks/nixl_interop.py (docs/kv-handshake.md) before trusting the pair")
+        "nixl: imports nixl (nixl 1.5.1) vs imports rixl (rixl 1.5.1): nixl 1.5.1 -> rixl 1.5.1 not measured: "
+        "NIXL's ROCm builds have no PyPI wheel (PyPI has nixl, nixl-cu12 and nixl-cu13 only): ROCm's fork RIXL "
+        "(github.com/ROCm/RIXL, module rixl, what vLLM 0.15 to 0.2x import on ROCm) and the nixl_rocm module vLLM "
+        "0.32 imports are built from source against ROCm, which this project's GPU-less machines lack; measure "
+        "such a pair on hosts that have both stacks (xpdctl/releases/nixl_interop.yaml)")
 
 
 def test_a_rocm_stack_with_upstream_nixl_only_has_no_nixl_for_its_vllm():
@@ -181,14 +184,15 @@ def test_status_json_shows_the_recorded_stacks_and_handshake_as_read(tmp_path):
 
 
 def test_nixl_releases_measured_together_are_a_pair_that_moves_bytes():
-    """1.5.1 beside 1.5.0 is a measured cell of xpdctl/releases/nixl_interop.yaml (the soak test
-    tests/kvagent/test_nixl_interop.py re-measures it); 1.5.1 beside 1.4.1 is not."""
+    """1.5.1 beside 1.5.0 is a measured cell of xpdctl/releases/nixl_interop.yaml, at the vLLM level too
+    (the soak test tests/vllm_tier/test_nixl_versions_vllm.py re-measures it); 1.5.1 beside 1.4.1 is not."""
     def stack(version):
         ours = _stack("0.32.0")
         ours.nixl["nixl"] = NixlPackage(path="/x/nixl", distribution="nixl", version=version)
         return ours
 
     measured = _by_name(compare_pools(stack("1.5.1"), "nvidia", stack("1.5.0"), "nvidia"))["nixl"]
-    assert measured.ok and "nixl 1.5.1 -> nixl 1.5.0 measured to move bytes at NIXL level" in measured.why
+    assert measured.ok and "nixl 1.5.1 -> nixl 1.5.0 measured to move KV through vLLM 0.32.0's NIXL connector" \
+        in measured.why
     unmeasured = _by_name(compare_pools(stack("1.5.0"), "nvidia", stack("1.4.1"), "nvidia"))["nixl"]
     assert unmeasured.ok and "not measured" in unmeasured.why

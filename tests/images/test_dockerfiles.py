@@ -8,6 +8,7 @@ The files are parsed here; the xpdctl image is also built for real by the contai
 from __future__ import annotations
 
 import re
+import sys
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,37 @@ def test_engine_images_install_and_check_the_nixl_module_their_vllm_imports(name
     if nixl.module == "rixl":
         assert f"git -C /tmp/rixl checkout {dockerfile.args['RIXL_COMMIT']}" in dockerfile.run.replace('"', "")
         assert "https://github.com/ROCm/RIXL /tmp/rixl" in dockerfile.run and "ucx_path=/opt/ucx" in dockerfile.run
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_engine_images_check_what_the_kv_agent_imports(name):
+    """The KV agent runs in the engine image (xpdctl/plan.py): the third-party imports of every xpdctl
+    module it can load (from the CLI's kv-agent command and the probe worker, following xpdctl imports,
+    function-level ones included) must be what the image's build check imports."""
+    import ast
+
+    todo, seen, third_party = ["xpdctl.cli", "xpdctl.commands.kv_agent", "xpdctl.kvagent.worker"], set(), set()
+    while todo:
+        module = todo.pop()
+        path = Path(*module.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        if module in seen or not path.exists():
+            continue
+        seen.add(module)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            for found in names:
+                if found.startswith("xpdctl"):
+                    todo.append(found)
+                    todo += [f"{found}.{a.name}" for a in node.names if isinstance(node, ast.ImportFrom)]
+                else:
+                    third_party.add(found.split(".")[0])
+    third_party -= set(sys.stdlib_module_names) | {"__future__", "nixl"}
+    third_party -= {"uvloop"}  # optional: xpdctl/aioserve.py runs the standard event loop without it
+    check = 'RUN python3 -c "import aiohttp, click, numpy, prometheus_client, pydantic, yaml"'
+    assert check in (IMAGES / name / "Dockerfile").read_text()
+    assert third_party == {"aiohttp", "click", "numpy", "prometheus_client", "pydantic", "yaml"}, sorted(seen)
 
 
 def test_each_engine_builds_ucx_for_its_own_gpu_memory():

@@ -100,4 +100,5 @@ def test_check_warns_when_an_open_router_listens_beyond_loopback(write_inventory
     assert done.returncode == 0
     assert f"warning: {path}:" in done.stderr and "router.auth.mode: the router listens on 0.0.0.0" in done.stderr
     lab_data["router"]["listen"] = "127.0.0.1"
-    assert load_inventory(write_inventory(lab_data)).warnings == []
+    # lab.yaml's other warning, RIXL against upstream NIXL never measured, is tests/inventory/test_kvcompat.py's
+    assert not [w for w in load_inventory(write_inventory(lab_data)).warnings if "router" in w]

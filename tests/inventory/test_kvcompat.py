@@ -137,8 +137,36 @@ def test_check_names_the_nixl_module_each_side_imports():
     (pair,) = load_inventory("inventory/lab.yaml").kv.pairs
     assert (pair.prefill.nixl.module, pair.decode.nixl.module) == ("nixl", "rixl")
     assert ("NIXL: h100-01 imports nixl (nixl 1.5.1), mi300x-01 imports rixl (RIXL f33a5599) (vllm 0.15.0 "
-            "vllm/distributed/kv_transfer/kv_connector/v1/nixl_connector.py:108,111); different NIXL "
-            "implementations on the two sides: their interoperation is not measured") in pair.reasons
+            "vllm/distributed/kv_transfer/kv_connector/v1/nixl_connector.py:108,111)") in pair.reasons
+
+
+def test_builds_never_measured_together_are_a_warning_saying_why():
+    """lab.yaml: upstream nixl on the H100, RIXL on the MI300X. RIXL has no PyPI wheel, so the interop table
+    (xpdctl/releases/nixl_interop.yaml) can hold no cell for the pair: allowed, with a warning that says why."""
+    loaded = load_inventory("inventory/lab.yaml")
+    (pair,) = loaded.kv.pairs
+    assert pair.ok
+    (warning,) = [w for w in loaded.warnings if "NIXL" in w]
+    assert warning.startswith("inventory/lab.yaml:29: hosts[1].vllm_version: h100-01 -> mi300x-01: nixl 1.5.1 -> "
+                              "RIXL f33a5599 not measured: NIXL's ROCm builds have no PyPI wheel")
+    assert any(r.startswith("NIXL builds differ: nixl 1.5.1 -> RIXL f33a5599 not measured") for r in pair.reasons)
+
+
+def test_builds_measured_broken_are_refused(refusals, lab_data, monkeypatch):
+    """A cell measured broken (a table written here: none of the shipped cells is broken) refuses the pair."""
+    from xpdctl.inventory import kvcompat
+    from xpdctl.releases import Interop
+
+    broken = Interop.model_validate({
+        "runs": {"pd": {"level": "vLLM", "vllm": "0.15.0", "date": "2026-12-02", "command": "pytest ..."}},
+        "measured": [{"run": "pd", "source": "nixl 1.5.1", "reader": "RIXL f33a5599", "result": "broken",
+                      "how": "the decode answered HTTP 500"}],
+    })
+    monkeypatch.setattr(kvcompat, "nixl_interop", lambda: broken)
+    (found,) = refusals(lab_data)
+    assert found == ("hosts[1].vllm_version: h100-01 -> mi300x-01: nixl 1.5.1 -> RIXL f33a5599 was measured not "
+                     "to move KV at the vLLM level (2026-12-02: the decode answered HTTP 500) "
+                     "(xpdctl/releases/nixl_interop.yaml); install one build on both sides")
 
 
 def test_the_simulator_needs_no_release_entry(decide, lab_data):

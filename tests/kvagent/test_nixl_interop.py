@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vllm_tier.layered_env import layered_venv
+from tests.vllm_tier.layered_env import nixl_env
 from xpdctl.releases import nixl_interop
 
 pytestmark = pytest.mark.soak
@@ -21,13 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_recorded_matrix_is_what_nixl_151_and_150_do(tmp_path):
-    python, site = layered_venv(tmp_path / f"nixl-{OTHER}")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
-                    f"nixl=={OTHER}", f"nixl-cu13=={OTHER}"], check=True, timeout=600)
+    python = nixl_env(tmp_path / f"nixl-{OTHER}", OTHER)
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "nixl_interop.py"), "--env",
                            f"a={sys.executable}", "--env", f"b={python}"], capture_output=True, text=True,
                           timeout=900, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
     versions = {"nixl 1.5.1", f"nixl {OTHER}"}
-    assert {(s, r) for s in versions for r in versions} <= set(nixl_interop()), done.stdout
+    assert {(s, r) for s in versions for r in versions} <= set(nixl_interop().results("nixl-api")), done.stdout
     assert "not recorded" not in done.stdout

@@ -147,3 +147,26 @@ async def test_a_worker_that_died_is_reported_then_replaced(source, workers):
     # Either the pool saw the exit and started a new worker, or the request met a dead pipe.
     assert result.ok or "exited with status" in result.reason, result.reason
     assert (await _probe(source.info, workers)).ok
+
+
+async def test_source_and_workers_load_the_nixl_module_the_config_names():
+    """vLLM on ROCm imports rixl or nixl_rocm, not nixl (xpdctl/releases/vllm.yaml); the agent loads the
+    module its config names. Here ``nixl_cu13``, the wheel behind the venv's ``nixl`` shim, has the same
+    ``_api``/``_bindings`` layout: a probe moves bytes through it, and a module that is not installed is
+    a failure that names it."""
+    import sys
+
+    from xpdctl.errors import ExecutionError
+
+    source = Source("src-host", size_mib=1, module="nixl_cu13")
+    async with ProbeWorkers(module="nixl_cu13") as pool:
+        result = await _probe(source.info, pool)
+        assert result.ok and result.verified, result.reason
+        (worker,) = pool._workers.values()
+        assert Path(f"/proc/{worker.proc.pid}/cmdline").read_bytes().split(b"\0")[-2] == b"nixl_cu13"
+    with pytest.raises(ExecutionError, match="the KV agent needs the NIXL module 'rixl' that this host's engines"):
+        Source("src-host", size_mib=1, module="rixl")
+    async with ProbeWorkers(module="rixl") as pool:
+        result = await _probe(source.info, pool)
+    assert not result.ok and "rixl" in result.reason, result.reason
+    assert "nixl_cu13._bindings" in sys.modules

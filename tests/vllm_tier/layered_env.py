@@ -42,3 +42,15 @@ def layered_env(root: Path, version: str = SUFFIXED) -> Path:
         "__commit_id__ = commit_id = None\n"
     )
     return python
+
+
+def nixl_env(root: Path, version: str) -> Path:
+    """A venv layered on this one whose NIXL is upstream ``version`` from PyPI; returns its interpreter.
+
+    Only the NIXL wheels go into its own site-packages (``--no-deps``: everything else, vLLM included, is
+    this venv's). Without CUDA the ``nixl`` shim loads ``nixl_cu13`` (nixl/__init__.py, ``_load_cuda_backend``).
+    """
+    python, site = layered_venv(root)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                    f"nixl=={version}", f"nixl-cu13=={version}"], check=True, timeout=600)
+    return python

@@ -149,17 +149,10 @@ def _nixl_factor(prefill: EngineIdentity, prefill_vendor: str, decode: EngineIde
     if packages[0] is None or packages[1] is None:
         return Factor("nixl", *texts, False, f"the {who} would run without NIXL: no KV transfer")
     builds = (_build(packages[0]), _build(packages[1]))
-    if builds[0] == builds[1]:
+    if builds[0] == builds[1] and not nixl_interop().cells(*builds):
         return Factor("nixl", *texts, True, f"each side has the module its {who} imports, the same build")
-    measured = nixl_interop().get(builds)
-    if measured == "broken":
-        return Factor("nixl", *texts, False, f"{builds[0]} -> {builds[1]} was measured not to move bytes "
-                      "(xpdctl/releases/nixl_interop.yaml); install one build on both sides")
-    if measured == "ok":
-        return Factor("nixl", *texts, True, f"{builds[0]} -> {builds[1]} measured to move bytes at NIXL level "
-                      "(xpdctl/releases/nixl_interop.yaml)")
-    return Factor("nixl", *texts, True, f"{builds[0]} -> {builds[1]} not measured against each other; measure it "
-                  "with benchmarks/nixl_interop.py (docs/kv-handshake.md) before trusting the pair")
+    verdict = nixl_interop().verdict(builds, modules)  # a same-build cell measured broken refuses the pair too
+    return Factor("nixl", *texts, verdict.allowed, verdict.why)
 
 
 def compare_pools(prefill: EngineIdentity, prefill_vendor: str, decode: EngineIdentity,

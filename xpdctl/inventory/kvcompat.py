@@ -21,7 +21,7 @@ from xpdctl.inventory.problems import Problem
 from xpdctl.inventory.schema import Host, Inventory
 from xpdctl.inventory.topology import hosts_by_name, pool, vllm_version_of
 from xpdctl.inventory.kvhandshake import FactorCheck, compare, side_values
-from xpdctl.releases import NixlImport, Release, UnknownRelease, public_release, release
+from xpdctl.releases import NixlImport, Release, UnknownRelease, nixl_interop, public_release, release
 from xpdctl.vendors import VendorProfile, vendor_profiles
 
 CONNECTOR = "NixlConnector"
@@ -82,6 +82,7 @@ class PairDecision:
     handshake_check: bool
     handshake: list[FactorCheck] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # allowed, but nothing shows it works
     refusals: list[Problem] = field(default_factory=list)
 
     @property
@@ -94,6 +95,7 @@ class KvDecision:
     settings: KvSettings
     pairs: list[PairDecision]
     problems: list[Problem]
+    warnings: list[Problem] = field(default_factory=list)
 
 
 def _release(inv: Inventory, host: Host, index: int, problems: list[Problem]) -> tuple[Release | None, NixlImport | None]:
@@ -346,6 +348,7 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
         )
     why(_prefix_caching_reason(inv))
     why(_nixl_reason(p, d))
+    _nixl_interop(inv, decision)
     _handshake(inv, settings, decision)
     why(f"transfer mode {TRANSFER_MODE}: decode reads prefill's KV blocks (NIXL READ)")
     if p.host == d.host:
@@ -382,9 +385,23 @@ def _nixl_reason(p: Side, d: Side) -> str:
     else:
         text += "".join(f"; {s.host}: vllm {s.release.version} {s.release.nixl.file}:{s.nixl.line}"
                         for s in (p, d) if s.release and s.nixl)  # fmt: skip
-    if p.nixl.module != d.nixl.module:
-        text += "; different NIXL implementations on the two sides: their interoperation is not measured"
     return text
+
+
+def _nixl_interop(inv: Inventory, decision: PairDecision) -> None:
+    """The builds xpdctl pairs with each side's release, against the measured interop table: a pair
+    measured broken is refused, one never measured is a warning saying why or what to run."""
+    p, d = decision.prefill, decision.decode
+    if p.nixl is None or d.nixl is None or (p.nixl.module, p.nixl.build) == (d.nixl.module, d.nixl.build):
+        return
+    builds = (p.nixl.build or f"{p.nixl.module} (no build pinned)", d.nixl.build or f"{d.nixl.module} (no build pinned)")
+    verdict = nixl_interop().verdict(builds, (p.nixl.module, d.nixl.module))
+    if verdict.result == "broken":
+        decision.refusals.append(Problem(_version_loc(inv, d), f"{p.host} -> {d.host}: {verdict.why}"))
+        return
+    decision.reasons.append(f"NIXL builds differ: {verdict.why}")
+    if verdict.result == "not measured":
+        decision.warnings.append(Problem(_version_loc(inv, d), f"{p.host} -> {d.host}: {verdict.why}"))
 
 
 # Where to change a factor that keeps a pair from a handshake xpdctl can vouch for.
@@ -468,7 +485,8 @@ def decide(inv: Inventory) -> KvDecision:
     pairs = [_pair(inv, settings, p, d) for p in prefills for d in decodes]
     for pair in pairs:
         problems.extend(pair.refusals)
-    return KvDecision(settings=settings, pairs=pairs, problems=list(dict.fromkeys(problems)))
+    warnings = list(dict.fromkeys(w for pair in pairs for w in pair.warnings))
+    return KvDecision(settings=settings, pairs=pairs, problems=list(dict.fromkeys(problems)), warnings=warnings)
 
 
 def generation_factors(inv: Inventory, settings: KvSettings, vendor: VendorProfile, vllm_version: str) -> dict:

@@ -101,7 +101,7 @@ def load_inventory(path: Path | str, *, tls_files: bool = True) -> LoadedInvento
     tls = read_tls(inventory.router.tls, router_addresses(inventory)) if inventory.router.tls and tls_files else None
     problems.extend(tls.problems if tls else [])
     raise_if_any(path, lines, problems, keys.problems if keys else [])
-    warnings = [format_problem(path, lines, w) for w in exposure_warnings(inventory)]
+    warnings = [format_problem(path, lines, w) for w in [*exposure_warnings(inventory), *kv.warnings]]
     return LoadedInventory(inventory=inventory, path=path, lines=lines, kv=kv,
                            client_keys=keys.keys if keys else [], own_key=keys.own_key if keys else None,
                            router_tls=tls.pair if tls else None, warnings=warnings)

@@ -61,6 +61,9 @@ class KvAgentConfig(_Strict):
     # hour without bytes moved by the engines' stack.
     never_started_grace_s: float = Field(3600.0, ge=0)
     ucx_env: dict[str, str] = {}
+    # The NIXL module the host's engines import (xpdctl/releases/vllm.yaml: nixl, or rixl / nixl_rocm for
+    # vLLM on ROCm), so that the probe moves bytes with the engines' own NIXL build.
+    nixl_module: str = "nixl"
     pairs: list[Pair] = []
 
 

@@ -284,8 +284,8 @@ async def probe_pairs_async(
     environment); cross-host pairs need ``xpdctl kv-agent`` serving on the peer host.
     """
     deadline = time.monotonic() + wait_s
-    async with aiohttp.ClientSession() as session, ProbeWorkers() as workers:
-        source = LazySource(config.host, config.probe_size_mib)
+    async with aiohttp.ClientSession() as session, ProbeWorkers(module=config.nixl_module) as workers:
+        source = LazySource(config.host, config.probe_size_mib, config.nixl_module)
         prober = Prober(config, session, source, workers, startup_grace_s=wait_s)
         while True:
             results = await prober.round()

@@ -92,11 +92,11 @@ async def _probe_loop(app: web.Application) -> None:
 def build_app(config: KvAgentConfig) -> web.Application:
     app = web.Application()
     app[_CONFIG] = config
-    app[_SOURCE] = LazySource(config.host, config.probe_size_mib)
+    app[_SOURCE] = LazySource(config.host, config.probe_size_mib, config.nixl_module)
     app[_METRICS] = AgentMetrics()
 
     async def lifecycle(app: web.Application):
-        async with aiohttp.ClientSession() as session, ProbeWorkers() as workers:
+        async with aiohttp.ClientSession() as session, ProbeWorkers(module=config.nixl_module) as workers:
             app[_PROBER] = Prober(config, session, app[_SOURCE], workers)
             task = asyncio.create_task(_probe_loop(app))
             yield

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import importlib
 import os
 import logging
 import secrets
@@ -33,7 +34,7 @@ def _region(buffer) -> Region:
 _PROGRESS_POLL_US = 100_000
 
 
-def _idle_friendly_agent(bindings, name: str):
+def _idle_friendly_agent(bindings, name: str, module: str):
     """A NIXL agent with the UCX backend whose progress thread sleeps while there is no work.
 
     ``nixl_agent()`` fixes the progress thread's delay at 0, so the thread spins a core for the
@@ -51,28 +52,30 @@ def _idle_friendly_agent(bindings, name: str):
     config.captureTelemetry = False
     agent = bindings.nixlAgent(name, config)
     if "UCX" not in agent.getAvailPlugins():
-        raise ExecutionError("NIXL has no UCX plugin here; reinstall the 'nixl' package")
+        raise ExecutionError(f"NIXL has no UCX plugin here; reinstall the '{module}' package")
     return agent, agent.createBackend("UCX", {})
 
 
 class Source:
     """Owns the NIXL agent and buffers; keep the object alive as long as peers may read them."""
 
-    def __init__(self, host: str, size_mib: int):
+    def __init__(self, host: str, size_mib: int, module: str = "nixl"):
+        """``module``: the NIXL package to load (``nixl``; ``rixl`` or ``nixl_rocm`` where the engines'
+        vLLM imports those, kv-agent config ``nixl_module``)."""
         try:
-            import nixl
+            bindings = importlib.import_module(f"{module}._bindings")
             import numpy as np
         except ImportError as exc:
             raise ExecutionError(
-                f"the KV agent needs the 'nixl' package ({exc}); install it into this environment: pip install nixl"
+                f"the KV agent needs the NIXL module '{module}' that this host's engines import ({exc}); "
+                "run the agent with the engines' interpreter or image, which has it"
             ) from exc
         # nixl logs to stdout by default, which would corrupt `-o json` output of the caller.
-        for handler in logging.getLogger("nixl").handlers:
+        for handler in logging.getLogger(module).handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
                 handler.setStream(sys.stderr)
-        bindings = nixl._bindings
         name = f"xpd-kvagent-src-{host}-{os.getpid()}-{secrets.token_hex(4)}"
-        self._agent, backend = _idle_friendly_agent(bindings, name)
+        self._agent, backend = _idle_friendly_agent(bindings, name, module)
         # Random contents, so a transfer that moved nothing or the wrong bytes cannot match the digest.
         generator = np.random.default_rng(secrets.randbits(63))
         self._bulk = generator.integers(0, 256, size_mib * 1024 * 1024, dtype=np.uint8)
@@ -90,9 +93,10 @@ class Source:
 class LazySource:
     """This host's source, created on first use: importing nixl takes seconds."""
 
-    def __init__(self, host: str, size_mib: int):
+    def __init__(self, host: str, size_mib: int, module: str = "nixl"):
         self._host = host
         self._size_mib = size_mib
+        self._module = module
         self._source: Source | None = None
         self._lock = asyncio.Lock()
 
@@ -100,5 +104,5 @@ class LazySource:
         async with self._lock:
             if self._source is None:
                 loop = asyncio.get_running_loop()
-                self._source = await loop.run_in_executor(None, Source, self._host, self._size_mib)
+                self._source = await loop.run_in_executor(None, Source, self._host, self._size_mib, self._module)
         return self._source.info

@@ -47,11 +47,13 @@ class ProbeWorkers:
     A worker that timed out, failed to answer or was cancelled mid-probe is killed (its output can no
     longer be matched to a probe); the next probe starts a new one. ``close()`` stops them all.
     ``python``: the interpreter workers run (this one by default; another environment's to read with
-    its NIXL, as the interop matrix does, benchmarks/nixl_interop.py).
+    its NIXL, as the interop matrix does, benchmarks/nixl_interop.py). ``module``: the NIXL package the
+    workers import (the kv-agent config's ``nixl_module``).
     """
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(self, python: str = sys.executable, module: str = "nixl") -> None:
         self._python = python
+        self._module = module
         self._workers: dict[tuple[tuple[str, str], ...], _Worker] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="xpd-kvprobe-")
 
@@ -62,7 +64,7 @@ class ProbeWorkers:
         stderr_path = Path(self._tmp.name) / f"worker-{secrets.token_hex(4)}.stderr"
         with stderr_path.open("wb") as stderr:
             proc = await asyncio.create_subprocess_exec(
-                self._python, "-m", "xpdctl.kvagent.worker",
+                self._python, "-m", "xpdctl.kvagent.worker", self._module,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env,
                 limit=1 << 22,  # UCX's protocol tables come as long lines
             )

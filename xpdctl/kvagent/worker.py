@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import hashlib
+import importlib
 import statistics
 import sys
 import time
@@ -70,9 +71,11 @@ READY = "XPD-READY"
 RESULT = "XPD-RESULT "
 
 
-def _measure(request: WorkerRequest) -> WorkerResult:
+def _measure(request: WorkerRequest, module: str) -> WorkerResult:
     import numpy as np
-    from nixl._api import nixl_agent, nixl_agent_config
+
+    api = importlib.import_module(f"{module}._api")
+    nixl_agent, nixl_agent_config = api.nixl_agent, api.nixl_agent_config
 
     deadline = time.monotonic() + request.timeout_s
     source = request.source
@@ -109,24 +112,24 @@ def _measure(request: WorkerRequest) -> WorkerResult:
     )
 
 
-def run(request: WorkerRequest) -> WorkerResult:
+def run(request: WorkerRequest, module: str = "nixl") -> WorkerResult:
     try:
-        return _measure(request)
+        return _measure(request, module)
     except _Failed as exc:
         return WorkerResult(ok=False, error=str(exc))
     except Exception as exc:  # the process boundary: every nixl/UCX failure becomes a reported reason
         return WorkerResult(ok=False, error=f"{type(exc).__name__}: {exc}")
 
 
-def serve(lines, out, flush_c_stdio) -> None:
-    import nixl._api  # noqa: F401 - the slow import, paid once before READY
+def serve(lines, out, flush_c_stdio, module: str = "nixl") -> None:
+    importlib.import_module(f"{module}._api")  # the slow import, paid once before READY
 
     out.write(READY + "\n")
     out.flush()
     for line in lines:
         if not line.strip():
             continue
-        result = run(WorkerRequest.model_validate_json(line))
+        result = run(WorkerRequest.model_validate_json(line), module)
         flush_c_stdio()  # UCX's tables of this probe go out before its result line
         out.write(RESULT + result.model_dump_json() + "\n")
         out.flush()
@@ -134,7 +137,8 @@ def serve(lines, out, flush_c_stdio) -> None:
 
 def main() -> int:
     libc = ctypes.CDLL(None)
-    serve(sys.stdin, sys.stdout, lambda: libc.fflush(None))
+    # argv[1]: the NIXL module to import (ProbeWorkers passes the kv-agent config's nixl_module)
+    serve(sys.stdin, sys.stdout, lambda: libc.fflush(None), sys.argv[1] if len(sys.argv) > 1 else "nixl")
     return 0
 
 

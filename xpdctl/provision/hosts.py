@@ -96,7 +96,9 @@ def host_vars(
     gpu_vendor = host.vendor if profile is not None and profile.pci_vendor_id else ""
     planned = manifest.get("hosts", {}).get(host.name, {})
     entries = planned.get("services", [])
-    images = list(dict.fromkeys(filter(None, (container_image(s.get("command", [])) for s in entries))))
+    # A KV agent in an engine image copies xpdctl out of the xpdctl image before it starts (xpdctl/plan.py).
+    images = list(dict.fromkeys(filter(None, [image for s in entries
+                                              for image in (container_image(s.get("command", [])), s.get("xpdctl_image"))])))
     runs_model = any(s.get("vllm_args") is not None for s in entries)
     model: dict[str, Any] = {}
     if runs_model:

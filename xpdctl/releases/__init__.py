@@ -9,7 +9,9 @@ module or the factors of an unread release is how a cluster ends up without NIXL
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
+from typing import Literal
 from pathlib import Path
 
 import yaml
@@ -172,12 +174,89 @@ def release(version: str) -> Release:
     return found
 
 
+class InteropRun(_Data):
+    """One measurement of NIXL builds against each other: at which level, when, and the command."""
+
+    level: str  # "NIXL API": the KV agent's NIXL READ; "vLLM": PD requests through vLLM's NixlConnector
+    vllm: str | None = None  # the vLLM release of a vLLM-level run
+    date: str
+    command: str
+
+
+class InteropCell(_Data):
+    run: str  # a key of ``runs``
+    source: str  # the prefill side's build, "nixl 1.5.1"
+    reader: str  # the decode side's build
+    result: Literal["ok", "broken"]
+    how: str | None = None  # what was seen
+
+
+class NotMeasured(_Data):
+    modules: tuple[str, ...]  # NIXL modules (what vLLM imports) no cell can hold yet
+    why: str
+
+
+@dataclass(frozen=True)
+class InteropVerdict:
+    result: Literal["ok", "broken", "not measured"]
+    why: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.result != "broken"
+
+
+class Interop(_Data):
+    """``nixl_interop.yaml``: the measured cells with their runs, and the builds that cannot be measured."""
+
+    runs: dict[str, InteropRun]
+    measured: tuple[InteropCell, ...]
+    not_measured: tuple[NotMeasured, ...] = ()
+
+    def cells(self, source: str, reader: str) -> list[tuple[InteropCell, InteropRun]]:
+        """Every cell of ``source`` -> ``reader``, vLLM-level runs first."""
+        found = [(c, self.runs[c.run]) for c in self.measured if (c.source, c.reader) == (source, reader)]
+        return sorted(found, key=lambda cell_run: cell_run[1].level != "vLLM")
+
+    def results(self, run: str) -> dict[tuple[str, str], str]:
+        """(source, reader) -> "ok" | "broken" of one run."""
+        return {(c.source, c.reader): c.result for c in self.measured if c.run == run}
+
+    def why_not_measured(self, module: str) -> str | None:
+        return next((n.why for n in self.not_measured if module in n.modules), None)
+
+    def verdict(self, builds: tuple[str, str], modules: tuple[str | None, str | None]) -> InteropVerdict:
+        """What the table says of a prefill build and a decode build: a cell measured broken
+        refuses the pair; ok cells say at which level (vLLM's connector above the NIXL API); without a
+        cell the pair is allowed, saying why it was not measured or what to run."""
+        where = "(xpdctl/releases/nixl_interop.yaml)"
+        cells = self.cells(*builds)
+        broken = [(c, run) for c, run in cells if c.result == "broken"]
+        if broken:
+            cell, run = broken[0]
+            seen = f": {cell.how}" if cell.how else ""
+            return InteropVerdict("broken", f"{builds[0]} -> {builds[1]} was measured not to move KV at the "
+                                  f"{run.level} level ({run.date}{seen}) {where}; install one build on both sides")
+        if cells:
+            run = cells[0][1]  # vLLM-level first
+            level = (f"through vLLM {run.vllm}'s NIXL connector (vLLM level)" if run.level == "vLLM"
+                     else "at the NIXL API level (the KV agent's probe, not through vLLM's connector)")
+            return InteropVerdict("ok", f"{builds[0]} -> {builds[1]} measured to move KV {level}, {run.date} {where}")
+        why = next(filter(None, (self.why_not_measured(m) for m in modules if m)), None)
+        if why:
+            return InteropVerdict("not measured", f"{builds[0]} -> {builds[1]} not measured: {why} {where}")
+        return InteropVerdict("not measured", f"{builds[0]} -> {builds[1]} not measured against each other; measure "
+                              "it with benchmarks/nixl_interop.py (docs/kv-handshake.md) before trusting the pair")
+
+
 @cache
-def nixl_interop() -> dict[tuple[str, str], str]:
-    """(source NIXL, reader NIXL), e.g. ("nixl 1.5.1", "nixl 1.5.0") -> "ok" | "broken", as measured
-    (``nixl_interop.yaml``); a pair not in it was not measured."""
+def nixl_interop() -> Interop:
+    """The NIXL interop table (``nixl_interop.yaml``); a pair without a cell was not measured."""
     try:
-        cells = yaml.safe_load(INTEROP.read_text())["measured"]
-        return {(c["source"], c["reader"]): c["result"] for c in cells}
+        found = Interop.model_validate(yaml.safe_load(INTEROP.read_text()))
+        unknown = {c.run for c in found.measured} - set(found.runs)
+        if unknown:
+            raise ValueError(f"cells name runs that are not described: {sorted(unknown)}")
+        return found
     except Exception as exc:  # a broken shipped file is a bug in xpdctl, not user input
         raise XpdError(f"{INTEROP}: invalid NIXL interop table: {exc}; fix the file or reinstall xpdctl") from exc
