@@ -10,6 +10,7 @@ import pytest
 from xpdctl.errors import InputError
 from xpdctl.inventory import load_inventory
 from xpdctl.plan import build_plan
+from xpdctl.releases import releases
 from xpdctl.render import render_files
 from xpdctl.upgrade import phases as ph
 from xpdctl.upgrade.retarget import decide, differences
@@ -138,8 +139,9 @@ def test_changes_a_rollout_cannot_take():
     previous, recorded = _trees(_loaded())["target"], _trees(_loaded(IMAGE_2))
     with pytest.raises(InputError, match=r"adds or removes decode instances \(xpd-lab-decode-2\)"):
         decide(_rollout(recorded), previous, recorded, _trees(_loaded(IMAGE_2, decodes=2)), resume=RESUME)
-    with pytest.raises(InputError, match="vllm_version: .* -> 9.9.9.*in place, so --resume refuses it.*--blue-green"):
-        decide(_rollout(recorded), previous, recorded, _trees(_loaded(IMAGE_2, vllm_version="9.9.9")),
+    other = next(r for r in releases() if r != _loaded().inventory.engine.vllm_version)  # one the table knows
+    with pytest.raises(InputError, match=f"vllm_version: .* -> {other}.*in place, so --resume refuses it.*--blue-green"):
+        decide(_rollout(recorded), previous, recorded, _trees(_loaded(IMAGE_2, vllm_version=other)),
                resume=RESUME)
     # A rollout of decode-0 alone (the others' files had not changed): the new image would change them too.
     only_first = _rollout(recorded, rolling=DECODES[:1])

@@ -9,6 +9,7 @@ import pytest
 from xpdctl.errors import InputError
 from xpdctl.inventory import load_inventory
 from xpdctl.plan import CONTAINER_RUN, DOCKER, build_plan
+from xpdctl.releases import releases
 from xpdctl.render import render_files
 from xpdctl.upgrade.target import alt_plan, verdict, with_image
 from xpdctl.upgrade.tree import manifest_of
@@ -43,10 +44,11 @@ def test_new_image_of_the_same_release_rolls_in_place():
 def test_release_changing_a_factor_is_refused_with_the_factor():
     deployed = _manifest(_loaded())
     old = _loaded().inventory.engine.vllm_version
-    v = verdict(deployed, _manifest(_loaded(vllm_version="9.9.9")), "decode")
+    new = next(r for r in releases() if r != old)  # another release the table knows (a plan needs its NIXL module)
+    v = verdict(deployed, _manifest(_loaded(vllm_version=new)), "decode")
     assert not v.compatible
-    assert v.changes == [f"vllm_version: {old} -> 9.9.9"]
-    assert f"{old} -> 9.9.9" in v.reason() and v.old_generation in v.reason()
+    assert v.changes == [f"vllm_version: {old} -> {new}"]
+    assert f"{old} -> {new}" in v.reason() and v.old_generation in v.reason()
 
 
 def test_image_flag_checks():
