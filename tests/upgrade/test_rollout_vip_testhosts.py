@@ -25,7 +25,7 @@ ROUTERS = (ROUTER1, ROUTER2)
 def _pids(doors_fleet, host: str) -> dict[str, str]:
     """The cluster's units on the host -> their main process."""
     done = doors_fleet.ssh(host, f"for f in /etc/systemd/system/xpd-{FLEET}-*.service; do u=${{f##*/}}; "
-                                 "echo \"$u $(systemctl show -p MainPID --value $u)\"; done")
+                                 "echo \"$u $(systemctl show -p MainPID $u | cut -d= -f2)\"; done")
     assert done.returncode == 0, done.stderr
     return dict(line.split() for line in done.stdout.splitlines())
 
