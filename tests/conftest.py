@@ -32,22 +32,24 @@ REPO = Path(__file__).resolve().parent.parent
 # session, so no other test shares the 2 cores with them; the test-host tests do not share them with
 # engines either. Within a tier the collection order is kept (modules stay whole, so a module's
 # fixtures are set up once), except that the test-host tier starts with the modules that share the
-# serving fleet (served_fleet below), so its hosts run only while they do.
+# serving fleet, then those that share the doors fleet (served_fleet, doors_fleet below), so each
+# fleet's hosts run only while its users do.
 
 # The lifecycle tests kill the decode engine and finally stop the shared cluster: last of all.
 _LAST = "tests/vllm_tier/test_lifecycle.py"
 
 
-def _tier(item) -> tuple[int, bool]:
+def _tier(item) -> tuple[int, int]:
     if item.get_closest_marker("vllm"):
-        return 3, item.nodeid.startswith(_LAST)
+        return 3, int(item.nodeid.startswith(_LAST))
     if item.get_closest_marker("containers"):
-        return 2, False
+        return 2, 0
     if item.get_closest_marker("testhosts"):
-        # The users of the shared serving fleet first, one after the other: its hosts' services run
-        # only while they do (served_fleet below).
-        return 1, _SERVED not in getattr(item, "fixturenames", ())
-    return 0, False
+        # The users of each shared fleet one after the other, the serving fleet's first: a fleet's
+        # hosts run only while its users do (served_fleet, doors_fleet below).
+        names = getattr(item, "fixturenames", ())
+        return 1, 0 if _SERVED in names else 1 if _DOORS in names else 2
+    return 0, 0
 
 
 def pytest_collection_modifyitems(items):

@@ -3,7 +3,8 @@ them (the fixture ``doors_fleet`` in tests/conftest.py; one `xpdctl up` for the 
 
 - tests/deploy/test_client_keys_testhosts.py: the router's front door (no key 401, over a limit 429);
 - tests/deploy/test_firewall_testhosts.py: the engines' back doors (host firewall), rule changes;
-- tests/deploy/test_vip_testhosts.py: two routers behind one virtual address, failover under load.
+- tests/deploy/test_vip_testhosts.py: two routers behind one virtual address, failover under load;
+- tests/upgrade/test_rollout_vip_testhosts.py: a decode upgrade behind that address (both routers drain).
 
 The fleet: a prefill host (NVIDIA-like, 1 GPU), a decode host (AMD-like, 1 GPU), two router hosts
 and an outsider: a fifth host on the same network that is not in the inventory, so it is neither a
@@ -43,6 +44,7 @@ CONTROL = f"{SUBNET}.1"  # this machine, on the fleet's bridge
 VIP = f"{SUBNET}.100"
 ROUTER_UNIT = f"xpd-{FLEET}-router"
 CAPPED_PER_MINUTE = 2
+ADMIN_TOKEN = "doors-fleet-admin-token"  # the routers' admin API, which an upgrade drains engines through
 
 
 class DoorsFleet:
@@ -51,7 +53,8 @@ class DoorsFleet:
         self.inventory = tmp / "fleet.yaml"
         self.keys = {name: secrets.token_hex(24) for name in ("xpdctl", "tenant", "capped")}
         self.engine_key = secrets.token_hex(24)
-        self.env = dict(os.environ, XPDCTL_STATE_DIR=str(tmp / "state"), XPDCTL_ENGINE_API_KEY=self.engine_key)
+        self.env = dict(os.environ, XPDCTL_STATE_DIR=str(tmp / "state"), XPDCTL_ENGINE_API_KEY=self.engine_key,
+                        XPDCTL_ROUTER_ADMIN_TOKEN=ADMIN_TOKEN)
         self.xpdctl = xpdctl_runner(self.env)
         self.record: FleetRecord | None = None
         self.data: dict = {}

@@ -105,13 +105,17 @@ class Load:
     plus a sampler of how many decode instances the router has serving (admin API)."""
 
     def __init__(self, router_url: str, token: str, model: str, *, workers: int = 3, max_requests: int = 5000,
-                 max_seconds: float = 300.0, request_timeout_s: float = 60.0, pause_s: float = 0.0):
-        """``pause_s``: each client waits this long after each answer before its next request."""
+                 max_seconds: float = 300.0, request_timeout_s: float = 60.0, pause_s: float = 0.0,
+                 client_key: str | None = None):
+        """``pause_s``: each client waits this long after each answer before its next request;
+        ``client_key``: what the clients present to a router that wants client keys."""
         import threading
 
         self.router_url, self.token, self.model = router_url, token, model
         self.workers, self.max_requests, self.max_seconds = workers, max_requests, max_seconds
         self.request_timeout_s, self.pause_s = request_timeout_s, pause_s
+        self.headers = {"Content-Type": "application/json",
+                        **({"Authorization": f"Bearer {client_key}"} if client_key else {})}
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.ok = 0
@@ -139,7 +143,7 @@ class Load:
             conn = http.client.HTTPConnection(url.hostname, url.port, timeout=self.request_timeout_s)
             start = time.monotonic()
             try:
-                conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+                conn.request("POST", "/v1/completions", body, self.headers)
                 resp = conn.getresponse()
                 text = resp.read().decode(errors="replace")
                 problem = None if resp.status == 200 and "data: [DONE]" in text else f"HTTP {resp.status}: {text[-200:]}"

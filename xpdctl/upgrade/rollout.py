@@ -25,7 +25,7 @@ from xpdctl.paths import cluster_state_path
 from xpdctl.render import read_tree, render_files, write_tree
 from xpdctl.upgrade import phases as ph
 from xpdctl.upgrade.retarget import decide, differences
-from xpdctl.upgrade.routeradmin import RouterAdmin, admin_token
+from xpdctl.upgrade.routeradmin import RouterAdmin, RouterAdmins, admin_token
 from xpdctl.upgrade.state import Instance, Layout, Phase, Retarget, Rollout, exclusive, load_rollout, save_rollout
 from xpdctl.upgrade.steps import STEPS, Context, Options, apply_deployed, step_health, step_pairs_ok, step_undrain
 from xpdctl.upgrade.target import ALT_SUFFIX, Verdict, alt_plan, check_alt_ports, target_plan, verdict, with_image
@@ -310,19 +310,15 @@ def upgrade(req: Request, *, options: Options, progress: Progress, environ: Mapp
         if req.dry_run:
             return result("dry-run", rollout, v, retargeted)
         manifest = manifest_of(read_tree(deployed_dir))
-        if len(manifest["router"]["hosts"]) > 1:
-            # Drains and backend changes go through one router's admin API; the others would keep
-            # sending requests to engines being restarted.
-            raise InputError(f"upgrade drains engines through one router, and this cluster has "
-                             f"{len(manifest['router']['hosts'])} (router.hosts); upgrading behind router.vip is "
-                             "not supported yet: list one router host for the upgrade, or use --dry-run")
-        router_host = manifest["router"]["hosts"][0]
-        router = next(s for s in manifest["hosts"][router_host]["services"] if s["role"] == "router")
-        token = admin_token(inv.router.admin_token_env, environ, deployed_dir / router["env_file"])
+        routers = [next(s for s in manifest["hosts"][h]["services"] if s["role"] == "router")
+                   for h in manifest["router"]["hosts"]]
+        token = admin_token(inv.router.admin_token_env, environ, deployed_dir / routers[0]["env_file"])
+        context = client_context(manifest["router"].get("ca_pem"))
         ctx = Context(
             rollout=rollout, layout=layout, deployed=deployed_dir, executor=executor, shell=shell,
-            admin=RouterAdmin(manifest["router"]["url"], token,
-                              context=client_context(manifest["router"].get("ca_pem"))), model=inv.model.name, options=options,
+            # Each router host's own address, not router.vip's: behind it every router keeps its own backends.
+            admin=RouterAdmins([RouterAdmin(r["url"], token, context=context) for r in routers]),
+            model=inv.model.name, options=options,
             progress=progress, engine_key=environ.get(inv.engine.api_key_env) or None,
         )
         run(ctx)

@@ -131,3 +131,51 @@ class RouterAdmin:
         except AdminRefused as exc:
             if exc.status != 404:  # 404: an earlier try that timed out went through
                 raise
+
+
+class RouterAdmins:
+    """Every router host's admin API as one: behind ``router.vip`` each router keeps its own backend list,
+    and a client's request may reach either, so a drain, add or remove must reach every router before it
+    counts. A backend is serving only where every router would send it requests; its in-flight count is
+    the sum of theirs; a router that does not list it makes it absent (not serving, not healthy)."""
+
+    def __init__(self, admins: list[RouterAdmin]):
+        self.admins = admins
+
+    def backends(self) -> list[BackendView]:
+        views = [{b.url: b for b in admin.backends()} for admin in self.admins]
+        urls = list(dict.fromkeys(url for view in views for url in view))
+        return [_merged([view.get(url) for view in views], url) for url in urls]
+
+    def backend(self, url: str) -> BackendView | None:
+        url = url.rstrip("/")
+        return next((b for b in self.backends() if b.url == url), None)
+
+    def drain(self, url: str) -> None:
+        for admin in self.admins:
+            if admin.backend(url) is not None:
+                admin.drain(url)
+
+    def undrain(self, url: str) -> None:
+        for admin in self.admins:
+            if admin.backend(url) is not None:
+                admin.undrain(url)
+
+    def add(self, url: str, pool: str, generation: str, name: str) -> None:
+        for admin in self.admins:
+            admin.add(url, pool, generation, name)
+
+    def remove(self, url: str) -> None:
+        for admin in self.admins:
+            admin.remove(url)
+
+
+def _merged(views: list[BackendView | None], url: str) -> BackendView:
+    present = [v for v in views if v is not None]
+    first = present[0]
+    if len(present) < len(views):
+        return first.model_copy(update={"state": "absent on a router", "health": "absent"})
+    worst = next((v for v in present if not v.serving), first)
+    return first.model_copy(update={
+        "state": worst.state, "health": worst.health, "draining": any(v.draining for v in present),
+        "in_flight": sum(v.in_flight for v in present)})

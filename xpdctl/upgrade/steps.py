@@ -24,7 +24,7 @@ from xpdctl.ssh.dockerd import DockerdUnreachable, docker_client
 from xpdctl.ssh.hostrun import HostShell
 from xpdctl.units.rendered import rendered_services
 from xpdctl.units.state import Executor
-from xpdctl.upgrade.routeradmin import BackendView, RouterAdmin
+from xpdctl.upgrade.routeradmin import BackendView, RouterAdmins
 from xpdctl.upgrade.state import Instance, Layout, Rollout
 from xpdctl.upgrade.tree import copy_service, manifest_of, without_service, write_deployed
 from xpdctl.upgrade.warmup import warm_pair
@@ -48,7 +48,7 @@ class Context:
     layout: Layout
     deployed: Path  # the cluster's deployed render
     executor: Executor
-    admin: RouterAdmin
+    admin: RouterAdmins
     model: str
     options: Options
     progress: Progress
@@ -266,17 +266,17 @@ def step_remove(ctx: Context, instances: list[Instance]) -> None:
 
 
 def step_record(ctx: Context, instances: list[Instance]) -> None:
-    """Blue-green: the router's backends now are the target's; its config on disk says so too.
+    """Blue-green: the routers' backends now are the target's; their configs on disk say so too.
 
-    The running router already has them (through its admin API); its unit reloads the new config
-    (ExecReload=) rather than restarting, so nothing in flight is dropped.
+    The running routers already have them (through their admin APIs); their units reload the new config
+    (ExecReload=) rather than restarting, so nothing in flight is dropped and a virtual address stays put.
     """
     target = read_tree(ctx.layout.target)
     files = read_tree(ctx.deployed)
     manifest = manifest_of(files)
-    router = manifest["router"]["hosts"][0]
-    service = next(s for s in manifest["hosts"][router]["services"] if s["role"] == "router")
-    files[service["config"]] = target[service["config"]]
+    for router in manifest["router"]["hosts"]:
+        service = next(s for s in manifest["hosts"][router]["services"] if s["role"] == "router")
+        files[service["config"]] = target[service["config"]]
     write_deployed(files, ctx.deployed)
     apply_deployed(ctx)
 
