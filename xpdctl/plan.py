@@ -344,9 +344,8 @@ def _xpdctl_service(
             volumes.append(f"{package}:{package}:ro")
             env["PYTHONPATH"] = package
             details["xpdctl_image"] = inv.engine.xpdctl_image
+            prepare = (_copy_xpdctl(inv.engine.xpdctl_image or "", package),)
         command, stop, pre = _container(name, image, module_args, flags=flags, volumes=volumes)
-        if "xpdctl_image" in details:
-            prepare = (_copy_xpdctl(inv.engine.xpdctl_image or "", env["PYTHONPATH"]),)
         details["image"] = image
     else:
         command = (inv.engine.python or "", *module_args)
