@@ -3,7 +3,7 @@
 In place (the new release pairs with the other pool):
   surge up (only when the floor would otherwise reach zero) -> batch 1..n -> surge down
 Blue-green (it does not: a new generation):
-  green up -> shift (drain the old) -> retire old -> base up -> green down -> record
+  green up -> shift (drain the old) -> retire old (out of the router) -> base up -> green down -> record
 ``base up`` brings the new generation back to the inventory's own names and ports, so that what runs
 afterwards is exactly what ``render`` gives; green instances only carry traffic meanwhile.
 """
@@ -13,7 +13,10 @@ from __future__ import annotations
 from xpdctl.upgrade.state import Instance, Phase
 
 # The image is pulled before the instance is drained: a pull takes minutes, capacity is kept meanwhile.
-BATCH_STEPS = ["check-floor", "pull", "drain", "wait-idle", "stop", "install", "start", "health", "warm-up",
+# No `stop` before `install`: `start` applies the new files, which restarts the instance (systemd stops
+# it, then starts it); a separate stop was one more apply on the host, with its files removed only to
+# be written back.
+BATCH_STEPS = ["check-floor", "pull", "drain", "wait-idle", "install", "start", "health", "warm-up",
                "pairs-ok", "undrain"]
 UP_STEPS = ["pull", "install", "start", "health", "warm-up", "pairs-ok", "add"]
 # Surge and green instances leave only once the instances that replace them serve.
@@ -46,7 +49,8 @@ def blue_green(old: list[Instance], greens: list[Instance]) -> list[Phase]:
     return [
         Phase(name="green up", instances=green, steps=UP_STEPS, rollback=True),
         Phase(name="shift", instances=olds, steps=["drain", "wait-idle"], rollback=True),
-        Phase(name="retire old", instances=olds, steps=["remove", "stop"]),
+        # Out of the router only: base up's start restarts them on the new files.
+        Phase(name="retire old", instances=olds, steps=["remove"]),
         Phase(name="base up", instances=olds, steps=UP_STEPS),
         Phase(name="green down", instances=green, steps=DOWN_STEPS),
         Phase(name="record", instances=[], steps=["record"]),

@@ -151,7 +151,9 @@ def _retarget(req: Request, loaded, layout: Layout, rollout: Rollout, image: str
 def _rollback(ctx: Context, phase: Phase, members: list[Instance], failed_step: str) -> None:
     previous = read_tree(ctx.layout.previous)
     files = read_tree(ctx.deployed)
-    stopped = "stop" in phase.steps and phase.steps.index(failed_step) >= phase.steps.index("stop")
+    # The old instances' files left the deployed render at install (or at stop, in a rollout recorded
+    # before batches lost that step): they come back from the previous render.
+    stopped = bool({"stop", "install"} & set(phase.steps[:phase.steps.index(failed_step) + 1]))
     alts = [i for i in members if i.kind != "instance"]
     for i in alts:
         ctx.admin.remove(i.url)
