@@ -3,6 +3,8 @@ them (the fixture ``doors_fleet`` in tests/conftest.py; one `xpdctl up` for the 
 
 - tests/deploy/test_client_keys_testhosts.py: the router's front door (no key 401, over a limit 429);
 - tests/deploy/test_firewall_testhosts.py: the engines' back doors (host firewall), rule changes;
+- tests/deploy/test_router_handoff_testhosts.py: `up` restarting both routers under load (a new admin
+  token: the fleet's environment keeps it), each handed off in place;
 - tests/deploy/test_vip_testhosts.py: two routers behind one virtual address, failover under load;
 - tests/upgrade/test_rollout_vip_testhosts.py: a decode upgrade behind that address (both routers drain).
 

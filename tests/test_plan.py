@@ -6,7 +6,7 @@ import pytest
 
 from xpdctl.errors import InputError
 from xpdctl.inventory import load_inventory
-from xpdctl.plan import build_plan, ucx_net_devices
+from xpdctl.plan import build_plan, router_twins, ucx_net_devices
 from xpdctl.render import render_files
 
 
@@ -296,3 +296,20 @@ def test_prefix_caching_is_per_pool_and_on_by_default(lab_data, write_inventory)
     services = _services(_plan(write_inventory(lab_data)))
     assert "--enable-prefix-caching" in services["xpd-lab-prefill-0"].vllm_args
     assert "--no-enable-prefix-caching" in services["xpd-lab-decode-0"].vllm_args
+
+
+def test_a_router_twin_is_each_router_under_its_own_name():
+    """The stand-in of a router handoff (deploy/handoff.py): same port, config, secrets and release; every
+    name in its command (container, env file) its own, so starting it leaves the router's container alone."""
+    environ = {"XPDCTL_ROUTER_ADMIN_TOKEN": "t0ken"}
+    loaded = load_inventory("inventory/lab.yaml")
+    routers = {s.host: s for s in _services(build_plan(loaded, environ)).values() if s.role == "router"}
+    twins = router_twins(loaded, environ, "-handoff")
+    assert sorted(t.host for t in twins) == sorted(routers)
+    for twin in twins:
+        router = routers[twin.host]
+        assert twin.name == f"{router.name}-handoff" and twin.env_file == router.env_file.replace(router.name, twin.name)
+        assert (twin.port, twin.config, twin.secret_env) == (router.port, router.config, router.secret_env)
+        assert any(router.name in word for word in router.command)  # the container runtime names it
+        assert twin.command == tuple(word.replace(router.name, twin.name) for word in router.command)
+        assert twin.stop_command == tuple(w.replace(router.name, twin.name) for w in router.stop_command)

@@ -27,7 +27,10 @@ async def start_site(app: web.Application, host: str, port: int,
 
 async def add_site(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> web.TCPSite:
     """Listen on one more address with the same application (a config reload moving the listen address)."""
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True, ssl_context=ssl_context)
+    # reuse_port: a second process of the same user may listen on the port too, which is how a router is
+    # restarted without refusing a connection (deploy/handoff.py: the new one listens before the old one
+    # stops listening and finishes its requests).
+    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True, reuse_port=True, ssl_context=ssl_context)
     await site.start()
     return site
 

@@ -326,9 +326,9 @@ def _engine_service(
 
 def _xpdctl_service(
     inv: Inventory, host: Host, role: str, port: int, config: str, after: list[str], flags: list[str],
-    reload_signal: str | None = None,
+    reload_signal: str | None = None, suffix: str = "",
 ) -> Service:
-    name = service_name(inv.cluster, role)
+    name = service_name(inv.cluster, role) + suffix
     module_args = ["-m", "xpdctl", role, "--config", config]
     stop: tuple[str, ...] | None = None
     pre: tuple[tuple[str, ...], ...] = ()
@@ -486,6 +486,26 @@ def engine_services(loaded: LoadedInventory, environ: Mapping[str, str], suffix:
     return [_engine_service(inv, loaded.kv.settings, p, hosts[p.host], environ, suffix) for p in place(inv)]
 
 
+def _router_service(loaded: LoadedInventory, environ: Mapping[str, str], host: Host, after: list[str],
+                    suffix: str = "") -> Service:
+    inv = loaded.inventory
+    router = _xpdctl_service(inv, host, "router", inv.router.port, f"{ETC}/router.yaml", after, [],
+                             reload_signal="HUP", suffix=suffix)
+    router = replace(router, secret_env={
+        name: environ[name] for name in (inv.router.admin_token_env, inv.engine.api_key_env) if environ.get(name)})
+    if loaded.router_tls is not None:
+        router = replace(router, details={"url": f"https://{host.address}:{inv.router.port}"})
+    return router
+
+
+def router_twins(loaded: LoadedInventory, environ: Mapping[str, str], suffix: str) -> list[Service]:
+    """Each router host's router as :func:`build_plan` makes it, under the name ``<router>suffix``: the
+    same port, config and release, so it serves in the router's place while that one restarts
+    (deploy/handoff.py). Everything named after the service carries the suffix (unit, env file, container)."""
+    hosts = hosts_by_name(loaded.inventory)
+    return [_router_service(loaded, environ, hosts[name], [], suffix) for name in loaded.inventory.router.hosts]
+
+
 def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
     """The desired state of every host. ``environ`` supplies secrets (e.g. HF_TOKEN) by name."""
     inv = loaded.inventory
@@ -511,18 +531,12 @@ def build_plan(loaded: LoadedInventory, environ: Mapping[str, str]) -> Plan:
         agents.append(agent)
 
     for router_host in (hosts[name] for name in inv.router.hosts):
-        before_router = [s.name for s in plans[router_host.name].services]
-        router = _xpdctl_service(
-            inv, router_host, "router", inv.router.port, f"{ETC}/router.yaml", before_router, [], reload_signal="HUP"
-        )
-        router = replace(router, secret_env={
-            name: environ[name] for name in (inv.router.admin_token_env, inv.engine.api_key_env) if environ.get(name)})
+        router = _router_service(loaded, environ, router_host, [s.name for s in plans[router_host.name].services])
         tls = None
         if loaded.router_tls is not None:
             files = plans[router_host.name].files = router_tls_files(loaded.router_tls)
             cert, key = (Path(p).name for p in files)  # beside the config: local and host runs alike
             tls = Tls(cert_file=cert, key_file=key)
-            router = replace(router, details={"url": f"https://{router_host.address}:{inv.router.port}"})
         plans[router_host.name].services.append(router)
         plans[router_host.name].router_config = _router_config(
             inv, engines, agents, bool(environ.get(inv.router.admin_token_env)), loaded.client_keys,

@@ -8,11 +8,13 @@ import hashlib
 import pytest
 
 from xpdctl.inventory import load_inventory
-from xpdctl.observe.drift import host_files
+from xpdctl.observe.drift import ExpectedFile, host_files
 from xpdctl.plan import build_plan
+from xpdctl.remote.applier import HostRequest, planned
 from xpdctl.remote.executor import wanted_unit
-from xpdctl.remote.hostchanges import HostFile, HostSnapshot, host_changes, stop_rank
+from xpdctl.remote.hostchanges import HostFile, HostSnapshot, WantedUnit, host_changes, stop_rank
 from xpdctl.render import read_tree, render_files, write_tree
+from xpdctl.ssh.target import HostLink, SshTarget
 from xpdctl.units.rendered import rendered_services
 
 RUNNING = {"ActiveState": "active", "SubState": "running", "UnitFileState": "enabled", "LoadState": "loaded"}
@@ -114,3 +116,24 @@ def test_a_running_unit_that_is_not_enabled_is_enabled_and_left_running(lab):
     gw = expected["gw-01"]
     changes = host_changes(wanted["gw-01"], gw, snapshot_of(gw, ["xpd-lab-router"], dict(RUNNING, UnitFileState="disabled")))
     assert changes.units == {"xpd-lab-router": "unchanged"} and changes.enable == ["xpd-lab-router"] and changes.needed()
+
+
+def test_an_apply_of_listed_units_only_leaves_the_hosts_other_units_and_files_alone(lab):
+    """The router handoff's first apply (deploy/handoff.py): a stand-in router starts beside the router,
+    which keeps running on its files; a unit and a file the render does not have stay too."""
+    _, _, expected = lab
+    gw = expected["gw-01"]
+    unit, env = "/etc/systemd/system/xpd-lab-router-handoff.service", "/etc/xpdctl/xpd-lab-router-handoff.env"
+    stand_in = WantedUnit(name="xpd-lab-router-handoff", role="router", files=[unit, env],
+                          reload_files=["/etc/xpdctl/router.yaml"])
+    wanted = {**gw, unit: ExpectedFile(sha256="1" * 64, mode=0o644), env: ExpectedFile(sha256="2" * 64, mode=0o600)}
+    host = snapshot_of(gw, ["xpd-lab-router", "xpd-lab-gone"])
+    host.files["/etc/xpdctl/gone.env"] = HostFile(sha256="3" * 64, mode=0o600)
+    link = HostLink(name="gw-01", address="10.0.0.5", ssh=SshTarget())
+
+    listed = planned(HostRequest(link=link, units=[stand_in], listed_only=True), host, wanted).changes
+    assert listed.stop == [] and listed.remove == [] and listed.write == [unit, env]
+    assert listed.units == {"xpd-lab-router-handoff": "started"} and listed.daemon_reload
+    # The same request as a whole host's wanted state stops and removes what it does not list.
+    whole = planned(HostRequest(link=link, units=[stand_in]), host, wanted).changes
+    assert whole.stop == ["xpd-lab-router", "xpd-lab-gone"] and whole.remove == ["/etc/xpdctl/gone.env"]

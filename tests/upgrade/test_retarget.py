@@ -16,7 +16,7 @@ from xpdctl.upgrade import phases as ph
 from xpdctl.upgrade.retarget import decide, differences
 from xpdctl.upgrade.state import Instance, Rollout
 from xpdctl.upgrade.target import alt_plan, with_image
-from xpdctl.upgrade.tree import find_service, manifest_of
+from xpdctl.units.tree import find_service, manifest_of
 
 from upgrade_helpers import REPO
 

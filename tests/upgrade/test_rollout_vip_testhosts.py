@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from upgrade_helpers import Load
 
-from tests.doors_fleet import ADMIN_TOKEN, DECODE, FLEET, PREFILL, ROUTER1, ROUTER2, VIP
+from tests.doors_fleet import DECODE, FLEET, PREFILL, ROUTER1, ROUTER2, VIP
 
 pytestmark = pytest.mark.testhosts
 
@@ -30,10 +30,15 @@ def _pids(doors_fleet, host: str) -> dict[str, str]:
     return dict(line.split() for line in done.stdout.splitlines())
 
 
+def _token(doors_fleet) -> str:
+    """The routers' admin token as the fleet's last `up` rendered it (the router handoff test changes it)."""
+    return doors_fleet.env["XPDCTL_ROUTER_ADMIN_TOKEN"]
+
+
 def _backends(doors_fleet, host: str) -> list[tuple[str, bool]]:
     """(url, serving) of every backend on that router host's own admin API, in its order."""
     request = urllib.request.Request(f"http://{doors_fleet.address(host)}:8000/admin/backends",
-                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+                                     headers={"Authorization": f"Bearer {_token(doors_fleet)}"})
     with urllib.request.urlopen(request, timeout=10) as resp:
         return [(b["url"], b["health"] == "healthy" and not b["draining"]) for b in json.loads(resp.read())["backends"]]
 
@@ -45,7 +50,7 @@ def test_a_decode_upgrade_behind_the_address_reaches_both_routers_and_fails_noth
     prefill, decode = _pids(doors_fleet, PREFILL), _pids(doors_fleet, DECODE)
     holder = [h for h in ROUTERS if doors_fleet.holds_vip(h)]
 
-    with Load(f"http://{VIP}:8000", ADMIN_TOKEN, doors_fleet.data["model"]["name"], workers=3,
+    with Load(f"http://{VIP}:8000", _token(doors_fleet), doors_fleet.data["model"]["name"], workers=3,
               max_seconds=240, client_key=doors_fleet.keys["tenant"]) as traffic:
         done = doors_fleet.xpdctl("upgrade", "-i", doors_fleet.inventory, "--pool", "decode", "--restart",
                                   "--timeout", "120", "--drain-timeout", "120", "-o", "json")

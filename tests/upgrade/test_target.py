@@ -12,7 +12,7 @@ from xpdctl.plan import CONTAINER_RUN, DOCKER, build_plan
 from xpdctl.releases import releases
 from xpdctl.render import render_files
 from xpdctl.upgrade.target import alt_plan, verdict, with_image
-from xpdctl.upgrade.tree import manifest_of
+from xpdctl.units.tree import manifest_of
 
 from upgrade_helpers import REPO
 

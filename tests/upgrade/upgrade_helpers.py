@@ -172,6 +172,7 @@ class Load:
                 with urllib.request.urlopen(request, timeout=10) as resp:
                     backends = json.loads(resp.read())["backends"]
             except OSError:  # a router too busy to answer in time is no sample, not the end of sampling
+                time.sleep(0.2)
                 continue
             serving = [b for b in backends if b["pool"] == "decode" and b["health"] == "healthy" and not b["draining"]]
             self.serving.append(len(serving))

@@ -48,7 +48,9 @@ def command(inventory: Path, timeout_s: float, limit: str | None, check: bool, a
       5. wait for the KV agent to verify every prefill->decode KV path (side channel, NIXL transfer)
       6. start the router and send one completion through it
     Running `up` again restarts only services whose rendered unit or environment changed, and starts
-    again any that gave up. Services keep running after `up` exits; `xpdctl down` stops them.
+    again any that gave up. On hosts, a router that restarts is first handed off to a stand-in on its
+    own host and port, so no connection is refused and router.vip stays put (docs/router.md). Services
+    keep running after `up` exits; `xpdctl down` stops them.
 
     \b
     Examples:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterable
 
+from xpdctl.deploy.handoff import apply_with_handoff
 from xpdctl.deploy.models import DeployResult, HostDeploy, ServiceHealth, Stage
 from xpdctl.deploy.stacks import shell_reader, unreadable
 from xpdctl.deploy.waits import wait_healthy, wait_pairs
@@ -26,7 +27,6 @@ from xpdctl.provision.events import Progress as HostProgress
 from xpdctl.provision.events import ProgressCallback
 from xpdctl.provision.models import HostResult
 from xpdctl.provision.runner import ensure_ansible
-from xpdctl.remote.executor import apply_rendered
 from xpdctl.verify.health import Progress, probe
 from xpdctl.verify.smoke import curl_line, smoke_request
 
@@ -172,11 +172,13 @@ def deploy(
     }
     # The host layer is the playbooks'; the cluster's services are the applier's, on the hosts it readied.
     ready = [n for n, h in hosts.items() if h.targeted and h.provision.status in FINISHED]
+    handoff_problems: list[str] = []
     for name in ready:
         if on_progress:
             on_progress(HostProgress(host=name, kind="role", role="services", task="install and start its services"))
     if ready:
-        applied = apply_rendered(inv, tree, ready, check=check, record=not check, timeout_s=timeout_s)
+        applied, handoff_problems = apply_with_handoff(loaded, tree, ready, check=check, record=not check,
+                                                       timeout_s=timeout_s, progress=progress)
         for name, outcome in applied.hosts.items():
             hosts[name].applied = outcome
     context = client_context(loaded.router_tls.ca_pem if loaded.router_tls else None)
@@ -184,6 +186,7 @@ def deploy(
     state.problems += [_failure_line(n, h.provision) for n, h in hosts.items() if h.targeted
                        and h.provision.status not in FINISHED]  # fmt: skip
     state.problems += stack_problems
+    state.problems += handoff_problems
     state.problems += [f"{n}: installing its services failed: {h.applied.error}" for n, h in hosts.items()
                        if h.applied is not None and h.applied.error]
     # Through router.vip when there is one: the smoke request then also proves the address answers.

@@ -31,6 +31,12 @@ class HostRequest(BaseModel):
     link: HostLink
     # The units the host should run (apply) in any order; None: `down`, stop every unit of the cluster.
     units: list[WantedUnit] | None = None
+    # Only the listed units and their files: the host's other units and files are left as they are (a
+    # router's stand-in started beside it, deploy/handoff.py).
+    listed_only: bool = False
+    # The executor's quick read reached the host a moment ago, so a connection the applier kept to it
+    # from an earlier apply may serve (one to a host that went away would hang instead of failing).
+    reached: bool = False
 
 
 class ApplyRequest(BaseModel):
@@ -56,6 +62,12 @@ def planned(host: HostRequest, snapshot: HostSnapshot, expected: dict[str, Expec
     the render's files for the host); the applier's worker and the executor's pre-read both ask this."""
     if host.units is None:  # down: every unit of the cluster stops, its files stay
         changes = HostChanges(stop=sorted(snapshot.units, key=lambda u: (stop_rank(u), u)))
+    elif host.listed_only:
+        names = {u.name for u in host.units}
+        paths = {p for u in host.units for p in (*u.files, *u.reload_files)}
+        mine = HostSnapshot(units={n: p for n, p in snapshot.units.items() if n in names},
+                            files={p: f for p, f in snapshot.files.items() if p in paths})
+        changes = host_changes(host.units, {p: f for p, f in expected.items() if p in paths}, mine)
     else:
         changes = host_changes(host.units, expected, snapshot)
     return HostOutcome(status="changed" if changes.needed() else "ok", changes=changes,

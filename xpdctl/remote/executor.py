@@ -6,8 +6,10 @@ units enabled. ``services`` reads the hosts with one SSH round trip per host (th
 ``status`` does), hosts in parallel: a rollout reads them often while it waits.
 
 Every apply first reads the hosts the same quick way and hands pyinfra only those with something to
-change: a rollout step changes one host of many, and pyinfra opens a new SSH connection to each host
-it is given (a key exchange in Python, ~0.3 s of CPU each) where the quick read reuses the shared one.
+change: a rollout step changes one host of many, and pyinfra needs an SSH connection of its own to each
+host it is given (a key exchange in Python, ~0.3 s of CPU each) where the quick read reuses the shared
+one. The applier keeps its connections between applies, and uses a kept one only for a host the quick
+read has just reached.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from xpdctl.errors import ExecutionError, InputError
 from xpdctl.inventory.schema import Inventory
 from xpdctl.paths import known_hosts_file
 from xpdctl.observe.drift import host_files
-from xpdctl.remote.applier import ApplyOutcome, ApplyRequest, apply_request, planned, run_applier
+from xpdctl.remote.applier import ApplyOutcome, ApplyRequest, HostOutcome, apply_request, planned, run_applier
 from xpdctl.remote.hostchanges import HostSnapshot, WantedUnit, files_hash
 from xpdctl.remote.script import finished, parse_state, state_script
 from xpdctl.remote.unitstate import unit_state
@@ -64,36 +66,51 @@ def read_hosts(transport: SshTransport, cluster: str, links: dict[str, HostLink]
     return snapshots, problems
 
 
-def apply_where_needed(transport: SshTransport, request: ApplyRequest, timeout_s: float) -> ApplyOutcome:
-    """The applier on the hosts the quick read says need a change, or could not read (pyinfra then says
-    why); the others are reported as they are, unchanged."""
+def preview(transport: SshTransport, request: ApplyRequest, timeout_s: float) -> dict[str, HostOutcome]:
+    """What applying ``request`` would do on each host the quick read could read (nothing changes)."""
     snapshots, _ = read_hosts(transport, request.cluster, {h: r.link for h, r in request.hosts.items()},
                               min(timeout_s, 30.0))
     rendered = read_tree(Path(request.tree)) if request.tree else {}
-    settled = {}
-    for name, snapshot in snapshots.items():
-        outcome = planned(request.hosts[name], snapshot, host_files(rendered, name))
-        if outcome.status == "ok":
-            settled[name] = outcome
-    busy = request.model_copy(update={"hosts": {h: r for h, r in request.hosts.items() if h not in settled}})
+    return {name: planned(request.hosts[name], snapshot, host_files(rendered, name))
+            for name, snapshot in snapshots.items()}
+
+
+def apply_where_needed(transport: SshTransport, request: ApplyRequest, timeout_s: float) -> ApplyOutcome:
+    """The applier on the hosts the quick read says need a change, or could not read (pyinfra then says
+    why); the others are reported as they are, unchanged."""
+    read = preview(transport, request, timeout_s)
+    settled = {name: o for name, o in read.items() if o.status == "ok"}
+    busy = request.model_copy(update={"hosts": {h: r.model_copy(update={"reached": h in read})
+                                                for h, r in request.hosts.items() if h not in settled}})
     outcome = run_applier(busy, timeout_s)
     outcome.hosts.update(settled)
     return outcome
 
 
-def apply_rendered(inventory: Inventory, tree: Path, hosts: Sequence[str], *, check: bool = False,
-                   record: bool = True, timeout_s: float = 300.0) -> ApplyOutcome:
-    """``up``'s services stage: the render in ``tree`` onto ``hosts`` (those whose host layer is
-    ready); a host that fails is in the outcome, the others are changed. ``check``: nothing changes,
-    the outcome says what would, with diffs."""
+def rendered_request(inventory: Inventory, tree: Path, hosts: Sequence[str], *, check: bool = False,
+                     record: bool = True, listed: Sequence[str] | None = None) -> ApplyRequest:
+    """The render in ``tree`` for ``hosts``; ``listed``: only those units (and their files), the hosts'
+    other units and files left as they are."""
     wanted: dict[str, list[WantedUnit]] = {h: [] for h in hosts}
     for s in rendered_services(tree, unique_names=False):
-        if s.desired.host in wanted:
+        if s.desired.host in wanted and (listed is None or s.desired.unit.name in listed):
             wanted[s.desired.host].append(wanted_unit(s.desired))
     links = {h: t for h, t in ssh_targets(inventory).items() if h in wanted}
+    request = apply_request(inventory.cluster, tree, known_hosts_file(inventory.cluster, record=record), links, wanted,
+                            check=check)
+    for host in request.hosts.values():
+        host.listed_only = listed is not None
+    return request
+
+
+def apply_rendered(inventory: Inventory, tree: Path, hosts: Sequence[str], *, check: bool = False,
+                   record: bool = True, timeout_s: float = 300.0, listed: Sequence[str] | None = None) -> ApplyOutcome:
+    """``up``'s services stage: the render in ``tree`` onto ``hosts`` (those whose host layer is
+    ready); a host that fails is in the outcome, the others are changed. ``check``: nothing changes,
+    the outcome says what would, with diffs. ``listed``: as :func:`rendered_request`."""
     return apply_where_needed(cluster_ssh(inventory.cluster, record=record),
-                              apply_request(inventory.cluster, tree, known_hosts_file(inventory.cluster, record=record),
-                                            links, wanted, check=check), timeout_s)
+                              rendered_request(inventory, tree, hosts, check=check, record=record, listed=listed),
+                              timeout_s)
 
 
 class RemoteExecutor:

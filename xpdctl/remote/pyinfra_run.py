@@ -125,6 +125,35 @@ def _read_hosts(state: State, hosts: list[Host], cluster: str, failures: _Failur
     return {host: g.value for host, g in greenlets.items() if g.value is not None}
 
 
+# SSH connections kept between applies (this interpreter lives as long as xpdctl): a rollout applies to
+# the same hosts again and again, and pyinfra would open a new one to a host at each apply (a key
+# exchange in Python: CPU that the hosts' applies, all on one interpreter, wait for in turn).
+_CLIENTS: dict[tuple, object] = {}
+
+
+def _client_key(request: ApplyRequest, host: HostRequest) -> tuple:
+    return (host.link.address, host.link.ssh.port, host.link.ssh.user, host.link.ssh.key, request.known_hosts)
+
+
+def _reuse_connections(request: ApplyRequest, state: State) -> None:
+    for host in state.inventory:
+        wanted = request.hosts[host.name]
+        client = _CLIENTS.get(_client_key(request, wanted)) if wanted.reached else None
+        transport = client.get_transport() if client is not None else None
+        if transport is not None and transport.is_active():
+            host.connector.client = client
+            host.connected = True  # connect_all then only activates it
+
+
+def _keep_connections(request: ApplyRequest, state: State) -> None:
+    for host in state.inventory:
+        key = _client_key(request, request.hosts[host.name])
+        if host in state.activated_hosts and host not in state.failed_hosts:
+            _CLIENTS[key] = host.connector.client
+        else:  # a host that failed may have lost its connection: the next apply connects again
+            _CLIENTS.pop(key, None)
+
+
 def apply(request: ApplyRequest) -> ApplyOutcome:
     rendered = read_tree(Path(request.tree)) if request.tree else {}
     inventory = Inventory(([(name, _host_data(request, h)) for name, h in request.hosts.items()], {}))
@@ -132,6 +161,7 @@ def apply(request: ApplyRequest) -> ApplyOutcome:
     failures = _Failures()
     state.add_callback_handler(failures)
     outcomes = {name: HostOutcome(status="unreachable") for name in request.hosts}
+    _reuse_connections(request, state)
     try:
         connect_all(state)
     except PyinfraError:
@@ -174,7 +204,8 @@ def apply(request: ApplyRequest) -> ApplyOutcome:
     for name, reason in failures.by_host.items():
         if outcomes[name].status == "unreachable":
             outcomes[name].error = reason
-    disconnect_all(state)
+    disconnect_all(state)  # pyinfra's own: it drops its file-transfer sessions, the connections stay
+    _keep_connections(request, state)
     return ApplyOutcome(hosts=outcomes)
 
 

@@ -17,7 +17,7 @@ from xpdctl.errors import InputError
 from xpdctl.provision.hosts import container_image
 from xpdctl.upgrade.state import Rollout
 from xpdctl.upgrade.target import OTHER, Verdict, verdict
-from xpdctl.upgrade.tree import Files, engines, find_service, manifest_of
+from xpdctl.units.tree import Files, engines, find_service, manifest_of
 
 SHORT = 60  # values longer than this are named, not shown
 

@@ -29,7 +29,7 @@ from xpdctl.upgrade.routeradmin import RouterAdmin, RouterAdmins, admin_token
 from xpdctl.upgrade.state import Instance, Layout, Phase, Retarget, Rollout, exclusive, load_rollout, save_rollout
 from xpdctl.upgrade.steps import STEPS, Context, Options, apply_deployed, step_health, step_pairs_ok, step_undrain
 from xpdctl.upgrade.target import ALT_SUFFIX, Verdict, alt_plan, check_alt_ports, target_plan, verdict, with_image
-from xpdctl.upgrade.tree import copy_service, engines, find_service, manifest_of, without_service, write_deployed
+from xpdctl.units.tree import copy_service, engines, find_service, manifest_of, without_service, write_deployed
 from xpdctl.verify.health import Progress
 
 

@@ -26,7 +26,7 @@ from xpdctl.units.rendered import rendered_services
 from xpdctl.units.state import Executor
 from xpdctl.upgrade.routeradmin import BackendView, RouterAdmins
 from xpdctl.upgrade.state import Instance, Layout, Rollout
-from xpdctl.upgrade.tree import copy_service, manifest_of, without_service, write_deployed
+from xpdctl.units.tree import copy_service, manifest_of, without_service, write_deployed
 from xpdctl.upgrade.warmup import warm_pair
 from xpdctl.verify.health import Progress, Target, wait_healthy
 from xpdctl.verify.kvpath import agent_pairs

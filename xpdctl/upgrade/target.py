@@ -18,7 +18,7 @@ from xpdctl.errors import InputError
 from xpdctl.inventory import LoadedInventory
 from xpdctl.inventory.topology import pool, pool_port, runtime_of
 from xpdctl.plan import HostPlan, Plan, build_plan, engine_services
-from xpdctl.upgrade.tree import engines
+from xpdctl.units.tree import engines
 
 OTHER = {"prefill": "decode", "decode": "prefill"}
 ALT_SUFFIX = "-next"  # surge and green instances: beside the old ones, under other names and ports

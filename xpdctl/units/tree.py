@@ -1,8 +1,9 @@
 """Edits of a rendered tree (``render``'s files: ``manifest.json`` + ``hosts/<host>/...``), one service at a time.
 
 During a rollout the cluster's deployed tree is a mix: upgraded services carry the target's files,
-the others still carry the files they run with. These functions move one service's unit, env file
-and manifest entry between trees; shared files (router.yaml, kv-agent.yaml) are left as they are.
+the others still carry the files they run with; a router handoff (deploy/handoff.py) adds a stand-in
+router for a while. These functions move one service's unit, env file and manifest entry between
+trees; shared files (router.yaml, kv-agent.yaml) are left as they are.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def copy_service(into: Files, source: Files, name: str) -> Files:
     """``into`` with service ``name``'s files and manifest entry taken from ``source`` (in its place, if any)."""
     found = find_service(manifest_of(source), name)
     if found is None:
-        raise ExecutionError(f"service {name} is not in the render being rolled out; start the upgrade again")
+        raise ExecutionError(f"service {name} is not in the render it is taken from; render the cluster again "
+                             "(a rollout: start the upgrade again)")
     host, entry = found
     before = find_service(manifest_of(into), name)
     out = {rel: f for rel, f in into.items() if before is None or rel not in _own_files(before[1])}

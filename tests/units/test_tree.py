@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from xpdctl.inventory import load_inventory
 from xpdctl.plan import build_plan
 from xpdctl.render import read_tree, render_files, write_tree
-from xpdctl.upgrade.tree import copy_service, find_service, manifest_of, without_service, write_deployed
+from xpdctl.units.tree import copy_service, find_service, manifest_of, without_service, write_deployed
 
-from upgrade_helpers import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _render(**engine):
