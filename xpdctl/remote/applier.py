@@ -34,9 +34,10 @@ class HostRequest(BaseModel):
     # Only the listed units and their files: the host's other units and files are left as they are (a
     # router's stand-in started beside it, deploy/handoff.py).
     listed_only: bool = False
-    # The executor's quick read reached the host a moment ago, so a connection the applier kept to it
-    # from an earlier apply may serve (one to a host that went away would hang instead of failing).
-    reached: bool = False
+    # What the executor's quick read found on the host a moment ago: the applier plans from it instead of
+    # reading the host again, and may use a connection it kept to the host from an earlier apply (one to
+    # a host that went away would hang instead of failing). None: the applier connects and reads.
+    snapshot: HostSnapshot | None = None
 
 
 class ApplyRequest(BaseModel):

@@ -66,22 +66,28 @@ def read_hosts(transport: SshTransport, cluster: str, links: dict[str, HostLink]
     return snapshots, problems
 
 
-def preview(transport: SshTransport, request: ApplyRequest, timeout_s: float) -> dict[str, HostOutcome]:
-    """What applying ``request`` would do on each host the quick read could read (nothing changes)."""
+def _read_and_plan(transport: SshTransport, request: ApplyRequest, timeout_s: float
+                   ) -> dict[str, tuple[HostSnapshot, HostOutcome]]:
     snapshots, _ = read_hosts(transport, request.cluster, {h: r.link for h, r in request.hosts.items()},
                               min(timeout_s, 30.0))
     rendered = read_tree(Path(request.tree)) if request.tree else {}
-    return {name: planned(request.hosts[name], snapshot, host_files(rendered, name))
+    return {name: (snapshot, planned(request.hosts[name], snapshot, host_files(rendered, name)))
             for name, snapshot in snapshots.items()}
+
+
+def preview(transport: SshTransport, request: ApplyRequest, timeout_s: float) -> dict[str, HostOutcome]:
+    """What applying ``request`` would do on each host the quick read could read (nothing changes)."""
+    return {name: outcome for name, (_, outcome) in _read_and_plan(transport, request, timeout_s).items()}
 
 
 def apply_where_needed(transport: SshTransport, request: ApplyRequest, timeout_s: float) -> ApplyOutcome:
     """The applier on the hosts the quick read says need a change, or could not read (pyinfra then says
     why); the others are reported as they are, unchanged."""
-    read = preview(transport, request, timeout_s)
-    settled = {name: o for name, o in read.items() if o.status == "ok"}
-    busy = request.model_copy(update={"hosts": {h: r.model_copy(update={"reached": h in read})
-                                                for h, r in request.hosts.items() if h not in settled}})
+    read = _read_and_plan(transport, request, timeout_s)
+    settled = {name: outcome for name, (_, outcome) in read.items() if outcome.status == "ok"}
+    busy = request.model_copy(update={"hosts": {
+        h: r.model_copy(update={"snapshot": read[h][0] if h in read else None})
+        for h, r in request.hosts.items() if h not in settled}})
     outcome = run_applier(busy, timeout_s)
     outcome.hosts.update(settled)
     return outcome

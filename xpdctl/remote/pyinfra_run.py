@@ -138,7 +138,7 @@ def _client_key(request: ApplyRequest, host: HostRequest) -> tuple:
 def _reuse_connections(request: ApplyRequest, state: State) -> None:
     for host in state.inventory:
         wanted = request.hosts[host.name]
-        client = _CLIENTS.get(_client_key(request, wanted)) if wanted.reached else None
+        client = _CLIENTS.get(_client_key(request, wanted)) if wanted.snapshot is not None else None
         transport = client.get_transport() if client is not None else None
         if transport is not None and transport.is_active():
             host.connector.client = client
@@ -167,7 +167,8 @@ def apply(request: ApplyRequest) -> ApplyOutcome:
     except PyinfraError:
         pass  # no host answered: each one's reason is in failures
     hosts = {h.name: h for h in state.inventory.get_active_hosts()}
-    snapshots = _read_hosts(state, list(hosts.values()), request.cluster, failures)
+    snapshots = {h: request.hosts[h.name].snapshot for h in hosts.values() if request.hosts[h.name].snapshot}
+    snapshots |= _read_hosts(state, [h for h in hosts.values() if h not in snapshots], request.cluster, failures)
     prepared: dict[str, Host] = {}
     for name, host in hosts.items():
         snapshot = snapshots.get(host)
