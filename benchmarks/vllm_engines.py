@@ -73,7 +73,8 @@ def _inventory(prefills: int, decodes: int, logs: Path, decode_args: list[str], 
     base = free_port_block(3 * n + 2)
     data["pools"]["prefill"].update(instances_per_host=prefills, port=base)
     data["pools"]["decode"].update(instances_per_host=decodes, port=base + prefills, extra_args=decode_args)
-    data["kv"] = {**data["kv"], "side_channel_port": base + n, "events_port": base + 2 * n, "agent_port": base + 3 * n, **kv}
+    data["kv"] = {**data["kv"], "side_channel_port": base + n, "events_port": base + 2 * n, "agent_port": base + 3 * n,
+                  **kv}
     data["router"]["port"] = base + 3 * n + 1
     path = logs / "engines-inventory.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
