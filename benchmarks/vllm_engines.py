@@ -8,8 +8,9 @@
 
 Each engine runs the command line and environment that ``xpdctl up`` gives it (the tiny GPT-OSS model,
 prefix caching with sha256_cbor block hashes, KV events over ZMQ, NIXL over UCX/TCP, the NIXL
-progress-thread hook of templates/engine/sitecustomize.py), with these differences, all for running
-more engines than the machine has cores, and for benchmarking:
+progress-thread hook of templates/engine/sitecustomize.py when ``kv.nixl_progress_poll_ms`` asks for
+it), with these differences, all for running more engines than the machine has cores, and for
+benchmarking:
 
 - the inventory asks for as many "cores" (vendor cpu) as engines, and engine i is bound to core
   i mod the machine's core count (``VLLM_CPU_OMP_THREADS_BIND``): on a 2-core machine two prefills
@@ -81,6 +82,11 @@ def _inventory(prefills: int, decodes: int, logs: Path, decode_args: list[str], 
     return path
 
 
+def _hook(env: dict) -> dict:
+    """The start-up hook as shipped, where the plan renders it (its rendered folder is not on this machine)."""
+    return {"PYTHONPATH": str(REPO / "templates" / "engine")} if "PYTHONPATH" in env else {}
+
+
 def _without(args: list[str], flag: str) -> list[str]:
     i = args.index(flag)
     return args[:i] + args[i + 2:]
@@ -99,8 +105,7 @@ def start(prefills: int, decodes: int, logs: Path, decode_args: list[str] = (), 
     cores = os.cpu_count() or 1
     engines = []
     for i, s in enumerate(s for s in plan.services() if s.role in ("prefill", "decode")):
-        env = {**s.env, "PYTHONPATH": str(REPO / "templates" / "engine"), "VLLM_CPU_OMP_THREADS_BIND": str(i % cores),
-               "VLLM_SERVER_DEV_MODE": "1"}
+        env = {**s.env, **_hook(s.env), "VLLM_CPU_OMP_THREADS_BIND": str(i % cores), "VLLM_SERVER_DEV_MODE": "1"}
         service = children.Service(s.name, str(s.details["url"]), children.spawn(s.name, list(s.command), None, logs, env),
                                    logs / f"{s.name}.log")
         engines.append(Engine(s.name, s.role, service.url, service))
@@ -109,8 +114,7 @@ def start(prefills: int, decodes: int, logs: Path, decode_args: list[str] = (), 
         port = free_port_block(1)
         argv = _without(_without(list(first.command), "--kv-transfer-config"), "--kv-events-config")
         argv[argv.index("--port") + 1] = str(port)
-        env = {**first.env, "PYTHONPATH": str(REPO / "templates" / "engine"),
-               "VLLM_CPU_OMP_THREADS_BIND": str(len(engines) % cores)}
+        env = {**first.env, **_hook(first.env), "VLLM_CPU_OMP_THREADS_BIND": str(len(engines) % cores)}
         url = f"http://{first.details['url'].split('//')[1].rsplit(':', 1)[0]}:{port}"
         service = children.Service("aggregated", url, children.spawn("aggregated", argv, None, logs, env),
                                    logs / "aggregated.log")
