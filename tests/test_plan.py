@@ -43,8 +43,6 @@ def test_engine_env_carries_side_channel_ucx_and_visible_devices():
         "VLLM_NIXL_SIDE_CHANNEL_HOST": "10.0.0.11",
         "VLLM_NIXL_SIDE_CHANNEL_PORT": "5600",
         "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60",  # far beyond the router's 4 s of idle keep-alive
-        "PYTHONPATH": "/etc/xpdctl/python",  # the start-up hook (test_render.py)
-        "XPD_NIXL_PROGRESS_POLL_US": "100000",
     }
     assert services["xpd-lab-decode-0"].env["HIP_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
 

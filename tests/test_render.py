@@ -49,7 +49,7 @@ def test_render_twice_gives_identical_bytes(tmp_path):
     write_tree(_files("inventory/lab.yaml", {"HF_TOKEN": "hf_x"}), tmp_path / "b")  # over itself
     a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
     b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
-    assert a == b and len(a) == 27  # 18 host files, the manifest, 8 observability files
+    assert a == b and len(a) == 25  # 16 host files, the manifest, 8 observability files
 
 
 def test_layout_and_modes(tmp_path):
@@ -60,7 +60,6 @@ def test_layout_and_modes(tmp_path):
         "etc/systemd/system/xpd-lab-prefill-0.service",
         "etc/xpdctl/container-run",
         "etc/xpdctl/kv-agent.yaml",
-        "etc/xpdctl/python/sitecustomize.py",
         "etc/xpdctl/xpd-lab-kv-agent.env",
         "etc/xpdctl/xpd-lab-prefill-0.env",
     ]
@@ -223,7 +222,9 @@ def test_units_pass_systemd_analyze_verify(tmp_path, name):
 
 def test_engine_hook_follows_the_progress_poll_setting(lab_data, write_inventory):
     """kv.nixl_progress_poll_ms reaches vLLM engines as the start-up hook and its environment; 0 (NIXL's
-    own busy polling) renders neither, and the router/KV agent never get it."""
+    own busy polling, the default) renders neither, and the router/KV agent never get it."""
+    assert "nixl_progress_poll_ms" not in lab_data["kv"]
+    lab_data["kv"]["nixl_progress_poll_ms"] = 100
     plan = build_plan(load_inventory(write_inventory(lab_data)), {})
     engines = [s for s in plan.services() if s.role in ("prefill", "decode")]
     assert {s.env["XPD_NIXL_PROGRESS_POLL_US"] for s in engines} == {"100000"}
@@ -239,7 +240,7 @@ def test_engine_hook_follows_the_progress_poll_setting(lab_data, write_inventory
         "hosts/h100-01/etc/xpdctl/python/sitecustomize.py",
         "hosts/mi300x-01/etc/xpdctl/python/sitecustomize.py",
     ]
-    lab_data["kv"]["nixl_progress_poll_ms"] = 0
+    del lab_data["kv"]["nixl_progress_poll_ms"]  # the default: NIXL's own
     plan = build_plan(load_inventory(write_inventory(lab_data)), {})
     assert not any(s.env.get("PYTHONPATH") == "/etc/xpdctl/python" or "XPD_NIXL_PROGRESS_POLL_US" in s.env
                    for s in plan.services())
@@ -261,10 +262,12 @@ def test_tracing_endpoint_reaches_the_router_and_every_vllm_engine(lab_data, wri
     assert "otlp_endpoint: http://collector:4318/v1/traces" in router
 
 
-def test_bytecode_python_writes_beside_the_hook_is_not_part_of_the_render(tmp_path):
+def test_bytecode_python_writes_beside_the_hook_is_not_part_of_the_render(tmp_path, lab_data, write_inventory):
     """A local engine runs the hook from the rendered tree, and Python caches its bytecode there: the
     next `up` reads the tree back and must neither read nor remove that file."""
-    files = _files("inventory/lab.yaml")
+    lab_data["kv"]["nixl_progress_poll_ms"] = 100  # the hook is rendered only then
+    files = render_files(build_plan(load_inventory(write_inventory(lab_data)), {}))
+    tmp_path = tmp_path / "tree"
     write_tree(files, tmp_path)
     cache = tmp_path / "hosts" / "h100-01" / "etc" / "xpdctl" / "python" / "__pycache__" / "sitecustomize.cpython-311.pyc"
     cache.parent.mkdir()

@@ -18,7 +18,7 @@ from xpdctl.plan import build_plan  # noqa: E402
 
 @pytest.mark.parametrize(("prefills", "decodes"), [(2, 1), (1, 2)])
 def test_the_engines_inventory_validates_and_gives_every_engine_its_own_ports(tmp_path, prefills, decodes):
-    plan = build_plan(load_inventory(vllm_engines._inventory(prefills, decodes, tmp_path, ["--enable-log-requests"])),
+    plan = build_plan(load_inventory(vllm_engines._inventory(prefills, decodes, tmp_path, ["--enable-log-requests"], {})),
                       os.environ)
     engines = [s for s in plan.services() if s.role in ("prefill", "decode")]
     assert [s.role for s in engines] == ["prefill"] * prefills + ["decode"] * decodes
@@ -30,6 +30,17 @@ def test_the_engines_inventory_validates_and_gives_every_engine_its_own_ports(tm
     router = next(h.router_config for h in plan.hosts.values() if h.router_config is not None)
     assert [b.url for b in router.backends] == [s.details["url"] for s in engines]
     assert router.prefix_routing.tokenizer
+
+
+def test_kv_settings_given_to_the_engines_reach_their_plan(tmp_path):
+    """benchmarks/pd_diagnose.py --kv: e.g. NIXL's progress-thread hook off, or the hybrid KV cache manager."""
+    kv = {"nixl_progress_poll_ms": 100, "hybrid_kv_cache_manager": "off"}
+    plan = build_plan(load_inventory(vllm_engines._inventory(2, 1, tmp_path, [], kv)), os.environ)
+    engines = [s for s in plan.services() if s.role in ("prefill", "decode")]
+    assert all(s.env.get("XPD_NIXL_PROGRESS_POLL_US") == "100000" and "--disable-hybrid-kv-cache-manager" in s.command
+               for s in engines)
+    default = build_plan(load_inventory(vllm_engines._inventory(2, 1, tmp_path, [], {})), os.environ)
+    assert not any("XPD_NIXL_PROGRESS_POLL_US" in s.env for s in default.services())
 
 
 def test_an_unset_option_takes_the_engines_kind_default_and_a_given_one_wins():

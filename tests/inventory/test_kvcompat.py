@@ -152,6 +152,24 @@ def test_builds_never_measured_together_are_a_warning_saying_why():
     assert any(r.startswith("NIXL builds differ: nixl 1.5.1 -> RIXL f33a5599 not measured") for r in pair.reasons)
 
 
+def test_a_sliding_window_model_is_warned_of_vllms_freed_window_block_unless_the_manager_is_off(write_inventory):
+    """vLLM 0.32's prefill frees a block the decode still reads for one prompt length in every block
+    (docs/kv-handshake.md, measured with benchmarks/pd_diagnose.py): inventory/local.yaml (tiny GPT-OSS,
+    hybrid, manager auto) is warned; with the manager off, or a model without sliding windows, it is not."""
+    import yaml
+
+    loaded = load_inventory("inventory/local.yaml")
+    (warning,) = [w for w in loaded.warnings if "sliding-window block" in w]
+    assert "kv.hybrid_kv_cache_manager" in warning
+    assert "vllm 0.32.0 vllm/v1/core/sched/scheduler.py:3025" in warning
+    data = yaml.safe_load(open("inventory/local.yaml"))
+    data["engine"]["python"] = "/usr/bin/python3"  # the copy lives elsewhere; its path is not what is tested
+    for change in ({"kv": {**data["kv"], "hybrid_kv_cache_manager": "off"}},
+                   {"model": {**data["model"], "hybrid": False}}):
+        assert not [w for w in load_inventory(write_inventory({**data, **change})).warnings
+                    if "sliding-window block" in w]
+
+
 def test_builds_measured_broken_are_refused(refusals, lab_data, monkeypatch):
     """A cell measured broken (a table written here: none of the shipped cells is broken) refuses the pair."""
     from xpdctl.inventory import kvcompat

@@ -63,6 +63,11 @@ def test_cited_lines_match_the_installed_release():
     body = "\n".join(_installed_source(entry.handshake.file).read_text().splitlines()[entry.handshake.line:][:80])
     for factor in entry.handshake.factors:
         assert f'"{factor}":' in body, factor
+    if entry.pd_window_gap is not None:  # the prefill's freeing before the connector sees the blocks
+        gap = entry.pd_window_gap
+        assert "remove_skipped_blocks(" in line(gap.file, gap.line)
+        before = _installed_source(gap.file).read_text().splitlines()[gap.line - 30:gap.line]
+        assert any("def _connector_finished" in text for text in before)
     for vendor, default in entry.attention_default.items():  # the backend vLLM picks unforced
         assert f"AttentionBackendEnum.{default.backend}" in line(default.file, default.line), vendor
         for module, chosen in default.if_module.items():

@@ -192,6 +192,28 @@ def test_refusal_rules():
     assert migration.refusal({"prompt": "x", "stream_options": {"continuous_usage_stats": True}}, False) == "continuous_usage"
 
 
+@pytest.mark.parametrize("details", [True, False], ids=["reasoning-parser", "no-parser"])
+def test_a_continued_chat_keeps_the_usage_details_its_engines_give_a_chat(details):
+    """vLLM adds ``completion_tokens_details`` to a chat's usage when it runs a reasoning parser (the vLLM
+    tier's engines do); a continuation is a completions stream without them. Found on real engines
+    (tests/vllm_tier/test_migration_killed_engine.py, 2026-12-02): a migrated chat equal in text to the
+    uninterrupted run, its usage without them. The prefill leg's chat answer shows which the engines give."""
+    usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+    extra = {"completion_tokens_details": {"reasoning_tokens": 0}} if details else {}
+    ledger = migration.StreamLedger(chat=True, keep_ids=False)
+    ledger.note_prefill_answer({"choices": [{"index": 0, "message": {"content": "x"}}], "usage": {**usage, **extra},
+                                "kv_transfer_params": {"do_remote_prefill": True}})
+    first = {"id": "chatcmpl-1", "created": 1, "model": "m", "prompt_token_ids": [1, 2, 3, 4, 5],
+             "choices": [{"index": 0, "delta": {"content": "a"}, "token_ids": [7]}]}
+    ledger.feed(b"data: " + json.dumps(first).encode() + b"\n\n")
+    ledger.new_leg()
+    tail = {"id": "cmpl-2", "created": 2, "model": "m", "choices": [],
+            "usage": {"prompt_tokens": 6, "completion_tokens": 1, "total_tokens": 7}}
+    out = ledger.feed(b"data: " + json.dumps(tail).encode() + b"\n\n")
+    assert json.loads(out.removeprefix(b"data: "))["usage"] == {
+        "prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7, **extra}
+
+
 def test_a_chat_continuation_keeps_sampling_and_counts_down_the_budget():
     body = {"model": "m", "messages": CHAT, "max_completion_tokens": 10, "min_tokens": 4, "temperature": 0,
             "tools": None, "stream": True, "stream_options": {"include_usage": True}}

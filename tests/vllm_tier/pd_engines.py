@@ -24,8 +24,8 @@ import yaml
 from tests.conftest import REPO, VLLM_START_TIMEOUT_S, _wait_health
 
 # The engines' start-up hook as shipped (templates/engine/sitecustomize.py needs no rendering): rendered
-# units point PYTHONPATH at /etc/xpdctl/python, which these engines started by hand do not have. Without
-# it each engine worker's NIXL progress thread keeps a core busy (benchmarks/idle_bench.py).
+# units point PYTHONPATH at /etc/xpdctl/python, which these engines started by hand do not have. Used
+# only where the plan renders it (``kv.nixl_progress_poll_ms`` above 0; docs/kv-agent.md).
 HOOK_DIR = REPO / "templates" / "engine"
 
 

@@ -346,6 +346,7 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
                 "set the same block_size on both pools",
             )
         )
+    _window_gap(inv, settings, decision)
     why(_prefix_caching_reason(inv))
     why(_nixl_reason(p, d))
     _nixl_interop(inv, decision)
@@ -359,6 +360,23 @@ def _pair(inv: Inventory, settings: KvSettings, p: Side, d: Side) -> PairDecisio
         bare = " and ".join(s.host for s in (p, d) if not s.nics)
         why(f"network: no RDMA NICs declared on {bare}, so UCX moves KV over TCP")
     return decision
+
+
+def _window_gap(inv: Inventory, settings: KvSettings, decision: PairDecision) -> None:
+    """A sliding-window model with the hybrid KV cache manager not off: the prefill's release may free a
+    block the decode still reads (docs/kv-handshake.md, "PD answers and prompt length")."""
+    p, d = decision.prefill, decision.decode
+    gap = p.release.pd_window_gap if p.release is not None else None
+    if not inv.model.hybrid or settings.hybrid_kv_cache_manager == "off" or gap is None:
+        return
+    decision.warnings.append(Problem(
+        ("kv", "hybrid_kv_cache_manager"),
+        f"{p.host} -> {d.host}: with the hybrid KV cache manager {settings.hybrid_kv_cache_manager}, vLLM "
+        f"{p.release.version}'s prefill frees a sliding-window block the decode still reads when (prompt tokens "
+        f"- sliding window + 1) is a multiple of the block size (vllm {p.release.version} {gap}); such answers "
+        "may differ from an aggregated engine's; kv.hybrid_kv_cache_manager: off avoids it at the cost of "
+        "full-length KV for the sliding-window layers (docs/kv-handshake.md)",
+    ))  # fmt: skip
 
 
 def _prefix_caching_reason(inv: Inventory) -> str:

@@ -73,10 +73,11 @@ class Kv(_Strict):
     # First port of the engines' KV event publishers on each host (pools with prefix_caching on).
     events_port: int = Field(5700, ge=1, le=65535)
     agent_port: int = Field(8788, ge=1, le=65535)
-    # How long NIXL's progress thread in each vLLM engine sleeps while no KV moves (it still wakes at
-    # once for a transfer). 0 keeps NIXL's own default: a thread polling without sleep, one busy core
-    # per engine worker even when idle. docs/kv-agent.md ("Idle engines") has the measurements.
-    nixl_progress_poll_ms: int = Field(100, ge=0, le=10_000)
+    # How long NIXL's progress thread in each vLLM engine may sleep in poll(). 0 (the default) keeps
+    # NIXL's own: a thread polling without sleep, one busy core per engine worker even when idle. Any
+    # other value (1 and 100 measured) made the decode's KV reads wait for vLLM's 30 s KV lease:
+    # docs/kv-agent.md, "NIXL's progress thread in the engines".
+    nixl_progress_poll_ms: int = Field(0, ge=0, le=10_000)
 
 
 class Ssh(_Strict):

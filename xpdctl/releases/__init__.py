@@ -109,6 +109,9 @@ class Release(_Data):
     kv_load_failure_policy: FailurePolicy
     attention_default: dict[str, AttentionDefault] = {}  # vendor -> what vLLM picks unforced; {}: not read
     accepts: Accepts | None = None  # None: not read for this release yet
+    # Where the prefill frees the sliding-window block a decode's recomputed last prompt token still
+    # needs (docs/kv-handshake.md, "PD answers and prompt length"); None: not read for this release.
+    pd_window_gap: SourceLine | None = None
 
     def nixl_import(self, vendor: str) -> NixlImport:
         found = self.nixl.for_vendor(vendor)

@@ -98,9 +98,18 @@ class StreamLedger:
         self.head: dict[str, Any] = {}  # the client's id, created, model
         self.carried = 0  # tokens generated before the current leg
         self.continuing = False
+        self.reasoning_details = False  # the engines add completion_tokens_details to a chat's usage
         self._before = self._last = b""
         self.error: EngineError | None = None  # the current leg sent an error event
         self._partial = b""
+
+    def note_prefill_answer(self, answer: Any) -> None:
+        """The prefill leg's chat answer shows whether the engines give a chat's usage
+        ``completion_tokens_details``: vLLM does whenever it runs a reasoning parser (vLLM 0.32
+        entrypoints/openai/chat_completion/serving.py:160, and :845-851 for a stream's final usage). A
+        continuation is a completions stream, whose usage never has them."""
+        used = answer.get("usage") if isinstance(answer, dict) else None
+        self.reasoning_details = self.chat and isinstance(used, dict) and "completion_tokens_details" in used
 
     def new_leg(self) -> None:
         """The next bytes come from another leg: a continuation (a completions stream) once the client
@@ -186,6 +195,10 @@ class StreamLedger:
             prompt, completion = used.get("prompt_tokens"), used.get("completion_tokens")
             if isinstance(prompt, int) and isinstance(completion, int):
                 used = {**used, "prompt_tokens": prompt - self.carried, "completion_tokens": completion + self.carried}
+            if self.reasoning_details:
+                # 0: a chat whose stream carried reasoning is not continued (chat_parser), and a
+                # continuation's text reaches the client as content, unparsed.
+                used = {"completion_tokens_details": {"reasoning_tokens": 0}, **used}
             out["usage"] = used
         return out
 

@@ -206,7 +206,7 @@ class Proxy:
             tried.add(prefill.url)
             try:
                 kv = await self._prefill_leg(prefill, prefill_payload, chat, headers,
-                                             want.prefill_work if want is not None else 0)
+                                             want.prefill_work if want is not None else 0, ledger)
             except LegAnswered as answered:
                 return answered.response
             except LegFailed as exc:
@@ -238,7 +238,8 @@ class Proxy:
             return error_response(503, "no healthy decode backend; check `GET /admin/backends` and the engines' /health")
         return await self._decode_leg(request, None, decode, raw, chat, stream, headers, started, body, ledger)
 
-    async def _prefill_leg(self, prefill: Backend, payload: bytes, chat: bool, headers: dict, work: int) -> dict:
+    async def _prefill_leg(self, prefill: Backend, payload: bytes, chat: bool, headers: dict, work: int,
+                           ledger: migration.StreamLedger | None = None) -> dict:
         url = prefill.chat_url if chat else prefill.completions_url
         t0 = time.monotonic()
         prefill.in_flight += 1
@@ -261,9 +262,12 @@ class Proxy:
         if status != 200:
             raise LegAnswered(web.Response(status=status, body=data, headers={"Content-Type": content_type}))
         try:
-            kv = pdcontract.kv_transfer_params(orjson.loads(data))
+            answer = orjson.loads(data)
         except ValueError:
-            kv = None
+            answer = None
+        kv = pdcontract.kv_transfer_params(answer)
+        if ledger is not None:
+            ledger.note_prefill_answer(answer)
         if kv is None:
             raise self._failed(prefill, LegFailed(
                 502, "contract", f"prefill {prefill.url} returned no kv_transfer_params: is it a vLLM KV producer "
