@@ -74,6 +74,9 @@ def _inventory(prefills: int, decodes: int, logs: Path, decode_args: list[str], 
     base = free_port_block(3 * n + 2)
     data["pools"]["prefill"].update(instances_per_host=prefills, port=base)
     data["pools"]["decode"].update(instances_per_host=decodes, port=base + prefills, extra_args=decode_args)
+    # local.yaml lets its one prefill's progress threads sleep (a 2-core machine); these engines are
+    # several prefills, which that setting stalls (docs/kv-agent.md): xpdctl's default unless ``kv`` says.
+    data["kv"].pop("nixl_progress_poll_ms", None)
     data["kv"] = {**data["kv"], "side_channel_port": base + n, "events_port": base + 2 * n, "agent_port": base + 3 * n,
                   **kv}
     data["router"]["port"] = base + 3 * n + 1
