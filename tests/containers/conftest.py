@@ -101,7 +101,7 @@ def lab(tmp_path_factory, testhosts_possible):
         base = builder.base_image(say)
         timings["base_s"] = time.monotonic() - started
         pushed_as = f"{record.gateway}:{registry.PORT}/xpd/xpdctl"
-        timings["build_s"] = builder.build_xpdctl(base, f"{pushed_as}:ci", say)
+        timings["build_s"] = builder.build(builder.XPDCTL, base, f"{pushed_as}:ci", say)
         pushed = builder.push(f"{pushed_as}:ci", say)
         timings["push_s"] = pushed.seconds
         # The hosts pull the same manifest under the registry's name, over verified HTTPS.
