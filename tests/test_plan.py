@@ -45,8 +45,12 @@ def test_engine_env_carries_side_channel_ucx_and_visible_devices():
         "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60",  # far beyond the router's 4 s of idle keep-alive
         "PYTHONPATH": "/etc/xpdctl/python",  # the start-up hook (test_render.py)
         "XPD_NIXL_PROGRESS_POLL_US": "100000",
+        # vLLM's compile cache on the host, mounted into the container, so a restart does not recompile
+        "VLLM_CACHE_ROOT": "/var/cache/xpdctl/vllm/xpd-lab-prefill-0",
     }
     assert services["xpd-lab-decode-0"].env["HIP_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
+    volume = "--volume=/var/cache/xpdctl/vllm/xpd-lab-prefill-0:/var/cache/xpdctl/vllm/xpd-lab-prefill-0"
+    assert volume in services["xpd-lab-prefill-0"].command
 
 
 def test_cross_vendor_vllm_args():

@@ -209,7 +209,7 @@ def vllm_args(inv: Inventory, settings: KvSettings, vendor: VendorProfile, p: Pl
     if inv.observability.otlp_traces_endpoint:
         # vLLM's spans join the router's trace: it reads the traceparent each leg sends.
         args += ["--otlp-traces-endpoint", inv.observability.otlp_traces_endpoint]
-    return args + builder_vllm_args(model.builder) + list(inv.engine.extra_args) + list(the_pool.extra_args)
+    return args + builder_vllm_args(model.builder, model.weights_path) + list(inv.engine.extra_args) + list(the_pool.extra_args)
 
 
 def _sim_args(inv: Inventory, p: Placement, host: Host) -> list[str]:
