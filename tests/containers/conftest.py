@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +62,8 @@ class Lab:
     pushed_as: str  # the same repository under this machine's name of the registry (for pushes)
     base: str  # the builder's base image tag
     timings: dict[str, float] = field(default_factory=dict)
+    fleet: str = FLEET
+    images: dict[str, str] = field(default_factory=dict)  # every image built, by recipe name, as hosts pull it
 
     @property
     def env(self) -> dict[str, str]:
@@ -72,7 +76,7 @@ class Lab:
 
     def on(self, host: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """``command`` on a test host over real SSH."""
-        argv = fleet.ssh_argv(FLEET, self.record.host(host).address)
+        argv = fleet.ssh_argv(self.fleet, self.record.host(host).address)
         argv[-1:-1] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
         return subprocess.run([*argv, command], capture_output=True, text=True, timeout=timeout)
 
@@ -81,9 +85,14 @@ class Lab:
         return Load(router_url, TOKEN, "tiny-gpt-oss", **kw)
 
 
-@pytest.fixture(scope="package")
-def lab(tmp_path_factory, testhosts_possible):
-    tmp = tmp_path_factory.mktemp("containers")
+@contextmanager
+def open_lab(tmp: Path, name: str, subnet: str, gpus: list[GpuDecl | None],
+             recipes: tuple[builder.Recipe, ...] = (builder.XPDCTL,)) -> Iterator[Lab]:  # fmt: skip
+    """A fleet with its registry, ``recipes``' images built here and pushed there; all removed after.
+
+    The inventory fleet.create writes (hosts with GPUs only) gets `runtime: container` and the xpdctl
+    image; a lab of other hosts writes its own (``lab.images`` has every image's reference).
+    """
     patch = pytest.MonkeyPatch()
     # fleet.create registers the hosts' keys in the cluster's state dir, where `up` and SSH look.
     patch.setenv("XPDCTL_STATE_DIR", str(tmp / "state"))
@@ -92,30 +101,41 @@ def lab(tmp_path_factory, testhosts_possible):
         timings: dict[str, float] = {}
         started = time.monotonic()
         native = tmp / "native.yaml"
-        record = fleet.create(FLEET, 2, [GpuDecl(vendor="nvidia", count=1), GpuDecl(vendor="amd", count=1)],
-                              subnet=SUBNET, inventory_path=native, declare_nics=False,
+        record = fleet.create(name, len(gpus), gpus, subnet=subnet,
+                              inventory_path=native if any(gpus) else None, declare_nics=False,
                               with_registry=True)  # fmt: skip
         timings["fleet_s"] = time.monotonic() - started
         started = time.monotonic()
         daemon = builder.start_daemon()
         base = builder.base_image(say)
         timings["base_s"] = time.monotonic() - started
-        pushed_as = f"{record.gateway}:{registry.PORT}/xpd/xpdctl"
-        timings["build_s"] = builder.build_xpdctl(base, f"{pushed_as}:ci", say)
-        pushed = builder.push(f"{pushed_as}:ci", say)
-        timings["push_s"] = pushed.seconds
-        # The hosts pull the same manifest under the registry's name, over verified HTTPS.
-        image = f"{registry.NAME}:{registry.PORT}/xpd/xpdctl@{pushed.digest}"
-        loaded = yaml.safe_load(native.read_text())
-        loaded["engine"] = {**loaded["engine"], "runtime": "container", "xpdctl_image": image}
+        images: dict[str, str] = {}
+        for recipe in recipes:
+            pushed_as = f"{record.gateway}:{registry.PORT}/xpd/{recipe.name}"
+            timings[f"{recipe.name}_build_s"] = builder.build(recipe, base, f"{pushed_as}:ci", say)
+            pushed = builder.push(f"{pushed_as}:ci", say)
+            timings[f"{recipe.name}_push_s"] = pushed.seconds
+            # The hosts pull the same manifest under the registry's name, over verified HTTPS.
+            images[recipe.name] = f"{registry.NAME}:{registry.PORT}/xpd/{recipe.name}@{pushed.digest}"
         inventory = tmp / "containers.yaml"
-        inventory.write_text(yaml.safe_dump(loaded, sort_keys=False))
-        yield Lab(tmp, record, inventory, image, pushed_as, base, timings)
+        if native.exists():
+            loaded = yaml.safe_load(native.read_text())
+            loaded["engine"] = {**loaded["engine"], "runtime": "container", "xpdctl_image": images["xpdctl"]}
+            inventory.write_text(yaml.safe_dump(loaded, sort_keys=False))
+        yield Lab(tmp, record, inventory, images["xpdctl"], f"{record.gateway}:{registry.PORT}/xpd/xpdctl", base,
+                  timings, fleet=name, images=images)  # fmt: skip
     finally:
         if daemon is not None:
             builder.stop_daemon(daemon)
-        fleet.destroy(FLEET)
+        fleet.destroy(name)
         patch.undo()
+
+
+@pytest.fixture(scope="package")
+def lab(tmp_path_factory, testhosts_possible):
+    with open_lab(tmp_path_factory.mktemp("containers"), FLEET, SUBNET,
+                  [GpuDecl(vendor="nvidia", count=1), GpuDecl(vendor="amd", count=1)]) as made:  # fmt: skip
+        yield made
 
 
 @pytest.fixture(scope="package")

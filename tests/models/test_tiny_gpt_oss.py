@@ -77,3 +77,19 @@ def test_leftover_of_a_killed_build_is_discarded(tmp_path):
 def test_unknown_builder_names_the_known_ones(tmp_path):
     with pytest.raises(InputError, match="tiny-gpt-oss"):
         ensure_model("huge-model", tmp_path / "m")
+
+
+def test_the_model_folder_carries_the_reasoning_parser_its_engines_load(built, tmp_path):
+    """Engines on other hosts and in containers see the model's folder, not xpdctl's tree: the plugin
+    vLLM is told to load is a file of that folder, and a folder built before it was carried gets it."""
+    from xpdctl.models import builder_vllm_args
+    from xpdctl.models.tiny_gpt_oss import PLUGIN
+
+    args = builder_vllm_args("tiny-gpt-oss", "/var/lib/xpdctl/models/tiny-gpt-oss")
+    assert args[args.index("--reasoning-parser-plugin") + 1] == "/var/lib/xpdctl/models/tiny-gpt-oss/plain_reasoning.py"
+    assert (built / PLUGIN.name).read_bytes() == PLUGIN.read_bytes()
+    older = tmp_path / "older"
+    older.mkdir()
+    assert ensure_model("tiny-gpt-oss", older) is False  # present: not rebuilt, but completed
+    assert (older / PLUGIN.name).read_bytes() == PLUGIN.read_bytes()
+    assert builder_vllm_args(None, "/x") == []

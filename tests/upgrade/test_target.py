@@ -84,3 +84,17 @@ def test_an_alt_container_runs_under_its_own_name():
     assert s.stop_command == (DOCKER, "stop", s.name) and s.pre_commands == ((DOCKER, "rm", "--force", s.name),)
     words = [*s.command, *s.stop_command, *(w for c in s.pre_commands for w in c), *s.env.values()]
     assert [w for w in words if name in w and s.name not in w] == []
+
+
+def test_a_new_image_changes_the_kv_agents_unit_on_the_pools_hosts():
+    """With vLLM engines in containers the KV agent runs in the host's engine image (xpdctl/plan.py), so
+    the target of `upgrade --image` changes the agent's unit on the pool's hosts, and only there. The
+    rollout replaces engine instances only (docs/upgrade.md says what that leaves to the next `up`)."""
+    old, new = build_plan(_loaded(), {}), build_plan(with_image(_loaded(), "decode", NEW_ROCM), {})
+
+    def agent_images(plan):
+        return {s.host: s.details["image"] for s in plan.services() if s.role == "kv-agent"}
+
+    assert agent_images(old) == {"h100-01": _loaded().inventory.engine.images["nvidia"],
+                                 "mi300x-01": _loaded().inventory.engine.images["amd"]}  # fmt: skip
+    assert agent_images(new) == {**agent_images(old), "mi300x-01": NEW_ROCM}

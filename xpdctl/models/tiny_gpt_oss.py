@@ -23,12 +23,19 @@ INIT_STD = 0.2
 # vLLM serves every model of type gpt_oss through the Harmony chat format and its reasoning parser,
 # both tied to the o200k vocabulary; the tiny model has its own 1,024-token vocabulary and a plain
 # chat template. These arguments give it vLLM's ordinary chat path; the model code is unchanged
-# (vLLM picks it by architecture, not by model type).
-VLLM_ARGS = [
-    "--hf-overrides", json.dumps({"model_type": "gpt_oss_tiny"}, separators=(",", ":")),
-    "--reasoning-parser-plugin", str(Path(__file__).with_name("plain_reasoning.py")),
-    "--reasoning-parser", "xpdctl_plain",
-]
+# (vLLM picks it by architecture, not by model type). The parser plugin is a file of the model's folder
+# (CARRIED): the folder is what every host gets and every engine container mounts, xpdctl's tree is not.
+PLUGIN = Path(__file__).with_name("plain_reasoning.py")
+CARRIED = (PLUGIN,)
+
+
+def vllm_args(model_dir: str) -> list[str]:
+    return [
+        "--hf-overrides", json.dumps({"model_type": "gpt_oss_tiny"}, separators=(",", ":")),
+        "--reasoning-parser-plugin", f"{model_dir}/{PLUGIN.name}",
+        "--reasoning-parser", "xpdctl_plain",
+    ]  # fmt: skip
+
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"

