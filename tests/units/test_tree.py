@@ -59,3 +59,18 @@ def test_write_deployed_touches_only_what_changed(tmp_path):
     assert {rel: (tmp_path / rel).stat().st_ino for rel in new if rel != "manifest.json"} == {
         rel: ino for rel, ino in untouched.items() if rel in new and rel != "manifest.json"}
     assert not list(tmp_path.glob(".upgrade-*"))
+
+
+def test_a_service_whose_name_recurs_on_several_hosts_is_copied_for_the_host_named():
+    """A router's (or KV agent's) name is the same on each of its hosts: copying one host's must not
+    take another host's entry (deploy/handoff.py copies a stand-in router per router host)."""
+    base = _render()
+    manifest = manifest_of(base)
+    agents = [h for h, e in manifest["hosts"].items() if any(s["name"] == "xpd-lab-kv-agent" for s in e["services"])]
+    assert len(agents) >= 2
+    last = agents[-1]
+    stripped = without_service(base, "xpd-lab-kv-agent")  # takes the first host's only
+    assert find_service(manifest_of(stripped), "xpd-lab-kv-agent", agents[0]) is None
+    restored = copy_service(stripped, base, "xpd-lab-kv-agent", agents[0])
+    assert find_service(manifest_of(restored), "xpd-lab-kv-agent", agents[0]) is not None
+    assert find_service(manifest_of(restored), "xpd-lab-kv-agent", last) == find_service(manifest, "xpd-lab-kv-agent", last)

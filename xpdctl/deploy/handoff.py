@@ -65,8 +65,8 @@ def _with_stand_ins(loaded: LoadedInventory, tree: Path, routers: dict[str, str]
     alone = dataclasses.replace(plan, hosts={
         t.host: HostPlan(name=t.host, address=plan.hosts[t.host].address, services=[t]) for t in twins})
     files, extra = read_tree(tree), render_files(alone)
-    for twin in twins:
-        files = copy_service(files, extra, twin.name)
+    for twin in twins:  # one name on every router host
+        files = copy_service(files, extra, twin.name, twin.host)
     write_tree(files, into)
     return [t.name for t in twins]
 

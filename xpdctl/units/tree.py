@@ -28,12 +28,13 @@ def _with_manifest(files: Files, manifest: dict) -> Files:
     return out
 
 
-def find_service(manifest: dict, name: str) -> tuple[str, dict] | None:
-    """(host, manifest entry) of the service called ``name``."""
-    for host, entry in manifest["hosts"].items():
+def find_service(manifest: dict, name: str, host: str | None = None) -> tuple[str, dict] | None:
+    """(host, manifest entry) of the service called ``name`` (on ``host``: a router's or KV agent's name
+    recurs on each of its hosts)."""
+    for where, entry in manifest["hosts"].items():
         for service in entry["services"]:
-            if service["name"] == name:
-                return host, service
+            if service["name"] == name and host in (None, where):
+                return where, service
     return None
 
 
@@ -45,14 +46,15 @@ def _own_files(entry: dict) -> list[str]:
     return [entry["unit"], entry["env_file"]]
 
 
-def copy_service(into: Files, source: Files, name: str) -> Files:
-    """``into`` with service ``name``'s files and manifest entry taken from ``source`` (in its place, if any)."""
-    found = find_service(manifest_of(source), name)
+def copy_service(into: Files, source: Files, name: str, host: str | None = None) -> Files:
+    """``into`` with service ``name``'s files and manifest entry (the one on ``host``, if given) taken from
+    ``source`` (in its place, if any)."""
+    found = find_service(manifest_of(source), name, host)
     if found is None:
         raise ExecutionError(f"service {name} is not in the render it is taken from; render the cluster again "
                              "(a rollout: start the upgrade again)")
     host, entry = found
-    before = find_service(manifest_of(into), name)
+    before = find_service(manifest_of(into), name, host)
     out = {rel: f for rel, f in into.items() if before is None or rel not in _own_files(before[1])}
     for rel in _own_files(entry):
         out[rel] = source[rel]
