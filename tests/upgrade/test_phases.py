@@ -36,6 +36,9 @@ def test_in_place_batches_and_surge():
     order = BATCH_STEPS.index
     assert order("pull") < order("drain") < order("wait-idle") < order("install") < order("start")
     assert order("health") < order("warm-up") < order("pairs-ok") < order("undrain")
+    # --restart: an instance keeping its files would not restart at start, so it is stopped before install.
+    restart = in_place(_instances("d0"), [], batch=1, stop_first=True)[0].steps
+    assert restart.index("wait-idle") < restart.index("stop") < restart.index("install") < restart.index("start")
 
 
 def test_blue_green_keeps_the_old_generation_until_the_new_one_serves():

@@ -16,7 +16,7 @@ from xpdctl.router.admission import Admission
 from xpdctl.router.auth import KeyCollector, KeyGate, Refused
 from xpdctl.router.backends import Registry
 from xpdctl.router.config import RouterConfig
-from xpdctl.router.health import health_loop
+from xpdctl.router.health import check_all, health_loop
 from xpdctl.router.loadscrape import load_loop
 from xpdctl.router.metrics import RouterMetrics
 from xpdctl.router.pairs import pairs_loop
@@ -42,6 +42,11 @@ class Router:
         self._loops: dict[str, asyncio.Task] = {}
 
     async def start(self, app: web.Application) -> None:
+        # One round of health checks before the loops, and so before the site listens (on_startup runs
+        # first): a backend is "unknown", and not used, until its first check, so a router that starts
+        # beside another on the same port (a restart's handoff, deploy/handoff.py) would otherwise answer
+        # its first requests 503. Bounded by the health timeout; backends that are down fail fast.
+        await check_all(self.registry, self.config.health)
         await self._restart_loops(None)
 
     async def stop(self, app: web.Application) -> None:

@@ -31,13 +31,18 @@ def sizes(pool_size: int, max_unavailable: int) -> tuple[int, int, int]:
     return floor, batch, surge
 
 
-def in_place(rolling: list[Instance], surges: list[Instance], batch: int) -> list[Phase]:
+def in_place(rolling: list[Instance], surges: list[Instance], batch: int, *, stop_first: bool = False) -> list[Phase]:
+    """``stop_first``: a restart (`--restart`), whose instances may keep the files they run; `start` would
+    then have nothing to apply, so they are stopped before."""
+    steps = BATCH_STEPS
+    if stop_first:
+        steps = [*BATCH_STEPS[:BATCH_STEPS.index("install")], "stop", *BATCH_STEPS[BATCH_STEPS.index("install"):]]
     phases = []
     if surges:
         phases.append(Phase(name="surge up", instances=[s.name for s in surges], steps=UP_STEPS, rollback=True))
     for k in range(0, len(rolling), batch):
         members = [i.name for i in rolling[k:k + batch]]
-        phases.append(Phase(name=f"batch {k // batch + 1}", instances=members, steps=BATCH_STEPS, rollback=True))
+        phases.append(Phase(name=f"batch {k // batch + 1}", instances=members, steps=steps, rollback=True))
     if surges:
         phases.append(Phase(name="surge down", instances=[s.name for s in surges], steps=DOWN_STEPS))
     return phases

@@ -106,7 +106,7 @@ def _new_rollout(req: Request, loaded, layout: Layout, deployed_dir: Path, envir
         phases = ph.blue_green(olds, alts)
     else:
         olds = [_instance(manifest_t, n) for n in rolling]
-        phases = ph.in_place(olds, alts, batch)
+        phases = ph.in_place(olds, alts, batch, stop_first=req.restart)
     rollout = Rollout(
         cluster=loaded.inventory.cluster, pool=req.pool, mode=mode, by=who(), started_at=_now(), phases=phases,
         instances={i.name: i for i in olds + alts}, pool_size=pool_size, floor=floor,
